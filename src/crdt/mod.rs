@@ -1,0 +1,51 @@
+//! The replicated configuration document: a delta-state CRDT of our own
+//! (a causal dot store: objects → fields → multi-value registers, one
+//! compact causal context).
+//!
+//! Owns the data model (validated newtypes for everything that can reach
+//! `haproxy.cfg`), the merge semantics, and the [`Replica`] facade. Must not
+//! touch the network, disk, clock, environment or OS randomness, and uses
+//! ordered collections only, so that every peer computes the same bytes.
+//!
+//! Semantics (DESIGN.md, "Data model and merge semantics"), which the
+//! property tests in `tests/crdt_laws.rs` enforce:
+//! - the join is commutative, associative and idempotent; deltas may arrive
+//!   in any order, duplicated, or be replaced by a full-state join;
+//! - concurrent writes to different fields of an object both survive;
+//!   concurrent writes to one field are all kept until a later write has
+//!   seen them, and every view picks the same winner (stamp, then dot);
+//! - a field removal concurrent with a write to that field: the write
+//!   survives; an object removal concurrent with a field write: the written
+//!   field survives, the fields the remover had seen are gone;
+//! - a removal is "dot seen, value absent": no tombstones, and the
+//!   anti-entropy answer ([`Replica::missing_for`]) carries removals.
+
+mod dot;
+mod hlc;
+pub mod model;
+mod replica;
+mod store;
+
+pub use dot::{Dot, DotSet, ReplicaId};
+pub use hlc::Hlc;
+pub use replica::{Command, CommandError, ConfigDelta, Digest, RemoteDeltaError, Replica};
+pub use store::{Delta, DotStore, JoinError, Objects, Register, Stamped};
+
+/// Why bytes from a peer did not decode into a valid dot or dot set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Replica id 0 is reserved.
+    #[error("replica id 0 is reserved")]
+    ZeroReplicaId,
+    /// Counters start at 1.
+    #[error("dot counter 0 is invalid")]
+    ZeroCounter,
+    /// An interval must be non-empty and start at 1 or above.
+    #[error("invalid dot interval {first}..={last}")]
+    BadInterval {
+        /// First counter.
+        first: u64,
+        /// Last counter.
+        last: u64,
+    },
+}

@@ -1,0 +1,500 @@
+//! The [`Replica`] facade: one peer's copy of the configuration document.
+//!
+//! Owns the translation of API-level [`Command`]s into deltas, the checks a
+//! remote delta must pass before it is joined, and the read views. Must not
+//! do I/O: wall-clock time comes in as an argument.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::dot::{Dot, DotSet, ReplicaId};
+use super::hlc::Hlc;
+use super::model::{
+    Backend, ConfigView, FieldId, FieldValue, Frontend, Member, MemberKey, Name, ObjectKey,
+    Registration, RegistrationKey, ResolvedFields, ServiceName, Version,
+};
+use super::store::{Delta, DotStore, JoinError, Stamped};
+
+/// A delta of the configuration document (also used for full states).
+pub type ConfigDelta = Delta<ObjectKey, FieldId, FieldValue>;
+
+/// A 128-bit digest of a replica's live entries and causal context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Digest(pub u128);
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// A change requested through the API, already validated by type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Create or fully replace a frontend.
+    PutFrontend {
+        /// Its key.
+        name: Name,
+        /// Its settings.
+        frontend: Frontend,
+    },
+    /// Remove a frontend.
+    DeleteFrontend {
+        /// Its key.
+        name: Name,
+    },
+    /// Create or fully replace a backend, including its static members.
+    PutBackend {
+        /// Its key.
+        name: Name,
+        /// Its settings and members.
+        backend: Backend,
+    },
+    /// Remove a backend and its static members.
+    DeleteBackend {
+        /// Its key.
+        name: Name,
+    },
+    /// Point a dynamic backend at another service version (the A/B switch).
+    SwitchBackend {
+        /// The backend's key.
+        name: Name,
+        /// A new service name, if it changes.
+        service: Option<ServiceName>,
+        /// The version to follow.
+        version: Version,
+    },
+    /// Add or update one static member.
+    PutMember {
+        /// The member's backend and address.
+        key: MemberKey,
+        /// Its settings.
+        member: Member,
+    },
+    /// Remove one static member.
+    DeleteMember {
+        /// The member's backend and address.
+        key: MemberKey,
+    },
+    /// Register a service instance, or renew its lease.
+    Register {
+        /// The instance.
+        key: RegistrationKey,
+        /// Its metadata and lease.
+        registration: Registration,
+    },
+    /// Remove a service instance.
+    Deregister {
+        /// The instance.
+        key: RegistrationKey,
+    },
+}
+
+/// Why a command was refused. The replica is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The object to remove or switch does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The A/B switch was asked of a static backend.
+    #[error("backend {0} is static; only dynamic backends follow a service version")]
+    NotDynamic(Name),
+}
+
+/// Why a remote delta was refused. The replica is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteDeltaError {
+    /// An entry puts a field on an object kind that has no such field, or a
+    /// value under the wrong field.
+    #[error("entry {dot} puts field {field:?} on {key:?}, which is not allowed")]
+    InvalidEntry {
+        /// The entry's dot.
+        dot: Dot,
+        /// The object.
+        key: Box<ObjectKey>,
+        /// The field.
+        field: FieldId,
+    },
+    /// The delta claims events of this replica that it never issued: another
+    /// peer is using this replica's id, or the data is forged.
+    #[error("delta claims dot {0} of this replica, which it never issued")]
+    ForeignUseOfOwnId(Dot),
+    /// The dot store refused it.
+    #[error(transparent)]
+    Join(#[from] JoinError),
+}
+
+/// One peer's replica of the document. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    id: ReplicaId,
+    store: DotStore<ObjectKey, FieldId, FieldValue>,
+    /// The highest stamp issued or observed, so new writes order after
+    /// everything this replica has seen.
+    clock: Hlc,
+}
+
+impl Replica {
+    /// An empty replica with a fresh id (the caller draws it at random once
+    /// per data directory and persists it).
+    pub fn new(id: ReplicaId) -> Self {
+        Replica {
+            id,
+            store: DotStore::default(),
+            clock: Hlc::default(),
+        }
+    }
+
+    /// A replica restored from its persisted state (a full state or any
+    /// sequence of persisted deltas joined together). Its counter resumes
+    /// after the highest dot of its own it has seen, so no dot is reused.
+    pub fn restore(id: ReplicaId, persisted: &[ConfigDelta]) -> Result<Self, RemoteDeltaError> {
+        let mut replica = Replica::new(id);
+        for delta in persisted {
+            replica.check_entries(delta)?;
+            replica.store.join(delta)?;
+            replica.observe_clock(delta);
+        }
+        Ok(replica)
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+
+    /// Every dot this replica has seen.
+    pub fn context(&self) -> &DotSet {
+        self.store.context()
+    }
+
+    /// Digest of the live entries and the causal context.
+    pub fn digest(&self) -> Digest {
+        Digest(self.store.digest())
+    }
+
+    /// Number of live register entries (a size measure).
+    pub fn entry_count(&self) -> usize {
+        self.store.entry_count()
+    }
+
+    /// Executes a local command at wall-clock time `now_ms` and returns the
+    /// delta to persist and disseminate. An empty delta means the command
+    /// changed nothing (for example a PUT identical to the current state).
+    pub fn execute(&mut self, command: &Command, now_ms: u64) -> Result<ConfigDelta, CommandError> {
+        let mut ops = Ops::default();
+        match command {
+            Command::PutFrontend { name, frontend } => {
+                let key = ObjectKey::Frontend(name.clone());
+                ops.write(&key, FieldValue::Bind(frontend.bind.clone()));
+                ops.write(&key, FieldValue::DefaultBackend(frontend.backend.clone()));
+                ops.write(&key, FieldValue::Mode(frontend.mode));
+                ops.write(&key, FieldValue::Keepalive(frontend.keepalive));
+                ops.write(&key, FieldValue::Rules(frontend.rules.clone()));
+                ops.write(&key, FieldValue::Natives(frontend.natives.clone()));
+            }
+            Command::DeleteFrontend { name } => {
+                let key = ObjectKey::Frontend(name.clone());
+                self.require(&key)?;
+                ops.remove_object(key);
+            }
+            Command::PutBackend { name, backend } => {
+                let key = ObjectKey::Backend(name.clone());
+                ops.write(&key, FieldValue::BackendType(backend.kind));
+                ops.write_or_remove(
+                    &key,
+                    FieldId::Service,
+                    backend.service.clone().map(FieldValue::Service),
+                );
+                ops.write_or_remove(
+                    &key,
+                    FieldId::Version,
+                    backend.version.clone().map(FieldValue::Version),
+                );
+                ops.write(&key, FieldValue::Balance(backend.balance));
+                ops.write_or_remove(
+                    &key,
+                    FieldId::HostHeader,
+                    backend.host.clone().map(FieldValue::HostHeader),
+                );
+                ops.write(&key, FieldValue::Mode(backend.mode));
+                ops.write(&key, FieldValue::Natives(backend.natives.clone()));
+                ops.write(&key, FieldValue::Health(backend.health.clone()));
+                for old in self.member_keys(name) {
+                    if !backend.members.contains_key(&(old.host.clone(), old.port)) {
+                        ops.remove_object(ObjectKey::Member(old));
+                    }
+                }
+                for ((host, port), member) in &backend.members {
+                    let key = MemberKey {
+                        backend: name.clone(),
+                        host: host.clone(),
+                        port: *port,
+                    };
+                    ops.put_member(key, member);
+                }
+            }
+            Command::DeleteBackend { name } => {
+                let key = ObjectKey::Backend(name.clone());
+                self.require(&key)?;
+                ops.remove_object(key);
+                for member in self.member_keys(name) {
+                    ops.remove_object(ObjectKey::Member(member));
+                }
+            }
+            Command::SwitchBackend {
+                name,
+                service,
+                version,
+            } => {
+                let key = ObjectKey::Backend(name.clone());
+                match self.resolved_field(&key, FieldId::BackendType) {
+                    None => return Err(CommandError::NotFound(format!("backend {name}"))),
+                    Some(FieldValue::BackendType(super::model::BackendType::Dynamic)) => {}
+                    Some(_) => return Err(CommandError::NotDynamic(name.clone())),
+                }
+                if let Some(service) = service {
+                    ops.write(&key, FieldValue::Service(service.clone()));
+                }
+                ops.write(&key, FieldValue::Version(version.clone()));
+            }
+            Command::PutMember { key, member } => ops.put_member(key.clone(), member),
+            Command::DeleteMember { key } => {
+                let key = ObjectKey::Member(key.clone());
+                self.require(&key)?;
+                ops.remove_object(key);
+            }
+            Command::Register { key, registration } => {
+                let key = ObjectKey::Registration(key.clone());
+                ops.write(&key, FieldValue::Meta(registration.meta.clone()));
+                ops.write(&key, FieldValue::Lease(registration.lease));
+            }
+            Command::Deregister { key } => {
+                let key = ObjectKey::Registration(key.clone());
+                self.require(&key)?;
+                ops.remove_object(key);
+            }
+        }
+        Ok(self.commit(ops, now_ms))
+    }
+
+    /// Turns collected operations into one delta and joins it locally.
+    fn commit(&mut self, ops: Ops, now_ms: u64) -> ConfigDelta {
+        let mut delta = ConfigDelta::default();
+        let mut counter = self.store.context().max_counter(self.id);
+        let mut mint = || {
+            counter += 1;
+            Dot::new(self.id, counter).expect("counter starts at 1")
+        };
+        for (key, value) in ops.writes {
+            let field = value.field();
+            let current: Vec<Dot> = self.store.field_dots(&key, &field).collect();
+            let unchanged = current.len() == 1
+                && self.store.objects()[&key][&field][&current[0]].value == value;
+            if unchanged {
+                continue;
+            }
+            let dot = mint();
+            self.clock = Hlc::next(self.clock, now_ms);
+            delta.context.insert(dot);
+            delta.context.union_with(&current.into_iter().collect());
+            delta
+                .objects
+                .entry(key)
+                .or_default()
+                .entry(field)
+                .or_default()
+                .insert(
+                    dot,
+                    Stamped {
+                        hlc: self.clock,
+                        value,
+                    },
+                );
+        }
+        for (key, field) in ops.field_removals {
+            delta
+                .context
+                .union_with(&self.store.field_dots(&key, &field).collect());
+        }
+        for key in ops.object_removals {
+            delta
+                .context
+                .union_with(&self.store.object_dots(&key).collect());
+        }
+        if delta.objects.is_empty() && !delta.context.is_empty() {
+            // A pure removal still mints a dot, so every change has an
+            // identity of its own (used to deduplicate its broadcast).
+            delta.context.insert(mint());
+        }
+        self.store
+            .join(&delta)
+            .expect("a locally built delta is valid");
+        delta
+    }
+
+    fn require(&self, key: &ObjectKey) -> Result<(), CommandError> {
+        if self.store.objects().contains_key(key) {
+            Ok(())
+        } else {
+            Err(CommandError::NotFound(describe(key)))
+        }
+    }
+
+    fn member_keys(&self, backend: &Name) -> Vec<MemberKey> {
+        self.store
+            .objects()
+            .range(ObjectKey::first_member_of(backend)..)
+            .map_while(|(key, _)| match key {
+                ObjectKey::Member(m) if &m.backend == backend => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Joins a delta received from a peer, after checking it against the
+    /// model. Returns whether the state changed.
+    pub fn join(&mut self, delta: &ConfigDelta) -> Result<bool, RemoteDeltaError> {
+        self.check_entries(delta)?;
+        let own_max = self.store.context().max_counter(self.id);
+        if delta.context.max_counter(self.id) > own_max {
+            let dot = Dot::new(self.id, delta.context.max_counter(self.id)).expect("non-zero");
+            return Err(RemoteDeltaError::ForeignUseOfOwnId(dot));
+        }
+        let changed = self.store.join(delta)?;
+        self.observe_clock(delta);
+        Ok(changed)
+    }
+
+    fn check_entries(&self, delta: &ConfigDelta) -> Result<(), RemoteDeltaError> {
+        for (key, field, dot, stamped) in delta.entries() {
+            if !field.allowed_in(key) || stamped.value.field() != *field {
+                return Err(RemoteDeltaError::InvalidEntry {
+                    dot,
+                    key: Box::new(key.clone()),
+                    field: *field,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn observe_clock(&mut self, delta: &ConfigDelta) {
+        if let Some(max) = delta.entries().map(|(_, _, _, s)| s.hlc).max() {
+            self.clock = self.clock.max(max);
+        }
+    }
+
+    /// What a peer with causal context `peer` is missing, removals included.
+    pub fn missing_for(&self, peer: &DotSet) -> ConfigDelta {
+        self.store.missing_for(peer)
+    }
+
+    /// The whole state as a delta.
+    pub fn full_state(&self) -> ConfigDelta {
+        self.store.full_state()
+    }
+
+    /// One value per field: of concurrent values, the one with the highest
+    /// (stamp, dot) wins — the same choice on every peer.
+    pub fn resolved_fields(&self) -> ResolvedFields {
+        self.store
+            .objects()
+            .iter()
+            .map(|(key, fields)| {
+                let resolved = fields
+                    .iter()
+                    .map(|(field, register)| (*field, winner(register).clone()))
+                    .collect::<BTreeMap<_, _>>();
+                (key.clone(), resolved)
+            })
+            .collect()
+    }
+
+    fn resolved_field(&self, key: &ObjectKey, field: FieldId) -> Option<&FieldValue> {
+        self.store.objects().get(key)?.get(&field).map(winner)
+    }
+
+    /// Fields that currently hold more than one concurrent value, with all
+    /// of them (winner first). Useful to show operators a conflict.
+    pub fn conflicts(&self) -> Vec<(ObjectKey, FieldId, Vec<FieldValue>)> {
+        let mut out = Vec::new();
+        for (key, fields) in self.store.objects() {
+            for (field, register) in fields {
+                if register.len() > 1 {
+                    let mut values: Vec<&Stamped<FieldValue>> = register.values().collect();
+                    values.sort_by(|a, b| b.hlc.cmp(&a.hlc));
+                    out.push((
+                        key.clone(),
+                        *field,
+                        values.into_iter().map(|s| s.value.clone()).collect(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// The typed, sorted view used by the API and by rendering.
+    pub fn view(&self) -> ConfigView {
+        ConfigView::from_fields(&self.resolved_fields())
+    }
+
+    /// Canonical bytes of the resolved view: two replicas showing the same
+    /// configuration produce the same bytes.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.resolved_fields()).expect("the view always encodes")
+    }
+}
+
+fn winner(register: &super::store::Register<FieldValue>) -> &FieldValue {
+    let (_, stamped) = register
+        .iter()
+        .max_by(|(da, a), (db, b)| a.hlc.cmp(&b.hlc).then(da.cmp(db)))
+        .expect("registers in the store are never empty");
+    &stamped.value
+}
+
+fn describe(key: &ObjectKey) -> String {
+    match key {
+        ObjectKey::Frontend(n) => format!("frontend {n}"),
+        ObjectKey::Backend(n) => format!("backend {n}"),
+        ObjectKey::Member(m) => format!("member {}:{} of backend {}", m.host, m.port, m.backend),
+        ObjectKey::Registration(r) => format!(
+            "registration /{}/{}/{}/{}",
+            r.service, r.version, r.host, r.port
+        ),
+    }
+}
+
+/// Operations collected while executing one command.
+#[derive(Default)]
+struct Ops {
+    writes: Vec<(ObjectKey, FieldValue)>,
+    field_removals: Vec<(ObjectKey, FieldId)>,
+    object_removals: Vec<ObjectKey>,
+}
+
+impl Ops {
+    fn write(&mut self, key: &ObjectKey, value: FieldValue) {
+        self.writes.push((key.clone(), value));
+    }
+
+    fn write_or_remove(&mut self, key: &ObjectKey, field: FieldId, value: Option<FieldValue>) {
+        match value {
+            Some(value) => self.write(key, value),
+            None => self.field_removals.push((key.clone(), field)),
+        }
+    }
+
+    fn remove_object(&mut self, key: ObjectKey) {
+        self.object_removals.push(key);
+    }
+
+    fn put_member(&mut self, key: MemberKey, member: &Member) {
+        let key = ObjectKey::Member(key);
+        self.write(&key, FieldValue::Weight(member.weight));
+        self.write(&key, FieldValue::State(member.state));
+    }
+}

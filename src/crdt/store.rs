@@ -1,0 +1,347 @@
+//! The causal dot store: objects → fields → multi-value registers, with one
+//! causal context — the delta-state CRDT of DESIGN.md.
+//!
+//! Owns [`DotStore`], [`Delta`] and the join. Generic over key, field and
+//! value types so that it knows nothing of HAProxy; the model-level rules
+//! (which fields an object may have, which values a field may hold) are
+//! checked by the caller before a delta reaches [`DotStore::join`].
+//!
+//! Architecture invariant: applying a delta touches only the dots and keys
+//! the delta names (ordered-index range lookups), never the whole document.
+//! A join either applies completely or returns an error having changed
+//! nothing.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::dot::{Dot, DotSet};
+use super::hlc::Hlc;
+
+/// A value in a register, with the stamp that orders it against concurrent
+/// values of the same field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamped<V> {
+    /// When (in hybrid logical time) the value was written.
+    pub hlc: Hlc,
+    /// The value.
+    pub value: V,
+}
+
+/// A multi-value register: every value not yet overwritten by a write that
+/// had seen it, keyed by the dot of the write that created it.
+pub type Register<V> = BTreeMap<Dot, Stamped<V>>;
+
+/// Objects → fields → registers: the shape of both a store and a delta.
+pub type Objects<K, F, V> = BTreeMap<K, BTreeMap<F, Register<V>>>;
+
+/// A delta (or a full state): some register entries plus the causal context
+/// they are known under. A dot in `context` that has no entry in `objects`
+/// means "this event was seen and its value is gone": that is how removals
+/// and overwrites travel, with no tombstones.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize, F: Serialize, V: Serialize",
+    deserialize = "K: Deserialize<'de> + Ord, F: Deserialize<'de> + Ord, V: Deserialize<'de>"
+))]
+pub struct Delta<K, F, V> {
+    /// The register entries carried.
+    pub objects: Objects<K, F, V>,
+    /// Every dot the delta speaks for: its entries' dots and the dots it
+    /// removes.
+    pub context: DotSet,
+}
+
+impl<K, F, V> Default for Delta<K, F, V> {
+    fn default() -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            context: DotSet::new(),
+        }
+    }
+}
+
+impl<K, F, V> Delta<K, F, V> {
+    /// Every entry as `(key, field, dot, stamped value)`, in order.
+    pub fn entries(&self) -> impl Iterator<Item = (&K, &F, Dot, &Stamped<V>)> {
+        self.objects.iter().flat_map(|(k, fields)| {
+            fields
+                .iter()
+                .flat_map(move |(f, reg)| reg.iter().map(move |(dot, s)| (k, f, *dot, s)))
+        })
+    }
+
+    /// Whether the delta carries nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty() && self.context.is_empty()
+    }
+}
+
+/// Why a delta was refused. In every case the store is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// An entry's dot is missing from the delta's own context.
+    #[error("entry {0} is not covered by the delta's context")]
+    EntryOutsideContext(Dot),
+    /// One dot names two different entries inside the delta.
+    #[error("dot {0} appears twice in the delta")]
+    DuplicateDot(Dot),
+    /// The delta reuses a dot this store already holds with another key,
+    /// field or value: a replica that lost its data and re-minted old
+    /// counters, or a corrupt peer.
+    #[error("dot {0} is already held with a different key, field or value")]
+    DotReused(Dot),
+}
+
+/// The replicated document's state. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct DotStore<K, F, V> {
+    objects: Objects<K, F, V>,
+    /// Where each live dot sits, for in-place removal by dot.
+    index: BTreeMap<Dot, (K, F)>,
+    context: DotSet,
+    /// Order-independent hash of the live entries (wrapping sum of
+    /// per-entry hashes), maintained incrementally.
+    entries_hash: u128,
+}
+
+impl<K, F, V> Default for DotStore<K, F, V> {
+    fn default() -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            index: BTreeMap::new(),
+            context: DotSet::new(),
+            entries_hash: 0,
+        }
+    }
+}
+
+impl<K, F, V> DotStore<K, F, V>
+where
+    K: Ord + Clone + Debug + Serialize,
+    F: Ord + Clone + Debug + Serialize,
+    V: Clone + Eq + Debug + Serialize,
+{
+    /// Every dot this store has seen.
+    pub fn context(&self) -> &DotSet {
+        &self.context
+    }
+
+    /// The live objects.
+    pub fn objects(&self) -> &Objects<K, F, V> {
+        &self.objects
+    }
+
+    /// Number of live register entries.
+    pub fn entry_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The dots currently live in the register of `key.field`.
+    pub fn field_dots(&self, key: &K, field: &F) -> impl Iterator<Item = Dot> + '_ {
+        self.objects
+            .get(key)
+            .and_then(|fields| fields.get(field))
+            .into_iter()
+            .flat_map(|reg| reg.keys().copied())
+    }
+
+    /// The dots currently live anywhere in object `key`.
+    pub fn object_dots(&self, key: &K) -> impl Iterator<Item = Dot> + '_ {
+        self.objects
+            .get(key)
+            .into_iter()
+            .flat_map(|fields| fields.values().flat_map(|reg| reg.keys().copied()))
+    }
+
+    /// A 128-bit digest of the live entries and the causal context: equal
+    /// digests mean equal states. The entry part is maintained
+    /// incrementally; the context part costs one pass over its intervals.
+    pub fn digest(&self) -> u128 {
+        let context = postcard::to_stdvec(&self.context).expect("a dot set always encodes");
+        let mut bytes = self.entries_hash.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&context);
+        xxh3_128(&bytes)
+    }
+
+    /// Joins `delta` into the store (the lattice join: commutative,
+    /// associative, idempotent). Returns whether anything changed.
+    pub fn join(&mut self, delta: &Delta<K, F, V>) -> Result<bool, JoinError> {
+        self.check(delta)?;
+
+        // Removals: every live dot the delta has seen but does not carry.
+        // The range lookup per context interval keeps this proportional to
+        // the delta (plus the live dots inside its intervals).
+        let mut removed = Vec::new();
+        for (replica, range) in delta.context.ranges() {
+            let from = Dot {
+                replica,
+                counter: *range.start(),
+            };
+            let to = Dot {
+                replica,
+                counter: *range.end(),
+            };
+            for (dot, (key, field)) in self.index.range(from..=to) {
+                let carried = delta
+                    .objects
+                    .get(key)
+                    .and_then(|fields| fields.get(field))
+                    .is_some_and(|reg| reg.contains_key(dot));
+                if !carried {
+                    removed.push(*dot);
+                }
+            }
+        }
+        let mut changed = !removed.is_empty();
+        for dot in removed {
+            self.remove_entry(dot);
+        }
+
+        for (key, field, dot, stamped) in delta.entries() {
+            if !self.context.contains(dot) {
+                self.insert_entry(key, field, dot, stamped);
+                changed = true;
+            }
+        }
+
+        if !delta.context.is_subset_of(&self.context) {
+            self.context.union_with(&delta.context);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Read-only validation of a delta against itself and this store.
+    fn check(&self, delta: &Delta<K, F, V>) -> Result<(), JoinError> {
+        let mut seen = DotSet::new();
+        for (key, field, dot, stamped) in delta.entries() {
+            if !delta.context.contains(dot) {
+                return Err(JoinError::EntryOutsideContext(dot));
+            }
+            if seen.contains(dot) {
+                return Err(JoinError::DuplicateDot(dot));
+            }
+            seen.insert(dot);
+            if let Some((held_key, held_field)) = self.index.get(&dot) {
+                let same = held_key == key
+                    && held_field == field
+                    && self.objects[key][field].get(&dot) == Some(stamped);
+                if !same {
+                    return Err(JoinError::DotReused(dot));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What a peer whose causal context is `peer` lacks: the entries it has
+    /// not seen, and — so that removals it missed are repaired too — the
+    /// context of everything it has not seen plus every dot both have seen
+    /// that is no longer live here.
+    pub fn missing_for(&self, peer: &DotSet) -> Delta<K, F, V> {
+        let unseen = self.context.difference(peer);
+        let mut delta = Delta::default();
+        for (replica, range) in unseen.ranges() {
+            let from = Dot {
+                replica,
+                counter: *range.start(),
+            };
+            let to = Dot {
+                replica,
+                counter: *range.end(),
+            };
+            for (dot, (key, field)) in self.index.range(from..=to) {
+                let stamped = &self.objects[key][field][dot];
+                delta
+                    .objects
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(field.clone())
+                    .or_default()
+                    .insert(*dot, stamped.clone());
+            }
+        }
+        delta.context = unseen;
+        for (replica, range) in self.context.intersection(peer).ranges() {
+            let mut next = *range.start();
+            let from = Dot {
+                replica,
+                counter: next,
+            };
+            let to = Dot {
+                replica,
+                counter: *range.end(),
+            };
+            for dot in self.index.range(from..=to).map(|(dot, _)| dot) {
+                if dot.counter > next {
+                    delta
+                        .context
+                        .insert_interval(replica, next..=dot.counter - 1);
+                }
+                next = dot.counter + 1;
+            }
+            if next <= *range.end() {
+                delta.context.insert_interval(replica, next..=*range.end());
+            }
+        }
+        delta
+    }
+
+    /// The whole state as a delta (for a new or far-behind peer, and for
+    /// persistence).
+    pub fn full_state(&self) -> Delta<K, F, V> {
+        Delta {
+            objects: self.objects.clone(),
+            context: self.context.clone(),
+        }
+    }
+
+    fn insert_entry(&mut self, key: &K, field: &F, dot: Dot, stamped: &Stamped<V>) {
+        self.entries_hash = self
+            .entries_hash
+            .wrapping_add(entry_hash(key, field, dot, stamped));
+        self.index.insert(dot, (key.clone(), field.clone()));
+        self.objects
+            .entry(key.clone())
+            .or_default()
+            .entry(field.clone())
+            .or_default()
+            .insert(dot, stamped.clone());
+    }
+
+    fn remove_entry(&mut self, dot: Dot) {
+        let Some((key, field)) = self.index.remove(&dot) else {
+            return;
+        };
+        let fields = self
+            .objects
+            .get_mut(&key)
+            .expect("index points at a live object");
+        let register = fields
+            .get_mut(&field)
+            .expect("index points at a live field");
+        let stamped = register.remove(&dot).expect("index points at a live entry");
+        self.entries_hash = self
+            .entries_hash
+            .wrapping_sub(entry_hash(&key, &field, dot, &stamped));
+        if register.is_empty() {
+            fields.remove(&field);
+            if fields.is_empty() {
+                self.objects.remove(&key);
+            }
+        }
+    }
+}
+
+fn entry_hash<K: Serialize, F: Serialize, V: Serialize>(
+    key: &K,
+    field: &F,
+    dot: Dot,
+    stamped: &Stamped<V>,
+) -> u128 {
+    let bytes = postcard::to_stdvec(&(key, field, dot, stamped)).expect("entries always encode");
+    xxh3_128(&bytes)
+}

@@ -1,0 +1,14 @@
+//! Aqueduct: a peer-to-peer, CRDT-replicated control plane for HAProxy.
+//!
+//! The deterministic core — [`crdt`] (the replicated document) and
+//! [`gossip`] (the protocol as a pure state machine) — never touches the
+//! network, disk, clock, environment or OS randomness. The I/O shell lives
+//! behind the `shell` feature. See ARCHITECTURE.md for the map.
+
+pub mod crdt;
+pub mod gossip;
+
+#[cfg(feature = "shell")]
+pub mod api;
+#[cfg(feature = "shell")]
+pub mod haproxy;
