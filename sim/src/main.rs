@@ -1,1 +1,67 @@
-fn main() {}
+//! CLI of the simulator. The flags and the JSON field names of the last
+//! line are a contract used by benchmarks and reviewers:
+//! `cargo run --release -p aqueduct-sim -- --seed S --peers N --profile lan|wan|chaos --writes W --json`
+
+use std::process::ExitCode;
+
+use aqueduct_sim::{Options, Profile, run};
+use clap::Parser;
+
+/// Deterministic whole-mesh simulator for the Aqueduct replication core.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// Seed of every random choice; the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of peers.
+    #[arg(long, default_value_t = 50)]
+    peers: usize,
+    /// Network and fault profile.
+    #[arg(long, value_enum, default_value_t = Profile::Lan)]
+    profile: Profile,
+    /// Acknowledged writes to issue.
+    #[arg(long, default_value_t = 100)]
+    writes: usize,
+    /// Print the report as one JSON line (always the last line printed).
+    #[arg(long)]
+    json: bool,
+    /// Trace lines kept for a failure report.
+    #[arg(long, default_value_t = 400)]
+    trace_lines: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.peers < 1 {
+        eprintln!("--peers must be at least 1");
+        return ExitCode::from(2);
+    }
+    let report = run(&Options {
+        seed: cli.seed,
+        peers: cli.peers,
+        profile: cli.profile,
+        writes: cli.writes,
+        trace_lines: cli.trace_lines,
+    });
+    if !report.failures.is_empty() {
+        eprintln!("FAILED: seed {} ({} peers, {:?}, {} writes)", report.seed, report.peers, report.profile, report.writes);
+        for failure in &report.failures {
+            eprintln!("  - {failure}");
+        }
+        eprintln!("last events before the end:");
+        for line in &report.trace {
+            eprintln!("  {line}");
+        }
+        eprintln!(
+            "reproduce: cargo run --release -p aqueduct-sim -- --seed {} --peers {} --profile {:?} --writes {}",
+            report.seed, report.peers, report.profile, report.writes
+        );
+    }
+    if cli.json {
+        println!("{}", serde_json::to_string(&report).expect("reports always serialize"));
+    } else {
+        println!("{report:#?}");
+    }
+    if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

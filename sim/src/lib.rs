@@ -1,0 +1,161 @@
+//! `aqueduct-sim`: a deterministic simulator of a whole Aqueduct mesh.
+//!
+//! One process, one thread, virtual time, an event queue ordered by (time,
+//! sequence). Every peer is a real `aqueduct::gossip::Node`; every message
+//! is encoded to bytes by the sender and decoded by the receiver. All
+//! randomness — network, faults, workload, the nodes' own — derives from
+//! one seed, so the same seed gives a byte-identical run.
+//!
+//! Depends on the core only (the `aqueduct` crate without its shell).
+
+mod checker;
+mod network;
+mod trace;
+mod workload;
+mod world;
+
+use serde::Serialize;
+
+pub use network::{LinkModel, Partition};
+pub use world::run;
+
+/// A network and fault profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// One-way 0.25–1 ms, 1% loss, 1% duplication, reordering.
+    Lan,
+    /// One-way 20–150 ms, 2% loss.
+    Wan,
+    /// `lan` plus partitions, crashes and restarts (with and without
+    /// state), clock skew up to ±500 ms, then heal.
+    Chaos,
+}
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Number of peers.
+    pub peers: usize,
+    /// Network and fault profile.
+    pub profile: Profile,
+    /// Acknowledged writes to issue.
+    pub writes: usize,
+    /// Lines of event trace kept for a failure report.
+    pub trace_lines: usize,
+}
+
+/// Percentiles of a set of durations, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// Percentiles of `values` (nearest rank); zeros when empty.
+    pub fn of(mut values: Vec<f64>) -> Percentiles {
+        if values.is_empty() {
+            return Percentiles::default();
+        }
+        values.sort_by(f64::total_cmp);
+        let rank = |q: f64| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+        Percentiles { p50: rank(0.50), p99: rank(0.99), max: values[values.len() - 1] }
+    }
+}
+
+/// The result of one run. The CLI prints it as one JSON line; field names
+/// are a contract (benchmarks and reviewers parse them).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Number of peers.
+    pub peers: usize,
+    /// The profile.
+    pub profile: Profile,
+    /// Acknowledged writes issued.
+    pub writes: usize,
+    /// All live peers ended with identical digests and views.
+    pub converged: bool,
+    /// Peers whose digest differs from the most common one at the end.
+    pub divergent_peers: usize,
+    /// Acknowledged writes missing at the end without a later write that
+    /// superseded them.
+    pub lost_writes: usize,
+    /// Acknowledged writes whose only copy was on a peer that lost its
+    /// whole disk before any other peer received them (not counted as
+    /// lost: no system can keep what only a destroyed disk held).
+    pub writes_lost_with_disk: usize,
+    /// Removed values that came back.
+    pub resurrections: usize,
+    /// Simulated time from a write's acknowledgment until every live peer
+    /// had it.
+    pub convergence_ms: Percentiles,
+    /// Chaos: simulated time from the final heal until all peers were
+    /// identical.
+    pub heal_convergence_ms: Option<f64>,
+    /// Messages sent from the first write until convergence, per write and
+    /// peer (everything: dissemination, acks, anti-entropy, membership).
+    pub msgs_per_write_per_peer: f64,
+    /// Bytes of the same messages, per write and peer.
+    pub bytes_per_write_per_peer: f64,
+    /// Bytes each peer sends per second when nothing is written.
+    pub idle_bytes_per_peer_per_s: f64,
+    /// Faults injected (chaos).
+    pub faults: FaultCounts,
+    /// Peer garbage and refusals, summed over peers (0 expected).
+    pub refused: RefusedCounts,
+    /// High-water marks of the nodes' bounded queues.
+    pub queues: QueueMarks,
+    /// Simulated time the run covered.
+    pub simulated_ms: f64,
+    /// Events processed.
+    pub events: u64,
+    /// Wall-clock time of the run.
+    pub wall_ms: f64,
+    /// What the checkers found wrong (empty when all passed).
+    pub failures: Vec<String>,
+    /// The last events before the end, kept only when a checker failed.
+    #[serde(skip)]
+    pub trace: Vec<String>,
+}
+
+/// Faults injected during a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FaultCounts {
+    /// Partitions started.
+    pub partitions: usize,
+    /// Peer crashes.
+    pub crashes: usize,
+    /// Restarts that lost the whole data directory.
+    pub wipes: usize,
+}
+
+/// Refusals counted by the nodes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RefusedCounts {
+    /// Messages that did not decode.
+    pub garbage: u64,
+    /// Deltas that failed validation.
+    pub deltas: u64,
+    /// Messages over the size limit.
+    pub too_large: u64,
+}
+
+/// High-water marks, maximum over peers.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct QueueMarks {
+    /// Broadcast sends awaiting an ack.
+    pub pending_acks: usize,
+    /// Node output queue.
+    pub outputs: usize,
+    /// Membership timers.
+    pub timers: usize,
+}

@@ -1,0 +1,619 @@
+//! The simulated world: peers, the event queue, the phases of a run.
+//!
+//! A run: bootstrap N peers with a known member list → let membership
+//! settle → issue the writes (chaos: with partitions, crashes, restarts
+//! and clock skew) → heal everything → run until every peer is identical
+//! (or a time limit) → measure idle traffic → check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use aqueduct::crdt::{ConfigDelta, Dot, Replica, ReplicaId};
+use aqueduct::gossip::{Config, MemberId, Node, Output, PeerId, Time};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::checker::{self, WriteRecord};
+use crate::network::{LinkModel, Partition};
+use crate::trace::Trace;
+use crate::{FaultCounts, Options, Percentiles, Profile, QueueMarks, RefusedCounts, Report, workload};
+
+/// Wall-clock origin of the simulation (2026-01-01), so leases and stamps
+/// look like real times.
+const WALL_EPOCH_MS: u64 = 1_767_225_600_000;
+/// SWIM gets at most this many members at bootstrap (see
+/// `Node::assume_members`).
+const SWIM_BOOTSTRAP_MAX: usize = 1024;
+/// Never simulate longer than this after the last write.
+const QUIESCE_LIMIT: Duration = Duration::from_secs(120);
+/// How often convergence is checked while quiescing.
+const QUIESCE_STEP: Duration = Duration::from_millis(5);
+
+enum Event {
+    Deliver { from: usize, to: usize, bytes: Rc<Vec<u8>> },
+    Timer { peer: usize, epoch: u64 },
+    Write,
+    StartPartition,
+    HealPartition,
+    Crash { peer: usize },
+    Restart { peer: usize, wipe: bool },
+}
+
+struct Peer {
+    id: PeerId,
+    node: Option<Node>,
+    replica_id: ReplicaId,
+    generation: u32,
+    /// Persisted deltas (the data directory): survives crashes, not wipes.
+    disk: Vec<ConfigDelta>,
+    skew_ms: i64,
+    /// Bumped on every crash and restart, so stale timer events are ignored.
+    epoch: u64,
+    timer_at: Option<Time>,
+    /// Per write index: simulated µs when this peer first had it.
+    seen_at: Vec<u64>,
+    unseen: BTreeSet<usize>,
+}
+
+struct Profiles {
+    link: LinkModel,
+    config: Config,
+    write_interval: Duration,
+    settle: Duration,
+    idle_window: Duration,
+    skew_ms: i64,
+    faults: bool,
+}
+
+impl Profiles {
+    fn of(profile: Profile, peers: usize) -> Profiles {
+        let size = u32::try_from(peers).unwrap_or(u32::MAX);
+        match profile {
+            Profile::Lan => Profiles {
+                link: LinkModel::lan(),
+                config: Config::lan(size),
+                write_interval: Duration::from_millis(10),
+                settle: Duration::from_secs(2),
+                idle_window: Duration::from_secs(10),
+                skew_ms: 0,
+                faults: false,
+            },
+            Profile::Wan => Profiles {
+                link: LinkModel::wan(),
+                config: Config::wan(size),
+                write_interval: Duration::from_millis(50),
+                settle: Duration::from_secs(10),
+                idle_window: Duration::from_secs(30),
+                skew_ms: 0,
+                faults: false,
+            },
+            Profile::Chaos => Profiles {
+                link: LinkModel::lan(),
+                config: Config::lan(size),
+                write_interval: Duration::from_millis(20),
+                settle: Duration::from_secs(2),
+                idle_window: Duration::from_secs(10),
+                skew_ms: 500,
+                faults: true,
+            },
+        }
+    }
+}
+
+struct World {
+    options: Options,
+    profile: Profiles,
+    rng: ChaCha8Rng,
+    now: Time,
+    seq: u64,
+    events: BTreeMap<(Time, u64), Event>,
+    peers: Vec<Peer>,
+    partition: Partition,
+    /// Peer id → index in `peers`.
+    index: BTreeMap<PeerId, usize>,
+    writes: Vec<WriteRecord>,
+    trace: Trace,
+    messages_sent: u64,
+    bytes_sent: u64,
+    events_processed: u64,
+    faults: FaultCounts,
+    refused: RefusedCounts,
+    queues: QueueMarks,
+    failures: Vec<String>,
+}
+
+/// Runs one simulation and checks it.
+pub fn run(options: &Options) -> Report {
+    let started = Instant::now();
+    let mut world = World::new(options.clone());
+    world.trace.log(world.now, || format!("bootstrap {} peers, profile {:?}", options.peers, options.profile));
+    world.advance(world.now + world.profile.settle);
+
+    // Writes (and, in chaos, faults) from here on.
+    let first_write = world.now;
+    let write_span = world.profile.write_interval * u32::try_from(options.writes).unwrap_or(u32::MAX);
+    for i in 0..options.writes {
+        world.schedule(first_write + world.profile.write_interval * i as u32, Event::Write);
+    }
+    let heal_at = first_write + write_span;
+    if world.profile.faults {
+        world.schedule_faults(first_write, heal_at);
+    }
+    let (msgs_before, bytes_before) = (world.messages_sent, world.bytes_sent);
+    world.advance(heal_at);
+    if world.profile.faults {
+        world.heal_everything();
+    }
+    let converged_at = world.quiesce();
+    let converged = converged_at.is_some();
+    let heal_convergence_ms = match (world.profile.faults, converged_at) {
+        (true, Some(at)) => Some(at.since(heal_at).as_secs_f64() * 1000.0),
+        _ => None,
+    };
+    let writes = world.writes.len().max(1) as f64;
+    let peers = options.peers as f64;
+    let msgs_per_write_per_peer = (world.messages_sent - msgs_before) as f64 / writes / peers;
+    let bytes_per_write_per_peer = (world.bytes_sent - bytes_before) as f64 / writes / peers;
+
+    // Idle traffic: nothing written, everything converged.
+    let idle_bytes_before = world.bytes_sent;
+    let idle_end = world.now + world.profile.idle_window;
+    world.advance(idle_end);
+    let idle_bytes_per_peer_per_s =
+        (world.bytes_sent - idle_bytes_before) as f64 / peers / world.profile.idle_window.as_secs_f64();
+
+    world.check(converged);
+    let convergence = world.convergence_ms();
+    Report {
+        seed: options.seed,
+        peers: options.peers,
+        profile: options.profile,
+        writes: world.writes.len(),
+        converged,
+        divergent_peers: checker::divergent_peers(&world.digests()),
+        lost_writes: world.lost_writes(),
+        writes_lost_with_disk: world.writes.iter().filter(|w| w.lost_with_disk).count(),
+        resurrections: world.resurrections(),
+        convergence_ms: convergence,
+        heal_convergence_ms,
+        msgs_per_write_per_peer,
+        bytes_per_write_per_peer,
+        idle_bytes_per_peer_per_s,
+        faults: world.faults.clone(),
+        refused: world.refused.clone(),
+        queues: world.queues.clone(),
+        simulated_ms: world.now.as_micros() as f64 / 1000.0,
+        events: world.events_processed,
+        wall_ms: started.elapsed().as_secs_f64() * 1000.0,
+        trace: if world.failures.is_empty() { Vec::new() } else { world.trace.lines().cloned().collect() },
+        failures: world.failures.clone(),
+    }
+}
+
+impl World {
+    fn new(options: Options) -> World {
+        let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+        let profile = Profiles::of(options.profile, options.peers);
+        let mut ids = BTreeSet::new();
+        while ids.len() < options.peers {
+            ids.insert(rng.random_range(1..u64::MAX));
+        }
+        let mut ids: Vec<PeerId> = ids.into_iter().map(PeerId).collect();
+        // Peer index order is independent of ring order.
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, rng.random_range(0..=i));
+        }
+        let mut world = World {
+            trace: Trace::new(options.trace_lines),
+            options,
+            profile,
+            rng,
+            now: Time::ZERO,
+            seq: 0,
+            events: BTreeMap::new(),
+            peers: Vec::new(),
+            partition: Partition::None,
+            index: ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
+            writes: Vec::new(),
+            messages_sent: 0,
+            bytes_sent: 0,
+            events_processed: 0,
+            faults: FaultCounts::default(),
+            refused: RefusedCounts::default(),
+            queues: QueueMarks::default(),
+            failures: Vec::new(),
+        };
+        for &id in &ids {
+            let skew_ms = if world.profile.skew_ms > 0 {
+                world.rng.random_range(-world.profile.skew_ms..=world.profile.skew_ms)
+            } else {
+                0
+            };
+            let replica_id = world.fresh_replica_id();
+            let seed = world.rng.random();
+            let node = Node::new(
+                world.profile.config.clone(),
+                MemberId { peer: id, generation: 0 },
+                Replica::new(replica_id),
+                seed,
+                Time::ZERO,
+            );
+            world.peers.push(Peer {
+                id,
+                node: Some(node),
+                replica_id,
+                generation: 0,
+                disk: Vec::new(),
+                skew_ms,
+                epoch: 0,
+                timer_at: None,
+                seen_at: Vec::new(),
+                unseen: BTreeSet::new(),
+            });
+        }
+        for p in 0..world.peers.len() {
+            let node = world.peers[p].node.as_mut().expect("just created");
+            node.assume_members(Time::ZERO, &ids, SWIM_BOOTSTRAP_MAX);
+            world.after(p);
+        }
+        world
+    }
+
+    fn fresh_replica_id(&mut self) -> ReplicaId {
+        ReplicaId::new(self.rng.random_range(1..u64::MAX)).expect("non-zero")
+    }
+
+    fn schedule(&mut self, at: Time, event: Event) {
+        self.seq += 1;
+        self.events.insert((at.max(self.now), self.seq), event);
+    }
+
+    /// Processes every event up to `until`, then sets the clock to it.
+    fn advance(&mut self, until: Time) {
+        while let Some(entry) = self.events.first_entry() {
+            if entry.key().0 > until {
+                break;
+            }
+            let ((at, _), event) = entry.remove_entry();
+            self.now = at;
+            self.events_processed += 1;
+            self.process(event);
+        }
+        self.now = until;
+    }
+
+    fn process(&mut self, event: Event) {
+        match event {
+            Event::Deliver { from, to, bytes } => {
+                if self.partition.blocks(from, to) {
+                    return;
+                }
+                let from_id = self.peers[from].id;
+                let now = self.now;
+                let Some(node) = self.peers[to].node.as_mut() else { return };
+                node.handle_message(now, from_id, &bytes);
+                self.after(to);
+            }
+            Event::Timer { peer, epoch } => {
+                let p = &mut self.peers[peer];
+                if p.epoch != epoch || p.timer_at != Some(self.now) {
+                    return;
+                }
+                p.timer_at = None;
+                let now = self.now;
+                if let Some(node) = p.node.as_mut() {
+                    node.handle_timeout(now);
+                    self.after(peer);
+                }
+            }
+            Event::Write => self.write(),
+            Event::StartPartition => {
+                let (partition, kind) = Partition::random(self.peers.len(), &mut self.rng);
+                self.faults.partitions += 1;
+                self.trace.log(self.now, || format!("partition: {kind}"));
+                self.partition = partition;
+            }
+            Event::HealPartition => {
+                self.trace.log(self.now, || "partition healed".to_owned());
+                self.partition = Partition::None;
+            }
+            Event::Crash { peer } => self.crash(peer),
+            Event::Restart { peer, wipe } => self.restart(peer, wipe),
+        }
+    }
+
+    /// Carries out a node's outputs, then re-arms its timer.
+    fn after(&mut self, p: usize) {
+        let now = self.now;
+        let mut changed = false;
+        loop {
+            let Some(output) = self.peers[p].node.as_mut().and_then(Node::poll_output) else { break };
+            match output {
+                Output::Persist(delta) => {
+                    self.peers[p].disk.push(delta);
+                    changed = true;
+                }
+                Output::Send { to, bytes } => self.send(p, to, bytes),
+            }
+        }
+        if changed {
+            self.update_seen(p);
+        }
+        let peer = &mut self.peers[p];
+        let Some(node) = peer.node.as_ref() else { return };
+        let deadline = node.next_deadline().max(now);
+        if peer.timer_at.is_none_or(|at| deadline < at) {
+            peer.timer_at = Some(deadline);
+            let epoch = peer.epoch;
+            self.schedule(deadline, Event::Timer { peer: p, epoch });
+        }
+    }
+
+    fn send(&mut self, from: usize, to: PeerId, bytes: Vec<u8>) {
+        self.messages_sent += 1;
+        self.bytes_sent += bytes.len() as u64;
+        let Some(to) = self.index_of(to) else { return };
+        if self.rng.random_bool(self.profile.link.loss) {
+            return;
+        }
+        let bytes = Rc::new(bytes);
+        let copies = if self.rng.random_bool(self.profile.link.duplication) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = self.profile.link.delay(self.options.seed, from, to, &mut self.rng);
+            self.schedule(self.now + delay, Event::Deliver { from, to, bytes: bytes.clone() });
+        }
+    }
+
+    fn index_of(&self, id: PeerId) -> Option<usize> {
+        self.index.get(&id).copied()
+    }
+
+    fn update_seen(&mut self, p: usize) {
+        let now = self.now.as_micros();
+        let peer = &mut self.peers[p];
+        let Some(node) = peer.node.as_ref() else { return };
+        let context = node.replica().context();
+        let writes = &self.writes;
+        let seen_at = &mut peer.seen_at;
+        peer.unseen.retain(|&w| {
+            if context.contains(writes[w].id) {
+                seen_at[w] = now;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn write(&mut self) {
+        let live: Vec<usize> = (0..self.peers.len()).filter(|p| self.peers[*p].node.is_some()).collect();
+        if live.is_empty() {
+            return;
+        }
+        let p = live[self.rng.random_range(0..live.len())];
+        let wall_ms = self.wall_ms(p);
+        // Some commands change nothing (deleting what is not there, a PUT
+        // equal to the current state); draw until one writes.
+        for _ in 0..32 {
+            let command = workload::next_command(&mut self.rng, wall_ms);
+            let now = self.now;
+            let node = self.peers[p].node.as_mut().expect("picked a live peer");
+            let Ok(delta) = node.execute(now, wall_ms, &command) else { continue };
+            if delta.is_empty() {
+                continue;
+            }
+            let replica = node.replica().id();
+            let id = Dot::new(replica, delta.context.max_counter(replica)).expect("own dot");
+            let written: Vec<Dot> = delta.entries().map(|(_, _, dot, _)| dot).collect();
+            let superseded: Vec<Dot> = delta
+                .context
+                .ranges()
+                .flat_map(|(r, range)| range.map(move |c| Dot::new(r, c).expect("valid")))
+                .filter(|d| !written.contains(d) && *d != id)
+                .collect();
+            let index = self.writes.len();
+            self.writes.push(WriteRecord {
+                id,
+                origin: p,
+                acked_at_us: now.as_micros(),
+                written,
+                superseded,
+                lost_with_disk: false,
+            });
+            for (q, peer) in self.peers.iter_mut().enumerate() {
+                peer.seen_at.push(u64::MAX);
+                if q != p {
+                    peer.unseen.insert(index);
+                }
+            }
+            self.peers[p].seen_at[index] = now.as_micros();
+            self.trace.log(now, || format!("write {index} at peer {p}: {command:?}"));
+            self.after(p);
+            return;
+        }
+    }
+
+    fn wall_ms(&self, p: usize) -> u64 {
+        let local = (self.now.as_micros() / 1000) as i64 + self.peers[p].skew_ms;
+        WALL_EPOCH_MS.saturating_add_signed(local)
+    }
+
+    /// Draws the chaos schedule between `from` and `until`: partitions one
+    /// at a time, crashes of at most a tenth of the peers at once, restarts
+    /// with or without their data.
+    fn schedule_faults(&mut self, from: Time, until: Time) {
+        let span = until.since(from);
+        let mut t = Duration::ZERO;
+        let mut partition_free_at = Duration::ZERO;
+        while t < span {
+            if t >= partition_free_at && self.rng.random_bool(0.3) {
+                let length = Duration::from_millis(self.rng.random_range(200..1500));
+                self.schedule(from + t, Event::StartPartition);
+                let end = (t + length).min(span);
+                self.schedule(from + end, Event::HealPartition);
+                partition_free_at = end + Duration::from_millis(50);
+            }
+            t += Duration::from_millis(250);
+        }
+        let mut t = Duration::ZERO;
+        let max_down = (self.peers.len() / 10).max(1);
+        let mut down_until: Vec<Duration> = Vec::new();
+        while t < span {
+            down_until.retain(|end| *end > t);
+            if down_until.len() < max_down && self.rng.random_bool(0.3) {
+                let peer = self.rng.random_range(0..self.peers.len());
+                let length = Duration::from_millis(self.rng.random_range(100..1500));
+                let wipe = self.rng.random_bool(0.25);
+                self.schedule(from + t, Event::Crash { peer });
+                self.schedule(from + t + length, Event::Restart { peer, wipe });
+                down_until.push(t + length);
+            }
+            t += Duration::from_millis(100);
+        }
+    }
+
+    fn crash(&mut self, p: usize) {
+        let peer = &mut self.peers[p];
+        if peer.node.take().is_none() {
+            return;
+        }
+        peer.epoch += 1;
+        peer.timer_at = None;
+        self.faults.crashes += 1;
+        self.trace.log(self.now, || format!("crash peer {p}"));
+    }
+
+    fn restart(&mut self, p: usize, wipe: bool) {
+        if self.peers[p].node.is_some() {
+            return;
+        }
+        if wipe {
+            self.faults.wipes += 1;
+            self.wipe(p);
+        }
+        let peer = &mut self.peers[p];
+        peer.generation += 1;
+        peer.epoch += 1;
+        // The data directory: everything persisted, compacted into one state.
+        let replica = Replica::restore(peer.replica_id, &peer.disk).expect("own disk is valid");
+        peer.disk = vec![replica.full_state()];
+        let me = MemberId { peer: peer.id, generation: peer.generation };
+        let seed = self.rng.random();
+        let mut node = Node::new(self.profile.config.clone(), me, replica, seed, self.now);
+        for _ in 0..3 {
+            let other = self.rng.random_range(0..self.peers.len());
+            if other != p {
+                node.join(self.now, self.peers[other].id);
+            }
+        }
+        self.peers[p].node = Some(node);
+        self.trace.log(self.now, || format!("restart peer {p}{}", if wipe { " with an empty disk" } else { "" }));
+        self.update_seen(p);
+        self.after(p);
+    }
+
+    /// Destroys peer `p`'s data directory; writes only it had are gone.
+    fn wipe(&mut self, p: usize) {
+        for (w, write) in self.writes.iter_mut().enumerate() {
+            let elsewhere = self.peers.iter().enumerate().any(|(q, peer)| q != p && peer.seen_at[w] != u64::MAX);
+            if write.origin == p && !elsewhere {
+                write.lost_with_disk = true;
+            }
+        }
+        let fresh = self.fresh_replica_id();
+        let peer = &mut self.peers[p];
+        peer.disk.clear();
+        peer.replica_id = fresh;
+        peer.seen_at.iter_mut().for_each(|s| *s = u64::MAX);
+        peer.unseen = (0..self.writes.len()).collect();
+    }
+
+    fn heal_everything(&mut self) {
+        self.trace.log(self.now, || "heal: partition removed, every crashed peer restarted".to_owned());
+        self.partition = Partition::None;
+        for p in 0..self.peers.len() {
+            if self.peers[p].node.is_none() {
+                self.restart(p, false);
+            }
+        }
+    }
+
+    /// Runs until every live peer has the same digest; returns when.
+    fn quiesce(&mut self) -> Option<Time> {
+        let limit = self.now + QUIESCE_LIMIT;
+        while self.now < limit {
+            if checker::divergent_peers(&self.digests()) == 0 {
+                return Some(self.now);
+            }
+            self.advance(self.now + QUIESCE_STEP);
+        }
+        None
+    }
+
+    fn digests(&self) -> Vec<aqueduct::crdt::Digest> {
+        self.peers.iter().filter_map(|p| p.node.as_ref()).map(|n| n.replica().digest()).collect()
+    }
+
+    fn convergence_ms(&self) -> Percentiles {
+        let values = self
+            .writes
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !w.lost_with_disk)
+            .filter_map(|(i, w)| {
+                let last = self.peers.iter().filter(|p| p.node.is_some()).map(|p| p.seen_at[i]).max()?;
+                (last != u64::MAX).then(|| last.saturating_sub(w.acked_at_us) as f64 / 1000.0)
+            })
+            .collect();
+        Percentiles::of(values)
+    }
+
+    fn reference(&self) -> Option<&Replica> {
+        self.peers.iter().find_map(|p| p.node.as_ref()).map(Node::replica)
+    }
+
+    fn lost_writes(&self) -> usize {
+        self.reference().map_or(0, |r| checker::lost_and_resurrected(&self.writes, r).0)
+    }
+
+    fn resurrections(&self) -> usize {
+        self.reference().map_or(0, |r| checker::lost_and_resurrected(&self.writes, r).1)
+    }
+
+    fn check(&mut self, converged: bool) {
+        let nodes: Vec<&Node> = self.peers.iter().filter_map(|p| p.node.as_ref()).collect();
+        if !converged {
+            self.failures.push(format!(
+                "peers did not converge within {} s after the last write",
+                QUIESCE_LIMIT.as_secs()
+            ));
+        }
+        let views: BTreeSet<Vec<u8>> = nodes.iter().map(|n| n.replica().canonical_bytes()).collect();
+        if views.len() > 1 {
+            self.failures.push(format!("{} different canonical views at the end", views.len()));
+        }
+        for node in &nodes {
+            let stats = node.stats();
+            self.refused.garbage += stats.garbage_dropped;
+            self.refused.deltas += stats.deltas_refused;
+            self.refused.too_large += stats.too_large;
+            self.queues.pending_acks = self.queues.pending_acks.max(stats.pending_high_water);
+            self.queues.outputs = self.queues.outputs.max(stats.outputs_high_water);
+            self.queues.timers = self.queues.timers.max(stats.timers_high_water);
+        }
+        if self.queues.pending_acks > self.profile.config.tree.pending_max {
+            self.failures.push(format!("pending-ack table exceeded its bound: {}", self.queues.pending_acks));
+        }
+        if self.refused.garbage + self.refused.deltas + self.refused.too_large > 0 {
+            self.failures.push(format!("honest peers refused each other's messages: {:?}", self.refused));
+        }
+        let (lost, resurrected) = self.reference().map_or((0, 0), |r| checker::lost_and_resurrected(&self.writes, r));
+        if lost > 0 {
+            self.failures.push(format!("{lost} acknowledged writes lost"));
+        }
+        if resurrected > 0 {
+            self.failures.push(format!("{resurrected} removed values resurrected"));
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Membership: SWIM through `foca` (join through any seed, failure
+//! detection, graceful leave, rejoin after restart).
+//!
+//! Owns the foca instance, its timer queue and the set of active peers.
+//! Must not do I/O: foca's sends and timers come out as values that the node
+//! turns into outputs and deadlines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use foca::{AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{PeerId, Time};
+
+/// A peer's identity in the membership protocol: its stable peer id plus a
+/// generation that grows on every restart (and whenever the peer finds it
+/// was declared down), so a restarted peer is never confused with its
+/// previous run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MemberId {
+    /// The stable peer id (from the peer's certificate in the shell).
+    pub peer: PeerId,
+    /// Restart generation.
+    pub generation: u32,
+}
+
+impl foca::Identity for MemberId {
+    type Addr = PeerId;
+
+    fn renew(&self) -> Option<Self> {
+        Some(MemberId { peer: self.peer, generation: self.generation.wrapping_add(1) })
+    }
+
+    fn addr(&self) -> PeerId {
+        self.peer
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.generation > adversary.generation
+    }
+}
+
+type Swim = Foca<MemberId, PostcardCodec, ChaCha8Rng, NoCustomBroadcast>;
+
+/// The SWIM member list of one node. See the module documentation.
+pub(super) struct Membership {
+    foca: Swim,
+    runtime: AccumulatingRuntime<MemberId>,
+    /// foca's timers, fired in (time, submission) order as foca requires.
+    timers: BTreeMap<(Time, u64), Timer<MemberId>>,
+    timer_seq: u64,
+    active: BTreeSet<PeerId>,
+    /// Packets foca refused (malformed, from ourselves, too big).
+    pub(super) refused_packets: u64,
+    /// Errors of local foca calls, see [`Membership::note`].
+    pub(super) local_errors: u64,
+}
+
+impl Membership {
+    pub(super) fn new(me: MemberId, config: foca::Config, seed: u64) -> Self {
+        Membership {
+            foca: Foca::new(me, config, ChaCha8Rng::seed_from_u64(seed), PostcardCodec),
+            runtime: AccumulatingRuntime::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            active: BTreeSet::new(),
+            refused_packets: 0,
+            local_errors: 0,
+        }
+    }
+
+    /// The peers currently believed alive (not suspect-then-down), without
+    /// this node.
+    pub(super) fn active(&self) -> &BTreeSet<PeerId> {
+        &self.active
+    }
+
+    /// This node's current identity (its generation may have been renewed).
+    pub(super) fn identity(&self) -> MemberId {
+        *self.foca.identity()
+    }
+
+    /// Asks `seed` to let this node join.
+    pub(super) fn announce(&mut self, now: Time, seed: PeerId) -> Vec<(PeerId, Vec<u8>)> {
+        // The seed's generation is unknown; foca addresses by identity but
+        // the receiver accepts announces to its address.
+        let target = MemberId { peer: seed, generation: 0 };
+        let result = self.foca.announce(target, &mut self.runtime);
+        self.note(result);
+        self.drain(now)
+    }
+
+    /// Takes `peers` as alive members without any exchange (a node starting
+    /// from a known member list). Only `probed` of them are handed to SWIM
+    /// for failure detection; see [`super::Node::assume_members`].
+    pub(super) fn assume_alive(&mut self, now: Time, peers: &[PeerId], probed: &[PeerId]) -> Vec<(PeerId, Vec<u8>)> {
+        let me = self.identity().peer;
+        self.active.extend(peers.iter().copied().filter(|p| *p != me));
+        let members = probed.iter().map(|&peer| Member::alive(MemberId { peer, generation: 0 }));
+        let result = self.foca.apply_many(members, false, &mut self.runtime);
+        self.note(result);
+        self.drain(now)
+    }
+
+    /// Leaves the cluster: tells peers at once instead of waiting to be
+    /// suspected.
+    pub(super) fn leave(&mut self, now: Time) -> Vec<(PeerId, Vec<u8>)> {
+        let result = self.foca.leave_cluster(&mut self.runtime);
+        self.note(result);
+        self.drain(now)
+    }
+
+    /// Feeds a membership packet from a peer.
+    pub(super) fn handle_packet(&mut self, now: Time, packet: &[u8]) -> Vec<(PeerId, Vec<u8>)> {
+        if self.foca.handle_data(packet, &mut self.runtime).is_err() {
+            self.refused_packets += 1;
+        }
+        self.drain(now)
+    }
+
+    /// Fires every timer due at `now`.
+    pub(super) fn handle_timeout(&mut self, now: Time) -> Vec<(PeerId, Vec<u8>)> {
+        let mut sends = Vec::new();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            let result = self.foca.handle_timer(timer, &mut self.runtime);
+        self.note(result);
+            sends.extend(self.drain(now));
+        }
+        sends
+    }
+
+    /// When the next timer is due.
+    pub(super) fn next_deadline(&self) -> Option<Time> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Number of pending timers (a bounded queue: foca keeps a fixed set of
+    /// timers per member).
+    pub(super) fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Counts an error of a local foca call (announce, timer, leave). These
+    /// occur only in states foca handles itself (e.g. a timer of an
+    /// identity since renewed), change nothing, and need no action.
+    fn note(&mut self, result: Result<(), foca::Error>) {
+        if result.is_err() {
+            self.local_errors += 1;
+        }
+    }
+
+    fn drain(&mut self, now: Time) -> Vec<(PeerId, Vec<u8>)> {
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timer_seq += 1;
+            self.timers.insert((now + after, self.timer_seq), timer);
+        }
+        while let Some(notification) = self.runtime.to_notify() {
+            match notification {
+                OwnedNotification::MemberUp(id) => {
+                    self.active.insert(id.peer);
+                }
+                OwnedNotification::MemberDown(id) => {
+                    self.active.remove(&id.peer);
+                }
+                OwnedNotification::Rename(_, new) => {
+                    self.active.insert(new.peer);
+                }
+                _ => {}
+            }
+        }
+        let mut sends = Vec::new();
+        while let Some((to, bytes)) = self.runtime.to_send() {
+            sends.push((to.peer, bytes.to_vec()));
+        }
+        sends
+    }
+}
+
+
+/// SWIM settings derived from foca's LAN or WAN presets, with down members
+/// remembered long and re-announced to often, so that the two sides of a
+/// healed partition find each other within about `rejoin_interval`.
+pub(super) fn swim_config(base: foca::Config, rejoin_interval: Duration) -> foca::Config {
+    let mut config = base;
+    config.remove_down_after = Some(Duration::from_secs(24 * 3600));
+    config.periodic_announce_to_down_members =
+        Some(foca::PeriodicParams { frequency: rejoin_interval, num_members: std::num::NonZeroUsize::MIN.saturating_add(1) });
+    config
+}

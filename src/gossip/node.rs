@@ -1,0 +1,320 @@
+//! [`Node`]: one peer's protocol state machine, tying the replica,
+//! membership, the broadcast tree and anti-entropy together.
+//!
+//! Owns the order of effects: a local change is emitted for persistence
+//! before any message carrying it. Must not do I/O: the driver executes the
+//! [`Output`]s.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::crdt::{Command, CommandError, ConfigDelta, Dot, Replica};
+
+use super::broadcast::{BroadcastTree, Transmission};
+use super::membership::{MemberId, Membership};
+use super::wire::{self, Message, RingRange};
+use super::{Config, PeerId, Time};
+
+/// An effect the driver must carry out, in the order given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send `bytes` to peer `to` (best effort: loss is repaired).
+    Send {
+        /// The receiver.
+        to: PeerId,
+        /// An encoded [`wire::Message`].
+        bytes: Vec<u8>,
+    },
+    /// The state changed by this delta: make it durable. For a local
+    /// change, this comes before any `Send` that carries it, and the change
+    /// may be acknowledged to the client once it is durable.
+    Persist(ConfigDelta),
+}
+
+/// Counters of one node, for metrics and the simulator's checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Messages handed to the driver to send.
+    pub messages_sent: u64,
+    /// Their bytes.
+    pub bytes_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Their bytes.
+    pub bytes_received: u64,
+    /// Received bytes that did not decode (dropped).
+    pub garbage_dropped: u64,
+    /// Received deltas that failed validation (dropped, state unchanged).
+    pub deltas_refused: u64,
+    /// Membership packets foca refused.
+    pub swim_refused: u64,
+    /// Messages not sent because they would exceed the size limit.
+    pub too_large: u64,
+    /// Broadcast sends not tracked for retransmit (pending table full).
+    pub broadcasts_untracked: u64,
+    /// Broadcast children given up on and replaced.
+    pub broadcasts_abandoned: u64,
+    /// High-water mark of the pending-ack table.
+    pub pending_high_water: usize,
+    /// High-water mark of the output queue.
+    pub outputs_high_water: usize,
+    /// High-water mark of the membership timer queue.
+    pub timers_high_water: usize,
+}
+
+/// One peer's protocol state machine. See the module documentation.
+pub struct Node {
+    config: Config,
+    replica: Replica,
+    membership: Membership,
+    tree: BroadcastTree,
+    rng: ChaCha8Rng,
+    outputs: VecDeque<Output>,
+    next_anti_entropy: Time,
+    stats: NodeStats,
+}
+
+impl Node {
+    /// A node for `me` holding `replica` (new, or restored from disk). All
+    /// its randomness derives from `seed`.
+    pub fn new(config: Config, me: MemberId, replica: Replica, seed: u64, now: Time) -> Node {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let membership = Membership::new(me, config.swim.clone(), rng.random());
+        let tree = BroadcastTree::new(config.tree);
+        // Spread the first anti-entropy round so that peers started
+        // together do not all sync at the same instant.
+        let jitter = config.anti_entropy_interval.mul_f64(rng.random::<f64>());
+        Node {
+            next_anti_entropy: now + jitter,
+            config,
+            replica,
+            membership,
+            tree,
+            rng,
+            outputs: VecDeque::new(),
+            stats: NodeStats::default(),
+        }
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.membership.identity().peer
+    }
+
+    /// This node's current membership identity.
+    pub fn identity(&self) -> MemberId {
+        self.membership.identity()
+    }
+
+    /// The replica (read-only: changes go through [`Node::execute`]).
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The peers this node believes alive.
+    pub fn members(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.membership.active().iter().copied()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NodeStats {
+        let mut stats = self.stats.clone();
+        stats.swim_refused = self.membership.refused_packets;
+        stats.broadcasts_untracked = self.tree.untracked;
+        stats.broadcasts_abandoned = self.tree.abandoned;
+        stats
+    }
+
+    /// Asks `seed` to let this node join the mesh.
+    pub fn join(&mut self, now: Time, seed: PeerId) {
+        let sends = self.membership.announce(now, seed);
+        self.send_swim(sends);
+    }
+
+    /// Takes `peers` as alive without any exchange (starting from a known
+    /// member list, e.g. a simulated mesh that has been running).
+    ///
+    /// foca keeps its members in a list with linear lookups, so loading N
+    /// members into each of N nodes costs O(N³) overall; beyond
+    /// `swim_members_max` peers, SWIM is given a random sample of that size
+    /// (it probes and detects failures among those), while dissemination
+    /// uses the whole list. The simulator uses this for meshes of
+    /// thousands of peers.
+    pub fn assume_members(&mut self, now: Time, peers: &[PeerId], swim_members_max: usize) {
+        let me = self.peer_id();
+        let mut probed: Vec<PeerId> = peers.iter().copied().filter(|p| *p != me).collect();
+        while probed.len() > swim_members_max {
+            let drop = self.rng.random_range(0..probed.len());
+            probed.swap_remove(drop);
+        }
+        let sends = self.membership.assume_alive(now, peers, &probed);
+        self.send_swim(sends);
+    }
+
+    /// Leaves the mesh gracefully: peers stop probing this node at once.
+    pub fn leave(&mut self, now: Time) {
+        let sends = self.membership.leave(now);
+        self.send_swim(sends);
+    }
+
+    /// Executes a local command at wall-clock `wall_ms`: the returned delta
+    /// is queued for persistence, then pushed down the broadcast tree at
+    /// once (no batching timer). An empty delta changed nothing and goes
+    /// nowhere.
+    pub fn execute(&mut self, now: Time, wall_ms: u64, command: &Command) -> Result<ConfigDelta, CommandError> {
+        let delta = self.replica.execute(command, wall_ms)?;
+        if delta.is_empty() {
+            return Ok(delta);
+        }
+        self.push_output(Output::Persist(delta.clone()));
+        let me = self.peer_id();
+        let id = Dot::new(self.replica.id(), delta.context.max_counter(self.replica.id()))
+            .expect("a non-empty local delta holds a dot of its own replica");
+        self.tree.first_sight(id);
+        let everyone = RingRange { after: me, before: me };
+        let sends = self.tree.spread(now, me, id, everyone, Arc::new(delta.clone()), self.membership.active());
+        self.transmit(sends);
+        Ok(delta)
+    }
+
+    /// Handles bytes received from `from` (authenticated by the transport).
+    /// Garbage is dropped and counted, never an error.
+    pub fn handle_message(&mut self, now: Time, from: PeerId, bytes: &[u8]) {
+        self.stats.messages_received += 1;
+        self.stats.bytes_received += bytes.len() as u64;
+        let message = match wire::decode(bytes) {
+            Ok(message) => message,
+            Err(_) => {
+                self.stats.garbage_dropped += 1;
+                return;
+            }
+        };
+        match message {
+            Message::Swim(packet) => {
+                let sends = self.membership.handle_packet(now, &packet);
+                self.send_swim(sends);
+            }
+            Message::Broadcast { id, range, delta } => {
+                self.send(from, &Message::BroadcastAck { id });
+                if !self.tree.first_sight(id) || !self.join_remote(delta.clone()) {
+                    return;
+                }
+                let sends = self.tree.spread(now, self.peer_id(), id, range, Arc::new(delta), self.membership.active());
+                self.transmit(sends);
+            }
+            Message::BroadcastAck { id } => self.tree.acknowledge(from, id),
+            Message::Digest { digest } => {
+                if digest != self.replica.digest() {
+                    let context = self.replica.context().clone();
+                    self.send(from, &Message::SyncRequest { context });
+                }
+            }
+            Message::SyncRequest { context } => {
+                let delta = self.replica.missing_for(&context);
+                let reply = Message::SyncDelta {
+                    delta,
+                    reply_context: Some(self.replica.context().clone()),
+                    sender_digest: self.replica.digest(),
+                };
+                self.send(from, &reply);
+            }
+            Message::SyncDelta { delta, reply_context, sender_digest } => {
+                if !self.join_remote(delta) {
+                    return;
+                }
+                if let Some(context) = reply_context
+                    && self.replica.digest() != sender_digest
+                {
+                    let reply = Message::SyncDelta {
+                        delta: self.replica.missing_for(&context),
+                        reply_context: None,
+                        sender_digest: self.replica.digest(),
+                    };
+                    self.send(from, &reply);
+                }
+            }
+        }
+    }
+
+    /// Joins a remote delta; false if it was refused (counted).
+    fn join_remote(&mut self, delta: ConfigDelta) -> bool {
+        match self.replica.join(&delta) {
+            Ok(true) => {
+                self.push_output(Output::Persist(delta));
+                true
+            }
+            Ok(false) => true,
+            Err(_) => {
+                self.stats.deltas_refused += 1;
+                false
+            }
+        }
+    }
+
+    /// Runs everything due at `now`: membership timers, broadcast
+    /// retransmits, and an anti-entropy round.
+    pub fn handle_timeout(&mut self, now: Time) {
+        let sends = self.membership.handle_timeout(now);
+        self.send_swim(sends);
+        let me = self.peer_id();
+        let retransmits = self.tree.handle_timeout(now, me, self.membership.active());
+        self.transmit(retransmits);
+        if now >= self.next_anti_entropy {
+            self.next_anti_entropy = now + self.config.anti_entropy_interval;
+            let members = self.membership.active();
+            if !members.is_empty() {
+                let pick = self.rng.random_range(0..members.len());
+                let peer = *members.iter().nth(pick).expect("index within length");
+                let digest = self.replica.digest();
+                self.send(peer, &Message::Digest { digest });
+            }
+        }
+        self.stats.timers_high_water = self.stats.timers_high_water.max(self.membership.timer_count());
+    }
+
+    /// When [`Node::handle_timeout`] must next be called.
+    pub fn next_deadline(&self) -> Time {
+        [self.membership.next_deadline(), self.tree.next_deadline()]
+            .into_iter()
+            .flatten()
+            .fold(self.next_anti_entropy, Time::min)
+    }
+
+    /// The next effect to carry out, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    fn transmit(&mut self, transmissions: Vec<Transmission>) {
+        for t in transmissions {
+            let message = Message::Broadcast { id: t.id, range: t.range, delta: (*t.delta).clone() };
+            self.send(t.to, &message);
+        }
+        self.stats.pending_high_water = self.stats.pending_high_water.max(self.tree.pending_count());
+    }
+
+    fn send_swim(&mut self, sends: Vec<(PeerId, Vec<u8>)>) {
+        for (to, packet) in sends {
+            self.send(to, &Message::Swim(packet));
+        }
+    }
+
+    fn send(&mut self, to: PeerId, message: &Message) {
+        match wire::encode(message) {
+            Ok(bytes) => {
+                self.stats.messages_sent += 1;
+                self.stats.bytes_sent += bytes.len() as u64;
+                self.push_output(Output::Send { to, bytes });
+            }
+            Err(_) => self.stats.too_large += 1,
+        }
+    }
+
+    fn push_output(&mut self, output: Output) {
+        self.outputs.push_back(output);
+        self.stats.outputs_high_water = self.stats.outputs_high_water.max(self.outputs.len());
+    }
+}
