@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
+use foca::{
+    AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -31,7 +33,10 @@ impl foca::Identity for MemberId {
     type Addr = PeerId;
 
     fn renew(&self) -> Option<Self> {
-        Some(MemberId { peer: self.peer, generation: self.generation.wrapping_add(1) })
+        Some(MemberId {
+            peer: self.peer,
+            generation: self.generation.wrapping_add(1),
+        })
     }
 
     fn addr(&self) -> PeerId {
@@ -87,7 +92,10 @@ impl Membership {
     pub(super) fn announce(&mut self, now: Time, seed: PeerId) -> Vec<(PeerId, Vec<u8>)> {
         // The seed's generation is unknown; foca addresses by identity but
         // the receiver accepts announces to its address.
-        let target = MemberId { peer: seed, generation: 0 };
+        let target = MemberId {
+            peer: seed,
+            generation: 0,
+        };
         let result = self.foca.announce(target, &mut self.runtime);
         self.note(result);
         self.drain(now)
@@ -96,10 +104,21 @@ impl Membership {
     /// Takes `peers` as alive members without any exchange (a node starting
     /// from a known member list). Only `probed` of them are handed to SWIM
     /// for failure detection; see [`super::Node::assume_members`].
-    pub(super) fn assume_alive(&mut self, now: Time, peers: &[PeerId], probed: &[PeerId]) -> Vec<(PeerId, Vec<u8>)> {
+    pub(super) fn assume_alive(
+        &mut self,
+        now: Time,
+        peers: &[PeerId],
+        probed: &[PeerId],
+    ) -> Vec<(PeerId, Vec<u8>)> {
         let me = self.identity().peer;
-        self.active.extend(peers.iter().copied().filter(|p| *p != me));
-        let members = probed.iter().map(|&peer| Member::alive(MemberId { peer, generation: 0 }));
+        self.active
+            .extend(peers.iter().copied().filter(|p| *p != me));
+        let members = probed.iter().map(|&peer| {
+            Member::alive(MemberId {
+                peer,
+                generation: 0,
+            })
+        });
         let result = self.foca.apply_many(members, false, &mut self.runtime);
         self.note(result);
         self.drain(now)
@@ -130,7 +149,7 @@ impl Membership {
             }
             let timer = entry.remove();
             let result = self.foca.handle_timer(timer, &mut self.runtime);
-        self.note(result);
+            self.note(result);
             sends.extend(self.drain(now));
         }
         sends
@@ -183,14 +202,15 @@ impl Membership {
     }
 }
 
-
 /// SWIM settings derived from foca's LAN or WAN presets, with down members
 /// remembered long and re-announced to often, so that the two sides of a
 /// healed partition find each other within about `rejoin_interval`.
 pub(super) fn swim_config(base: foca::Config, rejoin_interval: Duration) -> foca::Config {
     let mut config = base;
     config.remove_down_after = Some(Duration::from_secs(24 * 3600));
-    config.periodic_announce_to_down_members =
-        Some(foca::PeriodicParams { frequency: rejoin_interval, num_members: std::num::NonZeroUsize::MIN.saturating_add(1) });
+    config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: rejoin_interval,
+        num_members: std::num::NonZeroUsize::MIN.saturating_add(1),
+    });
     config
 }

@@ -62,7 +62,10 @@ impl Time {
 impl std::ops::Add<Duration> for Time {
     type Output = Time;
     fn add(self, d: Duration) -> Time {
-        Time(self.0.saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)))
+        Time(
+            self.0
+                .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        )
     }
 }
 
@@ -88,6 +91,7 @@ impl Config {
         Config {
             tree: TreeConfig {
                 fanout: 4,
+                redundancy: 1,
                 ack_timeout: Duration::from_millis(8),
                 send_attempts_max: 3,
                 pending_max: 65_536,
@@ -105,7 +109,8 @@ impl Config {
         let rejoin_interval = Duration::from_secs(2);
         Config {
             tree: TreeConfig {
-                fanout: 4,
+                fanout: 8,
+                redundancy: 2,
                 ack_timeout: Duration::from_millis(400),
                 send_attempts_max: 3,
                 pending_max: 65_536,

@@ -164,18 +164,36 @@ impl Node {
     /// is queued for persistence, then pushed down the broadcast tree at
     /// once (no batching timer). An empty delta changed nothing and goes
     /// nowhere.
-    pub fn execute(&mut self, now: Time, wall_ms: u64, command: &Command) -> Result<ConfigDelta, CommandError> {
+    pub fn execute(
+        &mut self,
+        now: Time,
+        wall_ms: u64,
+        command: &Command,
+    ) -> Result<ConfigDelta, CommandError> {
         let delta = self.replica.execute(command, wall_ms)?;
         if delta.is_empty() {
             return Ok(delta);
         }
         self.push_output(Output::Persist(delta.clone()));
         let me = self.peer_id();
-        let id = Dot::new(self.replica.id(), delta.context.max_counter(self.replica.id()))
-            .expect("a non-empty local delta holds a dot of its own replica");
+        let id = Dot::new(
+            self.replica.id(),
+            delta.context.max_counter(self.replica.id()),
+        )
+        .expect("a non-empty local delta holds a dot of its own replica");
         self.tree.first_sight(id);
-        let everyone = RingRange { after: me, before: me };
-        let sends = self.tree.spread(now, me, id, everyone, Arc::new(delta.clone()), self.membership.active());
+        let everyone = RingRange {
+            after: me,
+            before: me,
+        };
+        let sends = self.tree.spread(
+            now,
+            me,
+            id,
+            everyone,
+            Arc::new(delta.clone()),
+            self.membership.active(),
+        );
         self.transmit(sends);
         Ok(delta)
     }
@@ -202,10 +220,17 @@ impl Node {
                 if !self.tree.first_sight(id) || !self.join_remote(delta.clone()) {
                     return;
                 }
-                let sends = self.tree.spread(now, self.peer_id(), id, range, Arc::new(delta), self.membership.active());
+                let sends = self.tree.spread(
+                    now,
+                    self.peer_id(),
+                    id,
+                    range,
+                    Arc::new(delta),
+                    self.membership.active(),
+                );
                 self.transmit(sends);
             }
-            Message::BroadcastAck { id } => self.tree.acknowledge(from, id),
+            Message::BroadcastAck { id } => self.tree.acknowledge(now, from, id),
             Message::Digest { digest } => {
                 if digest != self.replica.digest() {
                     let context = self.replica.context().clone();
@@ -221,7 +246,11 @@ impl Node {
                 };
                 self.send(from, &reply);
             }
-            Message::SyncDelta { delta, reply_context, sender_digest } => {
+            Message::SyncDelta {
+                delta,
+                reply_context,
+                sender_digest,
+            } => {
                 if !self.join_remote(delta) {
                     return;
                 }
@@ -272,7 +301,10 @@ impl Node {
                 self.send(peer, &Message::Digest { digest });
             }
         }
-        self.stats.timers_high_water = self.stats.timers_high_water.max(self.membership.timer_count());
+        self.stats.timers_high_water = self
+            .stats
+            .timers_high_water
+            .max(self.membership.timer_count());
     }
 
     /// When [`Node::handle_timeout`] must next be called.
@@ -290,10 +322,15 @@ impl Node {
 
     fn transmit(&mut self, transmissions: Vec<Transmission>) {
         for t in transmissions {
-            let message = Message::Broadcast { id: t.id, range: t.range, delta: (*t.delta).clone() };
+            let message = Message::Broadcast {
+                id: t.id,
+                range: t.range,
+                delta: (*t.delta).clone(),
+            };
             self.send(t.to, &message);
         }
-        self.stats.pending_high_water = self.stats.pending_high_water.max(self.tree.pending_count());
+        self.stats.pending_high_water =
+            self.stats.pending_high_water.max(self.tree.pending_count());
     }
 
     fn send_swim(&mut self, sends: Vec<(PeerId, Vec<u8>)>) {
