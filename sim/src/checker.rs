@@ -50,9 +50,14 @@ pub fn lost_and_resurrected(writes: &[WriteRecord], replica: &Replica) -> (usize
         .filter(|w| !w.lost_with_disk)
         .filter(|w| {
             !replica.context().contains(w.id)
-                || w.written.iter().any(|d| !live.contains(*d) && !superseded.contains(*d))
+                || w.written
+                    .iter()
+                    .any(|d| !live.contains(*d) && !superseded.contains(*d))
         })
         .count();
-    let resurrected = state.entries().filter(|(_, _, dot, _)| superseded.contains(*dot)).count();
+    let resurrected = state
+        .entries()
+        .filter(|(_, _, dot, _)| superseded.contains(*dot))
+        .count();
     (lost, resurrected)
 }

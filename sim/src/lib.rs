@@ -65,8 +65,13 @@ impl Percentiles {
             return Percentiles::default();
         }
         values.sort_by(f64::total_cmp);
-        let rank = |q: f64| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
-        Percentiles { p50: rank(0.50), p99: rank(0.99), max: values[values.len() - 1] }
+        let rank =
+            |q: f64| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+        Percentiles {
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: values[values.len() - 1],
+        }
     }
 }
 

@@ -45,7 +45,10 @@ fn main() -> ExitCode {
         trace_lines: cli.trace_lines,
     });
     if !report.failures.is_empty() {
-        eprintln!("FAILED: seed {} ({} peers, {:?}, {} writes)", report.seed, report.peers, report.profile, report.writes);
+        eprintln!(
+            "FAILED: seed {} ({} peers, {:?}, {} writes)",
+            report.seed, report.peers, report.profile, report.writes
+        );
         for failure in &report.failures {
             eprintln!("  - {failure}");
         }
@@ -59,9 +62,16 @@ fn main() -> ExitCode {
         );
     }
     if cli.json {
-        println!("{}", serde_json::to_string(&report).expect("reports always serialize"));
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("reports always serialize")
+        );
     } else {
         println!("{report:#?}");
     }
-    if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

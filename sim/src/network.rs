@@ -98,7 +98,10 @@ impl Partition {
     /// directional.
     pub fn random(peers: usize, rng: &mut ChaCha8Rng) -> (Partition, &'static str) {
         let (side, kind): (Vec<bool>, &str) = match rng.random_range(0..3) {
-            0 => ((0..peers).map(|_| rng.random_bool(0.5)).collect(), "random split"),
+            0 => (
+                (0..peers).map(|_| rng.random_bool(0.5)).collect(),
+                "random split",
+            ),
             1 => {
                 let cut = rng.random_range(1..peers.max(2));
                 ((0..peers).map(|i| i < cut).collect(), "two groups")

@@ -13,7 +13,10 @@ pub struct Trace {
 impl Trace {
     /// An empty trace keeping `capacity` lines.
     pub fn new(capacity: usize) -> Trace {
-        Trace { lines: VecDeque::with_capacity(capacity.min(4096)), capacity }
+        Trace {
+            lines: VecDeque::with_capacity(capacity.min(4096)),
+            capacity,
+        }
     }
 
     /// Appends a line stamped with simulated time.
@@ -24,7 +27,11 @@ impl Trace {
         if self.lines.len() == self.capacity {
             self.lines.pop_front();
         }
-        self.lines.push_back(format!("{:>12.3} ms  {}", now.as_micros() as f64 / 1000.0, line()));
+        self.lines.push_back(format!(
+            "{:>12.3} ms  {}",
+            now.as_micros() as f64 / 1000.0,
+            line()
+        ));
     }
 
     /// The kept lines, oldest first.

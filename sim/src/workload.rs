@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use aqueduct::crdt::model::{
-    AclValue, Backend, BackendType, Balance, Binds, Frontend, HeaderName, Health, Host, Keepalive, Lease, Member,
-    MemberKey, MemberState, Meta, Mode, Name, Natives, Port, Registration, RegistrationKey, Rule, RuleOperation,
-    Rules, ServiceName, Version, Weight,
-};
 use aqueduct::crdt::Command;
+use aqueduct::crdt::model::{
+    AclValue, Backend, BackendType, Balance, Binds, Frontend, HeaderName, Health, Host, Keepalive,
+    Lease, Member, MemberKey, MemberState, Meta, Mode, Name, Natives, Port, Registration,
+    RegistrationKey, Rule, RuleOperation, Rules, ServiceName, Version, Weight,
+};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
@@ -31,7 +31,11 @@ fn port(rng: &mut ChaCha8Rng) -> Port {
 }
 
 fn member_key(rng: &mut ChaCha8Rng) -> MemberKey {
-    MemberKey { backend: name("be", rng.random_range(0..OBJECTS)), host: host(rng.random_range(0..HOSTS)), port: port(rng) }
+    MemberKey {
+        backend: name("be", rng.random_range(0..OBJECTS)),
+        host: host(rng.random_range(0..HOSTS)),
+        port: port(rng),
+    }
 }
 
 fn registration_key(rng: &mut ChaCha8Rng) -> RegistrationKey {
@@ -59,8 +63,13 @@ fn frontend(rng: &mut ChaCha8Rng) -> Frontend {
     Frontend {
         bind: Binds::parse(&format!("*:{}", 8000 + rng.random_range(0..4))).expect("valid"),
         backend: name("be", rng.random_range(0..OBJECTS)),
-        mode: if rng.random_bool(0.8) { Mode::Http } else { Mode::Tcp },
-        keepalive: [Keepalive::Default, Keepalive::Close, Keepalive::ServerClose][rng.random_range(0..3)],
+        mode: if rng.random_bool(0.8) {
+            Mode::Http
+        } else {
+            Mode::Tcp
+        },
+        keepalive: [Keepalive::Default, Keepalive::Close, Keepalive::ServerClose]
+            [rng.random_range(0..3)],
         rules: Rules::try_from(rules).expect("within bound"),
         natives: Natives::default(),
     }
@@ -75,11 +84,17 @@ fn backend(rng: &mut ChaCha8Rng) -> Backend {
         }
     }
     Backend {
-        kind: if dynamic { BackendType::Dynamic } else { BackendType::Static },
+        kind: if dynamic {
+            BackendType::Dynamic
+        } else {
+            BackendType::Static
+        },
         service: dynamic.then(|| ServiceName::new("svc0").expect("valid")),
         version: dynamic.then(|| Version::new(VERSIONS[rng.random_range(0..2)]).expect("valid")),
         balance: [Balance::Roundrobin, Balance::Leastconn][rng.random_range(0..2)],
-        host: rng.random_bool(0.3).then(|| Host::new("app.example.com").expect("valid")),
+        host: rng
+            .random_bool(0.3)
+            .then(|| Host::new("app.example.com").expect("valid")),
         mode: Mode::Http,
         natives: Natives::default(),
         health: Health::default(),
@@ -97,17 +112,32 @@ fn member(rng: &mut ChaCha8Rng) -> Member {
 /// The next random command. Wall-clock `now_ms` feeds registration leases.
 pub fn next_command(rng: &mut ChaCha8Rng, now_ms: u64) -> Command {
     match rng.random_range(0..100) {
-        0..20 => Command::PutFrontend { name: name("fe", rng.random_range(0..OBJECTS)), frontend: frontend(rng) },
-        20..28 => Command::DeleteFrontend { name: name("fe", rng.random_range(0..OBJECTS)) },
-        28..43 => Command::PutBackend { name: name("be", rng.random_range(0..OBJECTS)), backend: backend(rng) },
-        43..50 => Command::DeleteBackend { name: name("be", rng.random_range(0..OBJECTS)) },
+        0..20 => Command::PutFrontend {
+            name: name("fe", rng.random_range(0..OBJECTS)),
+            frontend: frontend(rng),
+        },
+        20..28 => Command::DeleteFrontend {
+            name: name("fe", rng.random_range(0..OBJECTS)),
+        },
+        28..43 => Command::PutBackend {
+            name: name("be", rng.random_range(0..OBJECTS)),
+            backend: backend(rng),
+        },
+        43..50 => Command::DeleteBackend {
+            name: name("be", rng.random_range(0..OBJECTS)),
+        },
         50..58 => Command::SwitchBackend {
             name: name("be", rng.random_range(0..OBJECTS)),
             service: None,
             version: Version::new(VERSIONS[rng.random_range(0..2)]).expect("valid"),
         },
-        58..73 => Command::PutMember { key: member_key(rng), member: member(rng) },
-        73..80 => Command::DeleteMember { key: member_key(rng) },
+        58..73 => Command::PutMember {
+            key: member_key(rng),
+            member: member(rng),
+        },
+        73..80 => Command::DeleteMember {
+            key: member_key(rng),
+        },
         80..95 => Command::Register {
             key: registration_key(rng),
             registration: Registration {
@@ -115,6 +145,8 @@ pub fn next_command(rng: &mut ChaCha8Rng, now_ms: u64) -> Command {
                 lease: Lease::new(now_ms, 10_000).expect("valid"),
             },
         },
-        _ => Command::Deregister { key: registration_key(rng) },
+        _ => Command::Deregister {
+            key: registration_key(rng),
+        },
     }
 }

@@ -17,7 +17,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::checker::{self, WriteRecord};
 use crate::network::{LinkModel, Partition};
 use crate::trace::Trace;
-use crate::{FaultCounts, Options, Percentiles, Profile, QueueMarks, RefusedCounts, Report, workload};
+use crate::{
+    FaultCounts, Options, Percentiles, Profile, QueueMarks, RefusedCounts, Report, workload,
+};
 
 /// Wall-clock origin of the simulation (2026-01-01), so leases and stamps
 /// look like real times.
@@ -31,13 +33,25 @@ const QUIESCE_LIMIT: Duration = Duration::from_secs(120);
 const QUIESCE_STEP: Duration = Duration::from_millis(5);
 
 enum Event {
-    Deliver { from: usize, to: usize, bytes: Rc<Vec<u8>> },
-    Timer { peer: usize, epoch: u64 },
+    Deliver {
+        from: usize,
+        to: usize,
+        bytes: Rc<Vec<u8>>,
+    },
+    Timer {
+        peer: usize,
+        epoch: u64,
+    },
     Write,
     StartPartition,
     HealPartition,
-    Crash { peer: usize },
-    Restart { peer: usize, wipe: bool },
+    Crash {
+        peer: usize,
+    },
+    Restart {
+        peer: usize,
+        wipe: bool,
+    },
 }
 
 struct Peer {
@@ -127,14 +141,23 @@ struct World {
 pub fn run(options: &Options) -> Report {
     let started = Instant::now();
     let mut world = World::new(options.clone());
-    world.trace.log(world.now, || format!("bootstrap {} peers, profile {:?}", options.peers, options.profile));
+    world.trace.log(world.now, || {
+        format!(
+            "bootstrap {} peers, profile {:?}",
+            options.peers, options.profile
+        )
+    });
     world.advance(world.now + world.profile.settle);
 
     // Writes (and, in chaos, faults) from here on.
     let first_write = world.now;
-    let write_span = world.profile.write_interval * u32::try_from(options.writes).unwrap_or(u32::MAX);
+    let write_span =
+        world.profile.write_interval * u32::try_from(options.writes).unwrap_or(u32::MAX);
     for i in 0..options.writes {
-        world.schedule(first_write + world.profile.write_interval * i as u32, Event::Write);
+        world.schedule(
+            first_write + world.profile.write_interval * i as u32,
+            Event::Write,
+        );
     }
     let heal_at = first_write + write_span;
     if world.profile.faults {
@@ -160,8 +183,9 @@ pub fn run(options: &Options) -> Report {
     let idle_bytes_before = world.bytes_sent;
     let idle_end = world.now + world.profile.idle_window;
     world.advance(idle_end);
-    let idle_bytes_per_peer_per_s =
-        (world.bytes_sent - idle_bytes_before) as f64 / peers / world.profile.idle_window.as_secs_f64();
+    let idle_bytes_per_peer_per_s = (world.bytes_sent - idle_bytes_before) as f64
+        / peers
+        / world.profile.idle_window.as_secs_f64();
 
     world.check(converged);
     let convergence = world.convergence_ms();
@@ -186,7 +210,11 @@ pub fn run(options: &Options) -> Report {
         simulated_ms: world.now.as_micros() as f64 / 1000.0,
         events: world.events_processed,
         wall_ms: started.elapsed().as_secs_f64() * 1000.0,
-        trace: if world.failures.is_empty() { Vec::new() } else { world.trace.lines().cloned().collect() },
+        trace: if world.failures.is_empty() {
+            Vec::new()
+        } else {
+            world.trace.lines().cloned().collect()
+        },
         failures: world.failures.clone(),
     }
 }
@@ -226,7 +254,9 @@ impl World {
         };
         for &id in &ids {
             let skew_ms = if world.profile.skew_ms > 0 {
-                world.rng.random_range(-world.profile.skew_ms..=world.profile.skew_ms)
+                world
+                    .rng
+                    .random_range(-world.profile.skew_ms..=world.profile.skew_ms)
             } else {
                 0
             };
@@ -234,7 +264,10 @@ impl World {
             let seed = world.rng.random();
             let node = Node::new(
                 world.profile.config.clone(),
-                MemberId { peer: id, generation: 0 },
+                MemberId {
+                    peer: id,
+                    generation: 0,
+                },
                 Replica::new(replica_id),
                 seed,
                 Time::ZERO,
@@ -291,7 +324,9 @@ impl World {
                 }
                 let from_id = self.peers[from].id;
                 let now = self.now;
-                let Some(node) = self.peers[to].node.as_mut() else { return };
+                let Some(node) = self.peers[to].node.as_mut() else {
+                    return;
+                };
                 node.handle_message(now, from_id, &bytes);
                 self.after(to);
             }
@@ -327,8 +362,7 @@ impl World {
     fn after(&mut self, p: usize) {
         let now = self.now;
         let mut changed = false;
-        loop {
-            let Some(output) = self.peers[p].node.as_mut().and_then(Node::poll_output) else { break };
+        while let Some(output) = self.peers[p].node.as_mut().and_then(Node::poll_output) {
             match output {
                 Output::Persist(delta) => {
                     self.peers[p].disk.push(delta);
@@ -341,7 +375,9 @@ impl World {
             self.update_seen(p);
         }
         let peer = &mut self.peers[p];
-        let Some(node) = peer.node.as_ref() else { return };
+        let Some(node) = peer.node.as_ref() else {
+            return;
+        };
         let deadline = node.next_deadline().max(now);
         if peer.timer_at.is_none_or(|at| deadline < at) {
             peer.timer_at = Some(deadline);
@@ -358,10 +394,24 @@ impl World {
             return;
         }
         let bytes = Rc::new(bytes);
-        let copies = if self.rng.random_bool(self.profile.link.duplication) { 2 } else { 1 };
+        let copies = if self.rng.random_bool(self.profile.link.duplication) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
-            let delay = self.profile.link.delay(self.options.seed, from, to, &mut self.rng);
-            self.schedule(self.now + delay, Event::Deliver { from, to, bytes: bytes.clone() });
+            let delay = self
+                .profile
+                .link
+                .delay(self.options.seed, from, to, &mut self.rng);
+            self.schedule(
+                self.now + delay,
+                Event::Deliver {
+                    from,
+                    to,
+                    bytes: bytes.clone(),
+                },
+            );
         }
     }
 
@@ -372,7 +422,9 @@ impl World {
     fn update_seen(&mut self, p: usize) {
         let now = self.now.as_micros();
         let peer = &mut self.peers[p];
-        let Some(node) = peer.node.as_ref() else { return };
+        let Some(node) = peer.node.as_ref() else {
+            return;
+        };
         let context = node.replica().context();
         let writes = &self.writes;
         let seen_at = &mut peer.seen_at;
@@ -387,7 +439,9 @@ impl World {
     }
 
     fn write(&mut self) {
-        let live: Vec<usize> = (0..self.peers.len()).filter(|p| self.peers[*p].node.is_some()).collect();
+        let live: Vec<usize> = (0..self.peers.len())
+            .filter(|p| self.peers[*p].node.is_some())
+            .collect();
         if live.is_empty() {
             return;
         }
@@ -399,7 +453,9 @@ impl World {
             let command = workload::next_command(&mut self.rng, wall_ms);
             let now = self.now;
             let node = self.peers[p].node.as_mut().expect("picked a live peer");
-            let Ok(delta) = node.execute(now, wall_ms, &command) else { continue };
+            let Ok(delta) = node.execute(now, wall_ms, &command) else {
+                continue;
+            };
             if delta.is_empty() {
                 continue;
             }
@@ -428,7 +484,8 @@ impl World {
                 }
             }
             self.peers[p].seen_at[index] = now.as_micros();
-            self.trace.log(now, || format!("write {index} at peer {p}: {command:?}"));
+            self.trace
+                .log(now, || format!("write {index} at peer {p}: {command:?}"));
             self.after(p);
             return;
         }
@@ -498,7 +555,10 @@ impl World {
         // The data directory: everything persisted, compacted into one state.
         let replica = Replica::restore(peer.replica_id, &peer.disk).expect("own disk is valid");
         peer.disk = vec![replica.full_state()];
-        let me = MemberId { peer: peer.id, generation: peer.generation };
+        let me = MemberId {
+            peer: peer.id,
+            generation: peer.generation,
+        };
         let seed = self.rng.random();
         let mut node = Node::new(self.profile.config.clone(), me, replica, seed, self.now);
         for _ in 0..3 {
@@ -508,7 +568,12 @@ impl World {
             }
         }
         self.peers[p].node = Some(node);
-        self.trace.log(self.now, || format!("restart peer {p}{}", if wipe { " with an empty disk" } else { "" }));
+        self.trace.log(self.now, || {
+            format!(
+                "restart peer {p}{}",
+                if wipe { " with an empty disk" } else { "" }
+            )
+        });
         self.update_seen(p);
         self.after(p);
     }
@@ -516,7 +581,11 @@ impl World {
     /// Destroys peer `p`'s data directory; writes only it had are gone.
     fn wipe(&mut self, p: usize) {
         for (w, write) in self.writes.iter_mut().enumerate() {
-            let elsewhere = self.peers.iter().enumerate().any(|(q, peer)| q != p && peer.seen_at[w] != u64::MAX);
+            let elsewhere = self
+                .peers
+                .iter()
+                .enumerate()
+                .any(|(q, peer)| q != p && peer.seen_at[w] != u64::MAX);
             if write.origin == p && !elsewhere {
                 write.lost_with_disk = true;
             }
@@ -530,7 +599,9 @@ impl World {
     }
 
     fn heal_everything(&mut self) {
-        self.trace.log(self.now, || "heal: partition removed, every crashed peer restarted".to_owned());
+        self.trace.log(self.now, || {
+            "heal: partition removed, every crashed peer restarted".to_owned()
+        });
         self.partition = Partition::None;
         for p in 0..self.peers.len() {
             if self.peers[p].node.is_none() {
@@ -552,7 +623,11 @@ impl World {
     }
 
     fn digests(&self) -> Vec<aqueduct::crdt::Digest> {
-        self.peers.iter().filter_map(|p| p.node.as_ref()).map(|n| n.replica().digest()).collect()
+        self.peers
+            .iter()
+            .filter_map(|p| p.node.as_ref())
+            .map(|n| n.replica().digest())
+            .collect()
     }
 
     fn convergence_ms(&self) -> Percentiles {
@@ -562,7 +637,12 @@ impl World {
             .enumerate()
             .filter(|(_, w)| !w.lost_with_disk)
             .filter_map(|(i, w)| {
-                let last = self.peers.iter().filter(|p| p.node.is_some()).map(|p| p.seen_at[i]).max()?;
+                let last = self
+                    .peers
+                    .iter()
+                    .filter(|p| p.node.is_some())
+                    .map(|p| p.seen_at[i])
+                    .max()?;
                 (last != u64::MAX).then(|| last.saturating_sub(w.acked_at_us) as f64 / 1000.0)
             })
             .collect();
@@ -570,15 +650,20 @@ impl World {
     }
 
     fn reference(&self) -> Option<&Replica> {
-        self.peers.iter().find_map(|p| p.node.as_ref()).map(Node::replica)
+        self.peers
+            .iter()
+            .find_map(|p| p.node.as_ref())
+            .map(Node::replica)
     }
 
     fn lost_writes(&self) -> usize {
-        self.reference().map_or(0, |r| checker::lost_and_resurrected(&self.writes, r).0)
+        self.reference()
+            .map_or(0, |r| checker::lost_and_resurrected(&self.writes, r).0)
     }
 
     fn resurrections(&self) -> usize {
-        self.reference().map_or(0, |r| checker::lost_and_resurrected(&self.writes, r).1)
+        self.reference()
+            .map_or(0, |r| checker::lost_and_resurrected(&self.writes, r).1)
     }
 
     fn check(&mut self, converged: bool) {
@@ -589,9 +674,15 @@ impl World {
                 QUIESCE_LIMIT.as_secs()
             ));
         }
-        let views: BTreeSet<Vec<u8>> = nodes.iter().map(|n| n.replica().canonical_bytes()).collect();
+        let views: BTreeSet<Vec<u8>> = nodes
+            .iter()
+            .map(|n| n.replica().canonical_bytes())
+            .collect();
         if views.len() > 1 {
-            self.failures.push(format!("{} different canonical views at the end", views.len()));
+            self.failures.push(format!(
+                "{} different canonical views at the end",
+                views.len()
+            ));
         }
         for node in &nodes {
             let stats = node.stats();
@@ -603,17 +694,27 @@ impl World {
             self.queues.timers = self.queues.timers.max(stats.timers_high_water);
         }
         if self.queues.pending_acks > self.profile.config.tree.pending_max {
-            self.failures.push(format!("pending-ack table exceeded its bound: {}", self.queues.pending_acks));
+            self.failures.push(format!(
+                "pending-ack table exceeded its bound: {}",
+                self.queues.pending_acks
+            ));
         }
         if self.refused.garbage + self.refused.deltas + self.refused.too_large > 0 {
-            self.failures.push(format!("honest peers refused each other's messages: {:?}", self.refused));
+            self.failures.push(format!(
+                "honest peers refused each other's messages: {:?}",
+                self.refused
+            ));
         }
-        let (lost, resurrected) = self.reference().map_or((0, 0), |r| checker::lost_and_resurrected(&self.writes, r));
+        let (lost, resurrected) = self
+            .reference()
+            .map_or((0, 0), |r| checker::lost_and_resurrected(&self.writes, r));
         if lost > 0 {
-            self.failures.push(format!("{lost} acknowledged writes lost"));
+            self.failures
+                .push(format!("{lost} acknowledged writes lost"));
         }
         if resurrected > 0 {
-            self.failures.push(format!("{resurrected} removed values resurrected"));
+            self.failures
+                .push(format!("{resurrected} removed values resurrected"));
         }
     }
 }

@@ -63,16 +63,23 @@ pub struct Dot {
 }
 
 impl Dot {
-    /// A dot; `None` for the invalid counter 0.
+    /// The largest valid counter. Far beyond any real count of writes; it
+    /// bounds what a peer may claim, so counter arithmetic never overflows.
+    pub const COUNTER_MAX: u64 = 1 << 62;
+
+    /// A dot; `None` for the invalid counter 0 or one above
+    /// [`Dot::COUNTER_MAX`].
     pub fn new(replica: ReplicaId, counter: u64) -> Option<Self> {
-        (counter != 0).then_some(Self { replica, counter })
+        (1..=Self::COUNTER_MAX)
+            .contains(&counter)
+            .then_some(Self { replica, counter })
     }
 }
 
 impl TryFrom<(ReplicaId, u64)> for Dot {
     type Error = DecodeError;
     fn try_from((replica, counter): (ReplicaId, u64)) -> Result<Self, DecodeError> {
-        Self::new(replica, counter).ok_or(DecodeError::ZeroCounter)
+        Self::new(replica, counter).ok_or(DecodeError::CounterOutOfRange)
     }
 }
 
@@ -109,7 +116,7 @@ impl TryFrom<DotSetWire> for DotSet {
         let mut set = DotSet::default();
         for (replica, ranges) in wire.0 {
             for (first, last) in ranges {
-                if first == 0 || first > last {
+                if first == 0 || first > last || last > Dot::COUNTER_MAX {
                     return Err(DecodeError::BadInterval { first, last });
                 }
                 set.insert_interval(replica, first..=last);

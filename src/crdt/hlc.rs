@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
+#[serde(try_from = "(u64, u32)", into = "(u64, u32)")]
 pub struct Hlc {
     /// Milliseconds since the Unix epoch, as the issuing peer saw them.
     pub wall_ms: u64,
@@ -19,6 +20,11 @@ pub struct Hlc {
 }
 
 impl Hlc {
+    /// The latest wall time a stamp may carry: the year 10000. A peer's
+    /// stamp beyond it is refused on decoding, so a garbage stamp cannot
+    /// push every peer's clock to the end of time.
+    pub const WALL_MS_MAX: u64 = 253_402_300_800_000;
+
     /// The stamp for a new local event: later than `last` (everything this
     /// replica has issued or observed) and no earlier than `now_ms`, so a
     /// causally later write always carries a larger stamp even when the
@@ -29,17 +35,33 @@ impl Hlc {
                 wall_ms: now_ms,
                 logical: 0,
             }
-        } else if last.logical == u32::MAX {
-            Hlc {
-                wall_ms: last.wall_ms + 1,
-                logical: 0,
-            }
-        } else {
+        } else if last.logical < u32::MAX {
             Hlc {
                 wall_ms: last.wall_ms,
                 logical: last.logical + 1,
             }
+        } else {
+            Hlc {
+                wall_ms: last.wall_ms.saturating_add(1),
+                logical: 0,
+            }
         }
+    }
+}
+
+impl TryFrom<(u64, u32)> for Hlc {
+    type Error = super::DecodeError;
+    fn try_from((wall_ms, logical): (u64, u32)) -> Result<Self, Self::Error> {
+        if wall_ms > Hlc::WALL_MS_MAX {
+            return Err(super::DecodeError::StampTooLate(wall_ms));
+        }
+        Ok(Hlc { wall_ms, logical })
+    }
+}
+
+impl From<Hlc> for (u64, u32) {
+    fn from(hlc: Hlc) -> Self {
+        (hlc.wall_ms, hlc.logical)
     }
 }
 

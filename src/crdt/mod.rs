@@ -37,10 +37,14 @@ pub enum DecodeError {
     /// Replica id 0 is reserved.
     #[error("replica id 0 is reserved")]
     ZeroReplicaId,
-    /// Counters start at 1.
-    #[error("dot counter 0 is invalid")]
-    ZeroCounter,
-    /// An interval must be non-empty and start at 1 or above.
+    /// Counters start at 1 and stay at or below `Dot::COUNTER_MAX`.
+    #[error("dot counter out of range")]
+    CounterOutOfRange,
+    /// A stamp's wall time lies beyond `Hlc::WALL_MS_MAX`.
+    #[error("stamp wall time {0} ms is beyond the year 10000")]
+    StampTooLate(u64),
+    /// An interval must be non-empty, start at 1 or above and end at or
+    /// below `Dot::COUNTER_MAX`.
     #[error("invalid dot interval {first}..={last}")]
     BadInterval {
         /// First counter.

@@ -423,12 +423,12 @@ impl Replica {
         for (key, fields) in self.store.objects() {
             for (field, register) in fields {
                 if register.len() > 1 {
-                    let mut values: Vec<&Stamped<FieldValue>> = register.values().collect();
-                    values.sort_by(|a, b| b.hlc.cmp(&a.hlc));
+                    let mut values: Vec<(&Dot, &Stamped<FieldValue>)> = register.iter().collect();
+                    values.sort_by_key(|entry| std::cmp::Reverse(rank(*entry)));
                     out.push((
                         key.clone(),
                         *field,
-                        values.into_iter().map(|s| s.value.clone()).collect(),
+                        values.into_iter().map(|(_, s)| s.value.clone()).collect(),
                     ));
                 }
             }
@@ -448,10 +448,16 @@ impl Replica {
     }
 }
 
+/// The order of concurrent values of one field: stamp, then dot. The
+/// highest wins, on every peer.
+fn rank((dot, stamped): (&Dot, &Stamped<FieldValue>)) -> (Hlc, Dot) {
+    (stamped.hlc, *dot)
+}
+
 fn winner(register: &super::store::Register<FieldValue>) -> &FieldValue {
     let (_, stamped) = register
         .iter()
-        .max_by(|(da, a), (db, b)| a.hlc.cmp(&b.hlc).then(da.cmp(db)))
+        .max_by_key(|entry| rank(*entry))
         .expect("registers in the store are never empty");
     &stamped.value
 }

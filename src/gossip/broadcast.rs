@@ -57,7 +57,7 @@ impl RoundTrips {
     fn sample(&mut self, peer: PeerId, rtt: Duration) {
         let entry = self.by_peer.entry(peer).or_insert((rtt, rtt / 2));
         let (srtt, rttvar) = *entry;
-        let deviation = if srtt > rtt { srtt - rtt } else { rtt - srtt };
+        let deviation = srtt.abs_diff(rtt);
         *entry = ((srtt * 7 + rtt) / 8, (rttvar * 3 + deviation) / 4);
         if self.by_peer.len() > Self::PEERS_MAX {
             self.by_peer.pop_first();
@@ -155,7 +155,11 @@ impl BroadcastTree {
         for chunk in 0..chunks {
             let start = chunk * peers.len() / chunks;
             let end = (chunk + 1) * peers.len() / chunks;
-            let before = if end < peers.len() { peers[end] } else { range.before };
+            let before = if end < peers.len() {
+                peers[end]
+            } else {
+                range.before
+            };
             let heads = &peers[start..end.min(start + self.config.redundancy)];
             // Every head gets the same range (after the last head), so they
             // all cut it the same way and each peer below gets one copy
@@ -321,11 +325,18 @@ mod tests {
     /// Follows a broadcast through the tree with perfect delivery (each
     /// peer forwarding only on first sight, as nodes do) and returns how
     /// many times each peer received it.
-    fn deliver_everywhere(config: TreeConfig, origin: PeerId, members: &BTreeSet<PeerId>) -> BTreeMap<PeerId, usize> {
+    fn deliver_everywhere(
+        config: TreeConfig,
+        origin: PeerId,
+        members: &BTreeSet<PeerId>,
+    ) -> BTreeMap<PeerId, usize> {
         let mut received = BTreeMap::new();
         let delta = Arc::new(ConfigDelta::default());
         let mut queue = VecDeque::new();
-        let range = RingRange { after: origin, before: origin };
+        let range = RingRange {
+            after: origin,
+            before: origin,
+        };
         let mut tree = BroadcastTree::new(config);
         queue.extend(tree.spread(Time::ZERO, origin, id(), range, delta.clone(), members));
         while let Some(t) = queue.pop_front() {
@@ -351,7 +362,14 @@ mod tests {
     #[test]
     fn with_redundancy_two_every_peer_below_the_origin_heads_receives_two_copies() {
         let members = ids(1..=300);
-        let received = deliver_everywhere(TreeConfig { redundancy: 2, ..config() }, PeerId(5), &members);
+        let received = deliver_everywhere(
+            TreeConfig {
+                redundancy: 2,
+                ..config()
+            },
+            PeerId(5),
+            &members,
+        );
         assert_eq!(received.len(), 299);
         // The origin's own heads get one copy each; everyone below them
         // gets one from each head of their parent's chunk.

@@ -18,6 +18,10 @@ use super::membership::{MemberId, Membership};
 use super::wire::{self, Message, RingRange};
 use super::{Config, PeerId, Time};
 
+/// How much sooner the next anti-entropy round comes after a round that
+/// brought news.
+const ANTI_ENTROPY_SPEEDUP: u32 = 10;
+
 /// An effect the driver must carry out, in the order given.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -217,7 +221,7 @@ impl Node {
             }
             Message::Broadcast { id, range, delta } => {
                 self.send(from, &Message::BroadcastAck { id });
-                if !self.tree.first_sight(id) || !self.join_remote(delta.clone()) {
+                if !self.tree.first_sight(id) || self.join_remote(delta.clone()).is_none() {
                     return;
                 }
                 let sends = self.tree.spread(
@@ -251,8 +255,15 @@ impl Node {
                 reply_context,
                 sender_digest,
             } => {
-                if !self.join_remote(delta) {
+                let Some(changed) = self.join_remote(delta) else {
                     return;
+                };
+                if changed {
+                    // This peer was behind (after a partition or a restart,
+                    // say); others likely are too. Spread what it learned
+                    // at a faster pace until rounds stop bringing news.
+                    let soon = now + self.config.anti_entropy_interval / ANTI_ENTROPY_SPEEDUP;
+                    self.next_anti_entropy = self.next_anti_entropy.min(soon);
                 }
                 if let Some(context) = reply_context
                     && self.replica.digest() != sender_digest
@@ -268,17 +279,18 @@ impl Node {
         }
     }
 
-    /// Joins a remote delta; false if it was refused (counted).
-    fn join_remote(&mut self, delta: ConfigDelta) -> bool {
+    /// Joins a remote delta: whether it changed the state, or `None` if it
+    /// was refused (counted, state unchanged).
+    fn join_remote(&mut self, delta: ConfigDelta) -> Option<bool> {
         match self.replica.join(&delta) {
             Ok(true) => {
                 self.push_output(Output::Persist(delta));
-                true
+                Some(true)
             }
-            Ok(false) => true,
+            Ok(false) => Some(false),
             Err(_) => {
                 self.stats.deltas_refused += 1;
-                false
+                None
             }
         }
     }
