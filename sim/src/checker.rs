@@ -61,3 +61,66 @@ pub fn lost_and_resurrected(writes: &[WriteRecord], replica: &Replica) -> (usize
         .count();
     (lost, resurrected)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aqueduct::crdt::model::{Keepalive, Name};
+    use aqueduct::crdt::{Command, ReplicaId};
+
+    fn replica_with_writes(count: usize) -> (Replica, Vec<WriteRecord>) {
+        let mut replica = Replica::new(ReplicaId::new(1).expect("non-zero"));
+        let mut records = Vec::new();
+        for i in 0..count {
+            let command = Command::PutFrontend {
+                name: Name::new(&format!("fe{i}")).expect("valid"),
+                frontend: aqueduct::crdt::model::Frontend {
+                    bind: aqueduct::crdt::model::Binds::parse("*:80").expect("valid"),
+                    backend: Name::new("be").expect("valid"),
+                    mode: Default::default(),
+                    keepalive: Keepalive::Default,
+                    rules: Default::default(),
+                    natives: Default::default(),
+                },
+            };
+            let delta = replica.execute(&command, 1_000).expect("valid command");
+            let written: Vec<Dot> = delta.entries().map(|(_, _, d, _)| d).collect();
+            records.push(WriteRecord {
+                id: *written.last().expect("a put writes"),
+                origin: 0,
+                acked_at_us: 0,
+                written,
+                superseded: Vec::new(),
+                lost_with_disk: false,
+            });
+        }
+        (replica, records)
+    }
+
+    #[test]
+    fn a_write_missing_without_a_superseding_write_counts_as_lost() {
+        let (replica, mut records) = replica_with_writes(2);
+        assert_eq!(lost_and_resurrected(&records, &replica), (0, 0));
+        let never_applied = Dot::new(ReplicaId::new(9).expect("non-zero"), 1).expect("valid");
+        records[1].id = never_applied;
+        records[1].written = vec![never_applied];
+        assert_eq!(lost_and_resurrected(&records, &replica).0, 1);
+        records[1].lost_with_disk = true;
+        assert_eq!(lost_and_resurrected(&records, &replica).0, 0);
+    }
+
+    #[test]
+    fn a_live_value_that_a_write_superseded_counts_as_resurrected() {
+        let (replica, mut records) = replica_with_writes(2);
+        records[1].superseded = vec![records[0].written[0]];
+        assert_eq!(lost_and_resurrected(&records, &replica).1, 1);
+    }
+
+    #[test]
+    fn divergence_is_counted_against_the_most_common_digest() {
+        let a = aqueduct::crdt::Digest(1);
+        let b = aqueduct::crdt::Digest(2);
+        assert_eq!(divergent_peers(&[a, a, b, a]), 1);
+        assert_eq!(divergent_peers(&[a, a]), 0);
+    }
+}

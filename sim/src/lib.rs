@@ -22,6 +22,7 @@ pub use world::run;
 /// A network and fault profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[clap(rename_all = "lowercase")]
 pub enum Profile {
     /// One-way 0.25–1 ms, 1% loss, 1% duplication, reordering.
     Lan,
@@ -30,6 +31,16 @@ pub enum Profile {
     /// `lan` plus partitions, crashes and restarts (with and without
     /// state), clock skew up to ±500 ms, then heal.
     Chaos,
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Profile::Lan => "lan",
+            Profile::Wan => "wan",
+            Profile::Chaos => "chaos",
+        })
+    }
 }
 
 /// What to simulate.
@@ -123,6 +134,9 @@ pub struct Report {
     pub simulated_ms: f64,
     /// Events processed.
     pub events: u64,
+    /// Hash of every message sent, in order: the same seed gives the same
+    /// fingerprint (a byte-identical run).
+    pub fingerprint: String,
     /// Wall-clock time of the run.
     pub wall_ms: f64,
     /// What the checkers found wrong (empty when all passed).

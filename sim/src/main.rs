@@ -57,7 +57,7 @@ fn main() -> ExitCode {
             eprintln!("  {line}");
         }
         eprintln!(
-            "reproduce: cargo run --release -p aqueduct-sim -- --seed {} --peers {} --profile {:?} --writes {}",
+            "reproduce: cargo run --release -p aqueduct-sim -- --seed {} --peers {} --profile {} --writes {}",
             report.seed, report.peers, report.profile, report.writes
         );
     }

@@ -13,6 +13,7 @@ use aqueduct::crdt::{ConfigDelta, Dot, Replica, ReplicaId};
 use aqueduct::gossip::{Config, MemberId, Node, Output, PeerId, Time};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::checker::{self, WriteRecord};
 use crate::network::{LinkModel, Partition};
@@ -128,6 +129,9 @@ struct World {
     index: BTreeMap<PeerId, usize>,
     writes: Vec<WriteRecord>,
     trace: Trace,
+    /// Running hash of every message sent, in order: equal for two runs
+    /// exactly when they sent the same bytes in the same order.
+    fingerprint: u64,
     messages_sent: u64,
     bytes_sent: u64,
     events_processed: u64,
@@ -209,6 +213,7 @@ pub fn run(options: &Options) -> Report {
         queues: world.queues.clone(),
         simulated_ms: world.now.as_micros() as f64 / 1000.0,
         events: world.events_processed,
+        fingerprint: format!("{:016x}", world.fingerprint),
         wall_ms: started.elapsed().as_secs_f64() * 1000.0,
         trace: if world.failures.is_empty() {
             Vec::new()
@@ -244,6 +249,7 @@ impl World {
             partition: Partition::None,
             index: ids.iter().enumerate().map(|(i, id)| (*id, i)).collect(),
             writes: Vec::new(),
+            fingerprint: 0,
             messages_sent: 0,
             bytes_sent: 0,
             events_processed: 0,
@@ -387,6 +393,7 @@ impl World {
     }
 
     fn send(&mut self, from: usize, to: PeerId, bytes: Vec<u8>) {
+        self.fingerprint = xxh3_64_with_seed(&bytes, self.fingerprint ^ from as u64);
         self.messages_sent += 1;
         self.bytes_sent += bytes.len() as u64;
         let Some(to) = self.index_of(to) else { return };
