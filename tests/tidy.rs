@@ -61,13 +61,21 @@ fn the_core_does_no_io_reads_no_clock_and_uses_no_os_randomness() {
                 let code = line.split("//").next().unwrap_or("");
                 for (pattern, why) in FORBIDDEN_IN_CORE {
                     if code.contains(pattern) {
-                        violations.push(format!("{}:{}: `{pattern}` {why}", file.display(), number + 1));
+                        violations.push(format!(
+                            "{}:{}: `{pattern}` {why}",
+                            file.display(),
+                            number + 1
+                        ));
                     }
                 }
             }
         }
     }
-    assert!(violations.is_empty(), "core invariant broken:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "core invariant broken:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
@@ -81,5 +89,9 @@ fn every_module_opens_with_a_doc_comment_saying_what_it_owns() {
             }
         }
     }
-    assert!(missing.is_empty(), "modules without a leading `//!` doc comment:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "modules without a leading `//!` doc comment:\n{}",
+        missing.join("\n")
+    );
 }

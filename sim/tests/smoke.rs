@@ -9,12 +9,21 @@ const WRITES: usize = 60;
 const SEEDS: std::ops::RangeInclusive<u64> = 1..=20;
 
 fn simulate(seed: u64, profile: Profile) -> Report {
-    run(&Options { seed, peers: PEERS, profile, writes: WRITES, trace_lines: 200 })
+    run(&Options {
+        seed,
+        peers: PEERS,
+        profile,
+        writes: WRITES,
+        trace_lines: 200,
+    })
 }
 
 fn assert_clean(report: &Report) {
     assert!(
-        report.failures.is_empty() && report.converged && report.lost_writes == 0 && report.resurrections == 0,
+        report.failures.is_empty()
+            && report.converged
+            && report.lost_writes == 0
+            && report.resurrections == 0,
         "seed {} ({}) failed: {:?}\nlast events:\n{}",
         report.seed,
         report.profile,
@@ -42,7 +51,10 @@ fn chaos_meshes_heal_and_converge_without_losing_writes_on_twenty_seeds() {
     for seed in SEEDS {
         let report = simulate(seed, Profile::Chaos);
         assert_clean(&report);
-        assert!(report.faults.crashes > 0, "seed {seed}: the chaos profile injected no crash");
+        assert!(
+            report.faults.crashes > 0,
+            "seed {seed}: the chaos profile injected no crash"
+        );
     }
 }
 

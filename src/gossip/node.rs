@@ -18,9 +18,17 @@ use super::membership::{MemberId, Membership};
 use super::wire::{self, Message, RingRange};
 use super::{Config, PeerId, Time};
 
-/// How much sooner the next anti-entropy round comes after a round that
-/// brought news.
+/// How much sooner anti-entropy rounds come while rounds bring news.
 const ANTI_ENTROPY_SPEEDUP: u32 = 10;
+
+/// How many fast rounds follow the latest news. Like rumor mongering with a
+/// counter: each peer that learned something keeps spreading it for a few
+/// rounds, so the share of peers still missing it falls geometrically
+/// instead of waiting for the slow periodic rounds.
+const FAST_ROUNDS_AFTER_NEWS: u32 = 4;
+
+/// Seeds remembered for re-announcing (the first ones given win).
+const SEEDS_MAX: usize = 16;
 
 /// An effect the driver must carry out, in the order given.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +86,11 @@ pub struct Node {
     rng: ChaCha8Rng,
     outputs: VecDeque<Output>,
     next_anti_entropy: Time,
+    /// Anti-entropy rounds still to run at the fast pace.
+    fast_rounds_left: u32,
+    /// Peers given to [`Node::join`], asked again while no peer is known.
+    seeds: Vec<PeerId>,
+    next_rejoin: Time,
     stats: NodeStats,
 }
 
@@ -93,6 +106,9 @@ impl Node {
         let jitter = config.anti_entropy_interval.mul_f64(rng.random::<f64>());
         Node {
             next_anti_entropy: now + jitter,
+            fast_rounds_left: 0,
+            seeds: Vec::new(),
+            next_rejoin: now,
             config,
             replica,
             membership,
@@ -133,7 +149,15 @@ impl Node {
     }
 
     /// Asks `seed` to let this node join the mesh.
+    ///
+    /// The seed is remembered: while this node knows no live peer (the
+    /// announce was lost, or the seed was down or partitioned away), it
+    /// announces to its seeds again every `rejoin_interval`.
     pub fn join(&mut self, now: Time, seed: PeerId) {
+        if !self.seeds.contains(&seed) && self.seeds.len() < SEEDS_MAX {
+            self.seeds.push(seed);
+        }
+        self.next_rejoin = now + self.config.rejoin_interval;
         let sends = self.membership.announce(now, seed);
         self.send_swim(sends);
     }
@@ -262,6 +286,7 @@ impl Node {
                     // This peer was behind (after a partition or a restart,
                     // say); others likely are too. Spread what it learned
                     // at a faster pace until rounds stop bringing news.
+                    self.fast_rounds_left = FAST_ROUNDS_AFTER_NEWS;
                     let soon = now + self.config.anti_entropy_interval / ANTI_ENTROPY_SPEEDUP;
                     self.next_anti_entropy = self.next_anti_entropy.min(soon);
                 }
@@ -303,8 +328,21 @@ impl Node {
         let me = self.peer_id();
         let retransmits = self.tree.handle_timeout(now, me, self.membership.active());
         self.transmit(retransmits);
+        if self.membership.active().is_empty() && !self.seeds.is_empty() && now >= self.next_rejoin
+        {
+            self.next_rejoin = now + self.config.rejoin_interval;
+            for seed in self.seeds.clone() {
+                let sends = self.membership.announce(now, seed);
+                self.send_swim(sends);
+            }
+        }
         if now >= self.next_anti_entropy {
-            self.next_anti_entropy = now + self.config.anti_entropy_interval;
+            let mut interval = self.config.anti_entropy_interval;
+            if self.fast_rounds_left > 0 {
+                self.fast_rounds_left -= 1;
+                interval /= ANTI_ENTROPY_SPEEDUP;
+            }
+            self.next_anti_entropy = now + interval;
             let members = self.membership.active();
             if !members.is_empty() {
                 let pick = self.rng.random_range(0..members.len());
@@ -321,10 +359,16 @@ impl Node {
 
     /// When [`Node::handle_timeout`] must next be called.
     pub fn next_deadline(&self) -> Time {
-        [self.membership.next_deadline(), self.tree.next_deadline()]
-            .into_iter()
-            .flatten()
-            .fold(self.next_anti_entropy, Time::min)
+        let rejoin = (self.membership.active().is_empty() && !self.seeds.is_empty())
+            .then_some(self.next_rejoin);
+        [
+            self.membership.next_deadline(),
+            self.tree.next_deadline(),
+            rejoin,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.next_anti_entropy, Time::min)
     }
 
     /// The next effect to carry out, in order.

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls exactly this script).
+# Needs only the Rust toolchain with rustfmt and clippy; it installs any
+# system package the suite needs (none yet: HAProxy arrives with the
+# HAProxy driver).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests (unit, property, dson oracle, tidy, simulator smoke matrix)"
+cargo test --workspace --locked
+
+step "benchmarks compile and run once"
+cargo bench --bench crdt --locked -- --test
+
+step "simulator, release build: one chaos run at 100 peers"
+cargo run --release --locked -p aqueduct-sim -- --seed 1 --peers 100 --profile chaos --writes 200 --json | tail -n 1
