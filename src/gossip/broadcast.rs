@@ -121,10 +121,16 @@ impl BroadcastTree {
         }
     }
 
-    /// Records `id` as seen; false if it already was (a duplicate).
-    pub(super) fn first_sight(&mut self, id: Dot) -> bool {
+    /// Whether broadcast `id` was already handled here (a duplicate).
+    pub(super) fn has_seen(&self, id: Dot) -> bool {
+        self.seen.contains(&id)
+    }
+
+    /// Records broadcast `id` as handled, forgetting the oldest beyond
+    /// `seen_max`.
+    pub(super) fn mark_seen(&mut self, id: Dot) {
         if !self.seen.insert(id) {
-            return false;
+            return;
         }
         self.seen_order.push_back(id);
         if self.seen_order.len() > self.config.seen_max
@@ -132,7 +138,6 @@ impl BroadcastTree {
         {
             self.seen.remove(&oldest);
         }
-        true
     }
 
     /// Sends `delta` down the tree for `range`, as seen from `me`: the
@@ -413,11 +418,13 @@ mod tests {
     #[test]
     fn duplicates_are_recognised_within_the_memory_bound() {
         let mut tree = BroadcastTree::new(config());
-        assert!(tree.first_sight(id()));
-        assert!(!tree.first_sight(id()));
+        assert!(!tree.has_seen(id()));
+        tree.mark_seen(id());
+        assert!(tree.has_seen(id()));
         for c in 2..=200 {
-            tree.first_sight(Dot::new(ReplicaId::new(1).unwrap(), c).unwrap());
+            tree.mark_seen(Dot::new(ReplicaId::new(1).unwrap(), c).unwrap());
         }
         assert!(tree.seen.len() <= 100);
+        assert!(!tree.has_seen(id()), "the oldest id is forgotten first");
     }
 }

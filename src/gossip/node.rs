@@ -209,7 +209,7 @@ impl Node {
             delta.context.max_counter(self.replica.id()),
         )
         .expect("a non-empty local delta holds a dot of its own replica");
-        self.tree.first_sight(id);
+        self.tree.mark_seen(id);
         let everyone = RingRange {
             after: me,
             before: me,
@@ -245,9 +245,12 @@ impl Node {
             }
             Message::Broadcast { id, range, delta } => {
                 self.send(from, &Message::BroadcastAck { id });
-                if !self.tree.first_sight(id) || self.join_remote(delta.clone()).is_none() {
+                // A refused delta does not use up its id, so that the
+                // genuine change with that id still gets through.
+                if self.tree.has_seen(id) || self.join_remote(delta.clone()).is_none() {
                     return;
                 }
+                self.tree.mark_seen(id);
                 let sends = self.tree.spread(
                     now,
                     self.peer_id(),
