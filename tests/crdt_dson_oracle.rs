@@ -125,19 +125,15 @@ impl Ours {
         delta.context.insert(dot);
         if let Action::Set { obj, field, value } = action {
             self.clock = Hlc::next(self.clock, 0);
-            delta
-                .objects
-                .entry(*obj)
-                .or_default()
-                .entry(*field)
-                .or_default()
-                .insert(
-                    dot,
-                    Stamped {
-                        hlc: self.clock,
-                        value: value.clone(),
-                    },
-                );
+            delta.insert_entry(
+                *obj,
+                *field,
+                dot,
+                Stamped {
+                    hlc: self.clock,
+                    value: value.clone(),
+                },
+            );
         }
         self.join(&delta, "a locally built delta")?;
         Ok(delta)

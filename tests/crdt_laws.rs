@@ -374,19 +374,15 @@ impl Node {
         delta.context.insert(dot);
         if let Op::Write { obj, field, value } = op {
             self.clock = Hlc::next(self.clock, 0);
-            delta
-                .objects
-                .entry(obj)
-                .or_default()
-                .entry(field)
-                .or_default()
-                .insert(
-                    dot,
-                    Stamped {
-                        hlc: self.clock,
-                        value,
-                    },
-                );
+            delta.insert_entry(
+                obj,
+                field,
+                dot,
+                Stamped {
+                    hlc: self.clock,
+                    value,
+                },
+            );
         }
         self.store.join(&delta)?;
         let issued = Issued {
@@ -1594,13 +1590,7 @@ fn single_entry(
 ) -> ConfigDelta {
     let mut delta = ConfigDelta::default();
     delta.context.insert(at);
-    delta
-        .objects
-        .entry(key)
-        .or_default()
-        .entry(field)
-        .or_default()
-        .insert(at, Stamped { hlc, value });
+    delta.insert_entry(key, field, at, Stamped { hlc, value });
     delta
 }
 

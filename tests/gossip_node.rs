@@ -847,22 +847,18 @@ fn a_broadcast_with_an_invalid_delta_is_refused_counted_and_not_relayed() {
     let entry = |dot: Dot, value: FieldValue| {
         let mut delta = ConfigDelta::default();
         let field = value.field();
-        delta
-            .objects
-            .entry(key.clone())
-            .or_default()
-            .entry(field)
-            .or_default()
-            .insert(
-                dot,
-                Stamped {
-                    hlc: Hlc {
-                        wall_ms: held.hlc.wall_ms + 1,
-                        logical: 0,
-                    },
-                    value,
+        delta.insert_entry(
+            key.clone(),
+            field,
+            dot,
+            Stamped {
+                hlc: Hlc {
+                    wall_ms: held.hlc.wall_ms + 1,
+                    logical: 0,
                 },
-            );
+                value,
+            },
+        );
         delta
     };
     let other_bind = FieldValue::Bind(Binds::parse("*:9999").expect("valid"));
@@ -1043,22 +1039,18 @@ fn a_refused_broadcast_does_not_stop_the_genuine_change_with_the_same_id() {
         replica_id(0),
     );
     let mut invalid = ConfigDelta::default();
-    invalid
-        .objects
-        .entry(ObjectKey::Frontend(frontend_name("web")))
-        .or_default()
-        .entry(FieldId::Bind)
-        .or_default()
-        .insert(
-            next_id,
-            Stamped {
-                hlc: Hlc {
-                    wall_ms: WALL_EPOCH_MS,
-                    logical: 0,
-                },
-                value: FieldValue::Bind(Binds::parse("*:1").expect("valid")),
+    invalid.insert_entry(
+        ObjectKey::Frontend(frontend_name("web")),
+        FieldId::Bind,
+        next_id,
+        Stamped {
+            hlc: Hlc {
+                wall_ms: WALL_EPOCH_MS,
+                logical: 0,
             },
-        ); // and no context: refused (entry outside context)
+            value: FieldValue::Bind(Binds::parse("*:1").expect("valid")),
+        },
+    ); // and no context: refused (entry outside context)
     let bytes = wire::encode(&Message::Broadcast {
         id: next_id,
         range: RingRange {

@@ -299,19 +299,11 @@ impl Replica {
             self.clock = Hlc::next(self.clock, now_ms);
             delta.context.insert(dot);
             delta.context.union_with(&current.into_iter().collect());
-            delta
-                .objects
-                .entry(key)
-                .or_default()
-                .entry(field)
-                .or_default()
-                .insert(
-                    dot,
-                    Stamped {
-                        hlc: self.clock,
-                        value,
-                    },
-                );
+            let stamped = Stamped {
+                hlc: self.clock,
+                value,
+            };
+            delta.insert_entry(key, field, dot, stamped);
         }
         for (key, field) in ops.field_removals {
             delta

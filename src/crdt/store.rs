@@ -73,6 +73,15 @@ impl<K, F, V> Delta<K, F, V> {
         })
     }
 
+    /// Adds one register entry (its dot must also be put in `context`).
+    pub fn insert_entry(&mut self, key: K, field: F, dot: Dot, stamped: Stamped<V>)
+    where
+        K: Ord,
+        F: Ord,
+    {
+        put(&mut self.objects, key, field, dot, stamped);
+    }
+
     /// Whether the delta carries nothing at all.
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty() && self.context.is_empty()
@@ -254,14 +263,8 @@ where
                 counter: *range.end(),
             };
             for (dot, (key, field)) in self.index.range(from..=to) {
-                let stamped = &self.objects[key][field][dot];
-                delta
-                    .objects
-                    .entry(key.clone())
-                    .or_default()
-                    .entry(field.clone())
-                    .or_default()
-                    .insert(*dot, stamped.clone());
+                let stamped = self.objects[key][field][dot].clone();
+                delta.insert_entry(key.clone(), field.clone(), *dot, stamped);
             }
         }
         delta.context = unseen;
@@ -304,12 +307,13 @@ where
             .entries_hash
             .wrapping_add(entry_hash(key, field, dot, stamped));
         self.index.insert(dot, (key.clone(), field.clone()));
-        self.objects
-            .entry(key.clone())
-            .or_default()
-            .entry(field.clone())
-            .or_default()
-            .insert(dot, stamped.clone());
+        put(
+            &mut self.objects,
+            key.clone(),
+            field.clone(),
+            dot,
+            stamped.clone(),
+        );
     }
 
     fn remove_entry(&mut self, dot: Dot) {
@@ -334,6 +338,22 @@ where
             }
         }
     }
+}
+
+/// Puts one register entry into objects → fields → registers.
+fn put<K: Ord, F: Ord, V>(
+    objects: &mut Objects<K, F, V>,
+    key: K,
+    field: F,
+    dot: Dot,
+    stamped: Stamped<V>,
+) {
+    objects
+        .entry(key)
+        .or_default()
+        .entry(field)
+        .or_default()
+        .insert(dot, stamped);
 }
 
 fn entry_hash<K: Serialize, F: Serialize, V: Serialize>(
