@@ -56,6 +56,10 @@ pub struct Options {
     pub writes: usize,
     /// Lines of event trace kept for a failure report.
     pub trace_lines: usize,
+    /// Run SWIM (foca) for membership. Off, every node keeps the member
+    /// list it started with: only for very large meshes without crashes,
+    /// see `--swim`.
+    pub swim: bool,
 }
 
 /// Percentiles of a set of durations, in milliseconds.
@@ -98,6 +102,8 @@ pub struct Report {
     pub profile: Profile,
     /// Acknowledged writes issued.
     pub writes: usize,
+    /// Whether SWIM ran (false: static member lists).
+    pub swim: bool,
     /// All live peers ended with identical digests and views.
     pub converged: bool,
     /// Peers whose digest differs from the most common one at the end.

@@ -29,6 +29,12 @@ struct Cli {
     /// Trace lines kept for a failure report.
     #[arg(long, default_value_t = 400)]
     trace_lines: usize,
+    /// Membership by SWIM (`on`), or static member lists (`off`: no
+    /// probes, no failure detection; for meshes of many thousands of peers,
+    /// whose full-membership SWIM is O(N²) memory and O(N³) time in one
+    /// simulator process). Refused with the chaos profile.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    swim: String,
 }
 
 fn main() -> ExitCode {
@@ -37,12 +43,20 @@ fn main() -> ExitCode {
         eprintln!("--peers must be at least 1");
         return ExitCode::from(2);
     }
+    let swim = cli.swim == "on";
+    if !swim && cli.profile == Profile::Chaos {
+        eprintln!(
+            "--swim off needs a fault-free profile: crashes and partitions need failure detection"
+        );
+        return ExitCode::from(2);
+    }
     let report = run(&Options {
         seed: cli.seed,
         peers: cli.peers,
         profile: cli.profile,
         writes: cli.writes,
         trace_lines: cli.trace_lines,
+        swim,
     });
     if !report.failures.is_empty() {
         eprintln!(
@@ -57,8 +71,12 @@ fn main() -> ExitCode {
             eprintln!("  {line}");
         }
         eprintln!(
-            "reproduce: cargo run --release -p aqueduct-sim -- --seed {} --peers {} --profile {} --writes {}",
-            report.seed, report.peers, report.profile, report.writes
+            "reproduce: cargo run --release -p aqueduct-sim -- --seed {} --peers {} --profile {} --writes {} --swim {}",
+            report.seed,
+            report.peers,
+            report.profile,
+            report.writes,
+            if report.swim { "on" } else { "off" }
         );
     }
     if cli.json {

@@ -116,6 +116,19 @@ impl Profiles {
     }
 }
 
+/// Keeps foca from probing or gossiping on its own: membership stays the
+/// list each node started with. For meshes of many thousands of peers,
+/// whose full-membership SWIM costs the one-process simulator O(N²) memory
+/// and O(N³) time (foca keeps members in a list with linear lookups).
+fn silence_swim(config: &mut Config) {
+    let never = Duration::from_secs(365 * 24 * 3600);
+    config.swim.probe_period = never;
+    config.swim.probe_rtt = never / 2;
+    config.swim.periodic_announce = None;
+    config.swim.periodic_announce_to_down_members = None;
+    config.swim.periodic_gossip = None;
+}
+
 struct World {
     options: Options,
     profile: Profiles,
@@ -198,6 +211,7 @@ pub fn run(options: &Options) -> Report {
         peers: options.peers,
         profile: options.profile,
         writes: world.writes.len(),
+        swim: options.swim,
         converged,
         divergent_peers: checker::divergent_peers(&world.digests()),
         lost_writes: world.lost_writes(),
@@ -227,7 +241,10 @@ pub fn run(options: &Options) -> Report {
 impl World {
     fn new(options: Options) -> World {
         let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-        let profile = Profiles::of(options.profile, options.peers);
+        let mut profile = Profiles::of(options.profile, options.peers);
+        if !options.swim {
+            silence_swim(&mut profile.config);
+        }
         let mut ids = BTreeSet::new();
         while ids.len() < options.peers {
             ids.insert(rng.random_range(1..u64::MAX));
