@@ -15,6 +15,7 @@ fn simulate(seed: u64, profile: Profile) -> Report {
         profile,
         writes: WRITES,
         trace_lines: 200,
+        swim: true,
     })
 }
 
