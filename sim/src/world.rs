@@ -160,7 +160,7 @@ pub fn run(options: &Options) -> Report {
     let mut world = World::new(options.clone());
     world.trace.log(world.now, || {
         format!(
-            "bootstrap {} peers, profile {:?}",
+            "bootstrap {} peers, profile {}",
             options.peers, options.profile
         )
     });
@@ -204,7 +204,7 @@ pub fn run(options: &Options) -> Report {
         / peers
         / world.profile.idle_window.as_secs_f64();
 
-    world.check(converged);
+    let (lost_writes, resurrections) = world.check(converged);
     let convergence = world.convergence_ms();
     Report {
         seed: options.seed,
@@ -214,9 +214,9 @@ pub fn run(options: &Options) -> Report {
         swim: options.swim,
         converged,
         divergent_peers: checker::divergent_peers(&world.digests()),
-        lost_writes: world.lost_writes(),
+        lost_writes,
         writes_lost_with_disk: world.writes.iter().filter(|w| w.lost_with_disk).count(),
-        resurrections: world.resurrections(),
+        resurrections,
         convergence_ms: convergence,
         heal_convergence_ms,
         msgs_per_write_per_peer,
@@ -680,17 +680,9 @@ impl World {
             .map(Node::replica)
     }
 
-    fn lost_writes(&self) -> usize {
-        self.reference()
-            .map_or(0, |r| checker::lost_and_resurrected(&self.writes, r).0)
-    }
-
-    fn resurrections(&self) -> usize {
-        self.reference()
-            .map_or(0, |r| checker::lost_and_resurrected(&self.writes, r).1)
-    }
-
-    fn check(&mut self, converged: bool) {
+    /// Runs the end-of-run checkers, recording failures; returns (lost
+    /// writes, resurrections).
+    fn check(&mut self, converged: bool) -> (usize, usize) {
         let nodes: Vec<&Node> = self.peers.iter().filter_map(|p| p.node.as_ref()).collect();
         if !converged {
             self.failures.push(format!(
@@ -740,5 +732,6 @@ impl World {
             self.failures
                 .push(format!("{resurrected} removed values resurrected"));
         }
+        (lost, resurrected)
     }
 }

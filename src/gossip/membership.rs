@@ -102,8 +102,9 @@ impl Membership {
     }
 
     /// Takes `peers` as alive members without any exchange (a node starting
-    /// from a known member list). Only `probed` of them are handed to SWIM
-    /// for failure detection; see [`super::Node::assume_members`].
+    /// from a known member list, all in their first generation). Only
+    /// `probed` of them are handed to SWIM for failure detection; see
+    /// [`super::Node::assume_members`].
     pub(super) fn assume_alive(
         &mut self,
         now: Time,

@@ -63,6 +63,8 @@ pub struct NodeStats {
     pub deltas_refused: u64,
     /// Membership packets foca refused.
     pub swim_refused: u64,
+    /// Local membership calls foca declined (harmless, see `Membership`).
+    pub swim_local_errors: u64,
     /// Messages not sent because they would exceed the size limit.
     pub too_large: u64,
     /// Broadcast sends not tracked for retransmit (pending table full).
@@ -143,6 +145,7 @@ impl Node {
     pub fn stats(&self) -> NodeStats {
         let mut stats = self.stats.clone();
         stats.swim_refused = self.membership.refused_packets;
+        stats.swim_local_errors = self.membership.local_errors;
         stats.broadcasts_untracked = self.tree.untracked;
         stats.broadcasts_abandoned = self.tree.abandoned;
         stats
