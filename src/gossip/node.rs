@@ -82,9 +82,10 @@ pub struct NodeStats {
 /// One peer's protocol state machine. See the module documentation.
 ///
 /// The driver drains [`Node::poll_output`] after every call. One call adds a
-/// bounded number of outputs (a persist, `fanout × redundancy` broadcasts,
-/// an ack, a few SWIM packets or one anti-entropy message), so the queue
-/// stays small; its high-water mark is in [`NodeStats`].
+/// bounded number of outputs: a persist, `fanout × redundancy` broadcasts,
+/// an ack, a few SWIM packets, one anti-entropy message, or the retransmits
+/// that fell due (at most the pending-ack bound). Its high-water mark is in
+/// [`NodeStats`].
 pub struct Node {
     config: Config,
     replica: Replica,
