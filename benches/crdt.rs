@@ -326,6 +326,22 @@ fn size_table(f: &Fixture) -> Vec<(String, usize, String)> {
             churned_in_sync.context.interval_count()
         ),
     ));
+    let summary = peer.summary();
+    let churned_peer_answer = churned.missing_for_peer(&summary);
+    rows.push((
+        "missing_for_peer (with live summary), same case".to_owned(),
+        encoded_len(&churned_peer_answer),
+        format!(
+            "{} entries, {} context intervals",
+            churned_peer_answer.entries().count(),
+            churned_peer_answer.context.interval_count()
+        ),
+    ));
+    rows.push((
+        "live summary sent with a sync request, same case".to_owned(),
+        encoded_len(&summary.live),
+        format!("{} buckets", summary.live.bucket_count()),
+    ));
     rows.push((
         "causal context after 10k overwrites".to_owned(),
         encoded_len(churned.context()),
@@ -478,6 +494,10 @@ fn large_ops(c: &mut Criterion, f: &Fixture) {
     let (churned, peer) = &f.churned;
     group.bench_function("in_sync_after_10k_overwrites", |b| {
         b.iter_with_large_drop(|| churned.missing_for(black_box(peer.context())));
+    });
+    let summary = peer.summary();
+    group.bench_function("peer_in_sync_after_10k_overwrites", |b| {
+        b.iter_with_large_drop(|| churned.missing_for_peer(black_box(&summary)));
     });
     // The receiving side of that answer: it changes nothing, so the same
     // peer can join it repeatedly without a clone.

@@ -665,6 +665,22 @@ proptest! {
         }
     }
 
+    #[test]
+    fn missing_for_peer_repairs_exactly_like_a_full_state_join(script in script()) {
+        let h = History::play(&script)?;
+        let n = h.mesh.peers.len();
+        for from in 0..n {
+            for to in 0..n {
+                let (source, target) = (h.store(from), h.store(to));
+                let mut repaired = target.clone();
+                let summary = over_the_wire(&target.summary())?;
+                let answer = over_the_wire(&source.missing_for_peer(&summary))?;
+                accepted(repaired.join(&answer), "a missing_for_peer answer")?;
+                prop_assert_eq!(state(&repaired), state(&join(target, source)?));
+            }
+        }
+    }
+
     /// The dot oracle: after convergence, a write survives iff no operation
     /// issued at a replica that had observed the write's dot overwrote or
     /// removed it.
@@ -1748,4 +1764,57 @@ fn local_writes_after_the_latest_accepted_stamp_still_order_after_it() {
         .execute(&put_frontend(1, 0, 80, false), 1_000)
         .expect("a valid command");
     assert!(delta.entries().all(|(_, _, _, s)| s.hlc > latest));
+}
+
+/// Writes `overwrites` successive values of one field at `a`, all delivered
+/// to `b`: two replicas in sync whose contexts hold thousands of removed
+/// dots, spread over several summary buckets.
+fn in_sync_after_overwrites(overwrites: u64) -> (Replica, Replica) {
+    let (mut a, mut b) = (replica(1), replica(2));
+    for i in 0..overwrites {
+        let delta = run(
+            &mut a,
+            &put_frontend(0, (i % 2) as u8, 80 + (i % 1000) as u16, false),
+            1_000 + i,
+        );
+        receive(&mut b, &delta);
+    }
+    (a, b)
+}
+
+#[test]
+fn an_answer_to_a_peer_in_sync_carries_no_removals_however_many_values_were_overwritten() {
+    let (a, b) = in_sync_after_overwrites(3_000);
+    assert_eq!(a.digest(), b.digest());
+    let every_removal = a.missing_for(b.context());
+    assert!(
+        every_removal.context.interval_count() > 0,
+        "the plain answer lists the removed dots"
+    );
+    let answer = a.missing_for_peer(&b.summary());
+    assert!(
+        answer.is_empty(),
+        "{} intervals sent to a peer in sync",
+        answer.context.interval_count()
+    );
+}
+
+#[test]
+fn a_removal_missed_in_an_old_bucket_is_still_repaired_by_missing_for_peer() {
+    let (mut a, mut b) = in_sync_after_overwrites(2_500);
+    // Overwrite f1, whose first value sits in an old bucket, without telling b.
+    let first = run(&mut a, &put_frontend(1, 0, 80, false), 10_000);
+    receive(&mut b, &first);
+    for i in 0..1_500 {
+        let delta = run(
+            &mut a,
+            &put_frontend(2, 0, 80 + (i % 1000) as u16, false),
+            20_000 + i,
+        );
+        receive(&mut b, &delta);
+    }
+    let _missed = run(&mut a, &put_frontend(1, 1, 81, true), 30_000);
+    let answer = a.missing_for_peer(&b.summary());
+    receive(&mut b, &answer);
+    assert_eq!(replica_state(&a), replica_state(&b));
 }

@@ -14,7 +14,7 @@ use super::model::{
     Backend, ConfigView, FieldId, FieldValue, Frontend, Member, MemberKey, Name, ObjectKey,
     Registration, RegistrationKey, ResolvedFields, ServiceName, Version,
 };
-use super::store::{Delta, DotStore, JoinError, Stamped};
+use super::store::{Delta, DotStore, JoinError, Stamped, SyncSummary};
 
 /// A delta of the configuration document (also used for full states).
 pub type ConfigDelta = Delta<ObjectKey, FieldId, FieldValue>;
@@ -381,6 +381,19 @@ impl Replica {
     /// What a peer with causal context `peer` is missing, removals included.
     pub fn missing_for(&self, peer: &DotSet) -> ConfigDelta {
         self.store.missing_for(peer)
+    }
+
+    /// What a peer that sent `summary` is missing, removals included, but
+    /// only for the parts where its live dots differ from this replica's
+    /// (see [`super::SyncSummary`]).
+    pub fn missing_for_peer(&self, summary: &SyncSummary) -> ConfigDelta {
+        self.store.missing_for_peer(summary)
+    }
+
+    /// This replica's causal context and live-dot summary, for a peer to
+    /// answer with what this replica lacks.
+    pub fn summary(&self) -> SyncSummary {
+        self.store.summary()
     }
 
     /// The whole state as a delta.

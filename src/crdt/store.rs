@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
-use super::dot::{Dot, DotSet};
+use super::dot::{Dot, DotSet, ReplicaId};
 use super::hlc::Hlc;
 
 /// A value in a register, with the stamp that orders it against concurrent
@@ -114,6 +114,8 @@ pub struct DotStore<K, F, V> {
     /// Order-independent hash of the live entries (wrapping sum of
     /// per-entry hashes), maintained incrementally.
     entries_hash: u128,
+    /// Which dots are live, summarised per bucket, maintained incrementally.
+    live: LiveSummary,
 }
 
 impl<K, F, V> Default for DotStore<K, F, V> {
@@ -123,8 +125,66 @@ impl<K, F, V> Default for DotStore<K, F, V> {
             index: BTreeMap::new(),
             context: DotSet::new(),
             entries_hash: 0,
+            live: LiveSummary::default(),
         }
     }
+}
+
+/// Counters per bucket of a [`LiveSummary`].
+const BUCKET_COUNTERS: u64 = 1024;
+
+/// Which dots a store holds live, summarised per (replica, bucket of 1024
+/// counters) as a count and an order-independent hash. Two stores whose
+/// summaries agree on a bucket hold the same live dots in it, so an
+/// anti-entropy answer can leave that bucket's removals out: this keeps the
+/// answer to a peer that is in sync small however many values were ever
+/// overwritten. Buckets without live dots are absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveSummary(BTreeMap<(ReplicaId, u64), (u32, u64)>);
+
+impl LiveSummary {
+    fn bucket(dot: Dot) -> (ReplicaId, u64) {
+        (dot.replica, dot.counter / BUCKET_COUNTERS)
+    }
+
+    fn dot_hash(dot: Dot) -> u64 {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&dot.replica.get().to_le_bytes());
+        bytes[8..].copy_from_slice(&dot.counter.to_le_bytes());
+        xxh3_64(&bytes)
+    }
+
+    fn add(&mut self, dot: Dot) {
+        let (count, hash) = self.0.entry(Self::bucket(dot)).or_default();
+        *count += 1;
+        *hash = hash.wrapping_add(Self::dot_hash(dot));
+    }
+
+    fn remove(&mut self, dot: Dot) {
+        let bucket = Self::bucket(dot);
+        if let Some((count, hash)) = self.0.get_mut(&bucket) {
+            *count -= 1;
+            *hash = hash.wrapping_sub(Self::dot_hash(dot));
+            if *count == 0 {
+                self.0.remove(&bucket);
+            }
+        }
+    }
+
+    /// Number of buckets with live dots (the encoded size is proportional).
+    pub fn bucket_count(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// What a peer tells about itself so that [`DotStore::missing_for_peer`]
+/// can answer with exactly what it lacks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncSummary {
+    /// Every dot the peer has seen.
+    pub context: DotSet,
+    /// Which of them it holds live.
+    pub live: LiveSummary,
 }
 
 impl<K, F, V> DotStore<K, F, V>
@@ -246,11 +306,31 @@ where
         Ok(())
     }
 
+    /// This store's [`SyncSummary`], for a peer to answer with what this
+    /// store lacks.
+    pub fn summary(&self) -> SyncSummary {
+        SyncSummary {
+            context: self.context.clone(),
+            live: self.live.clone(),
+        }
+    }
+
     /// What a peer whose causal context is `peer` lacks: the entries it has
     /// not seen, and — so that removals it missed are repaired too — the
     /// context of everything it has not seen plus every dot both have seen
     /// that is no longer live here.
     pub fn missing_for(&self, peer: &DotSet) -> Delta<K, F, V> {
+        self.missing(peer, None)
+    }
+
+    /// Like [`DotStore::missing_for`], but leaves out the removals of every
+    /// bucket where the peer's live summary equals this store's: there the
+    /// peer holds exactly the live dots this store holds.
+    pub fn missing_for_peer(&self, peer: &SyncSummary) -> Delta<K, F, V> {
+        self.missing(&peer.context, Some(&peer.live))
+    }
+
+    fn missing(&self, peer: &DotSet, peer_live: Option<&LiveSummary>) -> Delta<K, F, V> {
         let unseen = self.context.difference(peer);
         let mut delta = Delta::default();
         for (replica, range) in unseen.ranges() {
@@ -269,28 +349,48 @@ where
         }
         delta.context = unseen;
         for (replica, range) in self.context.intersection(peer).ranges() {
-            let mut next = *range.start();
-            let from = Dot {
-                replica,
-                counter: next,
-            };
-            let to = Dot {
-                replica,
-                counter: *range.end(),
-            };
-            for dot in self.index.range(from..=to).map(|(dot, _)| dot) {
-                if dot.counter > next {
-                    delta
-                        .context
-                        .insert_interval(replica, next..=dot.counter - 1);
+            // Bucket by bucket, so that agreeing buckets can be skipped.
+            let mut start = *range.start();
+            while start <= *range.end() {
+                let bucket = start / BUCKET_COUNTERS;
+                let end = (*range.end()).min((bucket + 1) * BUCKET_COUNTERS - 1);
+                let key = (replica, bucket);
+                let agrees =
+                    peer_live.is_some_and(|live| live.0.get(&key) == self.live.0.get(&key));
+                if !agrees {
+                    self.insert_holes(replica, start..=end, &mut delta.context);
                 }
-                next = dot.counter + 1;
-            }
-            if next <= *range.end() {
-                delta.context.insert_interval(replica, next..=*range.end());
+                start = end + 1;
             }
         }
         delta
+    }
+
+    /// Adds to `context` the counters of `range` that are not live here.
+    fn insert_holes(
+        &self,
+        replica: ReplicaId,
+        range: std::ops::RangeInclusive<u64>,
+        context: &mut DotSet,
+    ) {
+        let mut next = *range.start();
+        let from = Dot {
+            replica,
+            counter: next,
+        };
+        let to = Dot {
+            replica,
+            counter: *range.end(),
+        };
+        for dot in self.index.range(from..=to).map(|(dot, _)| dot) {
+            if dot.counter > next {
+                context.insert_interval(replica, next..=dot.counter - 1);
+            }
+            next = dot.counter + 1;
+        }
+        if next <= *range.end() {
+            context.insert_interval(replica, next..=*range.end());
+        }
     }
 
     /// The whole state as a delta (for a new or far-behind peer, and for
@@ -307,6 +407,7 @@ where
             .entries_hash
             .wrapping_add(entry_hash(key, field, dot, stamped));
         self.index.insert(dot, (key.clone(), field.clone()));
+        self.live.add(dot);
         put(
             &mut self.objects,
             key.clone(),
@@ -328,6 +429,7 @@ where
             .get_mut(&field)
             .expect("index points at a live field");
         let stamped = register.remove(&dot).expect("index points at a live entry");
+        self.live.remove(dot);
         self.entries_hash = self
             .entries_hash
             .wrapping_sub(entry_hash(&key, &field, dot, &stamped));

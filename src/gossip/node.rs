@@ -273,22 +273,22 @@ impl Node {
             Message::BroadcastAck { id } => self.tree.acknowledge(now, from, id),
             Message::Digest { digest } => {
                 if digest != self.replica.digest() {
-                    let context = self.replica.context().clone();
-                    self.send(from, &Message::SyncRequest { context });
+                    let summary = self.replica.summary();
+                    self.send(from, &Message::SyncRequest { summary });
                 }
             }
-            Message::SyncRequest { context } => {
-                let delta = self.replica.missing_for(&context);
+            Message::SyncRequest { summary } => {
+                let delta = self.replica.missing_for_peer(&summary);
                 let reply = Message::SyncDelta {
                     delta,
-                    reply_context: Some(self.replica.context().clone()),
+                    reply_to: Some(self.replica.summary()),
                     sender_digest: self.replica.digest(),
                 };
                 self.send(from, &reply);
             }
             Message::SyncDelta {
                 delta,
-                reply_context,
+                reply_to,
                 sender_digest,
             } => {
                 let Some(changed) = self.join_remote(delta) else {
@@ -302,12 +302,12 @@ impl Node {
                     let soon = now + self.config.anti_entropy_interval / ANTI_ENTROPY_SPEEDUP;
                     self.next_anti_entropy = self.next_anti_entropy.min(soon);
                 }
-                if let Some(context) = reply_context
+                if let Some(summary) = reply_to
                     && self.replica.digest() != sender_digest
                 {
                     let reply = Message::SyncDelta {
-                        delta: self.replica.missing_for(&context),
-                        reply_context: None,
+                        delta: self.replica.missing_for_peer(&summary),
+                        reply_to: None,
                         sender_digest: self.replica.digest(),
                     };
                     self.send(from, &reply);

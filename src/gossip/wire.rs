@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crdt::{ConfigDelta, Digest, Dot, DotSet};
+use crate::crdt::{ConfigDelta, Digest, Dot, SyncSummary};
 
 use super::PeerId;
 
@@ -76,18 +76,18 @@ pub enum Message {
     /// Anti-entropy, step 2 (digests differed): "this is everything I have
     /// seen; send me what I miss".
     SyncRequest {
-        /// The requester's causal context.
-        context: DotSet,
+        /// The requester's causal context and live-dot summary.
+        summary: SyncSummary,
     },
     /// Anti-entropy, step 3: what the requester missed (removals included).
-    /// With `reply_context` set, the receiver answers with what the sender
+    /// With `reply_to` set, the receiver answers with what the sender
     /// misses in turn, unless its digest after joining equals
     /// `sender_digest` (then both sides are equal).
     SyncDelta {
         /// What the receiver misses.
         delta: ConfigDelta,
-        /// The sender's causal context, to compute the way back.
-        reply_context: Option<DotSet>,
+        /// The sender's summary, to compute the way back.
+        reply_to: Option<SyncSummary>,
         /// The sender's digest after producing `delta`.
         sender_digest: Digest,
     },
