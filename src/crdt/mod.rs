@@ -18,7 +18,9 @@
 //!   survives; an object removal concurrent with a field write: the written
 //!   field survives, the fields the remover had seen are gone;
 //! - a removal is "dot seen, value absent": no tombstones, and the
-//!   anti-entropy answer ([`Replica::missing_for`]) carries removals.
+//!   anti-entropy answer ([`Replica::missing_for_peer`]) carries removals —
+//!   only those of the parts where the peer's live dots differ, so a peer in
+//!   sync gets an empty answer however many values were ever overwritten.
 
 mod dot;
 mod hlc;
