@@ -1750,7 +1750,7 @@ fn local_writes_after_the_latest_accepted_stamp_still_order_after_it() {
     let mut r = replica(1);
     let latest = Hlc {
         wall_ms: Hlc::WALL_MS_MAX,
-        logical: u32::MAX,
+        logical: 7,
     };
     let edge = single_entry(
         frontend_key(0),
@@ -1764,6 +1764,29 @@ fn local_writes_after_the_latest_accepted_stamp_still_order_after_it() {
         .execute(&put_frontend(1, 0, 80, false), 1_000)
         .expect("a valid command");
     assert!(delta.entries().all(|(_, _, _, s)| s.hlc > latest));
+}
+
+#[test]
+fn local_writes_stay_decodable_after_adopting_the_last_possible_stamp() {
+    let mut r = replica(1);
+    let last = Hlc {
+        wall_ms: Hlc::WALL_MS_MAX,
+        logical: u32::MAX,
+    };
+    let edge = single_entry(
+        frontend_key(0),
+        FieldId::Mode,
+        FieldValue::Mode(Mode::Tcp),
+        dot(77, 1),
+        last,
+    );
+    receive(&mut r, &edge);
+    let delta = r
+        .execute(&put_frontend(1, 0, 80, false), 1_000)
+        .expect("a valid command");
+    let bytes = postcard::to_stdvec(&delta).expect("encodes");
+    let decoded: ConfigDelta = postcard::from_bytes(&bytes).expect("a peer can decode it");
+    assert_eq!(decoded, delta);
 }
 
 /// Writes `overwrites` successive values of one field at `a`, all delivered
@@ -1817,4 +1840,25 @@ fn a_removal_missed_in_an_old_bucket_is_still_repaired_by_missing_for_peer() {
     let answer = a.missing_for_peer(&b.summary());
     receive(&mut b, &answer);
     assert_eq!(replica_state(&a), replica_state(&b));
+}
+
+/// A context-only delta claiming a vast range of another replica's counters
+/// (which decoding allows: they are valid dots) must not make anti-entropy
+/// answers cost time in proportion to the claimed history.
+#[test]
+fn a_vast_claimed_history_does_not_make_anti_entropy_walk_it() {
+    let (mut a, mut b) = in_sync_after_overwrites(10);
+    let wire: Vec<(u64, Vec<(u64, u64)>)> = vec![(77, vec![(1, 1 << 44)])];
+    let context: DotSet =
+        postcard::from_bytes(&postcard::to_stdvec(&wire).expect("encodes")).expect("valid dots");
+    let claim = ConfigDelta {
+        objects: Default::default(),
+        context,
+    };
+    receive(&mut a, &claim);
+    receive(&mut b, &claim);
+    let answer = a.missing_for_peer(&b.summary());
+    assert!(answer.is_empty());
+    let plain = a.missing_for(b.context());
+    assert!(plain.context.interval_count() < 100);
 }

@@ -10,8 +10,6 @@ use aqueduct::crdt::{Digest, Dot, DotSet, Replica};
 pub struct WriteRecord {
     /// The write's own dot (its broadcast id).
     pub id: Dot,
-    /// Index of the peer that took it.
-    pub origin: usize,
     /// Simulated microseconds of its acknowledgment.
     pub acked_at_us: u64,
     /// Dots of the values it wrote.
@@ -87,7 +85,6 @@ mod tests {
             let written: Vec<Dot> = delta.entries().map(|(_, _, d, _)| d).collect();
             records.push(WriteRecord {
                 id: *written.last().expect("a put writes"),
-                origin: 0,
                 acked_at_us: 0,
                 written,
                 superseded: Vec::new(),

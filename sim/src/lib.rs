@@ -118,7 +118,8 @@ pub struct Report {
     /// Removed values that came back.
     pub resurrections: usize,
     /// Simulated time from a write's acknowledgment until every live peer
-    /// had it.
+    /// had it. A write some live peer never received is left out; the run
+    /// then fails `converged`.
     pub convergence_ms: Percentiles,
     /// Chaos: simulated time from the final heal until all peers were
     /// identical.
@@ -174,9 +175,13 @@ pub struct RefusedCounts {
     pub too_large: u64,
 }
 
-/// High-water marks, maximum over peers.
+/// High-water marks, maximum over peers (and over their lives before a
+/// crash). Checked against bounds at the end.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct QueueMarks {
+    /// Broadcast sends left untracked because the pending-ack table was
+    /// full (summed; must be 0).
+    pub broadcasts_untracked: u64,
     /// Broadcast sends awaiting an ack.
     pub pending_acks: usize,
     /// Node output queue.

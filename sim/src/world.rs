@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use aqueduct::crdt::{ConfigDelta, Dot, Replica, ReplicaId};
-use aqueduct::gossip::{Config, MemberId, Node, Output, PeerId, Time};
+use aqueduct::gossip::{Config, MemberId, Node, NodeStats, Output, PeerId, Time};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -30,6 +30,8 @@ const WALL_EPOCH_MS: u64 = 1_767_225_600_000;
 const SWIM_BOOTSTRAP_MAX: usize = 1024;
 /// Never simulate longer than this after the last write.
 const QUIESCE_LIMIT: Duration = Duration::from_secs(120);
+/// No node may queue more outputs than this at once (see `Node`'s bound).
+const OUTPUTS_MAX: usize = 1024;
 /// How often convergence is checked while quiescing.
 const QUIESCE_STEP: Duration = Duration::from_millis(5);
 
@@ -495,7 +497,6 @@ impl World {
             let index = self.writes.len();
             self.writes.push(WriteRecord {
                 id,
-                origin: p,
                 acked_at_us: now.as_micros(),
                 written,
                 superseded,
@@ -554,11 +555,24 @@ impl World {
         }
     }
 
+    /// Folds a node's counters into the run's (at the end, and when a
+    /// crash is about to lose them).
+    fn absorb(&mut self, stats: &NodeStats) {
+        self.refused.garbage += stats.garbage_dropped;
+        self.refused.deltas += stats.deltas_refused;
+        self.refused.too_large += stats.too_large;
+        self.queues.broadcasts_untracked += stats.broadcasts_untracked;
+        self.queues.pending_acks = self.queues.pending_acks.max(stats.pending_high_water);
+        self.queues.outputs = self.queues.outputs.max(stats.outputs_high_water);
+        self.queues.timers = self.queues.timers.max(stats.timers_high_water);
+    }
+
     fn crash(&mut self, p: usize) {
-        let peer = &mut self.peers[p];
-        if peer.node.take().is_none() {
+        let Some(node) = self.peers[p].node.take() else {
             return;
-        }
+        };
+        self.absorb(&node.stats());
+        let peer = &mut self.peers[p];
         peer.epoch += 1;
         peer.timer_at = None;
         self.faults.crashes += 1;
@@ -604,14 +618,15 @@ impl World {
 
     /// Destroys peer `p`'s data directory; writes only it had are gone.
     fn wipe(&mut self, p: usize) {
-        for (w, write) in self.writes.iter_mut().enumerate() {
+        for w in 0..self.writes.len() {
             let elsewhere = self
                 .peers
                 .iter()
                 .enumerate()
                 .any(|(q, peer)| q != p && peer.seen_at[w] != u64::MAX);
-            if write.origin == p && !elsewhere {
-                write.lost_with_disk = true;
+            let had_it = self.peers[p].seen_at[w] != u64::MAX;
+            if had_it && !elsewhere {
+                self.writes[w].lost_with_disk = true;
             }
         }
         let fresh = self.fresh_replica_id();
@@ -700,19 +715,27 @@ impl World {
                 views.len()
             ));
         }
-        for node in &nodes {
-            let stats = node.stats();
-            self.refused.garbage += stats.garbage_dropped;
-            self.refused.deltas += stats.deltas_refused;
-            self.refused.too_large += stats.too_large;
-            self.queues.pending_acks = self.queues.pending_acks.max(stats.pending_high_water);
-            self.queues.outputs = self.queues.outputs.max(stats.outputs_high_water);
-            self.queues.timers = self.queues.timers.max(stats.timers_high_water);
+        let final_stats: Vec<NodeStats> = nodes.iter().map(|n| n.stats()).collect();
+        for stats in final_stats {
+            self.absorb(&stats);
         }
-        if self.queues.pending_acks > self.profile.config.tree.pending_max {
+        if self.queues.broadcasts_untracked > 0 {
             self.failures.push(format!(
-                "pending-ack table exceeded its bound: {}",
-                self.queues.pending_acks
+                "the pending-ack table overflowed {} times",
+                self.queues.broadcasts_untracked
+            ));
+        }
+        if self.queues.outputs > OUTPUTS_MAX {
+            self.failures.push(format!(
+                "a node queued {} outputs at once",
+                self.queues.outputs
+            ));
+        }
+        let timers_max = 8 * self.peers.len() + 64;
+        if self.queues.timers > timers_max {
+            self.failures.push(format!(
+                "a node held {} membership timers (bound {timers_max})",
+                self.queues.timers
             ));
         }
         if self.refused.garbage + self.refused.deltas + self.refused.too_large > 0 {

@@ -21,15 +21,18 @@ pub struct Hlc {
 
 impl Hlc {
     /// The latest wall time a stamp may carry: the year 10000. A peer's
-    /// stamp beyond it is refused on decoding, so a garbage stamp cannot
-    /// push every peer's clock to the end of time.
+    /// stamp beyond it is refused on decoding, and [`Hlc::next`] never goes
+    /// beyond it, so every stamp issued here stays decodable everywhere.
     pub const WALL_MS_MAX: u64 = 253_402_300_800_000;
 
     /// The stamp for a new local event: later than `last` (everything this
     /// replica has issued or observed) and no earlier than `now_ms`, so a
     /// causally later write always carries a larger stamp even when the
-    /// local wall clock runs behind another peer's.
+    /// local wall clock runs behind another peer's. At the very end of
+    /// representable time (`WALL_MS_MAX`, logical `u32::MAX`) stamps stop
+    /// growing and concurrent writes are ordered by their dots alone.
     pub fn next(last: Hlc, now_ms: u64) -> Hlc {
+        let now_ms = now_ms.min(Self::WALL_MS_MAX);
         if now_ms > last.wall_ms {
             Hlc {
                 wall_ms: now_ms,
@@ -40,11 +43,13 @@ impl Hlc {
                 wall_ms: last.wall_ms,
                 logical: last.logical + 1,
             }
-        } else {
+        } else if last.wall_ms < Self::WALL_MS_MAX {
             Hlc {
-                wall_ms: last.wall_ms.saturating_add(1),
+                wall_ms: last.wall_ms + 1,
                 logical: 0,
             }
+        } else {
+            last
         }
     }
 }

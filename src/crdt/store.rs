@@ -11,7 +11,7 @@
 //! A join either applies completely or returns an error having changed
 //! nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 use serde::{Deserialize, Serialize};
@@ -349,18 +349,30 @@ where
         }
         delta.context = unseen;
         for (replica, range) in self.context.intersection(peer).ranges() {
-            // Bucket by bucket, so that agreeing buckets can be skipped.
-            let mut start = *range.start();
-            while start <= *range.end() {
-                let bucket = start / BUCKET_COUNTERS;
-                let end = (*range.end()).min((bucket + 1) * BUCKET_COUNTERS - 1);
+            let Some(peer_live) = peer_live else {
+                self.insert_holes(replica, range, &mut delta.context);
+                continue;
+            };
+            // Only buckets where either side holds live dots can disagree (a
+            // bucket live on neither side needs no removal), so walking just
+            // those keeps the cost to the live state, not to the history.
+            let lo = (replica, range.start() / BUCKET_COUNTERS);
+            let hi = (replica, range.end() / BUCKET_COUNTERS);
+            let buckets: BTreeSet<u64> = self
+                .live
+                .0
+                .range(lo..=hi)
+                .chain(peer_live.0.range(lo..=hi))
+                .map(|((_, bucket), _)| *bucket)
+                .collect();
+            for bucket in buckets {
                 let key = (replica, bucket);
-                let agrees =
-                    peer_live.is_some_and(|live| live.0.get(&key) == self.live.0.get(&key));
-                if !agrees {
-                    self.insert_holes(replica, start..=end, &mut delta.context);
+                if peer_live.0.get(&key) == self.live.0.get(&key) {
+                    continue;
                 }
-                start = end + 1;
+                let start = (*range.start()).max(bucket * BUCKET_COUNTERS);
+                let end = (*range.end()).min(bucket * BUCKET_COUNTERS + BUCKET_COUNTERS - 1);
+                self.insert_holes(replica, start..=end, &mut delta.context);
             }
         }
         delta

@@ -3,14 +3,15 @@
 //!
 //! A change's origin owns the whole ring (every peer but itself). Whoever
 //! owns a ring range splits the peers it knows in that range into at most
-//! `fanout` contiguous chunks, sends the change to the first peer of each
-//! chunk and hands it the rest of the chunk. Each peer therefore receives a
+//! `fanout` contiguous chunks, sends the change to the first peer (or, with
+//! `redundancy` 2, the first two peers) of each chunk and hands it the rest
+//! of the chunk. Each peer therefore receives a
 //! change about once (cost per write and peer: one message and one ack)
 //! after O(log N) hops, whatever the size of the mesh. Ranges are ids, not
 //! lists, so peers whose member lists differ still cover the whole ring:
 //! each fills its range from its own view. A lost message is retransmitted
 //! after `ack_timeout`; after `send_attempts_max` tries the next peer of the
-//! chunk takes over. What still slips through (crashes, partitions) is
+//! child's range takes over the rest of that range. What still slips through (crashes, partitions) is
 //! repaired by anti-entropy.
 //!
 //! Owns the pending-ack table and the set of broadcasts already seen. Must
@@ -221,12 +222,15 @@ impl BroadcastTree {
                 self.pending.insert((id, child), pending);
             } else {
                 self.abandoned += 1;
-                // Another peer of the child's range takes it over.
-                let heir = peers_in(pending.range, members, me)
-                    .into_iter()
-                    .find(|p| *p != child);
-                if let Some(heir) = heir {
-                    out.push(self.track(now, heir, id, pending.range, pending.delta));
+                // The next peer of the child's range takes over the rest of
+                // it. The range shrinks with every takeover, so a run of
+                // silent peers is walked through once, never in a loop.
+                if let Some(&heir) = peers_in(pending.range, members, me).first() {
+                    let range = RingRange {
+                        after: heir,
+                        before: pending.range.before,
+                    };
+                    out.push(self.track(now, heir, id, range, pending.delta));
                 }
             }
         }
@@ -413,6 +417,34 @@ mod tests {
         assert_ne!(takeover[0].to, silent);
         assert_eq!(takeover[0].range.before, first[0].range.before);
         assert_eq!(tree.abandoned, 1);
+    }
+
+    #[test]
+    fn takeovers_walk_through_silent_peers_and_end() {
+        let members = ids(1..=9);
+        let mut tree = BroadcastTree::new(TreeConfig {
+            fanout: 1,
+            ..config()
+        });
+        let range = RingRange {
+            after: PeerId(1),
+            before: PeerId(1),
+        };
+        let delta = Arc::new(ConfigDelta::default());
+        let first = tree.spread(Time::ZERO, PeerId(1), id(), range, delta, &members);
+        assert_eq!(first.len(), 1);
+        // Nobody ever answers: every peer of the range is tried, then the
+        // broadcast is given up to anti-entropy.
+        let mut sent = first.len();
+        while let Some(deadline) = tree.next_deadline() {
+            sent += tree.handle_timeout(deadline, PeerId(1), &members).len();
+            assert!(
+                sent <= 8 * config().send_attempts_max as usize,
+                "{sent} sends: a takeover loop"
+            );
+        }
+        assert_eq!(tree.abandoned, 8);
+        assert_eq!(tree.pending_count(), 0);
     }
 
     #[test]

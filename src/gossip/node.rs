@@ -253,6 +253,8 @@ impl Node {
                 self.send_swim(sends);
             }
             Message::Broadcast { id, range, delta } => {
+                // Acked even when refused below: retransmitting garbage helps
+                // nobody, and anti-entropy covers this peer's subtree.
                 self.send(from, &Message::BroadcastAck { id });
                 // A refused delta does not use up its id, so that the
                 // genuine change with that id still gets through.
