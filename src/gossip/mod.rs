@@ -104,17 +104,18 @@ impl Config {
     }
 
     /// For peers spread across regions: round trips up to a few hundred ms.
+    /// Wider chunks (fewer hops) and two heads per chunk (a lost message
+    /// costs no retransmit wait), otherwise as [`Config::lan`].
     pub fn wan(cluster_size: u32) -> Config {
         let size = std::num::NonZeroU32::new(cluster_size.max(1)).expect("at least 1");
         let rejoin_interval = Duration::from_secs(2);
+        let lan = Config::lan(cluster_size);
         Config {
             tree: TreeConfig {
                 fanout: 8,
                 redundancy: 2,
                 ack_timeout: Duration::from_millis(400),
-                send_attempts_max: 3,
-                pending_max: 65_536,
-                seen_max: 65_536,
+                ..lan.tree
             },
             anti_entropy_interval: Duration::from_secs(2),
             rejoin_interval,
