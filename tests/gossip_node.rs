@@ -321,6 +321,11 @@ impl Mesh {
         self.node(node).members().collect()
     }
 
+    /// Every node's member list, for failure messages.
+    fn membership(&self) -> Vec<(PeerId, BTreeSet<PeerId>)> {
+        self.nodes.keys().map(|p| (*p, self.members(*p))).collect()
+    }
+
     /// Whether every node lists every other node, and nobody else.
     fn fully_meshed(&self) -> bool {
         self.nodes.keys().all(|id| {
@@ -585,10 +590,7 @@ fn a_new_peer_joins_through_one_seed_and_receives_the_existing_state() {
     assert!(
         done.is_some(),
         "after 10 s: members {:?}, newcomer digest {} vs {}",
-        mesh.nodes
-            .keys()
-            .map(|p| (*p, mesh.members(*p)))
-            .collect::<Vec<_>>(),
+        mesh.membership(),
         mesh.digest(newcomer),
         existing
     );
@@ -670,10 +672,7 @@ fn a_partitioned_peer_catches_up_after_the_partition_heals() {
     assert!(
         done.is_some(),
         "30 s after healing: members {:?}, converged {}",
-        mesh.nodes
-            .keys()
-            .map(|p| (*p, mesh.members(*p)))
-            .collect::<Vec<_>>(),
+        mesh.membership(),
         mesh.converged()
     );
     for p in &ids {
@@ -1013,15 +1012,7 @@ fn a_restarted_peer_rejoins_with_a_new_generation_and_stays_listed() {
     // Its old generation's suspicion must not take the new one out later.
     let swim = Config::lan(5).swim;
     let dropped = mesh.run_until(done + swim.suspect_to_down_after * 3, |m| !m.fully_meshed());
-    assert_eq!(
-        dropped,
-        None,
-        "members {:?}",
-        mesh.nodes
-            .keys()
-            .map(|p| (*p, mesh.members(*p)))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(dropped, None, "members {:?}", mesh.membership());
 }
 
 #[test]
