@@ -11,4 +11,10 @@ pub mod gossip;
 #[cfg(feature = "shell")]
 pub mod api;
 #[cfg(feature = "shell")]
+pub mod certs;
+#[cfg(feature = "shell")]
 pub mod haproxy;
+#[cfg(feature = "shell")]
+pub mod peer;
+#[cfg(feature = "shell")]
+pub mod store;

@@ -289,10 +289,7 @@ impl World {
             let seed = world.rng.random();
             let node = Node::new(
                 world.profile.config.clone(),
-                MemberId {
-                    peer: id,
-                    generation: 0,
-                },
+                member_id(id, 0),
                 Replica::new(replica_id),
                 seed,
                 Time::ZERO,
@@ -310,9 +307,10 @@ impl World {
                 unseen: BTreeSet::new(),
             });
         }
+        let members: Vec<MemberId> = ids.iter().map(|&id| member_id(id, 0)).collect();
         for p in 0..world.peers.len() {
             let node = world.peers[p].node.as_mut().expect("just created");
-            node.assume_members(Time::ZERO, &ids, SWIM_BOOTSTRAP_MAX);
+            node.assume_members(Time::ZERO, &members, SWIM_BOOTSTRAP_MAX);
             world.after(p);
         }
         world
@@ -593,10 +591,7 @@ impl World {
         // The data directory: everything persisted, compacted into one state.
         let replica = Replica::restore(peer.replica_id, &peer.disk).expect("own disk is valid");
         peer.disk = vec![replica.full_state()];
-        let me = MemberId {
-            peer: peer.id,
-            generation: peer.generation,
-        };
+        let me = member_id(peer.id, peer.generation);
         let seed = self.rng.random();
         let mut node = Node::new(self.profile.config.clone(), me, replica, seed, self.now);
         for _ in 0..3 {
@@ -756,5 +751,16 @@ impl World {
                 .push(format!("{resurrected} removed values resurrected"));
         }
         (lost, resurrected)
+    }
+}
+
+/// A simulated peer's identity. The network routes by peer id, so the
+/// gossip address is only a label (derived from the id, never dialled).
+fn member_id(peer: PeerId, generation: u32) -> MemberId {
+    let label = std::net::Ipv4Addr::from(peer.0.to_be_bytes()[4..].try_into().unwrap_or([0; 4]));
+    MemberId {
+        peer,
+        generation,
+        addr: std::net::SocketAddr::from((label, 7946)),
     }
 }

@@ -6,36 +6,49 @@
 //! turns into outputs and deadlines.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use foca::{
-    AccumulatingRuntime, Foca, Member, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer,
+    AccumulatingRuntime, Codec, Foca, Member, NoCustomBroadcast, OwnedNotification, PostcardCodec,
+    Timer,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{PeerId, Time};
+use super::{PeerId, PeerState, Time};
 
 /// A peer's identity in the membership protocol: its stable peer id plus a
 /// generation that grows on every restart (and whenever the peer finds it
 /// was declared down), so a restarted peer is never confused with its
-/// previous run.
+/// previous run, and the address it accepts gossip on, so that SWIM spreads
+/// how to reach every peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MemberId {
     /// The stable peer id (from the peer's certificate in the shell).
     pub peer: PeerId,
     /// Restart generation.
     pub generation: u32,
+    /// Where the peer accepts gossip connections. Only the shell reads it;
+    /// the transport still checks the certificate of whoever answers there.
+    pub addr: SocketAddr,
 }
+
+/// The address put into identities that are not known yet (a seed before
+/// it answered): the receiver accepts announces by peer id alone.
+const UNKNOWN_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
 
 impl foca::Identity for MemberId {
     type Addr = PeerId;
 
     fn renew(&self) -> Option<Self> {
         Some(MemberId {
-            peer: self.peer,
             generation: self.generation.wrapping_add(1),
+            ..*self
         })
     }
 
@@ -48,6 +61,10 @@ impl foca::Identity for MemberId {
     }
 }
 
+/// Addresses remembered beyond the active peers before the others are
+/// forgotten (foca forgets down peers only after a day, silently).
+const ADDRESSES_MAX: usize = 65_536;
+
 type Swim = Foca<MemberId, PostcardCodec, ChaCha8Rng, NoCustomBroadcast>;
 
 /// The SWIM member list of one node. See the module documentation.
@@ -58,6 +75,9 @@ pub(super) struct Membership {
     timers: BTreeMap<(Time, u64), Timer<MemberId>>,
     timer_seq: u64,
     active: BTreeSet<PeerId>,
+    /// The gossip address of every peer foca announced (bounded, see
+    /// [`ADDRESSES_MAX`]). Down peers stay: rejoin announces go to them.
+    addresses: BTreeMap<PeerId, SocketAddr>,
     /// Packets foca refused (malformed, from ourselves, too big).
     pub(super) refused_packets: u64,
     /// Errors of local foca calls, see [`Membership::note`].
@@ -72,6 +92,7 @@ impl Membership {
             timers: BTreeMap::new(),
             timer_seq: 0,
             active: BTreeSet::new(),
+            addresses: BTreeMap::new(),
             refused_packets: 0,
             local_errors: 0,
         }
@@ -81,6 +102,23 @@ impl Membership {
     /// this node.
     pub(super) fn active(&self) -> &BTreeSet<PeerId> {
         &self.active
+    }
+
+    /// Where `peer` accepts gossip, if SWIM told us.
+    pub(super) fn address_of(&self, peer: PeerId) -> Option<SocketAddr> {
+        self.addresses.get(&peer).copied()
+    }
+
+    /// Every peer foca knows of, with its SWIM state.
+    pub(super) fn states(&self) -> impl Iterator<Item = (MemberId, PeerState)> + '_ {
+        self.foca.iter_membership_state().map(|member| {
+            let state = match member.state() {
+                foca::State::Alive => PeerState::Alive,
+                foca::State::Suspect => PeerState::Suspect,
+                foca::State::Down => PeerState::Down,
+            };
+            (*member.id(), state)
+        })
     }
 
     /// This node's current identity (its generation may have been renewed).
@@ -95,6 +133,7 @@ impl Membership {
         let target = MemberId {
             peer: seed,
             generation: 0,
+            addr: UNKNOWN_ADDR,
         };
         let result = self.foca.announce(target, &mut self.runtime);
         self.note(result);
@@ -102,24 +141,20 @@ impl Membership {
     }
 
     /// Takes `peers` as alive members without any exchange (a node starting
-    /// from a known member list, all in their first generation). Only
-    /// `probed` of them are handed to SWIM for failure detection; see
-    /// [`super::Node::assume_members`].
+    /// from a known member list). Only `probed` of them are handed to SWIM
+    /// for failure detection; see [`super::Node::assume_members`].
     pub(super) fn assume_alive(
         &mut self,
         now: Time,
-        peers: &[PeerId],
-        probed: &[PeerId],
+        peers: &[MemberId],
+        probed: &[MemberId],
     ) -> Vec<(PeerId, Vec<u8>)> {
         let me = self.identity().peer;
-        self.active
-            .extend(peers.iter().copied().filter(|p| *p != me));
-        let members = probed.iter().map(|&peer| {
-            Member::alive(MemberId {
-                peer,
-                generation: 0,
-            })
-        });
+        for id in peers.iter().filter(|id| id.peer != me) {
+            self.active.insert(id.peer);
+            self.remember(id);
+        }
+        let members = probed.iter().map(|&id| Member::alive(id));
         let result = self.foca.apply_many(members, false, &mut self.runtime);
         self.note(result);
         self.drain(now)
@@ -133,9 +168,18 @@ impl Membership {
         self.drain(now)
     }
 
-    /// Feeds a membership packet from a peer.
-    pub(super) fn handle_packet(&mut self, now: Time, packet: &[u8]) -> Vec<(PeerId, Vec<u8>)> {
-        if self.foca.handle_data(packet, &mut self.runtime).is_err() {
+    /// Feeds a membership packet from `from` (authenticated by the
+    /// transport). A packet whose sender identity is not `from` is refused:
+    /// a peer speaks only for itself, whatever its payload claims.
+    pub(super) fn handle_packet(
+        &mut self,
+        now: Time,
+        from: PeerId,
+        packet: &[u8],
+    ) -> Vec<(PeerId, Vec<u8>)> {
+        let sender = Codec::<MemberId>::decode_header(&mut PostcardCodec, packet);
+        let genuine = sender.is_ok_and(|header| header.src.peer == from);
+        if !genuine || self.foca.handle_data(packet, &mut self.runtime).is_err() {
             self.refused_packets += 1;
         }
         self.drain(now)
@@ -176,6 +220,14 @@ impl Membership {
         }
     }
 
+    fn remember(&mut self, id: &MemberId) {
+        self.addresses.insert(id.peer, id.addr);
+        if self.addresses.len() > ADDRESSES_MAX {
+            let active = &self.active;
+            self.addresses.retain(|peer, _| active.contains(peer));
+        }
+    }
+
     fn drain(&mut self, now: Time) -> Vec<(PeerId, Vec<u8>)> {
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.timer_seq += 1;
@@ -185,12 +237,14 @@ impl Membership {
             match notification {
                 OwnedNotification::MemberUp(id) => {
                     self.active.insert(id.peer);
+                    self.remember(&id);
                 }
                 OwnedNotification::MemberDown(id) => {
                     self.active.remove(&id.peer);
                 }
                 OwnedNotification::Rename(_, new) => {
                     self.active.insert(new.peer);
+                    self.remember(&new);
                 }
                 _ => {}
             }

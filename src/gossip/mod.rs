@@ -34,6 +34,17 @@ impl std::fmt::Display for PeerId {
     }
 }
 
+/// What SWIM believes of a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PeerState {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe; still treated as alive until it refutes or times out.
+    Suspect,
+    /// Declared down (or left); re-announced to now and then.
+    Down,
+}
+
 /// A point in monotonic time, in microseconds since an arbitrary origin
 /// chosen by the driver (process start in the shell, 0 in the simulator).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -16,7 +16,7 @@ use crate::crdt::{Command, CommandError, ConfigDelta, Dot, Replica};
 use super::broadcast::{BroadcastTree, Transmission};
 use super::membership::{MemberId, Membership};
 use super::wire::{self, Message, RingRange};
-use super::{Config, PeerId, Time};
+use super::{Config, PeerId, PeerState, Time};
 
 /// How much sooner anti-entropy rounds come while rounds bring news.
 const ANTI_ENTROPY_SPEEDUP: u32 = 10;
@@ -77,6 +77,9 @@ pub struct NodeStats {
     pub outputs_high_water: usize,
     /// High-water mark of the membership timer queue.
     pub timers_high_water: usize,
+    /// When a digest exchange last found this node's state equal to a
+    /// peer's (the shell reports the time since as convergence lag).
+    pub last_in_sync: Option<Time>,
 }
 
 /// One peer's protocol state machine. See the module documentation.
@@ -147,6 +150,17 @@ impl Node {
         self.membership.active().iter().copied()
     }
 
+    /// Where `peer` accepts gossip, as SWIM spread it (`None` for a peer
+    /// not heard of, such as a seed before it answered).
+    pub fn address_of(&self, peer: PeerId) -> Option<std::net::SocketAddr> {
+        self.membership.address_of(peer)
+    }
+
+    /// Every peer SWIM knows of (alive, suspect or down), with its identity.
+    pub fn peers(&self) -> impl Iterator<Item = (MemberId, PeerState)> + '_ {
+        self.membership.states()
+    }
+
     /// Counters.
     pub fn stats(&self) -> NodeStats {
         let mut stats = self.stats.clone();
@@ -180,9 +194,9 @@ impl Node {
     /// (it probes and detects failures among those), while dissemination
     /// uses the whole list. The simulator uses this for meshes of
     /// thousands of peers.
-    pub fn assume_members(&mut self, now: Time, peers: &[PeerId], swim_members_max: usize) {
+    pub fn assume_members(&mut self, now: Time, peers: &[MemberId], swim_members_max: usize) {
         let me = self.peer_id();
-        let mut probed: Vec<PeerId> = peers.iter().copied().filter(|p| *p != me).collect();
+        let mut probed: Vec<MemberId> = peers.iter().copied().filter(|p| p.peer != me).collect();
         while probed.len() > swim_members_max {
             let drop = self.rng.random_range(0..probed.len());
             probed.swap_remove(drop);
@@ -249,7 +263,7 @@ impl Node {
         };
         match message {
             Message::Swim(packet) => {
-                let sends = self.membership.handle_packet(now, &packet);
+                let sends = self.membership.handle_packet(now, from, &packet);
                 self.send_swim(sends);
             }
             Message::Broadcast { id, range, delta } => {
@@ -274,7 +288,9 @@ impl Node {
             }
             Message::BroadcastAck { id } => self.tree.acknowledge(now, from, id),
             Message::Digest { digest } => {
-                if digest != self.replica.digest() {
+                if digest == self.replica.digest() {
+                    self.stats.last_in_sync = Some(now);
+                } else {
                     let summary = self.replica.summary();
                     self.send(from, &Message::SyncRequest { summary });
                 }
@@ -304,9 +320,9 @@ impl Node {
                     let soon = now + self.config.anti_entropy_interval / ANTI_ENTROPY_SPEEDUP;
                     self.next_anti_entropy = self.next_anti_entropy.min(soon);
                 }
-                if let Some(summary) = reply_to
-                    && self.replica.digest() != sender_digest
-                {
+                if self.replica.digest() == sender_digest {
+                    self.stats.last_in_sync = Some(now);
+                } else if let Some(summary) = reply_to {
                     let reply = Message::SyncDelta {
                         delta: self.replica.missing_for_peer(&summary),
                         reply_to: None,
