@@ -13,8 +13,14 @@ pub mod api;
 #[cfg(feature = "shell")]
 pub mod certs;
 #[cfg(feature = "shell")]
+pub mod config;
+#[cfg(feature = "shell")]
+pub mod daemon;
+#[cfg(feature = "shell")]
 pub mod haproxy;
 #[cfg(feature = "shell")]
 pub mod peer;
 #[cfg(feature = "shell")]
 pub mod store;
+#[cfg(feature = "shell")]
+pub mod transport;

@@ -1,22 +1,97 @@
-//! The `aqueduct` binary. The peer daemon (`aqueduct run`, `aqueduct demo`,
-//! `aqueduct ctl`) is issue 3; until it lands the binary only reports what
-//! it is, so that scripts fail loudly instead of silently doing nothing.
+//! The `aqueduct` binary: `run` (one peer), `demo` (a local three-peer
+//! mesh), `certs` (the cluster CA and node certificates), and `ctl` (a
+//! client of the REST API).
+//!
+//! Owns argument parsing, logging set-up and exit codes; everything else is
+//! in the library.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use aqueduct::certs::{self, NodeName};
+use aqueduct::config::RunArgs;
+
+#[derive(Parser)]
+#[command(name = "aqueduct", version, about = "Peer-to-peer control plane for HAProxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one peer (with no options: a single peer on 127.0.0.1:10000).
+    Run(RunArgs),
+    /// Manage the cluster CA and node certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create the cluster CA (ca.pem, ca.key) in DIR.
+    Init {
+        /// Where to write the CA.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Issue a node certificate signed by the CA.
+    Issue {
+        /// The CA directory (from `certs init`).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The node's name (a DNS label).
+        #[arg(long)]
+        name: String,
+        /// Where to write node.pem, node.key and ca.pem.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
-    let version = env!("CARGO_PKG_VERSION");
-    match std::env::args().nth(1).as_deref() {
-        Some("--version") | Some("-V") => {
-            println!("aqueduct {version}");
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!(
-                "aqueduct {version}: the peer daemon is not built yet; \
-                 the replication core and its simulator are (`cargo run --release -p aqueduct-sim -- --help`)"
-            );
-            ExitCode::from(2)
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match execute(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("aqueduct: {error:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn execute(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
+        Command::Run(args) => {
+            let options = args.resolve()?;
+            runtime()?.block_on(aqueduct::daemon::run(options))?;
+        }
+        Command::Certs(CertsCommand::Init { out }) => {
+            certs::init_ca(&out).with_context(|| format!("creating a CA in {}", out.display()))?;
+            println!("cluster CA written to {}", out.display());
+        }
+        Command::Certs(CertsCommand::Issue { ca, name, out }) => {
+            let name = NodeName::new(&name)?;
+            certs::issue(&ca, &name, &out)
+                .with_context(|| format!("issuing a certificate for {name}"))?;
+            println!("certificate for {name} written to {}", out.display());
+        }
+    }
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

@@ -7,14 +7,19 @@
 //! answered only once it is durable. Must not hold protocol logic: every
 //! decision is the [`Node`]'s.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::certs::NodeName;
 use crate::crdt::model::ConfigView;
 use crate::crdt::{Command, CommandError, Digest, ReplicaId};
-use crate::gossip::{NodeStats, PeerId, PeerState};
+use crate::gossip::{Node, NodeStats, Output, PeerId, PeerState, Time};
+use crate::store::{Durability, Entry, StoreError, Writer};
+use crate::transport::{Event, Transport};
 
 /// Requests the API may have in flight towards the peer before senders wait
 /// (back-pressure instead of an unbounded queue).
@@ -49,7 +54,7 @@ pub enum WriteError {
     #[error(transparent)]
     Refused(#[from] CommandError),
     /// The store failed: the change may not be durable, so it is not
-    /// acknowledged. The peer stops accepting writes.
+    /// acknowledged. The peer stops.
     #[error("the store failed: {0}")]
     Store(String),
     /// The peer is shutting down.
@@ -162,4 +167,365 @@ impl Handle {
     async fn send(&self, request: Request) -> Result<(), PeerGone> {
         self.requests.send(request).await.map_err(|_| PeerGone)
     }
+}
+
+/// Log bytes that may accumulate before a snapshot is taken, at least (see
+/// [`store`](crate::store)'s compaction rule).
+const LOG_BYTES_BEFORE_SNAPSHOT_MIN: u64 = 1 << 20;
+/// How long a shutdown waits for the last local changes to become durable
+/// and leave.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Everything the peer task runs on, assembled by the daemon.
+pub struct Parts {
+    /// The protocol state machine, restored from the store.
+    pub node: Node,
+    /// This peer's name.
+    pub name: NodeName,
+    /// The transport and its events.
+    pub transport: Transport,
+    /// Events from the transport.
+    pub events: mpsc::Receiver<Event>,
+    /// The store's writer and its durability reports.
+    pub writer: Writer,
+    /// Durability reports.
+    pub durability: watch::Receiver<Durability>,
+    /// Requests from the API.
+    pub requests: mpsc::Receiver<Request>,
+    /// Addresses to join through (`--join`).
+    pub join: Vec<SocketAddr>,
+    /// Becomes `true` when the peer must shut down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Why the peer task stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The store failed: the peer stops (fail-stop), since it could
+    /// neither acknowledge writes nor keep what it learns. Acknowledged
+    /// writes are safe; the ones in flight were answered with an error.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store's writer reported a failed commit.
+    #[error("the store failed: {0}")]
+    StoreFailed(String),
+}
+
+/// Runs the peer until `parts.shutdown` turns true: then leaves the mesh,
+/// lets the last durable changes go out, and closes the store.
+pub async fn run(parts: Parts) -> Result<(), PeerError> {
+    let Parts {
+        node,
+        name,
+        transport,
+        mut events,
+        writer,
+        mut durability,
+        mut requests,
+        join,
+        mut shutdown,
+    } = parts;
+    let (joined, mut joins) = mpsc::channel(join.len().max(1));
+    for addr in join {
+        tokio::spawn(find_seed(transport.clone(), addr, joined.clone()));
+    }
+    drop(joined);
+    let mut peer = PeerTask {
+        node,
+        name,
+        transport,
+        writer,
+        start: Instant::now(),
+        seeds: BTreeMap::new(),
+        names: BTreeMap::new(),
+        submitted: 0,
+        local_gate: 0,
+        durable: 0,
+        snapshot_pending: None,
+        held: VecDeque::new(),
+        acks: VecDeque::new(),
+        view: None,
+        counters: Counters::default(),
+    };
+    loop {
+        let deadline = peer.instant_of(peer.node.next_deadline());
+        tokio::select! {
+            Some(request) = requests.recv() => peer.on_request(request).await?,
+            Some(event) = events.recv() => peer.on_event(event),
+            Some((seed, addr)) = joins.recv() => {
+                peer.seeds.insert(seed, addr);
+                let now = peer.now();
+                peer.node.join(now, seed);
+            }
+            changed = durability.changed() => {
+                let report = match changed {
+                    Ok(()) => durability.borrow_and_update().clone(),
+                    Err(_) => Durability {
+                        failed: Some("the store writer stopped".into()),
+                        ..durability.borrow().clone()
+                    },
+                };
+                peer.on_durable(&report).await?;
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                let now = peer.now();
+                peer.node.handle_timeout(now);
+            }
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        peer.flush_outputs(false).await?;
+    }
+    peer.shut_down(durability).await
+}
+
+/// Dials a `--join` address until a peer answers there, then reports it.
+async fn find_seed(
+    transport: Transport,
+    addr: SocketAddr,
+    found: mpsc::Sender<(PeerId, SocketAddr)>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match transport.dial(addr).await {
+            Ok((peer, name)) => {
+                tracing::info!(%addr, %name, "joining the mesh through this peer");
+                let _ = found.send((peer, addr)).await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot reach a join address yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+struct PeerTask {
+    node: Node,
+    name: NodeName,
+    transport: Transport,
+    writer: Writer,
+    start: Instant,
+    /// Join addresses by the peer that answered there.
+    seeds: BTreeMap<PeerId, SocketAddr>,
+    /// Names from certificates of peers that connected.
+    names: BTreeMap<PeerId, NodeName>,
+    /// Sequence number of the last entry handed to the store.
+    submitted: u64,
+    /// Sequence number of the last local change handed to the store:
+    /// nothing is sent before it is durable, so that no dot of this
+    /// replica leaves the peer before the peer could recover it.
+    local_gate: u64,
+    /// Everything up to this sequence number is durable.
+    durable: u64,
+    /// A snapshot submitted but not yet durable.
+    snapshot_pending: Option<u64>,
+    /// Sends waiting for `local_gate` to become durable, in order.
+    held: VecDeque<(u64, PeerId, Vec<u8>)>,
+    /// Writes to answer once their sequence number is durable, in order.
+    acks: VecDeque<(u64, oneshot::Sender<Result<(), WriteError>>)>,
+    /// The view as of the last change (built on demand).
+    view: Option<Arc<ConfigView>>,
+    counters: Counters,
+}
+
+impl PeerTask {
+    fn now(&self) -> Time {
+        Time::from_micros(u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    fn instant_of(&self, time: Time) -> Instant {
+        self.start + Duration::from_micros(time.as_micros())
+    }
+
+    async fn on_request(&mut self, request: Request) -> Result<(), PeerError> {
+        match request {
+            Request::Write { command, reply } => {
+                let now = self.now();
+                match self.node.execute(now, wall_clock_ms(), &command) {
+                    Ok(_) => {
+                        self.flush_outputs(true).await?;
+                        // An unchanged write still waits for every earlier
+                        // entry: the write it repeats may not be durable yet.
+                        self.acks.push_back((self.submitted, reply));
+                        self.answer_durable_writes();
+                    }
+                    Err(refused) => {
+                        self.counters.writes_refused += 1;
+                        let _ = reply.send(Err(WriteError::Refused(refused)));
+                    }
+                }
+            }
+            Request::View { reply } => {
+                let node = &self.node;
+                let view = self
+                    .view
+                    .get_or_insert_with(|| Arc::new(node.replica().view()));
+                let _ = reply.send(view.clone());
+            }
+            Request::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Message { from, bytes } => {
+                let now = self.now();
+                self.node.handle_message(now, from, &bytes);
+            }
+            Event::Connected { peer, name } => {
+                tracing::debug!(%name, %peer, "connected");
+                self.names.insert(peer, name);
+            }
+        }
+    }
+
+    /// Carries out the node's outputs in order. `local` marks the outputs
+    /// of a local write, whose `Persist` gates every later send.
+    async fn flush_outputs(&mut self, local: bool) -> Result<(), PeerError> {
+        while let Some(output) = self.node.poll_output() {
+            match output {
+                Output::Persist(delta) => {
+                    self.submitted = self.writer.submit(Entry::Delta(delta)).await?;
+                    self.view = None;
+                    if local {
+                        self.local_gate = self.submitted;
+                    } else {
+                        self.counters.remote_changes_applied += 1;
+                    }
+                }
+                Output::Send { to, bytes } => {
+                    if self.local_gate > self.durable {
+                        self.held.push_back((self.local_gate, to, bytes));
+                    } else {
+                        self.transmit(to, bytes);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn transmit(&self, to: PeerId, bytes: Vec<u8>) {
+        // SWIM's address is the peer's own word on where it listens; a
+        // join address is the fallback before SWIM has spoken.
+        let addr = self.node.address_of(to).or_else(|| self.seeds.get(&to).copied());
+        if let Some(addr) = addr {
+            self.transport.send(to, addr, bytes);
+        }
+    }
+
+    async fn on_durable(&mut self, report: &Durability) -> Result<(), PeerError> {
+        self.counters.store_commits = report.commits;
+        if let Some(failed) = &report.failed {
+            for (_, reply) in self.acks.drain(..) {
+                let _ = reply.send(Err(WriteError::Store(failed.clone())));
+            }
+            return Err(PeerError::StoreFailed(failed.clone()));
+        }
+        self.durable = report.durable_seq;
+        while self.held.front().is_some_and(|(gate, ..)| *gate <= self.durable) {
+            let (_, to, bytes) = self.held.pop_front().expect("front exists");
+            self.transmit(to, bytes);
+        }
+        self.answer_durable_writes();
+        if self.snapshot_pending.is_some_and(|seq| seq <= self.durable) {
+            self.snapshot_pending = None;
+        }
+        if self.snapshot_pending.is_none()
+            && report.log_bytes > report.snapshot_bytes.max(LOG_BYTES_BEFORE_SNAPSHOT_MIN)
+        {
+            let state = self.node.replica().full_state();
+            self.submitted = self.writer.submit(Entry::Snapshot(state)).await?;
+            self.snapshot_pending = Some(self.submitted);
+        }
+        Ok(())
+    }
+
+    fn answer_durable_writes(&mut self) {
+        while self.acks.front().is_some_and(|(seq, _)| *seq <= self.durable) {
+            let (_, reply) = self.acks.pop_front().expect("front exists");
+            if reply.send(Ok(())).is_ok() {
+                self.counters.writes_acknowledged += 1;
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let now = self.now();
+        let identity = self.node.identity();
+        let connected = self.transport.connected();
+        let transport = self.transport.stats();
+        let replica = self.node.replica();
+        let mut version_vector: Vec<(ReplicaId, u64)> = Vec::new();
+        for (id, range) in replica.context().ranges() {
+            match version_vector.last_mut() {
+                Some((last, counter)) if *last == id => *counter = (*counter).max(*range.end()),
+                _ => version_vector.push((id, *range.end())),
+            }
+        }
+        let stats = self.node.stats();
+        Status {
+            name: self.name.to_string(),
+            peer_id: identity.peer,
+            generation: identity.generation,
+            replica_id: replica.id(),
+            gossip_addr: identity.addr,
+            digest: replica.digest(),
+            version_vector,
+            peers: self
+                .node
+                .peers()
+                .map(|(id, state)| PeerStatus {
+                    peer_id: id.peer,
+                    name: self.names.get(&id.peer).map(NodeName::to_string),
+                    addr: id.addr,
+                    generation: id.generation,
+                    state,
+                    connected: connected.contains(&id.peer),
+                })
+                .collect(),
+            convergence_lag_seconds: stats
+                .last_in_sync
+                .map(|at| now.since(at).as_secs_f64()),
+            node: stats,
+            counters: Counters {
+                send_queue_drops: transport.send_drops,
+                connections_refused: transport.connections_refused,
+                ..self.counters.clone()
+            },
+            uptime_seconds: self.start.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Leaves the mesh, lets held changes become durable and go out, and
+    /// closes the store.
+    async fn shut_down(mut self, mut durability: watch::Receiver<Durability>) -> Result<(), PeerError> {
+        let now = self.now();
+        self.node.leave(now);
+        self.flush_outputs(false).await?;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while !self.held.is_empty() {
+            match tokio::time::timeout_at(deadline, durability.changed()).await {
+                Ok(Ok(())) => {
+                    let report = durability.borrow_and_update().clone();
+                    self.on_durable(&report).await?;
+                }
+                _ => break,
+            }
+        }
+        self.transport.shutdown(SHUTDOWN_GRACE).await;
+        self.writer.close().await;
+        Ok(())
+    }
+}
+
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -1,0 +1,239 @@
+//! The options of `aqueduct run`: command-line flags, `AQUEDUCT_*`
+//! environment variables and a TOML file, merged in that order of
+//! precedence (a flag beats the environment, which beats the file, which
+//! beats the defaults).
+//!
+//! Owns parsing and validation of every option, so that the daemon starts
+//! from values that are already known good. Must not start anything.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::api::ApiToken;
+use crate::certs::NodeName;
+
+/// The API port of the original Aqueduct, kept so that existing scripts
+/// keep working.
+pub const DEFAULT_API: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 10000));
+/// Gossip listens next to the API by default.
+pub const DEFAULT_GOSSIP: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 10001));
+/// Where a peer started without options keeps its data.
+pub const DEFAULT_DATA_DIR: &str = "aqueduct-data";
+
+/// `aqueduct run`'s flags. Each also reads an `AQUEDUCT_*` variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// This peer's name (must match its certificate). Default: the
+    /// certificate's name, or the host name for a self-made certificate.
+    #[arg(long, env = "AQUEDUCT_NAME")]
+    pub name: Option<String>,
+    /// Where the store (and a self-made TLS dir) lives.
+    #[arg(long, env = "AQUEDUCT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// REST API listen address (default 127.0.0.1:10000).
+    #[arg(long, env = "AQUEDUCT_API")]
+    pub api: Option<SocketAddr>,
+    /// Gossip (QUIC) listen address (default 127.0.0.1:10001).
+    #[arg(long, env = "AQUEDUCT_GOSSIP")]
+    pub gossip: Option<SocketAddr>,
+    /// Gossip address other peers should dial, when it differs from the
+    /// listen address (e.g. listening on 0.0.0.0).
+    #[arg(long, env = "AQUEDUCT_ADVERTISE")]
+    pub advertise: Option<SocketAddr>,
+    /// Directory with ca.pem, node.pem and node.key (`aqueduct certs`).
+    /// Default: DATA_DIR/tls, created with a private CA if missing.
+    #[arg(long, env = "AQUEDUCT_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Gossip address of a peer to join through (repeatable).
+    #[arg(long = "join", env = "AQUEDUCT_JOIN", value_delimiter = ',')]
+    pub join: Vec<SocketAddr>,
+    /// Token every API write must present as `Authorization: Bearer`.
+    #[arg(long, env = "AQUEDUCT_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// HAProxy binary to drive, or `off` (default: `haproxy` if found).
+    #[arg(long, env = "AQUEDUCT_HAPROXY")]
+    pub haproxy: Option<HaproxySetting>,
+    /// A TOML file with the same options (keys as the flags, with `_`).
+    #[arg(long, env = "AQUEDUCT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML file: the same options as the flags. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOptions {
+    name: Option<String>,
+    data_dir: Option<PathBuf>,
+    api: Option<SocketAddr>,
+    gossip: Option<SocketAddr>,
+    advertise: Option<SocketAddr>,
+    tls_dir: Option<PathBuf>,
+    #[serde(default)]
+    join: Vec<SocketAddr>,
+    api_token: Option<String>,
+    haproxy: Option<String>,
+}
+
+/// Which HAProxy to drive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HaproxySetting {
+    /// `haproxy` from `PATH` if there is one.
+    Auto,
+    /// Do not drive HAProxy (a control-plane-only peer).
+    Off,
+    /// This binary.
+    Path(PathBuf),
+}
+
+impl FromStr for HaproxySetting {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => HaproxySetting::Auto,
+            "off" => HaproxySetting::Off,
+            path => HaproxySetting::Path(PathBuf::from(path)),
+        })
+    }
+}
+
+/// Where the TLS material comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// A directory prepared with `aqueduct certs`; it must be complete.
+    Given(PathBuf),
+    /// The data dir's own `tls/`, made with a private CA when missing (a
+    /// single peer started without options).
+    SelfMade(PathBuf),
+}
+
+/// The resolved options of one peer.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The name asked for, if any (checked against the certificate).
+    pub name: Option<NodeName>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// REST API listen address.
+    pub api: SocketAddr,
+    /// Gossip listen address.
+    pub gossip: SocketAddr,
+    /// Gossip address to announce, if not the listen address.
+    pub advertise: Option<SocketAddr>,
+    /// TLS material.
+    pub tls: TlsSource,
+    /// Join addresses.
+    pub join: Vec<SocketAddr>,
+    /// Write token.
+    pub api_token: Option<ApiToken>,
+    /// HAProxy.
+    pub haproxy: HaproxySetting,
+}
+
+/// Why the options are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for these options.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (TOML's message: names the key and line).
+        message: String,
+    },
+    /// An option's value is invalid.
+    #[error("option {option}: {reason}")]
+    Invalid {
+        /// The option.
+        option: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl RunArgs {
+    /// Merges flags and environment (already in `self`) over the config
+    /// file over the defaults.
+    pub fn resolve(self) -> Result<RunOptions, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileOptions::default(),
+        };
+        let name = self
+            .name
+            .or(file.name)
+            .map(|name| {
+                NodeName::new(&name).map_err(|e| ConfigError::Invalid {
+                    option: "name",
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let tls = match self.tls_dir.or(file.tls_dir) {
+            Some(dir) => TlsSource::Given(dir),
+            None => TlsSource::SelfMade(data_dir.join("tls")),
+        };
+        let api_token = self
+            .api_token
+            .or(file.api_token)
+            .map(|token| {
+                ApiToken::new(&token).map_err(|e| ConfigError::Invalid {
+                    option: "api-token",
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let haproxy = match (self.haproxy, file.haproxy) {
+            (Some(setting), _) => setting,
+            (None, Some(text)) => {
+                let Ok(setting) = text.parse();
+                setting
+            }
+            (None, None) => HaproxySetting::Auto,
+        };
+        let join = if self.join.is_empty() {
+            file.join
+        } else {
+            self.join
+        };
+        Ok(RunOptions {
+            name,
+            data_dir,
+            api: self.api.or(file.api).unwrap_or(DEFAULT_API),
+            gossip: self.gossip.or(file.gossip).unwrap_or(DEFAULT_GOSSIP),
+            advertise: self.advertise.or(file.advertise),
+            tls,
+            join,
+            api_token,
+            haproxy,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileOptions, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}

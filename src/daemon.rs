@@ -1,0 +1,240 @@
+//! `aqueduct run`: assembles a peer from its options (certificates, store,
+//! transport, REST API), runs it, and shuts it down gracefully on SIGTERM
+//! or SIGINT.
+//!
+//! Owns start-up order and shutdown order. Must not hold protocol logic
+//! (that is the [`Node`]'s) or request handling (the API's).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{self, ApiOptions};
+use crate::certs::{self, CertError, NodeName, TlsIdentity};
+use crate::config::{HaproxySetting, RunOptions, TlsSource};
+use crate::gossip::{Config, MemberId, Node, Time};
+use crate::peer::{self, Handle, PeerError, REQUESTS_MAX};
+use crate::store::{self, Store, StoreError};
+use crate::transport::{Transport, TransportError};
+
+/// Entries the peer may queue towards the store before it waits.
+const STORE_QUEUE_MAX: usize = 16_384;
+/// A size hint for SWIM's tuning (foca scales probes and retransmissions
+/// with it); the protocol works for any mesh size.
+const MESH_SIZE_HINT: u32 = 64;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Certificates.
+    #[error(transparent)]
+    Certificates(#[from] CertError),
+    /// The name asked for is not the certificate's.
+    #[error("--name {asked} does not match the certificate in {tls_dir}, which is for {actual}")]
+    NameMismatch {
+        /// The name given.
+        asked: NodeName,
+        /// The certificate's name.
+        actual: NodeName,
+        /// Where the certificate is.
+        tls_dir: std::path::PathBuf,
+    },
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The transport.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The API address.
+    #[error("cannot listen for the API on {addr}: {source}")]
+    Api {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The peer task.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    /// Randomness for the protocol's seed was unavailable.
+    #[error("no OS randomness: {0}")]
+    Random(String),
+}
+
+/// Where a started peer listens: printed as one line on stdout, which
+/// scripts and tests read to find ephemeral ports.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    /// This peer's name.
+    pub name: NodeName,
+    /// The REST API.
+    pub api: SocketAddr,
+    /// Gossip.
+    pub gossip: SocketAddr,
+}
+
+impl std::fmt::Display for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "aqueduct listening name={} api=http://{} gossip={}",
+            self.name, self.api, self.gossip
+        )
+    }
+}
+
+/// Runs one peer until SIGTERM or SIGINT.
+pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
+    let tls_dir = match &options.tls {
+        TlsSource::Given(dir) => dir.clone(),
+        TlsSource::SelfMade(dir) => {
+            let name = options.name.clone().unwrap_or_else(host_name);
+            certs::ensure_self_made(dir, &name)?;
+            dir.clone()
+        }
+    };
+    let identity = TlsIdentity::load(&tls_dir)?;
+    if let Some(asked) = &options.name
+        && asked != identity.name()
+    {
+        return Err(DaemonError::NameMismatch {
+            asked: asked.clone(),
+            actual: identity.name().clone(),
+            tls_dir,
+        });
+    }
+
+    let (store, recovered) = Store::open(&options.data_dir)?;
+    let (replica, generation) = recovered.into_replica()?;
+    let (writer, durability) = store::spawn_writer(store, STORE_QUEUE_MAX);
+
+    let (transport, events) = Transport::bind(options.gossip, &identity)?;
+    let gossip = options.advertise.unwrap_or_else(|| transport.local_addr());
+    let me = MemberId {
+        peer: identity.peer_id(),
+        generation,
+        addr: gossip,
+    };
+    let seed = getrandom::u64().map_err(|e| DaemonError::Random(e.to_string()))?;
+    let node = Node::new(Config::lan(MESH_SIZE_HINT), me, replica, seed, Time::ZERO);
+
+    let listener = tokio::net::TcpListener::bind(options.api)
+        .await
+        .map_err(|source| DaemonError::Api {
+            addr: options.api,
+            source,
+        })?;
+    let api_addr = listener.local_addr().map_err(|source| DaemonError::Api {
+        addr: options.api,
+        source,
+    })?;
+    let (requests_in, requests) = mpsc::channel(REQUESTS_MAX);
+    let app = api::router(
+        Handle::new(requests_in),
+        ApiOptions {
+            token: options.api_token.clone(),
+            ..ApiOptions::default()
+        },
+    );
+
+    match &options.haproxy {
+        HaproxySetting::Off => tracing::info!("HAProxy: off"),
+        setting => tracing::warn!(
+            ?setting,
+            "this build does not drive HAProxy yet; the peer runs as control plane only"
+        ),
+    }
+    let listening = Listening {
+        name: identity.name().clone(),
+        api: api_addr,
+        gossip,
+    };
+    tracing::info!(
+        generation,
+        peer = %identity.peer_id(),
+        data_dir = %options.data_dir.display(),
+        "{listening}"
+    );
+    println!("{listening}");
+
+    // Stop order: the API stops taking requests and finishes the ones in
+    // flight (they need the peer task), then the peer leaves the mesh and
+    // flushes the store.
+    let (stop_api, api_stopped) = watch::channel(false);
+    let (stop_peer, peer_stopped) = watch::channel(false);
+    let peer_task = tokio::spawn(peer::run(peer::Parts {
+        node,
+        name: identity.name().clone(),
+        transport,
+        events,
+        writer,
+        durability,
+        requests,
+        join: options.join.clone(),
+        shutdown: peer_stopped,
+    }));
+    let server = tokio::spawn(async move {
+        let mut api_stopped = api_stopped;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = api_stopped.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tokio::pin!(peer_task);
+    let outcome = tokio::select! {
+        () = shutdown_signal() => None,
+        result = &mut peer_task => Some(result),
+    };
+    let _ = stop_api.send(true);
+    // In-flight requests get a bounded time to finish.
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let result = match outcome {
+        Some(result) => result,
+        None => {
+            let _ = stop_peer.send(true);
+            peer_task.await
+        }
+    };
+    tracing::info!("stopped");
+    match result {
+        Ok(result) => result.map_err(DaemonError::from),
+        Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can only be killed; run on.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// The host name as a peer name, for a peer started without one.
+fn host_name() -> NodeName {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .and_then(|name| {
+            let label: String = name
+                .trim()
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            NodeName::new(label.trim_matches('-')).ok()
+        })
+        .unwrap_or_else(|| NodeName::new("aqueduct").expect("a valid name"))
+}

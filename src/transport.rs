@@ -1,0 +1,505 @@
+//! The transport: QUIC with mutual TLS between peers, one connection per
+//! peer pair, each message a length-prefixed frame on a long-lived
+//! unidirectional stream.
+//!
+//! Owns the QUIC endpoint, the connections and one bounded send queue per
+//! peer. Identities come only from certificates: a peer is whoever its
+//! certificate (signed by the cluster CA) names, whatever its messages say.
+//! Must not interpret messages: bytes go to the peer task as they came.
+//!
+//! Sending never blocks the caller: a full queue or an unreachable peer
+//! drops the message (counted), because gossip is repaired by anti-entropy
+//! and a stalled peer must not stall the others. A peer that cannot be
+//! reached is dialled again only after a backoff.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::certs::{self, CertError, MESH_SERVER_NAME, NodeName, TlsIdentity};
+use crate::gossip::PeerId;
+use crate::gossip::wire::MESSAGE_BYTES_MAX;
+
+/// Messages queued towards one peer before new ones are dropped.
+const SEND_QUEUE_MAX: usize = 4096;
+/// Received messages waiting for the peer task before readers wait (QUIC
+/// flow control then slows the senders down).
+const RECEIVE_QUEUE_MAX: usize = 8192;
+/// How long a dial may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// First and longest wait before dialling an unreachable peer again.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Keep-alives hold connections open (and notice dead ones) between
+/// bursts of gossip.
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams a peer may open at once: one is used; the bound caps what a
+/// misbehaving peer can make us buffer.
+const STREAMS_MAX: u32 = 4;
+/// Two connections established this close together are a simultaneous
+/// open by both peers (both keep the same one); a later one replaces a
+/// connection that is probably dead (the peer restarted).
+const SIMULTANEOUS_OPEN: Duration = Duration::from_secs(2);
+/// A connection that lost to another stays open this long, so that frames
+/// already in flight on it still arrive.
+const LOSER_GRACE: Duration = Duration::from_secs(2);
+
+/// What the transport tells the peer task.
+#[derive(Debug)]
+pub enum Event {
+    /// A message from an authenticated peer.
+    Message {
+        /// The sender, from its certificate.
+        from: PeerId,
+        /// The bytes as received (one frame).
+        bytes: Vec<u8>,
+    },
+    /// A connection with `peer` was established.
+    Connected {
+        /// The peer, from its certificate.
+        peer: PeerId,
+        /// Its name, from its certificate.
+        name: NodeName,
+    },
+}
+
+/// Why the transport could not start or reach a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The certificates could not be turned into a TLS configuration.
+    #[error(transparent)]
+    Certificates(#[from] CertError),
+    /// The gossip address could not be bound.
+    #[error("cannot listen for gossip on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Dialling failed.
+    #[error("cannot connect to {addr}: {reason}")]
+    Dial {
+        /// The address dialled.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Transport counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Messages dropped: queue full, peer unreachable, or stream broken.
+    pub send_drops: u64,
+    /// Connections refused for their certificate (or that presented the
+    /// wrong peer at a known address).
+    pub connections_refused: u64,
+}
+
+/// The transport of one peer. Cloning is cheap; all clones share it.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: quinn::Endpoint,
+    me: PeerId,
+    links: Mutex<BTreeMap<PeerId, Link>>,
+    events: mpsc::Sender<Event>,
+    send_drops: AtomicU64,
+    connections_refused: AtomicU64,
+}
+
+/// Everything about one remote peer.
+struct Link {
+    queue: mpsc::Sender<Vec<u8>>,
+    /// Where to dial it (the latest address the peer task gave).
+    addr: SocketAddr,
+    connection: Option<Registered>,
+}
+
+#[derive(Clone)]
+struct Registered {
+    connection: quinn::Connection,
+    initiator: PeerId,
+    since: Instant,
+}
+
+impl Transport {
+    /// Listens for gossip on `addr` with `identity`'s certificates. Events
+    /// arrive on the returned receiver. Must be called inside a tokio
+    /// runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &TlsIdentity,
+    ) -> Result<(Transport, mpsc::Receiver<Event>), TransportError> {
+        let transport_config = Arc::new(transport_config());
+        let mut server = quinn::ServerConfig::with_crypto(identity.server_crypto()?);
+        server.transport_config(transport_config.clone());
+        let mut client = quinn::ClientConfig::new(identity.client_crypto()?);
+        client.transport_config(transport_config);
+        let mut endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        endpoint.set_default_client_config(client);
+        let (events, receiver) = mpsc::channel(RECEIVE_QUEUE_MAX);
+        let inner = Arc::new(Inner {
+            endpoint,
+            me: identity.peer_id(),
+            links: Mutex::new(BTreeMap::new()),
+            events,
+            send_drops: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+        });
+        tokio::spawn(accept_loop(inner.clone()));
+        Ok((Transport { inner }, receiver))
+    }
+
+    /// The address gossip is accepted on (with the real port if 0 was
+    /// asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner
+            .endpoint
+            .local_addr()
+            .expect("a bound endpoint has an address")
+    }
+
+    /// Queues `bytes` for `to`, dialling `addr` if no connection is open.
+    /// Never waits: a full queue drops the message.
+    pub fn send(&self, to: PeerId, addr: SocketAddr, bytes: Vec<u8>) {
+        let queue = {
+            let mut links = self.inner.lock_links();
+            let link = links
+                .entry(to)
+                .or_insert_with(|| new_link(&self.inner, to, addr));
+            link.addr = addr;
+            link.queue.clone()
+        };
+        if queue.try_send(bytes).is_err() {
+            self.inner.send_drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Dials `addr` without knowing who answers (a `--join` address):
+    /// returns the peer its certificate names, with the connection kept.
+    pub async fn dial(&self, addr: SocketAddr) -> Result<(PeerId, NodeName), TransportError> {
+        self.inner.dial(addr, None).await
+    }
+
+    /// Peers with an open connection.
+    pub fn connected(&self) -> Vec<PeerId> {
+        self.inner
+            .lock_links()
+            .iter()
+            .filter(|(_, link)| link.connection.as_ref().is_some_and(Registered::is_open))
+            .map(|(peer, _)| *peer)
+            .collect()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> TransportStats {
+        TransportStats {
+            send_drops: self.inner.send_drops.load(Ordering::Relaxed),
+            connections_refused: self.inner.connections_refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits up to `grace` for queued messages to leave, then closes every
+    /// connection.
+    pub async fn shutdown(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && !self.inner.queues_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.inner.endpoint.close(0u32.into(), b"shutdown");
+        let _ = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.inner.endpoint.wait_idle(),
+        )
+        .await;
+    }
+}
+
+impl Inner {
+    fn lock_links(&self) -> std::sync::MutexGuard<'_, BTreeMap<PeerId, Link>> {
+        // A panic while holding the lock leaves a consistent map (every
+        // update is a single insert or assignment), so poisoning is moot.
+        self.links.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn queues_empty(&self) -> bool {
+        self.lock_links()
+            .values()
+            .all(|link| link.queue.capacity() == link.queue.max_capacity())
+    }
+
+    fn refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The open connection to `peer`, if any.
+    fn current(&self, peer: PeerId) -> Option<quinn::Connection> {
+        let links = self.lock_links();
+        let registered = links.get(&peer)?.connection.as_ref()?;
+        registered
+            .is_open()
+            .then(|| registered.connection.clone())
+    }
+
+    /// Dials `addr`; the certificate must name `expected` if given.
+    async fn dial(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<(PeerId, NodeName), TransportError> {
+        let fail = |reason: String| TransportError::Dial { addr, reason };
+        let connecting = self
+            .endpoint
+            .connect(addr, MESH_SERVER_NAME)
+            .map_err(|e| fail(e.to_string()))?;
+        let connection = tokio::time::timeout(DIAL_TIMEOUT, connecting)
+            .await
+            .map_err(|_| fail("timed out".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let (name, peer) = certs::peer_of(&connection).map_err(|e| {
+            self.refused();
+            fail(e.to_string())
+        })?;
+        if expected.is_some_and(|expected| expected != peer) || peer == self.me {
+            self.refused();
+            connection.close(1u32.into(), b"unexpected peer");
+            return Err(fail(format!("the peer there is {name} ({peer})")));
+        }
+        self.register(peer, &name, connection, self.me, addr).await;
+        Ok((peer, name))
+    }
+
+    /// Makes `connection` the one used for `peer` (or not: see
+    /// [`SIMULTANEOUS_OPEN`]), starts reading from it, and reports it.
+    async fn register(
+        self: &Arc<Self>,
+        peer: PeerId,
+        name: &NodeName,
+        connection: quinn::Connection,
+        initiator: PeerId,
+        addr: SocketAddr,
+    ) {
+        let fresh = Registered {
+            connection: connection.clone(),
+            initiator,
+            since: Instant::now(),
+        };
+        let loser = {
+            let mut links = self.lock_links();
+            let link = links
+                .entry(peer)
+                .or_insert_with(|| new_link(self, peer, addr));
+            match link.connection.take() {
+                Some(old) if old.is_open() => {
+                    let (keep, lose) = if fresh.since.duration_since(old.since) < SIMULTANEOUS_OPEN
+                    {
+                        // Both dialled at once: both sides keep the one
+                        // dialled by the lower id, so they agree.
+                        let preferred = self.me.min(peer);
+                        if old.initiator == preferred || fresh.initiator != preferred {
+                            (old, fresh.clone())
+                        } else {
+                            (fresh.clone(), old)
+                        }
+                    } else {
+                        (fresh.clone(), old)
+                    };
+                    link.connection = Some(keep);
+                    Some(lose.connection)
+                }
+                _ => {
+                    link.connection = Some(fresh);
+                    None
+                }
+            }
+        };
+        if let Some(loser) = loser {
+            tokio::spawn(async move {
+                tokio::time::sleep(LOSER_GRACE).await;
+                loser.close(2u32.into(), b"duplicate connection");
+            });
+        }
+        tokio::spawn(read_connection(self.clone(), peer, connection));
+        let _ = self
+            .events
+            .send(Event::Connected {
+                peer,
+                name: name.clone(),
+            })
+            .await;
+    }
+
+    /// Forgets `connection` for `peer` if it is still the registered one.
+    fn forget(&self, peer: PeerId, connection: &quinn::Connection) {
+        let mut links = self.lock_links();
+        if let Some(link) = links.get_mut(&peer)
+            && link
+                .connection
+                .as_ref()
+                .is_some_and(|r| r.connection.stable_id() == connection.stable_id())
+        {
+            link.connection = None;
+        }
+    }
+}
+
+impl Registered {
+    fn is_open(&self) -> bool {
+        self.connection.close_reason().is_none()
+    }
+}
+
+fn transport_config() -> quinn::TransportConfig {
+    let mut config = quinn::TransportConfig::default();
+    config
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .max_idle_timeout(Some(
+            IDLE_TIMEOUT.try_into().expect("10 s is a valid idle timeout"),
+        ))
+        .max_concurrent_uni_streams(STREAMS_MAX.into())
+        .max_concurrent_bidi_streams(0u32.into());
+    config
+}
+
+fn new_link(inner: &Arc<Inner>, peer: PeerId, addr: SocketAddr) -> Link {
+    let (queue, receiver) = mpsc::channel(SEND_QUEUE_MAX);
+    tokio::spawn(write_link(inner.clone(), peer, receiver));
+    Link {
+        queue,
+        addr,
+        connection: None,
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>) {
+    while let Some(incoming) = inner.endpoint.accept().await {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let addr = incoming.remote_address();
+            let Ok(connection) = incoming.await else {
+                // Includes a client whose certificate the CA did not sign.
+                inner.refused();
+                return;
+            };
+            match certs::peer_of(&connection) {
+                Ok((name, peer)) if peer != inner.me => {
+                    inner.register(peer, &name, connection, peer, addr).await;
+                }
+                _ => {
+                    inner.refused();
+                    connection.close(1u32.into(), b"bad identity");
+                }
+            }
+        });
+    }
+}
+
+/// Sends everything queued for `peer`, dialling when no connection is open
+/// and backing off when dialling fails.
+async fn write_link(inner: Arc<Inner>, peer: PeerId, mut queue: mpsc::Receiver<Vec<u8>>) {
+    let mut stream: Option<(usize, quinn::SendStream)> = None;
+    let mut backoff = BACKOFF_MIN;
+    let mut retry_at: Option<Instant> = None;
+    let mut frame = Vec::new();
+    while let Some(bytes) = queue.recv().await {
+        let connection = match inner.current(peer) {
+            Some(connection) => connection,
+            None if retry_at.is_some_and(|at| Instant::now() < at) => {
+                inner.send_drops.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            None => {
+                let addr = inner.lock_links().get(&peer).map(|link| link.addr);
+                let dialled = match addr {
+                    Some(addr) => inner.dial(addr, Some(peer)).await.ok(),
+                    None => None,
+                };
+                match dialled.and_then(|_| inner.current(peer)) {
+                    Some(connection) => {
+                        backoff = BACKOFF_MIN;
+                        retry_at = None;
+                        connection
+                    }
+                    None => {
+                        inner.send_drops.fetch_add(1, Ordering::Relaxed);
+                        retry_at = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                }
+            }
+        };
+        if stream
+            .as_ref()
+            .is_none_or(|(id, _)| *id != connection.stable_id())
+        {
+            stream = match connection.open_uni().await {
+                Ok(send) => Some((connection.stable_id(), send)),
+                Err(_) => {
+                    inner.forget(peer, &connection);
+                    inner.send_drops.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            };
+        }
+        let Some((_, send)) = stream.as_mut() else {
+            continue;
+        };
+        // One write per frame: the length prefix and the message together.
+        frame.clear();
+        frame.extend_from_slice(&frame_len(&bytes).to_be_bytes());
+        frame.extend_from_slice(&bytes);
+        if send.write_all(&frame).await.is_err() {
+            inner.forget(peer, &connection);
+            inner.send_drops.fetch_add(1, Ordering::Relaxed);
+            stream = None;
+        }
+    }
+}
+
+fn frame_len(bytes: &[u8]) -> u32 {
+    // The core never emits a message over MESSAGE_BYTES_MAX (32 MiB).
+    u32::try_from(bytes.len()).expect("messages are bounded far below 4 GiB")
+}
+
+/// Reads every stream `peer` opens on `connection`, until it closes.
+async fn read_connection(inner: Arc<Inner>, peer: PeerId, connection: quinn::Connection) {
+    while let Ok(receive) = connection.accept_uni().await {
+        tokio::spawn(read_stream(inner.events.clone(), peer, receive));
+    }
+    inner.forget(peer, &connection);
+}
+
+async fn read_stream(events: mpsc::Sender<Event>, from: PeerId, mut receive: quinn::RecvStream) {
+    loop {
+        let mut len = [0u8; 4];
+        if receive.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MESSAGE_BYTES_MAX {
+            // A peer that breaks framing gets its stream stopped; its
+            // messages are garbage from here on.
+            let _ = receive.stop(3u32.into());
+            return;
+        }
+        let mut bytes = vec![0u8; len];
+        if receive.read_exact(&mut bytes).await.is_err() {
+            return;
+        }
+        if events.send(Event::Message { from, bytes }).await.is_err() {
+            return;
+        }
+    }
+}
