@@ -818,6 +818,48 @@ fn a_garbage_swim_packet_is_refused_by_membership_and_counted() {
 }
 
 #[test]
+fn a_swim_packet_speaking_for_another_peer_is_refused() {
+    let (mut mesh, ids) = Mesh::running(3, 12);
+    mesh.run_for(ms(50));
+    let (forger, target) = (ids[0], ids[1]);
+    // A genuine packet of `forger`'s, handed over by a connection that
+    // authenticated someone else.
+    let now = mesh.now;
+    mesh.node_mut(forger).handle_timeout(now + Duration::from_secs(5));
+    let swim = mesh
+        .take_outputs(forger)
+        .into_iter()
+        .find_map(|output| match output {
+            Output::Send { bytes, .. } => {
+                matches!(wire::decode(&bytes), Ok(Message::Swim(_))).then_some(bytes)
+            }
+            Output::Persist(_) => None,
+        })
+        .expect("a probe round sends SWIM packets");
+    let before = mesh.node(target).stats().swim_refused;
+    mesh.inject(ids[2], target, &swim);
+    assert_eq!(mesh.node(target).stats().swim_refused, before + 1);
+    mesh.inject(forger, target, &swim);
+    assert_eq!(mesh.node(target).stats().swim_refused, before + 1);
+}
+
+#[test]
+fn swim_spreads_each_peers_gossip_address() {
+    let (mut mesh, ids) = Mesh::running(3, 13);
+    let newcomer = mesh.add(3, 4);
+    assert_eq!(mesh.node(ids[1]).address_of(newcomer), None);
+    let now = mesh.now;
+    mesh.node_mut(newcomer).join(now, ids[0]);
+    mesh.drain(newcomer);
+    mesh.run_until(mesh.now + Duration::from_secs(10), Mesh::fully_meshed)
+        .expect("the newcomer joins");
+    let announced = mesh.node(newcomer).identity().addr;
+    for id in &ids {
+        assert_eq!(mesh.node(*id).address_of(newcomer), Some(announced));
+    }
+}
+
+#[test]
 fn a_broadcast_with_an_invalid_delta_is_refused_counted_and_not_relayed() {
     let (mut mesh, ids) = Mesh::running(5, 11);
     mesh.run_for(ms(50));
@@ -1103,11 +1145,12 @@ fn the_same_seed_gives_the_same_messages() {
 }
 
 /// A test peer's identity; the mesh routes by peer id, so the address is a
-/// label only.
+/// label only (distinct per peer, so that a mix-up would show).
 fn member_id(peer: PeerId, generation: u32) -> MemberId {
+    let port = 1024 + u16::try_from(peer.0 % 60_000).expect("below 60000");
     MemberId {
         peer,
         generation,
-        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7946)),
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
     }
 }
