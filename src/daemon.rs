@@ -74,6 +74,22 @@ pub struct Listening {
     pub gossip: SocketAddr,
 }
 
+impl Listening {
+    /// Reads a listening line back (what `demo` and scripts do).
+    pub fn parse(line: &str) -> Option<Listening> {
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix(key))
+                .map(|value| value.trim_start_matches("http://"))
+        };
+        Some(Listening {
+            name: NodeName::new(field("name=")?).ok()?,
+            api: field("api=")?.parse().ok()?,
+            gossip: field("gossip=")?.parse().ok()?,
+        })
+    }
+}
+
 impl std::fmt::Display for Listening {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -205,7 +221,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

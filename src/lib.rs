@@ -17,6 +17,8 @@ pub mod config;
 #[cfg(feature = "shell")]
 pub mod daemon;
 #[cfg(feature = "shell")]
+pub mod demo;
+#[cfg(feature = "shell")]
 pub mod haproxy;
 #[cfg(feature = "shell")]
 pub mod peer;

@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run one peer (with no options: a single peer on 127.0.0.1:10000).
     Run(RunArgs),
+    /// Start a local three-peer mesh with the example configuration.
+    Demo(aqueduct::demo::DemoArgs),
     /// Manage the cluster CA and node certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -75,6 +77,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let options = args.resolve()?;
             runtime()?.block_on(aqueduct::daemon::run(options))?;
         }
+        Command::Demo(args) => runtime()?.block_on(aqueduct::demo::run(args))?,
         Command::Certs(CertsCommand::Init { out }) => {
             certs::init_ca(&out).with_context(|| format!("creating a CA in {}", out.display()))?;
             println!("cluster CA written to {}", out.display());

@@ -1,0 +1,171 @@
+//! The `aqueduct` command line as users and scripts meet it: `run` with no
+//! arguments, options from flags, environment and a TOML file, `certs`, and
+//! clear start-up errors.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use aqueduct::config::{DEFAULT_API, RunArgs};
+use support::{Cluster, TempDir, aqueduct, binary};
+
+/// Runs `aqueduct` with `args` and `envs` in `cwd` until it prints its
+/// listening line; returns that line, then stops the process.
+fn first_line(cwd: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> String {
+    let mut child = Command::new(binary())
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("aqueduct starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("reads");
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("exits");
+    assert!(
+        line.contains("listening"),
+        "no listening line; stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    line
+}
+
+/// Runs `aqueduct` to its exit; returns (success, stderr).
+fn run_to_exit(args: &[&str]) -> (bool, String) {
+    let output = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("aqueduct runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_without_arguments_starts_a_single_peer_with_its_own_ca_in_aqueduct_data() {
+    let cwd = TempDir::new("noargs");
+    // Only the ports come from the environment, so that tests never collide
+    // on the default port 10000.
+    let line = first_line(
+        cwd.path(),
+        &["run"],
+        &[("AQUEDUCT_API", "127.0.0.1:0"), ("AQUEDUCT_GOSSIP", "127.0.0.1:0"), ("AQUEDUCT_HAPROXY", "off")],
+    );
+    assert!(line.contains("api=http://127.0.0.1:"), "{line}");
+    for file in ["state.redb", "tls/node.pem", "tls/node.key", "tls/ca.pem", "tls/ca/ca.key"] {
+        assert!(
+            cwd.path().join("aqueduct-data").join(file).exists(),
+            "aqueduct-data/{file} missing"
+        );
+    }
+}
+
+#[test]
+fn the_default_api_address_is_the_original_aqueduct_port_on_loopback() {
+    let options = RunArgs::default().resolve().expect("defaults resolve");
+    assert_eq!(options.api, DEFAULT_API);
+    assert_eq!(DEFAULT_API.to_string(), "127.0.0.1:10000");
+}
+
+#[test]
+fn a_flag_beats_the_environment() {
+    let cwd = TempDir::new("flag-env");
+    let line = first_line(
+        cwd.path(),
+        &["run", "--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--haproxy", "off"],
+        // An address no test can bind: used, it would fail the start.
+        &[("AQUEDUCT_API", "192.0.2.1:1")],
+    );
+    assert!(line.contains("api=http://127.0.0.1:"), "{line}");
+}
+
+#[test]
+fn the_config_file_sets_options_and_flags_beat_it() {
+    let dir = TempDir::new("file");
+    let file = dir.path().join("aqueduct.toml");
+    std::fs::write(
+        &file,
+        "api = \"127.0.0.1:1\"\ngossip = \"127.0.0.1:2\"\ndata_dir = \"/var/lib/x\"\njoin = [\"127.0.0.1:7000\"]\n",
+    )
+    .expect("writes");
+    let args = RunArgs {
+        api: Some("127.0.0.1:9".parse().expect("addr")),
+        config: Some(file),
+        ..RunArgs::default()
+    };
+    let options = args.resolve().expect("resolves");
+    assert_eq!(options.api.to_string(), "127.0.0.1:9");
+    assert_eq!(options.gossip.to_string(), "127.0.0.1:2");
+    assert_eq!(options.data_dir, std::path::PathBuf::from("/var/lib/x"));
+    assert_eq!(options.join, vec!["127.0.0.1:7000".parse().expect("addr")]);
+}
+
+#[test]
+fn an_unknown_config_key_is_an_error_naming_it() {
+    let dir = TempDir::new("unknown-key");
+    let file = dir.path().join("aqueduct.toml");
+    std::fs::write(&file, "api = \"127.0.0.1:1\"\ngosip = \"127.0.0.1:2\"\n").expect("writes");
+    let args = RunArgs {
+        config: Some(file),
+        ..RunArgs::default()
+    };
+    let error = args.resolve().expect_err("a typo is refused").to_string();
+    assert!(error.contains("gosip"), "{error}");
+}
+
+#[test]
+fn an_invalid_name_is_refused_before_anything_starts() {
+    let args = RunArgs {
+        name: Some("Bad Name".into()),
+        ..RunArgs::default()
+    };
+    let error = args.resolve().expect_err("refused").to_string();
+    assert!(error.contains("name"), "{error}");
+}
+
+#[test]
+fn a_corrupt_store_is_a_start_up_error_naming_the_file_and_is_left_alone() {
+    let cluster = Cluster::new("corrupt");
+    let spec = cluster.peer("peer-x");
+    std::fs::create_dir_all(&spec.data_dir).expect("data dir");
+    let store = spec.data_dir.join("state.redb");
+    let garbage = vec![0x5a_u8; 8192];
+    std::fs::write(&store, &garbage).expect("writes");
+    let mut child = spec.spawn();
+    let status = child.wait().expect("exits");
+    assert!(!status.success());
+    let log = std::fs::read_to_string(&spec.log).expect("log");
+    assert!(log.contains(&store.display().to_string()), "log:\n{log}");
+    assert_eq!(std::fs::read(&store).expect("still there"), garbage);
+}
+
+#[test]
+fn a_name_that_differs_from_the_certificate_is_refused() {
+    let cluster = Cluster::new("mismatch");
+    let mut spec = cluster.peer("peer-y");
+    spec.name = "someone-else".into();
+    let mut child = spec.spawn();
+    assert!(!child.wait().expect("exits").success());
+    let log = std::fs::read_to_string(&spec.log).expect("log");
+    assert!(log.contains("someone-else") && log.contains("peer-y"), "log:\n{log}");
+}
+
+#[test]
+fn certs_init_refuses_to_overwrite_a_ca() {
+    let dir = TempDir::new("ca-twice");
+    let out = dir.path().join("ca");
+    aqueduct(&["certs", "init", "--out", out.to_str().expect("utf-8")]);
+    let before = std::fs::read(out.join("ca.key")).expect("key");
+    let (ok, stderr) = run_to_exit(&["certs", "init", "--out", out.to_str().expect("utf-8")]);
+    assert!(!ok);
+    assert!(stderr.contains("ca"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("ca.key")).expect("key"), before);
+}

@@ -1,0 +1,197 @@
+//! Peers as separate processes on 127.0.0.1: writes spread, conflicts
+//! converge, late and restarted peers catch up, acknowledged writes survive
+//! `kill -9`, and only holders of the cluster CA's certificates take part.
+
+mod support;
+
+use support::{Cluster, Peer, eventually, static_backend, wait_for_convergence, wait_for_mesh};
+
+fn three_peers(cluster: &Cluster) -> (Peer, Peer, Peer) {
+    let a = cluster.start("peer-a", &[]);
+    let b = cluster.start("peer-b", &[&a]);
+    let c = cluster.start("peer-c", &[&a]);
+    wait_for_mesh(&[&a, &b, &c]);
+    (a, b, c)
+}
+
+fn backend_port(peer: &Peer, key: &str) -> Option<u64> {
+    let (status, body) = peer.get(&format!("/backends/{key}"));
+    (status == 200).then(|| body["members"][0]["port"].as_u64()).flatten()
+}
+
+#[test]
+fn a_write_on_each_peer_is_visible_on_all_three() {
+    let cluster = Cluster::new("each");
+    let (a, b, c) = three_peers(&cluster);
+    let peers = [&a, &b, &c];
+    for (i, writer) in peers.iter().enumerate() {
+        let (status, body) = writer.put(&format!("/backends/from-{i}"), static_backend(9000));
+        assert_eq!(status, 200, "{body}");
+    }
+    for reader in peers {
+        for i in 0..peers.len() {
+            eventually(&format!("backend from-{i} on {}", reader.spec.name), || {
+                backend_port(reader, &format!("from-{i}"))
+            });
+        }
+    }
+}
+
+#[test]
+fn concurrent_conflicting_writes_converge_to_the_same_value_everywhere() {
+    let cluster = Cluster::new("conflict");
+    let (a, b, c) = three_peers(&cluster);
+    // Both writes are issued before either could have travelled.
+    let (first, second) = std::thread::scope(|s| {
+        let first = s.spawn(|| a.put("/backends/contested", static_backend(9001)));
+        let second = s.spawn(|| b.put("/backends/contested", static_backend(9002)));
+        (
+            first.join().expect("writer a"),
+            second.join().expect("writer b"),
+        )
+    });
+    assert_eq!(first.0, 200);
+    assert_eq!(second.0, 200);
+    wait_for_convergence(&[&a, &b, &c]);
+    let winner = eventually("the backend on peer a", || backend_port(&a, "contested"));
+    assert!(winner == 9001 || winner == 9002);
+    for peer in [&b, &c] {
+        assert_eq!(backend_port(peer, "contested"), Some(winner));
+    }
+}
+
+#[test]
+fn a_peer_joining_late_catches_up() {
+    let cluster = Cluster::new("late");
+    let a = cluster.start("peer-a", &[]);
+    let b = cluster.start("peer-b", &[&a]);
+    for i in 0..20 {
+        assert_eq!(a.put(&format!("/backends/early-{i}"), static_backend(9000)).0, 200);
+    }
+    assert_eq!(a.delete("/backends/early-0").0, 200);
+    let late = cluster.start("peer-late", &[&b]);
+    wait_for_convergence(&[&a, &b, &late]);
+    let (_, backends) = late.get("/backends");
+    assert_eq!(backends.as_array().map(Vec::len), Some(19));
+    assert_eq!(late.get("/backends/early-0").0, 404);
+}
+
+#[test]
+fn a_restarted_peer_catches_up_on_what_it_missed() {
+    let cluster = Cluster::new("restart");
+    let (a, b, mut c) = three_peers(&cluster);
+    assert_eq!(a.put("/backends/before", static_backend(9000)).0, 200);
+    wait_for_convergence(&[&a, &b, &c]);
+    c.kill_9();
+    assert_eq!(a.put("/backends/while-down", static_backend(9000)).0, 200);
+    assert_eq!(b.delete("/backends/before").0, 200);
+    c.restart();
+    wait_for_convergence(&[&a, &b, &c]);
+    assert_eq!(c.get("/backends/before").0, 404);
+    assert_eq!(backend_port(&c, "while-down"), Some(9000));
+    // And it is a member again, reachable at its new address.
+    wait_for_mesh(&[&a, &b, &c]);
+    assert_eq!(c.put("/backends/after", static_backend(9000)).0, 200);
+    eventually("a write of the restarted peer on a", || {
+        backend_port(&a, "after")
+    });
+}
+
+#[test]
+fn a_write_acknowledged_just_before_kill_9_survives_and_reaches_the_others() {
+    let cluster = Cluster::new("kill9");
+    let a = cluster.start("peer-a", &[]);
+    let b = cluster.start("peer-b", &[&a]);
+    // c starts alone, so its writes can reach a and b only from its disk.
+    let mut spec = cluster.peer("peer-c");
+    let mut c = spec.start();
+    for i in 0..50 {
+        let (status, body) = c.put(&format!("/backends/acked-{i}"), static_backend(9000));
+        assert_eq!(status, 200, "{body}");
+    }
+    c.kill_9();
+    spec.join = vec![a.gossip];
+    c = spec.start();
+    for i in 0..50 {
+        assert_eq!(
+            backend_port(&c, &format!("acked-{i}")),
+            Some(9000),
+            "acked-{i} lost by the restarted peer"
+        );
+    }
+    wait_for_convergence(&[&a, &b, &c]);
+    for i in 0..50 {
+        assert_eq!(backend_port(&b, &format!("acked-{i}")), Some(9000));
+    }
+}
+
+#[test]
+fn a_peer_with_a_certificate_from_another_ca_gets_no_data() {
+    let cluster = Cluster::new("members");
+    let a = cluster.start("peer-a", &[]);
+    assert_eq!(a.put("/backends/secret", static_backend(9000)).0, 200);
+    let foreign = Cluster::new("foreign");
+    let intruder = foreign.start("intruder", &[&a]);
+    // The intruder keeps trying to join; a counts refused connections.
+    eventually("peer a to refuse the intruder", || {
+        let (status, text) = raw_get(&a, "/metrics");
+        (status == 200 && refused_connections(&text) > 0).then_some(())
+    });
+    assert_eq!(intruder.get("/backends/secret").0, 404);
+    let (_, peers) = a.get("/mesh/peers");
+    assert_eq!(peers.as_array().map(Vec::len), Some(0), "a lists {peers}");
+    // Writes on the intruder never reach a either.
+    assert_eq!(intruder.put("/backends/planted", static_backend(9000)).0, 200);
+    assert_eq!(a.get("/backends/planted").0, 404);
+}
+
+fn raw_get(peer: &Peer, path: &str) -> (u16, String) {
+    let response = reqwest::blocking::get(peer.url(path)).expect("the peer answers");
+    let status = response.status().as_u16();
+    (status, response.text().unwrap_or_default())
+}
+
+fn refused_connections(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("aqueduct_connections_refused"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn writes_need_the_token_when_one_is_set_and_reads_stay_open() {
+    let cluster = Cluster::new("token");
+    let mut spec = cluster.peer("guarded");
+    spec.extra = vec!["--api-token".into(), "s3cret-token".into()];
+    let peer = spec.start();
+    let body = Some(static_backend(9000));
+    let put = |token| peer.request(reqwest::Method::PUT, "/backends/x", body.clone(), token);
+    assert_eq!(put(None).0, 401);
+    assert_eq!(put(Some("wrong")).0, 401);
+    assert_eq!(put(Some("s3cret-token")).0, 200);
+    assert_eq!(peer.get("/backends/x").0, 200);
+    assert!(!peer.log().contains("s3cret-token"), "the token was logged");
+}
+
+#[test]
+fn sigterm_leaves_the_mesh_and_exits_cleanly() {
+    let cluster = Cluster::new("sigterm");
+    let (a, b, mut c) = three_peers(&cluster);
+    let status = c.terminate();
+    assert!(status.success(), "exit status {status:?}; log:\n{}", c.log());
+    eventually("a and b to see c gone", || {
+        [&a, &b]
+            .iter()
+            .all(|p| {
+                let (_, list) = p.get("/mesh/peers");
+                list.as_array().is_some_and(|l| {
+                    l.iter()
+                        .filter(|e| e["name"] == "peer-c")
+                        .all(|e| e["state"] == "down")
+                })
+            })
+            .then_some(())
+    });
+}

@@ -1,0 +1,338 @@
+//! Real `aqueduct` processes on 127.0.0.1 for integration tests: a cluster
+//! CA in a temporary directory, peers started with ephemeral ports (read
+//! back from the line each peer prints), an HTTP client, and polling with
+//! a deadline instead of sleeps.
+
+#![allow(dead_code)] // Each test file uses a different part of the harness.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aqueduct::daemon::Listening;
+use serde_json::Value;
+
+/// How long anything in these tests may take before it is a failure.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `aqueduct` binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_aqueduct")
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "aqueduct-test-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `aqueduct args...` to completion; panics with its output if it fails.
+pub fn aqueduct(args: &[&str]) -> String {
+    let output = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("aqueduct runs");
+    assert!(
+        output.status.success(),
+        "aqueduct {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A cluster CA and the peers started under it.
+pub struct Cluster {
+    pub dir: TempDir,
+}
+
+impl Cluster {
+    pub fn new(label: &str) -> Cluster {
+        let dir = TempDir::new(label);
+        let ca = dir.path().join("ca");
+        aqueduct(&["certs", "init", "--out", ca.to_str().expect("utf-8")]);
+        Cluster { dir }
+    }
+
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    /// The settings of a peer named `name` (certificate issued on first use).
+    pub fn peer(&self, name: &str) -> PeerSpec {
+        let home = self.dir.path().join(name);
+        let tls = home.join("tls");
+        if !tls.join("node.pem").exists() {
+            aqueduct(&[
+                "certs",
+                "issue",
+                "--ca",
+                self.ca_dir().to_str().expect("utf-8"),
+                "--name",
+                name,
+                "--out",
+                tls.to_str().expect("utf-8"),
+            ]);
+        }
+        PeerSpec {
+            name: name.to_owned(),
+            data_dir: home.join("data"),
+            tls_dir: tls,
+            log: home.join("log.txt"),
+            join: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Starts a peer named `name` joining through `join`.
+    pub fn start(&self, name: &str, join: &[&Peer]) -> Peer {
+        let mut spec = self.peer(name);
+        spec.join = join.iter().map(|p| p.gossip).collect();
+        spec.start()
+    }
+}
+
+/// How to start one peer.
+#[derive(Clone)]
+pub struct PeerSpec {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub tls_dir: PathBuf,
+    pub log: PathBuf,
+    pub join: Vec<SocketAddr>,
+    pub extra: Vec<String>,
+}
+
+impl PeerSpec {
+    /// The process, not yet waited for.
+    pub fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut command = Command::new(binary());
+        command
+            .args(["run", "--name", &self.name])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--tls-dir")
+            .arg(&self.tls_dir)
+            .args(["--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--haproxy", "off"])
+            .args(self.extra.iter())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        for join in &self.join {
+            command.arg("--join").arg(join.to_string());
+        }
+        command.spawn().expect("aqueduct starts")
+    }
+
+    /// Starts the peer and waits for its "listening" line.
+    pub fn start(&self) -> Peer {
+        let mut child = self.spawn();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reads stdout");
+        let Some(listening) = Listening::parse(&line) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "peer {} did not start (stdout {line:?}); log:\n{}",
+                self.name,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        };
+        Peer {
+            spec: self.clone(),
+            child: Some(child),
+            api: listening.api,
+            gossip: listening.gossip,
+            http: client(),
+        }
+    }
+}
+
+/// A running peer process.
+pub struct Peer {
+    pub spec: PeerSpec,
+    child: Option<Child>,
+    pub api: SocketAddr,
+    pub gossip: SocketAddr,
+    http: reqwest::blocking::Client,
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+impl Peer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    /// GET `path`: status and JSON body (`Null` when not JSON).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, None, None)
+    }
+
+    pub fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::PUT, path, Some(body), None)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(body), None)
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::DELETE, path, None, None)
+    }
+
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().expect("the peer answers");
+        let status = response.status().as_u16();
+        let body = response.json().unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// The peer's view of one mesh field (`/mesh`).
+    pub fn mesh(&self) -> Value {
+        let (status, body) = self.get("/mesh");
+        assert_eq!(status, 200, "GET /mesh: {body}");
+        body
+    }
+
+    pub fn digest(&self) -> String {
+        self.mesh()["digest"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaped");
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"))
+            .expect("non-zero pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("waits") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "peer did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the same peer again (same data and TLS dirs, new ports).
+    pub fn restart(&mut self) {
+        self.kill_9();
+        *self = self.spec.start();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.spec.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after
+/// [`DEADLINE`].
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until every peer lists every other as alive.
+pub fn wait_for_mesh(peers: &[&Peer]) {
+    eventually("every peer to see the others alive", || {
+        peers
+            .iter()
+            .all(|p| {
+                let (_, list) = p.get("/mesh/peers");
+                let alive = list
+                    .as_array()
+                    .map(|a| a.iter().filter(|e| e["state"] == "alive").count())
+                    .unwrap_or(0);
+                alive + 1 >= peers.len()
+            })
+            .then_some(())
+    });
+}
+
+/// Waits until all peers report the same digest.
+pub fn wait_for_convergence(peers: &[&Peer]) {
+    eventually("the peers to converge", || {
+        let digests: Vec<String> = peers.iter().map(|p| p.digest()).collect();
+        digests.windows(2).all(|w| w[0] == w[1]).then_some(())
+    });
+}
+
+/// A backend body.
+pub fn static_backend(port: u16) -> Value {
+    serde_json::json!({"type": "static", "members": [{"host": "127.0.0.1", "port": port}]})
+}
