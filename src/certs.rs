@@ -1,2 +1,636 @@
 //! Certificates: the cluster CA, node certificates, and the TLS
-//! configurations built from them. (Being written.)
+//! configurations built from them.
+//!
+//! Owns the files of a CA directory (`ca.pem`, `ca.key`) and of a node's TLS
+//! directory (`ca.pem`, `node.pem`, `node.key`): creating them (never
+//! replacing one; keys are never readable by others, not even for an
+//! instant), loading and checking them, and turning them into QUIC crypto
+//! configurations for mutual TLS 1.3 against the cluster CA. A peer's
+//! identity is the common name of the certificate it presented in the
+//! handshake ([`peer_of`]), never anything it claims afterwards.
+//!
+//! Must not open sockets or choose transport parameters: the transport wraps
+//! [`TlsIdentity::server_crypto`] and [`TlsIdentity::client_crypto`] into
+//! quinn configurations. Uses the ring provider explicitly, so nothing here
+//! depends on a process-wide default provider.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData,
+};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::version::TLS13;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::time::ASN1Time;
+
+use crate::gossip::PeerId;
+use crate::gossip::wire::ALPN;
+
+/// The DNS name every node certificate carries besides its own name. Peers
+/// dial an address with this server name, because the dialler does not know
+/// in advance which node answers there; the node's identity is read from its
+/// certificate once the handshake is done.
+pub const MESH_SERVER_NAME: &str = "aqueduct-mesh";
+
+/// The cluster CA certificate, in a CA directory and in every TLS directory.
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// The cluster CA's private key, only in the CA directory.
+pub const CA_KEY_FILE: &str = "ca.key";
+/// A node's certificate, in its TLS directory.
+pub const NODE_CERT_FILE: &str = "node.pem";
+/// A node's private key, in its TLS directory.
+pub const NODE_KEY_FILE: &str = "node.key";
+/// Where [`ensure_self_made`] keeps the private CA, inside the TLS directory.
+pub const SELF_MADE_CA_DIR: &str = "ca";
+
+const CA_COMMON_NAME: &str = "aqueduct cluster CA";
+const YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+const CA_VALIDITY: Duration = YEAR.saturating_mul(10);
+const NODE_VALIDITY: Duration = YEAR.saturating_mul(2);
+/// Certificates start being valid a little in the past, so that a peer whose
+/// clock is somewhat behind the issuing machine's still accepts them.
+const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(60 * 60);
+/// Longest DNS label.
+const NAME_LEN_MAX: usize = 63;
+const KEY_MODE: u32 = 0o600;
+const CERT_MODE: u32 = 0o644;
+
+/// Why a certificate operation failed. Variants involving a file carry its
+/// path, and their message starts with it.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// A node name that is not a DNS label.
+    #[error("invalid node name {name:?}: {reason}")]
+    InvalidName {
+        /// The refused name (cut to 64 characters).
+        name: String,
+        /// The rule it broke.
+        reason: &'static str,
+    },
+    /// Reading, writing or creating a file or directory failed.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the operating system said.
+        error: io::Error,
+    },
+    /// A required file does not exist.
+    #[error("{}: missing", path.display())]
+    Missing {
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// A file to be created already exists; certificates and keys are never
+    /// replaced.
+    #[error("{}: already exists; refusing to overwrite it", path.display())]
+    AlreadyExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// A TLS directory holds some of its files but not all of them.
+    #[error("{}: incomplete TLS directory, missing {}", dir.display(), missing.join(", "))]
+    Incomplete {
+        /// The TLS directory.
+        dir: PathBuf,
+        /// The file names it lacks.
+        missing: Vec<&'static str>,
+    },
+    /// A file holds no readable PEM block of the expected kind.
+    #[error("{}: not PEM: {reason}", path.display())]
+    NotPem {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM decoder said.
+        reason: String,
+    },
+    /// A PEM certificate block does not hold a usable X.509 certificate.
+    #[error("{}: not a certificate: {reason}", path.display())]
+    NotCertificate {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A PEM key block does not hold a usable private key.
+    #[error("{}: not a usable private key: {reason}", path.display())]
+    NotKey {
+        /// The file.
+        path: PathBuf,
+        /// What the key loader said.
+        reason: String,
+    },
+    /// A private key is not the one of the certificate next to it.
+    #[error("{}: the key does not match the certificate in {}", path.display(), cert.display())]
+    KeyMismatch {
+        /// The key file.
+        path: PathBuf,
+        /// The certificate file.
+        cert: PathBuf,
+    },
+    /// A node certificate that the cluster CA does not vouch for (signed by
+    /// another CA, expired, or lacking the mesh name or key usages).
+    #[error("{}: not valid under {}: {reason}", path.display(), ca.display())]
+    Untrusted {
+        /// The node certificate file.
+        path: PathBuf,
+        /// The CA certificate file.
+        ca: PathBuf,
+        /// What the verifier said.
+        reason: String,
+    },
+    /// A certificate whose common name is not a valid node name.
+    #[error("{}: the name in the certificate is invalid: {reason}", path.display())]
+    NameInCertificate {
+        /// The certificate file.
+        path: PathBuf,
+        /// What is wrong with the name.
+        reason: String,
+    },
+    /// The certificate a connected peer presented cannot identify it.
+    #[error("the peer's certificate does not identify it: {reason}")]
+    PeerCertificate {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rcgen could not generate a key or certificate.
+    #[error("generating a certificate failed: {0}")]
+    Generate(rcgen::Error),
+    /// rustls or quinn refused the TLS configuration.
+    #[error("building the TLS configuration failed: {0}")]
+    TlsConfig(String),
+}
+
+/// A node's name: a DNS label (1 to 63 characters of `a-z`, `0-9` and `-`,
+/// neither starting nor ending with `-`). It is the common name of the
+/// node's certificate and determines its [`PeerId`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(String);
+
+impl NodeName {
+    /// Checks `name` against the DNS label rules.
+    pub fn new(name: &str) -> Result<Self, CertError> {
+        let refuse = |reason| CertError::InvalidName {
+            name: name.chars().take(NAME_LEN_MAX + 1).collect(),
+            reason,
+        };
+        if name.is_empty() {
+            return Err(refuse("must not be empty"));
+        }
+        if name.len() > NAME_LEN_MAX {
+            return Err(refuse("longer than 63 characters"));
+        }
+        let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+        if !name.bytes().all(allowed) {
+            return Err(refuse("only a-z, 0-9 and '-' are allowed"));
+        }
+        if name.starts_with('-') || name.ends_with('-') {
+            return Err(refuse("must not start or end with '-'"));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for NodeName {
+    type Err = CertError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+/// The mesh identity of the node called `name`: a hash of the name, so it
+/// is the same across restarts and on every peer. Two nodes must therefore
+/// never share a name: the mesh would take them for one peer.
+pub fn peer_id_of(name: &NodeName) -> PeerId {
+    PeerId(xxhash_rust::xxh3::xxh3_64(name.as_str().as_bytes()))
+}
+
+/// The files of a cluster CA, as written by [`init_ca`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaFiles {
+    /// The CA certificate (`ca.pem`), to be copied to every node.
+    pub cert: PathBuf,
+    /// The CA's private key (`ca.key`, mode 0600), to be kept safe.
+    pub key: PathBuf,
+}
+
+/// The files of a node's TLS directory, as written by [`issue`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeFiles {
+    /// The node certificate (`node.pem`).
+    pub cert: PathBuf,
+    /// The node's private key (`node.key`, mode 0600).
+    pub key: PathBuf,
+    /// A copy of the CA certificate (`ca.pem`).
+    pub ca: PathBuf,
+}
+
+/// Creates a cluster CA in `out_dir` (created if needed): `ca.pem` and
+/// `ca.key`. Refuses if either file exists: replacing a CA would lock every
+/// node it issued out of the mesh.
+pub fn init_ca(out_dir: &Path) -> Result<CaFiles, CertError> {
+    let files = CaFiles {
+        cert: out_dir.join(CA_CERT_FILE),
+        key: out_dir.join(CA_KEY_FILE),
+    };
+    refuse_existing(&[&files.cert, &files.key])?;
+
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, CA_COMMON_NAME);
+    // Path length 0: the CA signs node certificates, never other CAs.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut params, CA_VALIDITY);
+    let key = KeyPair::generate().map_err(CertError::Generate)?;
+    let cert = params.self_signed(&key).map_err(CertError::Generate)?;
+
+    create_dir(out_dir)?;
+    write_new(&files.key, key.serialize_pem().as_bytes(), KEY_MODE)?;
+    write_new(&files.cert, cert.pem().as_bytes(), CERT_MODE)?;
+    Ok(files)
+}
+
+/// Issues a certificate for `name` with the CA in `ca_dir`, and writes
+/// `node.pem`, `node.key` and a copy of `ca.pem` into `out_dir` (created if
+/// needed), which is then a complete TLS directory. Refuses if any of these
+/// files exists.
+pub fn issue(ca_dir: &Path, name: &NodeName, out_dir: &Path) -> Result<NodeFiles, CertError> {
+    let files = NodeFiles {
+        cert: out_dir.join(NODE_CERT_FILE),
+        key: out_dir.join(NODE_KEY_FILE),
+        ca: out_dir.join(CA_CERT_FILE),
+    };
+    refuse_existing(&[&files.cert, &files.key, &files.ca])?;
+
+    let ca_cert_path = ca_dir.join(CA_CERT_FILE);
+    let ca_key_path = ca_dir.join(CA_KEY_FILE);
+    let ca_pem = read(&ca_cert_path)?;
+    let ca_der = certificate_from_pem(&ca_cert_path, &ca_pem)?;
+    let ca_cert = parse_x509(&ca_der).map_err(not_certificate(&ca_cert_path))?;
+    let ca_key = key_from_pem(&ca_key_path, &read(&ca_key_path)?)?;
+    let ca_key = KeyPair::try_from(&ca_key).map_err(not_key(&ca_key_path))?;
+    // Signing with the wrong key would produce certificates nobody accepts.
+    if ca_cert.public_key().raw != ca_key.subject_public_key_info() {
+        return Err(CertError::KeyMismatch {
+            path: ca_key_path,
+            cert: ca_cert_path,
+        });
+    }
+    let issuer =
+        Issuer::from_ca_cert_der(&ca_der, ca_key).map_err(not_certificate(&ca_cert_path))?;
+
+    let sans = vec![name.to_string(), MESH_SERVER_NAME.to_owned()];
+    let mut params = CertificateParams::new(sans).map_err(CertError::Generate)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, name.as_str());
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // Every node is both a server (accepting) and a client (dialling).
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    set_validity(&mut params, NODE_VALIDITY);
+    let key = KeyPair::generate().map_err(CertError::Generate)?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(CertError::Generate)?;
+
+    create_dir(out_dir)?;
+    write_new(&files.ca, &ca_pem, CERT_MODE)?;
+    write_new(&files.key, key.serialize_pem().as_bytes(), KEY_MODE)?;
+    // Last, so that a directory with a node.pem had all its files written.
+    write_new(&files.cert, cert.pem().as_bytes(), CERT_MODE)?;
+    Ok(files)
+}
+
+/// Makes sure `tls_dir` is a complete TLS directory, for a node started
+/// without certificates on a fresh machine: if it holds none of `ca.pem`,
+/// `node.pem` and `node.key`, creates a private CA in `tls_dir/ca/` and
+/// issues `name` into `tls_dir`; if it holds all three, changes nothing; if
+/// it holds only some, fails naming the missing ones. In a complete
+/// directory the certificate's name stands, whatever `name` says: the node
+/// is who its certificate says ([`TlsIdentity::name`]).
+pub fn ensure_self_made(tls_dir: &Path, name: &NodeName) -> Result<(), CertError> {
+    let wanted = [CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE];
+    let mut missing = Vec::new();
+    for file in wanted {
+        if !exists(&tls_dir.join(file))? {
+            missing.push(file);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if missing.len() < wanted.len() {
+        return Err(CertError::Incomplete {
+            dir: tls_dir.to_owned(),
+            missing,
+        });
+    }
+    let ca_dir = tls_dir.join(SELF_MADE_CA_DIR);
+    init_ca(&ca_dir)?;
+    issue(&ca_dir, name, tls_dir)?;
+    Ok(())
+}
+
+/// A node's loaded and checked TLS identity: its certificate and key, and
+/// the cluster CA it trusts.
+pub struct TlsIdentity {
+    name: NodeName,
+    provider: Arc<CryptoProvider>,
+    certified_key: Arc<CertifiedKey>,
+    client_verifier: Arc<dyn ClientCertVerifier>,
+    server_verifier: Arc<WebPkiServerVerifier>,
+}
+
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsIdentity {
+    /// Loads `ca.pem`, `node.pem` and `node.key` from `tls_dir`, and checks
+    /// that the key belongs to the certificate and that the certificate is
+    /// one the other nodes will accept (signed by `ca.pem`, in its validity
+    /// period, carrying [`MESH_SERVER_NAME`] and both key usages).
+    pub fn load(tls_dir: &Path) -> Result<Self, CertError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+        let ca_path = tls_dir.join(CA_CERT_FILE);
+        let ca_cert = certificate_from_pem(&ca_path, &read(&ca_path)?)?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca_cert).map_err(not_certificate(&ca_path))?;
+        let roots = Arc::new(roots);
+        let client_verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .build()
+                .map_err(tls_config)?;
+        let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(tls_config)?;
+
+        let cert_path = tls_dir.join(NODE_CERT_FILE);
+        let cert = certificate_from_pem(&cert_path, &read(&cert_path)?)?;
+        let parsed = parse_x509(&cert).map_err(not_certificate(&cert_path))?;
+        let name = common_name(&parsed).map_err(|reason| CertError::NameInCertificate {
+            path: cert_path.clone(),
+            reason,
+        })?;
+
+        let key_path = tls_dir.join(NODE_KEY_FILE);
+        let key = key_from_pem(&key_path, &read(&key_path)?)?;
+        let certified_key = CertifiedKey::from_der(vec![cert.clone()], key, &provider).map_err(
+            |error| match error {
+                rustls::Error::InconsistentKeys(_) => CertError::KeyMismatch {
+                    path: key_path.clone(),
+                    cert: cert_path.clone(),
+                },
+                other => not_key(&key_path)(other),
+            },
+        )?;
+
+        // Check now, as both the client and the server side of a handshake
+        // will, so that a bad certificate fails at startup rather than at
+        // every connection.
+        let mesh_name = ServerName::try_from(MESH_SERVER_NAME).map_err(tls_config)?;
+        let now = UnixTime::now();
+        let untrusted = |error: rustls::Error| CertError::Untrusted {
+            path: cert_path.clone(),
+            ca: ca_path.clone(),
+            reason: error.to_string(),
+        };
+        client_verifier
+            .verify_client_cert(&cert, &[], now)
+            .map_err(untrusted)?;
+        server_verifier
+            .verify_server_cert(&cert, &[], &mesh_name, &[], now)
+            .map_err(untrusted)?;
+
+        Ok(Self {
+            name,
+            provider,
+            certified_key: Arc::new(certified_key),
+            client_verifier,
+            server_verifier,
+        })
+    }
+
+    /// This node's name, from its certificate.
+    pub fn name(&self) -> &NodeName {
+        &self.name
+    }
+
+    /// This node's mesh identity.
+    pub fn peer_id(&self) -> PeerId {
+        peer_id_of(&self.name)
+    }
+
+    /// The TLS side of a QUIC server: TLS 1.3 only, requires a client
+    /// certificate signed by the cluster CA, offers [`ALPN`].
+    pub fn server_crypto(&self) -> Result<Arc<QuicServerConfig>, CertError> {
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&TLS13])
+            .map_err(tls_config)?
+            .with_client_cert_verifier(self.client_verifier.clone())
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(self.certified_key.clone())));
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        let config = QuicServerConfig::try_from(config).map_err(tls_config)?;
+        Ok(Arc::new(config))
+    }
+
+    /// The TLS side of a QUIC client: TLS 1.3 only, presents this node's
+    /// certificate, accepts only servers certified by the cluster CA, offers
+    /// [`ALPN`]. Dial with server name [`MESH_SERVER_NAME`]
+    /// (`endpoint.connect(addr, MESH_SERVER_NAME)`) and learn who answered
+    /// with [`peer_of`].
+    pub fn client_crypto(&self) -> Result<Arc<QuicClientConfig>, CertError> {
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&TLS13])
+            .map_err(tls_config)?
+            .with_webpki_verifier(self.server_verifier.clone())
+            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
+                self.certified_key.clone(),
+            )));
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        let config = QuicClientConfig::try_from(config).map_err(tls_config)?;
+        Ok(Arc::new(config))
+    }
+}
+
+/// The authenticated identity of the peer at the other end of
+/// `connection`, from the certificate it presented in the handshake (which
+/// the TLS configuration has already verified against the cluster CA).
+pub fn peer_of(connection: &quinn::Connection) -> Result<(NodeName, PeerId), CertError> {
+    let unusable = |reason: String| CertError::PeerCertificate { reason };
+    let identity = connection
+        .peer_identity()
+        .ok_or_else(|| unusable("no certificate was presented".to_owned()))?;
+    let chain = identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .map_err(|_| unusable("not an X.509 certificate chain".to_owned()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| unusable("empty certificate chain".to_owned()))?;
+    let name = common_name(&parse_x509(leaf).map_err(unusable)?).map_err(unusable)?;
+    let peer_id = peer_id_of(&name);
+    Ok((name, peer_id))
+}
+
+fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_rest, cert)| cert)
+        .map_err(|error| error.to_string())
+}
+
+fn common_name(cert: &X509Certificate<'_>) -> Result<NodeName, String> {
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .ok_or("no common name")?
+        .as_str()
+        .map_err(|error| format!("common name is not text: {error}"))?;
+    NodeName::new(cn).map_err(|error| error.to_string())
+}
+
+fn certificate_from_pem(path: &Path, pem: &[u8]) -> Result<CertificateDer<'static>, CertError> {
+    CertificateDer::from_pem_slice(pem).map_err(not_pem(path))
+}
+
+fn key_from_pem(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, CertError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(not_pem(path))
+}
+
+// `map_err` adapters: a failure, attributed to the file it is about.
+
+fn not_pem<E: fmt::Display>(path: &Path) -> impl FnOnce(E) -> CertError {
+    move |error| CertError::NotPem {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    }
+}
+
+fn not_certificate<E: fmt::Display>(path: &Path) -> impl FnOnce(E) -> CertError {
+    move |error| CertError::NotCertificate {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    }
+}
+
+fn not_key<E: fmt::Display>(path: &Path) -> impl FnOnce(E) -> CertError {
+    move |error| CertError::NotKey {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    }
+}
+
+/// Sets a validity period of `length` from now (and a little before, see
+/// [`CLOCK_SKEW_ALLOWANCE`]).
+fn set_validity(params: &mut CertificateParams, length: Duration) {
+    let now = ASN1Time::now().to_datetime();
+    params.not_before = now - CLOCK_SKEW_ALLOWANCE;
+    params.not_after = now + length;
+}
+
+fn tls_config(error: impl fmt::Display) -> CertError {
+    CertError::TlsConfig(error.to_string())
+}
+
+fn io_error(path: &Path, error: io::Error) -> CertError {
+    CertError::Io {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CertError> {
+    fs::read(path).map_err(|error| match error.kind() {
+        io::ErrorKind::NotFound => CertError::Missing {
+            path: path.to_owned(),
+        },
+        _ => io_error(path, error),
+    })
+}
+
+fn exists(path: &Path) -> Result<bool, CertError> {
+    path.try_exists().map_err(|error| io_error(path, error))
+}
+
+fn create_dir(dir: &Path) -> Result<(), CertError> {
+    fs::create_dir_all(dir).map_err(|error| io_error(dir, error))
+}
+
+/// Checks up front that none of `paths` exists, so that a refused call
+/// writes nothing at all.
+fn refuse_existing(paths: &[&Path]) -> Result<(), CertError> {
+    for path in paths {
+        if exists(path)? {
+            return Err(CertError::AlreadyExists {
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes a new file and syncs it. Never replaces an existing file (even
+/// one created since [`refuse_existing`] looked), and gives the file its
+/// mode at creation, so a key is never readable by others, not even between
+/// creation and a later chmod.
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|error| match error.kind() {
+            io::ErrorKind::AlreadyExists => CertError::AlreadyExists {
+                path: path.to_owned(),
+            },
+            _ => io_error(path, error),
+        })?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| io_error(path, error))
+}
