@@ -15,6 +15,8 @@ pub mod certs;
 #[cfg(feature = "shell")]
 pub mod config;
 #[cfg(feature = "shell")]
+pub mod ctl;
+#[cfg(feature = "shell")]
 pub mod daemon;
 #[cfg(feature = "shell")]
 pub mod demo;

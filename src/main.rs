@@ -30,6 +30,8 @@ enum Command {
     /// Manage the cluster CA and node certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Talk to a peer's REST API (tables, or --json).
+    Ctl(aqueduct::ctl::CtlArgs),
 }
 
 #[derive(Subcommand)]
@@ -78,6 +80,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(aqueduct::daemon::run(options))?;
         }
         Command::Demo(args) => runtime()?.block_on(aqueduct::demo::run(args))?,
+        Command::Ctl(args) => runtime()?.block_on(aqueduct::ctl::run(args))?,
         Command::Certs(CertsCommand::Init { out }) => {
             certs::init_ca(&out).with_context(|| format!("creating a CA in {}", out.display()))?;
             println!("cluster CA written to {}", out.display());

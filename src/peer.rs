@@ -1,11 +1,11 @@
-//! The peer: the one task that owns the protocol [`Node`], and the
+//! The peer: the one task that owns the protocol [`Node`](crate::gossip::Node), and the
 //! [`Handle`] the API uses to reach it.
 //!
 //! Owns the event loop (messages from the transport, requests from the API,
 //! timers, durability notices from the store) and the order of effects: a
 //! local change is sent to peers only once it is durable, and a write is
 //! answered only once it is durable. Must not hold protocol logic: every
-//! decision is the [`Node`]'s.
+//! decision is the [`Node`](crate::gossip::Node)'s.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
