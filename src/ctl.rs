@@ -404,6 +404,9 @@ impl Client {
     }
 }
 
+/// Turns one object of the answer into a table row.
+type RowCells = fn(&Value) -> Vec<String>;
+
 /// Renders an API answer as a table (one row per object).
 pub fn render(value: &Value, shape: Shape) -> String {
     let rows: Vec<&Value> = match value {
@@ -411,7 +414,7 @@ pub fn render(value: &Value, shape: Shape) -> String {
         Value::Null => Vec::new(),
         single => vec![single],
     };
-    let (header, cells): (&[&str], fn(&Value) -> Vec<String>) = match shape {
+    let (header, cells): (&[&str], RowCells) = match shape {
         Shape::Frontends => (&["key", "bind", "backend", "mode", "rules"], |f| {
             vec![
                 text(&f["key"]),
@@ -453,7 +456,7 @@ pub fn render(value: &Value, shape: Shape) -> String {
         Shape::Done => return "done".to_owned(),
     };
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(header.to_vec());
+    table.load_style(UTF8_FULL_CONDENSED).set_header(header.to_vec());
     if shape == Shape::Status {
         for (field, value) in value.as_object().into_iter().flatten() {
             table.add_row(vec![field.clone(), text(value)]);

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::{self, ApiOptions};
 use crate::certs::{self, CertError, NodeName, TlsIdentity};
@@ -178,7 +178,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     // flight (they need the peer task), then the peer leaves the mesh and
     // flushes the store.
     let (stop_api, api_stopped) = watch::channel(false);
-    let (stop_peer, peer_stopped) = watch::channel(false);
+    let (stop_peer, peer_stopped) = oneshot::channel();
     let peer_task = tokio::spawn(peer::run(peer::Parts {
         node,
         name: identity.name().clone(),
@@ -209,7 +209,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let result = match outcome {
         Some(result) => result,
         None => {
-            let _ = stop_peer.send(true);
+            let _ = stop_peer.send(());
             peer_task.await
         }
     };

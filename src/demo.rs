@@ -132,7 +132,8 @@ async fn start_all(args: &DemoArgs, ca: &Path, peers: &mut Vec<DemoPeer>) -> Res
         let mut child = command.spawn().map_err(|e| fail(e.to_string()))?;
         let stdout = child.stdout.take().ok_or_else(|| fail("no stdout".into()))?;
         let mut line = String::new();
-        let read = tokio::time::timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line));
+        let mut stdout = BufReader::new(stdout);
+        let read = tokio::time::timeout(START_TIMEOUT, stdout.read_line(&mut line));
         let listening = match read.await {
             Ok(Ok(_)) => Listening::parse(&line),
             _ => None,
@@ -179,7 +180,7 @@ async fn serve(args: &DemoArgs, peers: &mut [DemoPeer]) -> Result<(), DemoError>
         peers.len(),
         args.dir.display()
     );
-    for peer in peers {
+    for peer in peers.iter() {
         println!(
             "  {:<8} API http://{}   gossip {}   log {}",
             peer.name,

@@ -194,8 +194,9 @@ pub struct Parts {
     pub requests: mpsc::Receiver<Request>,
     /// Addresses to join through (`--join`).
     pub join: Vec<SocketAddr>,
-    /// Becomes `true` when the peer must shut down.
-    pub shutdown: watch::Receiver<bool>,
+    /// Resolves when the peer must shut down (a value or a dropped
+    /// sender alike).
+    pub shutdown: oneshot::Receiver<()>,
 }
 
 /// Why the peer task stopped with an error.
@@ -271,7 +272,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
                 let now = peer.now();
                 peer.node.handle_timeout(now);
             }
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = &mut shutdown => break,
         }
         peer.flush_outputs(false).await?;
     }
