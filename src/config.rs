@@ -17,11 +17,15 @@ use crate::certs::NodeName;
 
 /// The API port of the original Aqueduct, kept so that existing scripts
 /// keep working.
-pub const DEFAULT_API: SocketAddr =
-    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 10000));
+pub const DEFAULT_API: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    10000,
+));
 /// Gossip listens next to the API by default.
-pub const DEFAULT_GOSSIP: SocketAddr =
-    SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 10001));
+pub const DEFAULT_GOSSIP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    10001,
+));
 /// Where a peer started without options keeps its data.
 pub const DEFAULT_DATA_DIR: &str = "aqueduct-data";
 

@@ -15,7 +15,11 @@ use serde_json::{Value, json};
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
     /// The peer's API.
-    #[arg(long, env = "AQUEDUCT_CTL_API", default_value = "http://127.0.0.1:10000")]
+    #[arg(
+        long,
+        env = "AQUEDUCT_CTL_API",
+        default_value = "http://127.0.0.1:10000"
+    )]
     pub api: String,
     /// Write token (`Authorization: Bearer`).
     #[arg(long, env = "AQUEDUCT_API_TOKEN", hide_env_values = true)]
@@ -204,7 +208,12 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
                 body["force"] = json!(true);
             }
             let path = format!("/backends/{backend}");
-            (client.send(reqwest::Method::POST, &path, Some(body)).await?, Shape::Backends)
+            (
+                client
+                    .send(reqwest::Method::POST, &path, Some(body))
+                    .await?,
+                Shape::Backends,
+            )
         }
         CtlCommand::Registrations(command) => registration(&client, command).await?,
         CtlCommand::Status => (client.get("/mesh").await?, Shape::Status),
@@ -240,7 +249,11 @@ pub enum Shape {
     Done,
 }
 
-async fn object(client: &Client, kind: &str, command: ObjectCommand) -> Result<(Value, Shape), CtlError> {
+async fn object(
+    client: &Client,
+    kind: &str,
+    command: ObjectCommand,
+) -> Result<(Value, Shape), CtlError> {
     let shape = if kind == "frontends" {
         Shape::Frontends
     } else {
@@ -252,11 +265,17 @@ async fn object(client: &Client, kind: &str, command: ObjectCommand) -> Result<(
         ObjectCommand::Put { key, file } => {
             let body = read_json(&file)?;
             let path = format!("/{kind}/{key}");
-            (client.send(reqwest::Method::PUT, &path, Some(body)).await?, shape)
+            (
+                client.send(reqwest::Method::PUT, &path, Some(body)).await?,
+                shape,
+            )
         }
         ObjectCommand::Delete { key } => {
             let path = format!("/{kind}/{key}");
-            (client.send(reqwest::Method::DELETE, &path, None).await?, Shape::Done)
+            (
+                client.send(reqwest::Method::DELETE, &path, None).await?,
+                Shape::Done,
+            )
         }
     })
 }
@@ -282,7 +301,10 @@ async fn member(client: &Client, command: MemberCommand) -> Result<(Value, Shape
                 body["state"] = json!(state);
             }
             let path = format!("/backends/{backend}/members/{host}/{port}");
-            (client.send(reqwest::Method::PUT, &path, Some(body)).await?, Shape::Members)
+            (
+                client.send(reqwest::Method::PUT, &path, Some(body)).await?,
+                Shape::Members,
+            )
         }
         MemberCommand::Delete {
             backend,
@@ -290,7 +312,10 @@ async fn member(client: &Client, command: MemberCommand) -> Result<(Value, Shape
             port,
         } => {
             let path = format!("/backends/{backend}/members/{host}/{port}");
-            (client.send(reqwest::Method::DELETE, &path, None).await?, Shape::Done)
+            (
+                client.send(reqwest::Method::DELETE, &path, None).await?,
+                Shape::Done,
+            )
         }
     })
 }
@@ -318,7 +343,9 @@ async fn registration(
             let path = format!("/registrations/{name}/{version}/{host}/{port}");
             let body = json!({ "secondsToExpire": ttl });
             (
-                client.send(reqwest::Method::POST, &path, Some(body)).await?,
+                client
+                    .send(reqwest::Method::POST, &path, Some(body))
+                    .await?,
                 Shape::Registrations,
             )
         }
@@ -329,7 +356,10 @@ async fn registration(
             port,
         } => {
             let path = format!("/registrations/{name}/{version}/{host}/{port}");
-            (client.send(reqwest::Method::DELETE, &path, None).await?, Shape::Done)
+            (
+                client.send(reqwest::Method::DELETE, &path, None).await?,
+                Shape::Done,
+            )
         }
     })
 }
@@ -438,7 +468,12 @@ pub fn render(value: &Value, shape: Shape) -> String {
             ]
         }),
         Shape::Members => (&["host", "port", "weight", "state"], |m| {
-            vec![text(&m["host"]), text(&m["port"]), text(&m["weight"]), text(&m["state"])]
+            vec![
+                text(&m["host"]),
+                text(&m["port"]),
+                text(&m["weight"]),
+                text(&m["state"]),
+            ]
         }),
         Shape::Registrations => (&["id", "lastKnown", "meta"], |r| {
             vec![text(&r["id"]), text(&r["lastKnown"]), r["meta"].to_string()]
@@ -456,7 +491,9 @@ pub fn render(value: &Value, shape: Shape) -> String {
         Shape::Done => return "done".to_owned(),
     };
     let mut table = Table::new();
-    table.load_style(UTF8_FULL_CONDENSED).set_header(header.to_vec());
+    table
+        .load_style(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
     if shape == Shape::Status {
         for (field, value) in value.as_object().into_iter().flatten() {
             table.add_row(vec![field.clone(), text(value)]);

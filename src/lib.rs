@@ -11,6 +11,8 @@ pub mod gossip;
 #[cfg(feature = "shell")]
 pub mod api;
 #[cfg(feature = "shell")]
+pub mod bench;
+#[cfg(feature = "shell")]
 pub mod certs;
 #[cfg(feature = "shell")]
 pub mod config;
@@ -22,6 +24,8 @@ pub mod daemon;
 pub mod demo;
 #[cfg(feature = "shell")]
 pub mod haproxy;
+#[cfg(feature = "shell")]
+pub mod local_mesh;
 #[cfg(feature = "shell")]
 pub mod peer;
 #[cfg(feature = "shell")]

@@ -1,6 +1,6 @@
 //! The `aqueduct` binary: `run` (one peer), `demo` (a local three-peer
-//! mesh), `certs` (the cluster CA and node certificates), and `ctl` (a
-//! client of the REST API).
+//! mesh), `certs` (the cluster CA and node certificates), `ctl` (a client
+//! of the REST API) and `bench` (measurements of real peers).
 //!
 //! Owns argument parsing, logging set-up and exit codes; everything else is
 //! in the library.
@@ -15,7 +15,11 @@ use aqueduct::certs::{self, NodeName};
 use aqueduct::config::RunArgs;
 
 #[derive(Parser)]
-#[command(name = "aqueduct", version, about = "Peer-to-peer control plane for HAProxy")]
+#[command(
+    name = "aqueduct",
+    version,
+    about = "Peer-to-peer control plane for HAProxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -32,6 +36,8 @@ enum Command {
     Certs(CertsCommand),
     /// Talk to a peer's REST API (tables, or --json).
     Ctl(aqueduct::ctl::CtlArgs),
+    /// Measure real peers on loopback (for BENCHMARKS.md).
+    Bench(aqueduct::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -81,6 +87,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(args) => runtime()?.block_on(aqueduct::demo::run(args))?,
         Command::Ctl(args) => runtime()?.block_on(aqueduct::ctl::run(args))?,
+        Command::Bench(args) => runtime()?.block_on(aqueduct::bench::run(args))?,
         Command::Certs(CertsCommand::Init { out }) => {
             certs::init_ca(&out).with_context(|| format!("creating a CA in {}", out.display()))?;
             println!("cluster CA written to {}", out.display());

@@ -414,7 +414,10 @@ impl PeerTask {
     fn transmit(&self, to: PeerId, bytes: Vec<u8>) {
         // SWIM's address is the peer's own word on where it listens; a
         // join address is the fallback before SWIM has spoken.
-        let addr = self.node.address_of(to).or_else(|| self.seeds.get(&to).copied());
+        let addr = self
+            .node
+            .address_of(to)
+            .or_else(|| self.seeds.get(&to).copied());
         if let Some(addr) = addr {
             self.transport.send(to, addr, bytes);
         }
@@ -429,7 +432,11 @@ impl PeerTask {
             return Err(PeerError::StoreFailed(failed.clone()));
         }
         self.durable = report.durable_seq;
-        while self.held.front().is_some_and(|(gate, ..)| *gate <= self.durable) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(gate, ..)| *gate <= self.durable)
+        {
             let (_, to, bytes) = self.held.pop_front().expect("front exists");
             self.transmit(to, bytes);
         }
@@ -448,7 +455,11 @@ impl PeerTask {
     }
 
     fn answer_durable_writes(&mut self) {
-        while self.acks.front().is_some_and(|(seq, _)| *seq <= self.durable) {
+        while self
+            .acks
+            .front()
+            .is_some_and(|(seq, _)| *seq <= self.durable)
+        {
             let (_, reply) = self.acks.pop_front().expect("front exists");
             if reply.send(Ok(())).is_ok() {
                 self.counters.writes_acknowledged += 1;
@@ -490,9 +501,7 @@ impl PeerTask {
                     connected: connected.contains(&id.peer),
                 })
                 .collect(),
-            convergence_lag_seconds: stats
-                .last_in_sync
-                .map(|at| now.since(at).as_secs_f64()),
+            convergence_lag_seconds: stats.last_in_sync.map(|at| now.since(at).as_secs_f64()),
             node: stats,
             counters: Counters {
                 send_queue_drops: transport.send_drops,
@@ -505,7 +514,10 @@ impl PeerTask {
 
     /// Leaves the mesh, lets held changes become durable and go out, and
     /// closes the store.
-    async fn shut_down(mut self, mut durability: watch::Receiver<Durability>) -> Result<(), PeerError> {
+    async fn shut_down(
+        mut self,
+        mut durability: watch::Receiver<Durability>,
+    ) -> Result<(), PeerError> {
         let now = self.now();
         self.node.leave(now);
         self.flush_outputs(false).await?;

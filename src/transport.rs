@@ -247,9 +247,7 @@ impl Inner {
     fn current(&self, peer: PeerId) -> Option<quinn::Connection> {
         let links = self.lock_links();
         let registered = links.get(&peer)?.connection.as_ref()?;
-        registered
-            .is_open()
-            .then(|| registered.connection.clone())
+        registered.is_open().then(|| registered.connection.clone())
     }
 
     /// Dials `addr`; the certificate must name `expected` if given.
@@ -365,7 +363,9 @@ fn transport_config() -> quinn::TransportConfig {
     config
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(
-            IDLE_TIMEOUT.try_into().expect("10 s is a valid idle timeout"),
+            IDLE_TIMEOUT
+                .try_into()
+                .expect("10 s is a valid idle timeout"),
         ))
         .max_concurrent_uni_streams(STREAMS_MAX.into())
         .max_concurrent_bidi_streams(0u32.into());

@@ -57,10 +57,20 @@ fn run_without_arguments_starts_a_single_peer_with_its_own_ca_in_aqueduct_data()
     let line = first_line(
         cwd.path(),
         &["run"],
-        &[("AQUEDUCT_API", "127.0.0.1:0"), ("AQUEDUCT_GOSSIP", "127.0.0.1:0"), ("AQUEDUCT_HAPROXY", "off")],
+        &[
+            ("AQUEDUCT_API", "127.0.0.1:0"),
+            ("AQUEDUCT_GOSSIP", "127.0.0.1:0"),
+            ("AQUEDUCT_HAPROXY", "off"),
+        ],
     );
     assert!(line.contains("api=http://127.0.0.1:"), "{line}");
-    for file in ["state.redb", "tls/node.pem", "tls/node.key", "tls/ca.pem", "tls/ca/ca.key"] {
+    for file in [
+        "state.redb",
+        "tls/node.pem",
+        "tls/node.key",
+        "tls/ca.pem",
+        "tls/ca/ca.key",
+    ] {
         assert!(
             cwd.path().join("aqueduct-data").join(file).exists(),
             "aqueduct-data/{file} missing"
@@ -80,7 +90,15 @@ fn a_flag_beats_the_environment() {
     let cwd = TempDir::new("flag-env");
     let line = first_line(
         cwd.path(),
-        &["run", "--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--haproxy", "off"],
+        &[
+            "run",
+            "--api",
+            "127.0.0.1:0",
+            "--gossip",
+            "127.0.0.1:0",
+            "--haproxy",
+            "off",
+        ],
         // An address no test can bind: used, it would fail the start.
         &[("AQUEDUCT_API", "192.0.2.1:1")],
     );
@@ -155,7 +173,10 @@ fn a_name_that_differs_from_the_certificate_is_refused() {
     let mut child = spec.spawn();
     assert!(!child.wait().expect("exits").success());
     let log = std::fs::read_to_string(&spec.log).expect("log");
-    assert!(log.contains("someone-else") && log.contains("peer-y"), "log:\n{log}");
+    assert!(
+        log.contains("someone-else") && log.contains("peer-y"),
+        "log:\n{log}"
+    );
 }
 
 #[test]

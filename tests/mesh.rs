@@ -16,7 +16,9 @@ fn three_peers(cluster: &Cluster) -> (Peer, Peer, Peer) {
 
 fn backend_port(peer: &Peer, key: &str) -> Option<u64> {
     let (status, body) = peer.get(&format!("/backends/{key}"));
-    (status == 200).then(|| body["members"][0]["port"].as_u64()).flatten()
+    (status == 200)
+        .then(|| body["members"][0]["port"].as_u64())
+        .flatten()
 }
 
 #[test]
@@ -66,7 +68,11 @@ fn a_peer_joining_late_catches_up() {
     let a = cluster.start("peer-a", &[]);
     let b = cluster.start("peer-b", &[&a]);
     for i in 0..20 {
-        assert_eq!(a.put(&format!("/backends/early-{i}"), static_backend(9000)).0, 200);
+        assert_eq!(
+            a.put(&format!("/backends/early-{i}"), static_backend(9000))
+                .0,
+            200
+        );
     }
     assert_eq!(a.delete("/backends/early-0").0, 200);
     let late = cluster.start("peer-late", &[&b]);
@@ -141,7 +147,10 @@ fn a_peer_with_a_certificate_from_another_ca_gets_no_data() {
     let (_, peers) = a.get("/mesh/peers");
     assert_eq!(peers.as_array().map(Vec::len), Some(0), "a lists {peers}");
     // Writes on the intruder never reach a either.
-    assert_eq!(intruder.put("/backends/planted", static_backend(9000)).0, 200);
+    assert_eq!(
+        intruder.put("/backends/planted", static_backend(9000)).0,
+        200
+    );
     assert_eq!(a.get("/backends/planted").0, 404);
 }
 
@@ -180,7 +189,11 @@ fn sigterm_leaves_the_mesh_and_exits_cleanly() {
     let cluster = Cluster::new("sigterm");
     let (a, b, mut c) = three_peers(&cluster);
     let status = c.terminate();
-    assert!(status.success(), "exit status {status:?}; log:\n{}", c.log());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        c.log()
+    );
     eventually("a and b to see c gone", || {
         [&a, &b]
             .iter()

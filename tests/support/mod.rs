@@ -141,7 +141,14 @@ impl PeerSpec {
             .arg(&self.data_dir)
             .arg("--tls-dir")
             .arg(&self.tls_dir)
-            .args(["--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--haproxy", "off"])
+            .args([
+                "--api",
+                "127.0.0.1:0",
+                "--gossip",
+                "127.0.0.1:0",
+                "--haproxy",
+                "off",
+            ])
             .args(self.extra.iter())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -246,7 +253,10 @@ impl Peer {
     }
 
     pub fn digest(&self) -> String {
-        self.mesh()["digest"].as_str().unwrap_or_default().to_owned()
+        self.mesh()["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,243 @@
+//! A mesh of `aqueduct run` child processes on loopback under one cluster
+//! CA, for `aqueduct demo` and `aqueduct bench`: certificates, data dirs,
+//! ports (fixed or ephemeral), start, restart and stop.
+//!
+//! Owns the children's lifecycle. Must not reach into a peer's state: the
+//! callers talk to the peers through their REST APIs like any client.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::certs::{self, CertError, NodeName};
+use crate::daemon::Listening;
+
+/// How long a peer may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a peer may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the peers listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ports {
+    /// Peer N's API on BASE + 10·(N−1), its gossip one above.
+    From(u16),
+    /// Ports chosen by the kernel (benchmarks, tests).
+    Ephemeral,
+}
+
+/// Why a peer could not be started or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalMeshError {
+    /// Certificates.
+    #[error(transparent)]
+    Certificates(#[from] CertError),
+    /// A child process.
+    #[error("{peer}: {reason} (log: {log})")]
+    Peer {
+        /// Which peer.
+        peer: String,
+        /// What went wrong.
+        reason: String,
+        /// Its log file.
+        log: PathBuf,
+    },
+}
+
+/// One child peer.
+pub struct LocalPeer {
+    /// Its name (`peer-N`).
+    pub name: NodeName,
+    /// Its API address.
+    pub api: SocketAddr,
+    /// Its gossip address.
+    pub gossip: SocketAddr,
+    /// Its log file (stderr).
+    pub log: PathBuf,
+    home: PathBuf,
+    child: Child,
+}
+
+/// The peers of a local mesh. Dropping it kills any child still running.
+pub struct LocalMesh {
+    dir: PathBuf,
+    ports: Ports,
+    executable: PathBuf,
+    /// The peers, in start order; each joins through the first.
+    pub peers: Vec<LocalPeer>,
+}
+
+impl LocalMesh {
+    /// Starts `count` peers under `dir` (a CA and certificates are made
+    /// on first use), each joining through the first.
+    pub async fn start(dir: &Path, count: u16, ports: Ports) -> Result<LocalMesh, LocalMeshError> {
+        let executable = std::env::current_exe().map_err(|e| LocalMeshError::Peer {
+            peer: "aqueduct".into(),
+            reason: format!("cannot find its own executable: {e}"),
+            log: PathBuf::new(),
+        })?;
+        let ca = dir.join("ca");
+        if !ca.join(certs::CA_CERT_FILE).exists() {
+            certs::init_ca(&ca)?;
+        }
+        let mut mesh = LocalMesh {
+            dir: dir.to_owned(),
+            ports,
+            executable,
+            peers: Vec::new(),
+        };
+        for index in 0..count {
+            let name = NodeName::new(&format!("peer-{}", index + 1))?;
+            let home = dir.join(name.as_str());
+            let tls = home.join("tls");
+            if !tls.join(certs::NODE_CERT_FILE).exists() {
+                certs::issue(&ca, &name, &tls)?;
+            }
+            let peer = mesh.spawn(index, name, home).await?;
+            mesh.peers.push(peer);
+        }
+        Ok(mesh)
+    }
+
+    /// Stops peer `index` with SIGTERM and starts it again on the same
+    /// data; returns how long it took from the new process's start until it
+    /// listened.
+    pub async fn restart(&mut self, index: usize) -> Result<Duration, LocalMeshError> {
+        let peer = &mut self.peers[index];
+        stop(peer).await;
+        let (name, home) = (peer.name.clone(), peer.home.clone());
+        let started = Instant::now();
+        let peer = self
+            .spawn(u16::try_from(index).unwrap_or(u16::MAX), name, home)
+            .await?;
+        let took = started.elapsed();
+        self.peers[index] = peer;
+        Ok(took)
+    }
+
+    /// The process id of peer `index`, while it runs.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.peers[index].child.id()
+    }
+
+    /// The first peer that has exited, with its exit status.
+    pub fn exited(&mut self) -> Option<(&LocalPeer, std::process::ExitStatus)> {
+        self.peers
+            .iter_mut()
+            .find_map(|peer| match peer.child.try_wait() {
+                Ok(Some(status)) => Some((&*peer, status)),
+                _ => None,
+            })
+    }
+
+    /// SIGTERM to every peer, then SIGKILL to any still running after a
+    /// grace period.
+    pub async fn stop(&mut self) {
+        for peer in &self.peers {
+            terminate(peer);
+        }
+        for peer in &mut self.peers {
+            stop(peer).await;
+        }
+    }
+
+    /// Where the mesh keeps its files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    async fn spawn(
+        &self,
+        index: u16,
+        name: NodeName,
+        home: PathBuf,
+    ) -> Result<LocalPeer, LocalMeshError> {
+        let log = home.join("log.txt");
+        let fail = |reason: String| LocalMeshError::Peer {
+            peer: name.to_string(),
+            reason,
+            log: log.clone(),
+        };
+        std::fs::create_dir_all(&home).map_err(|e| fail(e.to_string()))?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| fail(e.to_string()))?;
+        let (api, gossip) = match self.ports {
+            Ports::From(base) => {
+                let api = base.saturating_add(index.saturating_mul(10));
+                (api, api.saturating_add(1))
+            }
+            Ports::Ephemeral => (0, 0),
+        };
+        let mut command = Command::new(&self.executable);
+        command
+            .arg("run")
+            .args(["--name", name.as_str()])
+            .arg("--data-dir")
+            .arg(home.join("data"))
+            .arg("--tls-dir")
+            .arg(home.join("tls"))
+            .args(["--api", &format!("127.0.0.1:{api}")])
+            .args(["--gossip", &format!("127.0.0.1:{gossip}")])
+            .args(["--haproxy", "off"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .kill_on_drop(true);
+        // Join through the first peer (the second when restarting the first).
+        if let Some(seed) = self.peers.iter().find(|peer| peer.name != name) {
+            command.args(["--join", &seed.gossip.to_string()]);
+        }
+        let mut child = command.spawn().map_err(|e| fail(e.to_string()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| fail("no stdout".into()))?;
+        let mut line = String::new();
+        let mut stdout = BufReader::new(stdout);
+        let listening = match tokio::time::timeout(START_TIMEOUT, stdout.read_line(&mut line)).await
+        {
+            Ok(Ok(_)) => Listening::parse(&line),
+            _ => None,
+        };
+        let Some(Listening { api, gossip, .. }) = listening else {
+            let _ = child.start_kill();
+            return Err(fail("did not start".into()));
+        };
+        Ok(LocalPeer {
+            name,
+            api,
+            gossip,
+            log,
+            home,
+            child,
+        })
+    }
+}
+
+fn terminate(peer: &LocalPeer) {
+    if let Some(pid) = peer
+        .child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+}
+
+async fn stop(peer: &mut LocalPeer) {
+    terminate(peer);
+    if tokio::time::timeout(STOP_TIMEOUT, peer.child.wait())
+        .await
+        .is_err()
+    {
+        let _ = peer.child.kill().await;
+    }
+}
