@@ -123,7 +123,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
 
     let (store, recovered) = Store::open(&options.data_dir)?;
     let (replica, generation) = recovered.into_replica()?;
-    let (writer, durability) = store::spawn_writer(store, STORE_QUEUE_MAX);
+    let (writer, durability) = store::spawn_writer(store, STORE_QUEUE_MAX)?;
 
     let (transport, events) = Transport::bind(options.gossip, &identity)?;
     let gossip = options.advertise.unwrap_or_else(|| transport.local_addr());

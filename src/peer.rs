@@ -169,9 +169,6 @@ impl Handle {
     }
 }
 
-/// Log bytes that may accumulate before a snapshot is taken, at least (see
-/// [`store`](crate::store)'s compaction rule).
-const LOG_BYTES_BEFORE_SNAPSHOT_MIN: u64 = 1 << 20;
 /// How long a shutdown waits for the last local changes to become durable
 /// and leave.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -444,9 +441,7 @@ impl PeerTask {
         if self.snapshot_pending.is_some_and(|seq| seq <= self.durable) {
             self.snapshot_pending = None;
         }
-        if self.snapshot_pending.is_none()
-            && report.log_bytes > report.snapshot_bytes.max(LOG_BYTES_BEFORE_SNAPSHOT_MIN)
-        {
+        if self.snapshot_pending.is_none() && report.snapshot_due() {
             let state = self.node.replica().full_state();
             self.submitted = self.writer.submit(Entry::Snapshot(state)).await?;
             self.snapshot_pending = Some(self.submitted);
@@ -532,7 +527,7 @@ impl PeerTask {
             }
         }
         self.transport.shutdown(SHUTDOWN_GRACE).await;
-        self.writer.close().await;
+        self.writer.close().await?;
         Ok(())
     }
 }
