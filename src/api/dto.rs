@@ -187,7 +187,7 @@ fn port_from_number_or_text<'de, D: Deserializer<'de>>(deserializer: D) -> Resul
             Port::new(port).map_err(E::custom)
         }
         fn visit_u64<E: de::Error>(self, port: u64) -> Result<Port, E> {
-            Port::new(i64::try_from(port).unwrap_or(-1)).map_err(E::custom)
+            Port::new(i64::try_from(port).unwrap_or(i64::MAX)).map_err(E::custom)
         }
         fn visit_str<E: de::Error>(self, port: &str) -> Result<Port, E> {
             parse_port(port).map_err(E::custom)

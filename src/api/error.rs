@@ -13,13 +13,18 @@ use crate::crdt::CommandError;
 use crate::crdt::model::{Name, ServiceName, Version};
 use crate::peer::{PeerGone, WriteError};
 
+/// The `field` of an error about the body as a whole (malformed JSON, not
+/// an object): the root of a JSON path.
+pub(crate) const WHOLE_BODY: &str = ".";
+
 /// Why a request was not served.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
     /// A field of the body or the path is malformed or refused by the model.
-    #[error("invalid {field}: {reason}")]
+    #[error("{}: {reason}", if field == WHOLE_BODY { "request body" } else { field })]
     Invalid {
-        /// The JSON path (`rules[0].operation`) or path parameter.
+        /// The JSON path (`rules[0].operation`), [`WHOLE_BODY`], or the
+        /// name of a path parameter.
         field: String,
         /// What is wrong with it.
         reason: String,

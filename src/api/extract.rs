@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, WHOLE_BODY};
 
 /// A JSON body decoded into `T`. An empty body counts as `{}`.
 pub(crate) struct JsonBody<T>(pub T);
@@ -29,7 +29,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                         limit: state.body_limit_bytes,
                     }
                 } else {
-                    ApiError::invalid(".", rejection.body_text())
+                    ApiError::invalid(WHOLE_BODY, rejection.body_text())
                 }
             })?;
         let text: &[u8] = if bytes.trim_ascii().is_empty() {
@@ -55,7 +55,7 @@ fn decode<T: DeserializeOwned>(text: &[u8]) -> Result<T, ApiError> {
     })?;
     deserializer
         .end()
-        .map_err(|error| ApiError::invalid(".", error))?;
+        .map_err(|error| ApiError::invalid(WHOLE_BODY, error))?;
     Ok(value)
 }
 
@@ -85,7 +85,11 @@ fn field_path(path: &serde_path_to_error::Path, reason: &str) -> String {
         }
         out.push_str(name);
     }
-    if out.is_empty() { ".".to_owned() } else { out }
+    if out.is_empty() {
+        WHOLE_BODY.to_owned()
+    } else {
+        out
+    }
 }
 
 /// Path parameters decoded into `T`.

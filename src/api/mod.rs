@@ -2,7 +2,7 @@
 //! (frontends, backends, the A/B switch, registrations) plus the mesh
 //! additions (members one by one, `/mesh`, `/health`, `/metrics`).
 //!
-//! Owns the JSON shapes ([`dto`](self) types, separate from `crdt::model`),
+//! Owns the JSON shapes (the `dto` types, separate from `crdt::model`),
 //! their validation into model values, the error answers and write access
 //! control. Talks to the peer only through [`Handle`]. Must not hold
 //! protocol logic, expose CRDT internals, or log the API token.
