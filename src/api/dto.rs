@@ -394,7 +394,8 @@ pub(crate) struct BackendIn {
     host: Option<Host>,
     #[serde(default, with = "ModeJson")]
     mode: Mode,
-    members: Option<Vec<MemberJson>>,
+    #[serde(default)]
+    members: Vec<MemberJson>,
     #[serde(default)]
     natives: Natives,
     health: Option<HealthJson>,
@@ -404,7 +405,6 @@ impl BackendIn {
     /// The backend to store under `key` (from the path).
     pub(crate) fn into_model(self, key: &Name) -> Result<Backend, ApiError> {
         check_body_key(self.key.as_deref(), key)?;
-        let members = self.members.unwrap_or_default();
         match self.kind {
             BackendType::Static => {
                 let reason = "a static backend follows no service; list its members instead";
@@ -423,7 +423,7 @@ impl BackendIn {
                 if self.version.is_none() {
                     return Err(ApiError::invalid("version", reason));
                 }
-                if !members.is_empty() {
+                if !self.members.is_empty() {
                     return Err(ApiError::invalid(
                         "members",
                         "the members of a dynamic backend are its service's live registrations",
@@ -456,7 +456,7 @@ impl BackendIn {
             }
         };
         let mut by_address = BTreeMap::new();
-        for (index, member) in members.into_iter().enumerate() {
+        for (index, member) in self.members.into_iter().enumerate() {
             let settings = Member {
                 weight: member.weight,
                 state: member.state,
