@@ -1,5 +1,153 @@
-//! The REST API (axum): the Thalassa-compatible surface of API.md plus the
-//! mesh additions. Owns DTOs and their mapping to `crdt::model`; must not
-//! hold protocol logic or expose CRDT internals.
+//! The REST API (axum): the Thalassa-compatible surface of API.md section 1
+//! (frontends, backends, the A/B switch, registrations) plus the mesh
+//! additions (members one by one, `/mesh`, `/health`, `/metrics`).
 //!
-//! Not built yet: this module is the home of issue 3 (the peer daemon).
+//! Owns the JSON shapes (the `dto` types, separate from `crdt::model`),
+//! their validation into model values, the error answers and write access
+//! control. Talks to the peer only through [`Handle`]. Must not hold
+//! protocol logic, expose CRDT internals, or log the API token.
+//!
+//! Decisions where the original was silent or wrong (API.md lists them):
+//!
+//! - **References are checked against this peer's view when the request
+//!   arrives.** A frontend whose `backend` (or a rule's `backend`) does not
+//!   exist is a 400 naming the field: create backends first, as in the A/B
+//!   story. Deleting a backend that a frontend still uses is a 409 naming
+//!   the frontends. These checks cannot see concurrent writes on other
+//!   peers, so after a merge a reference may still dangle; rendering must
+//!   cope with that, the API only stops the mistakes a user makes alone.
+//! - **Dynamic backends hold no members of their own**: their pool is the
+//!   live registrations of `name`@`version`, so a re-PUT cannot empty it.
+//!   `members` on a dynamic backend must be absent or `[]`; member writes to
+//!   one are a 400.
+//! - **The A/B switch refuses a version with no live registration** (409),
+//!   unless the body says `"force": true`.
+//! - **`health` is for http mode only** (a 400 in tcp mode, where the
+//!   original dropped it silently); `HTTP/1.1` checks need the backend's
+//!   `host`, as in the original. A tcp backend is shown without `health`.
+//! - **Registrations whose lease has run out are left out of every read**
+//!   (wall clock of this peer: now > renewal + lease), also from the
+//!   members of dynamic backends; `lastKnown` is the renewal time.
+//! - An empty request body counts as `{}`, so a heartbeat needs no body and
+//!   a forgotten one is answered with the first missing field. The
+//!   `Content-Type` is not checked (`curl -d` sends a form type).
+//! - A key in a path that is not a valid name cannot exist: 404 on reads,
+//!   400 on writes. PUT and POST answer the object as stored; DELETE
+//!   answers `{}`.
+//! - `GET /haproxy/config` answers 503 until the HAProxy driver exists.
+
+mod auth;
+mod config;
+mod dto;
+mod error;
+mod extract;
+mod mesh;
+mod metrics;
+mod registry;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, put};
+
+use crate::peer::Handle;
+
+pub use auth::{ApiToken, InvalidToken};
+
+/// Largest request body accepted unless [`ApiOptions`] say otherwise (1 MiB).
+pub const BODY_LIMIT_DEFAULT: usize = 1 << 20;
+
+/// How the API is served.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// When set, every write (any method but GET, HEAD and OPTIONS) needs
+    /// `Authorization: Bearer <token>`; reads stay open.
+    pub token: Option<ApiToken>,
+    /// Largest request body, in bytes; larger ones are answered 413.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            token: None,
+            body_limit_bytes: BODY_LIMIT_DEFAULT,
+        }
+    }
+}
+
+/// What every handler gets.
+#[derive(Debug, Clone)]
+struct AppState {
+    handle: Handle,
+    body_limit_bytes: usize,
+}
+
+/// The API's routes, answering through `handle`.
+pub fn router(handle: Handle, options: ApiOptions) -> Router {
+    let state = AppState {
+        handle,
+        body_limit_bytes: options.body_limit_bytes,
+    };
+    let routes = Router::new()
+        .route("/frontends", get(config::list_frontends))
+        .route(
+            "/frontends/{key}",
+            get(config::get_frontend)
+                .put(config::put_frontend)
+                .delete(config::delete_frontend),
+        )
+        .route("/backends", get(config::list_backends))
+        .route(
+            "/backends/{key}",
+            get(config::get_backend)
+                .put(config::put_backend)
+                .delete(config::delete_backend)
+                .post(config::switch_backend),
+        )
+        .route("/backends/{key}/members", get(config::list_members))
+        .route(
+            "/backends/{key}/members/{host}/{port}",
+            put(config::put_member).delete(config::delete_member),
+        )
+        .route("/registrations", get(registry::list_all))
+        .route("/registrations/{name}", get(registry::list_by_name))
+        .route(
+            "/registrations/{name}/{version}",
+            get(registry::list_by_version),
+        )
+        .route(
+            "/registrations/{name}/{version}/{host}/{port}",
+            axum::routing::post(registry::register).delete(registry::deregister),
+        )
+        .route("/haproxy/config", get(mesh::haproxy_config))
+        .route("/mesh", get(mesh::this_peer))
+        .route("/mesh/peers", get(mesh::peers))
+        .route("/health", get(mesh::health))
+        .route("/metrics", get(metrics::scrape))
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(error::no_route);
+    let routes = match options.token {
+        Some(token) => routes.layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            auth::require_token_for_writes,
+        )),
+        None => routes,
+    };
+    routes
+        .layer(DefaultBodyLimit::max(options.body_limit_bytes))
+        .with_state(state)
+}
+
+/// Wall-clock milliseconds since the Unix epoch: lease renewals and
+/// expiry. The shell may read the clock; the core is given it.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        // A clock before 1970 makes every lease look fresh rather than
+        // failing every request.
+        .unwrap_or(0)
+}

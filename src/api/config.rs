@@ -1,0 +1,295 @@
+//! Handlers for frontends, backends, their members and the A/B switch.
+//!
+//! Owns the checks against this peer's view that a single object cannot
+//! make (references between frontends and backends, live instances before
+//! a switch). Must not build model values from JSON itself: that is
+//! `dto`'s job.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::dto::{
+    self, BackendIn, BackendOut, FrontendIn, FrontendOut, LiveRegistrations, MemberJson, MemberOut,
+    MemberSettingsIn, SwitchIn,
+};
+use super::error::ApiError;
+use super::extract::{JsonBody, PathParams};
+use super::{AppState, now_ms};
+use crate::crdt::model::{BackendType, ConfigView, Frontend, Host, MemberKey, Name};
+use crate::crdt::{Command, CommandError};
+
+/// The entry of `map` under the path key `key`; a key that is not a valid
+/// name cannot be there.
+fn find<'a, T>(map: &'a BTreeMap<Name, T>, key: &str) -> Option<(&'a Name, &'a T)> {
+    map.get_key_value(&Name::new(key).ok()?)
+}
+
+/// A path key for an object that a write may create.
+fn key_to_create(key: &str) -> Result<Name, ApiError> {
+    dto::path_value("key", key, Name::new)
+}
+
+/// A path key for an object that must exist already.
+fn existing_key(kind: &str, key: &str) -> Result<Name, ApiError> {
+    Name::new(key).map_err(|_| ApiError::NotFound(format!("{kind} {key}")))
+}
+
+/// `GET /frontends`.
+pub(crate) async fn list_frontends(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<FrontendOut>>, ApiError> {
+    let view = state.handle.view().await?;
+    Ok(Json(
+        view.frontends
+            .iter()
+            .map(|(key, frontend)| FrontendOut::new(key, frontend))
+            .collect(),
+    ))
+}
+
+/// `GET /frontends/{key}`.
+pub(crate) async fn get_frontend(
+    State(state): State<AppState>,
+    PathParams(key): PathParams<String>,
+) -> Result<Json<FrontendOut>, ApiError> {
+    let view = state.handle.view().await?;
+    let (key, frontend) =
+        find(&view.frontends, &key).ok_or_else(|| ApiError::NotFound(format!("frontend {key}")))?;
+    Ok(Json(FrontendOut::new(key, frontend)))
+}
+
+/// `PUT /frontends/{key}`: create or replace; every backend it names must
+/// exist.
+pub(crate) async fn put_frontend(
+    State(state): State<AppState>,
+    PathParams(key): PathParams<String>,
+    JsonBody(body): JsonBody<FrontendIn>,
+) -> Result<Json<FrontendOut>, ApiError> {
+    let name = key_to_create(&key)?;
+    let frontend = body.into_model(&name)?;
+    check_backends_exist(&frontend, &*state.handle.view().await?)?;
+    state
+        .handle
+        .write(Command::PutFrontend {
+            name: name.clone(),
+            frontend: frontend.clone(),
+        })
+        .await?;
+    Ok(Json(FrontendOut::new(&name, &frontend)))
+}
+
+fn check_backends_exist(frontend: &Frontend, view: &ConfigView) -> Result<(), ApiError> {
+    let missing = |field: String, backend: &Name| {
+        ApiError::invalid(
+            field,
+            format!("backend {backend} does not exist; create it first"),
+        )
+    };
+    if !view.backends.contains_key(&frontend.backend) {
+        return Err(missing("backend".to_owned(), &frontend.backend));
+    }
+    for (index, rule) in frontend.rules.as_slice().iter().enumerate() {
+        if !view.backends.contains_key(rule.backend()) {
+            return Err(missing(format!("rules[{index}].backend"), rule.backend()));
+        }
+    }
+    Ok(())
+}
+
+/// `DELETE /frontends/{key}`.
+pub(crate) async fn delete_frontend(
+    State(state): State<AppState>,
+    PathParams(key): PathParams<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = existing_key("frontend", &key)?;
+    state.handle.write(Command::DeleteFrontend { name }).await?;
+    Ok(Json(json!({})))
+}
+
+/// `GET /backends`.
+pub(crate) async fn list_backends(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<BackendOut>>, ApiError> {
+    let view = state.handle.view().await?;
+    let live = LiveRegistrations::new(&view, now_ms());
+    Ok(Json(
+        view.backends
+            .iter()
+            .map(|(key, backend)| BackendOut::new(key, backend, &live))
+            .collect(),
+    ))
+}
+
+/// `GET /backends/{key}`.
+pub(crate) async fn get_backend(
+    State(state): State<AppState>,
+    PathParams(key): PathParams<String>,
+) -> Result<Json<BackendOut>, ApiError> {
+    let view = state.handle.view().await?;
+    let (key, backend) =
+        find(&view.backends, &key).ok_or_else(|| ApiError::NotFound(format!("backend {key}")))?;
+    let live = LiveRegistrations::new(&view, now_ms());
+    Ok(Json(BackendOut::new(key, backend, &live)))
+}
+
+/// `GET /backends/{key}/members`.
+pub(crate) async fn list_members(
+    State(state): State<AppState>,
+    PathParams(key): PathParams<String>,
+) -> Result<Json<Vec<MemberOut>>, ApiError> {
+    let view = state.handle.view().await?;
+    let (_, backend) =
+        find(&view.backends, &key).ok_or_else(|| ApiError::NotFound(format!("backend {key}")))?;
+    let live = LiveRegistrations::new(&view, now_ms());
+    Ok(Json(dto::members_out(backend, &live)))
+}
+
+/// `PUT /backends/{key}`: create or replace (static members included).
+pub(crate) async fn put_backend(
+    State(state): State<AppState>,
+    PathParams(key): PathParams<String>,
+    JsonBody(body): JsonBody<BackendIn>,
+) -> Result<Json<BackendOut>, ApiError> {
+    let name = key_to_create(&key)?;
+    let backend = body.into_model(&name)?;
+    state
+        .handle
+        .write(Command::PutBackend {
+            name: name.clone(),
+            backend: backend.clone(),
+        })
+        .await?;
+    // Read back for the members of a dynamic backend (its registrations).
+    let view = state.handle.view().await?;
+    let live = LiveRegistrations::new(&view, now_ms());
+    Ok(Json(BackendOut::new(&name, &backend, &live)))
+}
+
+/// `DELETE /backends/{key}`: refused while a frontend routes to it.
+pub(crate) async fn delete_backend(
+    State(state): State<AppState>,
+    PathParams(key): PathParams<String>,
+) -> Result<Json<Value>, ApiError> {
+    let name = existing_key("backend", &key)?;
+    let view = state.handle.view().await?;
+    let users: Vec<Name> = view
+        .frontends
+        .iter()
+        .filter(|(_, frontend)| {
+            frontend.backend == name
+                || frontend
+                    .rules
+                    .as_slice()
+                    .iter()
+                    .any(|rule| *rule.backend() == name)
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::BackendInUse {
+            backend: name,
+            frontends: users,
+        });
+    }
+    state.handle.write(Command::DeleteBackend { name }).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /backends/{key}`: the A/B switch of a dynamic backend to another
+/// version, refused (409) when no instance of it is live unless forced.
+pub(crate) async fn switch_backend(
+    State(state): State<AppState>,
+    PathParams(key): PathParams<String>,
+    JsonBody(body): JsonBody<SwitchIn>,
+) -> Result<Json<BackendOut>, ApiError> {
+    let name = existing_key("backend", &key)?;
+    body.check_key(&name)?;
+    let view = state.handle.view().await?;
+    let backend = view
+        .backends
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("backend {name}")))?;
+    if backend.kind != BackendType::Dynamic {
+        return Err(CommandError::NotDynamic(name).into());
+    }
+    let service = body
+        .name
+        .as_ref()
+        .or(backend.service.as_ref())
+        .ok_or_else(|| ApiError::invalid("name", "the backend follows no service; name one"))?;
+    let live = LiveRegistrations::new(&view, now_ms());
+    if !body.force && live.of(service, &body.version).is_empty() {
+        return Err(ApiError::NoLiveInstances {
+            service: service.clone(),
+            version: body.version,
+        });
+    }
+    state
+        .handle
+        .write(Command::SwitchBackend {
+            name: name.clone(),
+            service: body.name,
+            version: body.version,
+        })
+        .await?;
+    let view = state.handle.view().await?;
+    let backend = view
+        .backends
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("backend {name}")))?;
+    let live = LiveRegistrations::new(&view, now_ms());
+    Ok(Json(BackendOut::new(&name, backend, &live)))
+}
+
+/// `PUT /backends/{key}/members/{host}/{port}`: add or update one static
+/// member without replacing the backend.
+pub(crate) async fn put_member(
+    State(state): State<AppState>,
+    PathParams((key, host, port)): PathParams<(String, String, String)>,
+    JsonBody(body): JsonBody<MemberSettingsIn>,
+) -> Result<Json<MemberJson>, ApiError> {
+    let name = existing_key("backend", &key)?;
+    let host = dto::path_value("host", &host, Host::new)?;
+    let port = dto::path_value("port", &port, dto::parse_port)?;
+    let view = state.handle.view().await?;
+    let backend = view
+        .backends
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("backend {name}")))?;
+    if backend.kind == BackendType::Dynamic {
+        return Err(ApiError::invalid(
+            "key",
+            format!("backend {name} is dynamic; its members are its service's live registrations"),
+        ));
+    }
+    let member = body.into_model();
+    let answer = MemberJson::new(&host, port, member);
+    let key = MemberKey {
+        backend: name,
+        host,
+        port,
+    };
+    state
+        .handle
+        .write(Command::PutMember { key, member })
+        .await?;
+    Ok(Json(answer))
+}
+
+/// `DELETE /backends/{key}/members/{host}/{port}`.
+pub(crate) async fn delete_member(
+    State(state): State<AppState>,
+    PathParams((key, host, port)): PathParams<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("member {host}:{port} of backend {key}"));
+    let key = MemberKey {
+        backend: Name::new(&key).map_err(|_| not_found())?,
+        host: Host::new(&host).map_err(|_| not_found())?,
+        port: dto::parse_port(&port).map_err(|_| not_found())?,
+    };
+    state.handle.write(Command::DeleteMember { key }).await?;
+    Ok(Json(json!({})))
+}

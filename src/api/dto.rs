@@ -1,0 +1,759 @@
+//! The API's JSON shapes and their mapping to and from `crdt::model`.
+//!
+//! Owns field names and spellings (the original's: `server-close`,
+//! `hdr_dom`, `HTTP/1.1`, camelCase), defaults, and the checks that span
+//! fields (a rule's type against its operation, dynamic against static).
+//! Single values are checked by the model's newtypes while decoding, so an
+//! error carries the JSON path of the value. Must not reach the peer or
+//! read the clock: handlers pass the view and the time in.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use crate::crdt::model::{
+    AclValue, Backend, BackendType, Balance, Binds, ConfigView, Frontend, HeaderName, Health,
+    HealthMethod, Host, HttpPath, HttpVersion, InvalidValue, Keepalive, Lease, Member, MemberState,
+    Meta, Mode, Name, Natives, Port, Registration, RegistrationKey, Rule, RuleOperation, Rules,
+    ServiceName, Version, Weight,
+};
+use crate::gossip::PeerState;
+use crate::peer::{PeerStatus, Status};
+
+// The JSON spelling of each model enum. `remote` makes serde check that
+// the variants match the model's, so a new model variant fails to build
+// here instead of failing to encode at run time.
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Mode", rename_all = "lowercase")]
+enum ModeJson {
+    Http,
+    Tcp,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Keepalive", rename_all = "kebab-case")]
+enum KeepaliveJson {
+    Default,
+    Close,
+    ServerClose,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Balance", rename_all = "kebab-case")]
+enum BalanceJson {
+    Roundrobin,
+    StaticRr,
+    Leastconn,
+    First,
+    Source,
+    Uri,
+    Random,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "BackendType", rename_all = "lowercase")]
+enum BackendTypeJson {
+    Static,
+    Dynamic,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "RuleOperation", rename_all = "snake_case")]
+enum RuleOperationJson {
+    Path,
+    PathBeg,
+    PathReg,
+    Url,
+    UrlBeg,
+    UrlReg,
+    Hdr,
+    HdrBeg,
+    HdrEnd,
+    HdrDom,
+    HdrSub,
+    HdrReg,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "HealthMethod", rename_all = "UPPERCASE")]
+enum HealthMethodJson {
+    Get,
+    Post,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "HttpVersion")]
+enum HttpVersionJson {
+    #[serde(rename = "HTTP/1.0")]
+    Http10,
+    #[serde(rename = "HTTP/1.1")]
+    Http11,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "MemberState", rename_all = "lowercase")]
+enum MemberStateJson {
+    Ready,
+    Drain,
+    Maint,
+}
+
+/// The family of a rule's operation, the original's `type` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RuleType {
+    Path,
+    Url,
+    Header,
+}
+
+impl RuleType {
+    fn of(operation: RuleOperation) -> RuleType {
+        use RuleOperation::*;
+        match operation {
+            Path | PathBeg | PathReg => RuleType::Path,
+            Url | UrlBeg | UrlReg => RuleType::Url,
+            Hdr | HdrBeg | HdrEnd | HdrDom | HdrSub | HdrReg => RuleType::Header,
+        }
+    }
+}
+
+impl fmt::Display for RuleType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RuleType::Path => "path",
+            RuleType::Url => "url",
+            RuleType::Header => "header",
+        })
+    }
+}
+
+/// A path parameter as a model value; `field` names it in the error.
+pub(crate) fn path_value<T>(
+    field: &str,
+    raw: &str,
+    parse: impl FnOnce(&str) -> Result<T, InvalidValue>,
+) -> Result<T, ApiError> {
+    parse(raw).map_err(|error| ApiError::invalid(field, error))
+}
+
+/// A port given as text (a path parameter, or a member's port sent as a
+/// string as the original allowed).
+pub(crate) fn parse_port(raw: &str) -> Result<Port, InvalidValue> {
+    // Any integer goes to the model, so 0 and 70000 get its message; a
+    // non-number is out of range as well, reported with its text.
+    let number = raw.parse::<i64>().unwrap_or(-1);
+    Port::new(number).map_err(|error| InvalidValue {
+        input: raw.chars().take(64).collect(),
+        ..error
+    })
+}
+
+/// A body's optional `key` must agree with the path's.
+fn check_body_key(body_key: Option<&str>, path_key: &Name) -> Result<(), ApiError> {
+    match body_key {
+        Some(key) if key != path_key.as_str() => Err(ApiError::invalid(
+            "key",
+            format!(
+                "the body says {key:?} but the path says {:?}",
+                path_key.as_str()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn binds_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Binds, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Binds::parse(&text).map_err(de::Error::custom)
+}
+
+/// A member's port as a number or, as the original accepted, a string of
+/// digits.
+fn port_from_number_or_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Port, D::Error> {
+    struct PortVisitor;
+    impl Visitor<'_> for PortVisitor {
+        type Value = Port;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a port number")
+        }
+        fn visit_i64<E: de::Error>(self, port: i64) -> Result<Port, E> {
+            Port::new(port).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, port: u64) -> Result<Port, E> {
+            Port::new(i64::try_from(port).unwrap_or(i64::MAX)).map_err(E::custom)
+        }
+        fn visit_str<E: de::Error>(self, port: &str) -> Result<Port, E> {
+            parse_port(port).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_any(PortVisitor)
+}
+
+/// A frontend routing rule, as sent and as shown.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleJson {
+    #[serde(rename = "type")]
+    kind: RuleType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<HeaderName>,
+    #[serde(with = "RuleOperationJson")]
+    operation: RuleOperation,
+    value: AclValue,
+    backend: Name,
+}
+
+impl RuleJson {
+    fn new(rule: &Rule) -> Self {
+        RuleJson {
+            kind: RuleType::of(rule.operation()),
+            header: rule.header().cloned(),
+            operation: rule.operation(),
+            value: rule.value().clone(),
+            backend: rule.backend().clone(),
+        }
+    }
+
+    /// The model rule; `index` is its place in `rules`, for errors.
+    fn into_model(self, index: usize) -> Result<Rule, ApiError> {
+        if RuleType::of(self.operation) != self.kind {
+            return Err(ApiError::invalid(
+                format!("rules[{index}].operation"),
+                format!("not an operation of rule type {}", self.kind),
+            ));
+        }
+        Rule::new(self.operation, self.header, self.value, self.backend)
+            .map_err(|error| ApiError::invalid(format!("rules[{index}].header"), error))
+    }
+}
+
+/// `PUT /frontends/{key}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FrontendIn {
+    key: Option<String>,
+    #[serde(deserialize_with = "binds_from_text")]
+    bind: Binds,
+    backend: Name,
+    #[serde(default, with = "ModeJson")]
+    mode: Mode,
+    #[serde(default, with = "KeepaliveJson")]
+    keepalive: Keepalive,
+    #[serde(default)]
+    rules: Vec<RuleJson>,
+    #[serde(default)]
+    natives: Natives,
+}
+
+impl FrontendIn {
+    /// The frontend to store under `key` (from the path).
+    pub(crate) fn into_model(self, key: &Name) -> Result<Frontend, ApiError> {
+        check_body_key(self.key.as_deref(), key)?;
+        let rules = self
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(index, rule)| rule.into_model(index))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Frontend {
+            bind: self.bind,
+            backend: self.backend,
+            mode: self.mode,
+            keepalive: self.keepalive,
+            rules: Rules::try_from(rules).map_err(|error| ApiError::invalid("rules", error))?,
+            natives: self.natives,
+        })
+    }
+}
+
+/// A frontend as shown.
+#[derive(Serialize)]
+pub(crate) struct FrontendOut {
+    key: Name,
+    bind: String,
+    backend: Name,
+    #[serde(with = "ModeJson")]
+    mode: Mode,
+    #[serde(with = "KeepaliveJson")]
+    keepalive: Keepalive,
+    rules: Vec<RuleJson>,
+    natives: Natives,
+}
+
+impl FrontendOut {
+    pub(crate) fn new(key: &Name, frontend: &Frontend) -> Self {
+        FrontendOut {
+            key: key.clone(),
+            bind: frontend.bind.to_string(),
+            backend: frontend.backend.clone(),
+            mode: frontend.mode,
+            keepalive: frontend.keepalive,
+            rules: frontend
+                .rules
+                .as_slice()
+                .iter()
+                .map(RuleJson::new)
+                .collect(),
+            natives: frontend.natives.clone(),
+        }
+    }
+}
+
+/// A backend's health check, as sent (every field optional, defaults of
+/// API.md) and as shown.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+struct HealthJson {
+    #[serde(with = "HealthMethodJson")]
+    method: HealthMethod,
+    uri: HttpPath,
+    #[serde(with = "HttpVersionJson")]
+    http_version: HttpVersion,
+    /// Milliseconds between checks.
+    interval: u32,
+}
+
+impl Default for HealthJson {
+    fn default() -> Self {
+        HealthJson::new(&Health::default())
+    }
+}
+
+impl HealthJson {
+    fn new(health: &Health) -> Self {
+        HealthJson {
+            method: health.method(),
+            uri: health.uri().clone(),
+            http_version: health.http_version(),
+            interval: health.interval_ms(),
+        }
+    }
+}
+
+/// A static member, as sent in a backend's `members` and as shown.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MemberJson {
+    host: Host,
+    #[serde(deserialize_with = "port_from_number_or_text")]
+    port: Port,
+    #[serde(default)]
+    weight: Weight,
+    #[serde(default, with = "MemberStateJson")]
+    state: MemberState,
+}
+
+impl MemberJson {
+    pub(crate) fn new(host: &Host, port: Port, member: Member) -> Self {
+        MemberJson {
+            host: host.clone(),
+            port,
+            weight: member.weight,
+            state: member.state,
+        }
+    }
+}
+
+/// `PUT /backends/{key}/members/{host}/{port}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MemberSettingsIn {
+    #[serde(default)]
+    weight: Weight,
+    #[serde(default, with = "MemberStateJson")]
+    state: MemberState,
+}
+
+impl MemberSettingsIn {
+    pub(crate) fn into_model(self) -> Member {
+        Member {
+            weight: self.weight,
+            state: self.state,
+        }
+    }
+}
+
+/// `PUT /backends/{key}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackendIn {
+    key: Option<String>,
+    #[serde(rename = "type", with = "BackendTypeJson")]
+    kind: BackendType,
+    name: Option<ServiceName>,
+    version: Option<Version>,
+    #[serde(default, with = "BalanceJson")]
+    balance: Balance,
+    host: Option<Host>,
+    #[serde(default, with = "ModeJson")]
+    mode: Mode,
+    #[serde(default)]
+    members: Vec<MemberJson>,
+    #[serde(default)]
+    natives: Natives,
+    health: Option<HealthJson>,
+}
+
+impl BackendIn {
+    /// The backend to store under `key` (from the path).
+    pub(crate) fn into_model(self, key: &Name) -> Result<Backend, ApiError> {
+        check_body_key(self.key.as_deref(), key)?;
+        match self.kind {
+            BackendType::Static => {
+                let reason = "a static backend follows no service; list its members instead";
+                if self.name.is_some() {
+                    return Err(ApiError::invalid("name", reason));
+                }
+                if self.version.is_some() {
+                    return Err(ApiError::invalid("version", reason));
+                }
+            }
+            BackendType::Dynamic => {
+                let reason = "a dynamic backend needs the service name and version it follows";
+                if self.name.is_none() {
+                    return Err(ApiError::invalid("name", reason));
+                }
+                if self.version.is_none() {
+                    return Err(ApiError::invalid("version", reason));
+                }
+                if !self.members.is_empty() {
+                    return Err(ApiError::invalid(
+                        "members",
+                        "the members of a dynamic backend are its service's live registrations",
+                    ));
+                }
+            }
+        }
+        let health = match self.health {
+            None => Health::default(),
+            Some(_) if self.mode == Mode::Tcp => {
+                return Err(ApiError::invalid(
+                    "health",
+                    "health checks apply to http mode only",
+                ));
+            }
+            Some(health) => {
+                if health.http_version == HttpVersion::Http11 && self.host.is_none() {
+                    return Err(ApiError::invalid(
+                        "health.httpVersion",
+                        "an HTTP/1.1 health check needs the backend's host",
+                    ));
+                }
+                Health::new(
+                    health.method,
+                    health.uri,
+                    health.http_version,
+                    health.interval,
+                )
+                .map_err(|error| ApiError::invalid("health.interval", error))?
+            }
+        };
+        let mut by_address = BTreeMap::new();
+        for (index, member) in self.members.into_iter().enumerate() {
+            let settings = Member {
+                weight: member.weight,
+                state: member.state,
+            };
+            if by_address
+                .insert((member.host, member.port), settings)
+                .is_some()
+            {
+                return Err(ApiError::invalid(
+                    format!("members[{index}]"),
+                    "this host and port are listed twice",
+                ));
+            }
+        }
+        Ok(Backend {
+            kind: self.kind,
+            service: self.name,
+            version: self.version,
+            balance: self.balance,
+            host: self.host,
+            mode: self.mode,
+            natives: self.natives,
+            health,
+            members: by_address,
+        })
+    }
+}
+
+/// A backend as shown, members included.
+#[derive(Serialize)]
+pub(crate) struct BackendOut {
+    key: Name,
+    #[serde(rename = "type", with = "BackendTypeJson")]
+    kind: BackendType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<ServiceName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<Version>,
+    #[serde(with = "BalanceJson")]
+    balance: Balance,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<Host>,
+    #[serde(with = "ModeJson")]
+    mode: Mode,
+    members: Vec<MemberOut>,
+    natives: Natives,
+    /// Absent in tcp mode, where no HTTP check runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<HealthJson>,
+}
+
+impl BackendOut {
+    pub(crate) fn new(key: &Name, backend: &Backend, live: &LiveRegistrations<'_>) -> Self {
+        BackendOut {
+            key: key.clone(),
+            kind: backend.kind,
+            name: backend.service.clone(),
+            version: backend.version.clone(),
+            balance: backend.balance,
+            host: backend.host.clone(),
+            mode: backend.mode,
+            members: members_out(backend, live),
+            natives: backend.natives.clone(),
+            health: (backend.mode == Mode::Http).then(|| HealthJson::new(&backend.health)),
+        }
+    }
+}
+
+/// A member as shown: a static member's settings, or (dynamic backends,
+/// as in the original) the registration it comes from.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(crate) enum MemberOut {
+    Static(MemberJson),
+    Registered(RegistrationOut),
+}
+
+/// The members of `backend`: its static members, or the live
+/// registrations of the service version it follows.
+pub(crate) fn members_out(backend: &Backend, live: &LiveRegistrations<'_>) -> Vec<MemberOut> {
+    match (backend.kind, &backend.service, &backend.version) {
+        (BackendType::Static, _, _) => backend
+            .members
+            .iter()
+            .map(|((host, port), member)| MemberOut::Static(MemberJson::new(host, *port, *member)))
+            .collect(),
+        (BackendType::Dynamic, Some(service), Some(version)) => live
+            .of(service, version)
+            .iter()
+            .map(|(key, registration)| {
+                MemberOut::Registered(RegistrationOut::new(key, registration))
+            })
+            .collect(),
+        // A dynamic backend that lost its service or version to a
+        // concurrent write follows nothing.
+        (BackendType::Dynamic, _, _) => Vec::new(),
+    }
+}
+
+/// `POST /backends/{key}`: the A/B switch.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SwitchIn {
+    key: Option<String>,
+    /// The version to follow.
+    pub(crate) version: Version,
+    /// A new service name to follow, if it changes.
+    pub(crate) name: Option<ServiceName>,
+    /// Switch even if no instance of the version is live.
+    #[serde(default)]
+    pub(crate) force: bool,
+}
+
+impl SwitchIn {
+    /// Checks the body's `key` against the path's.
+    pub(crate) fn check_key(&self, key: &Name) -> Result<(), ApiError> {
+        check_body_key(self.key.as_deref(), key)
+    }
+}
+
+/// One service version's live instances, by host and port.
+type Instances<'a> = Vec<(&'a RegistrationKey, &'a Registration)>;
+
+/// The registrations whose lease has not run out, by service and version.
+pub(crate) struct LiveRegistrations<'a> {
+    by_service: BTreeMap<&'a ServiceName, BTreeMap<&'a Version, Instances<'a>>>,
+}
+
+impl<'a> LiveRegistrations<'a> {
+    /// Those of `view` live at wall-clock `now_ms`: renewed within their
+    /// lease (`now <= renewed + ttl`).
+    pub(crate) fn new(view: &'a ConfigView, now_ms: u64) -> Self {
+        let mut by_service: BTreeMap<_, BTreeMap<_, Instances<'a>>> = BTreeMap::new();
+        for (key, registration) in &view.registrations {
+            let lease = registration.lease;
+            let expires_at = lease
+                .renewed_at_ms()
+                .saturating_add(u64::from(lease.ttl_ms()));
+            if now_ms <= expires_at {
+                by_service
+                    .entry(&key.service)
+                    .or_default()
+                    .entry(&key.version)
+                    .or_default()
+                    .push((key, registration));
+            }
+        }
+        LiveRegistrations { by_service }
+    }
+
+    /// The live instances of `service`@`version`, by host and port.
+    pub(crate) fn of(
+        &self,
+        service: &ServiceName,
+        version: &Version,
+    ) -> &[(&'a RegistrationKey, &'a Registration)] {
+        self.by_service
+            .get(service)
+            .and_then(|versions| versions.get(version))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every live registration, in key order.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (&'a RegistrationKey, &'a Registration)> + '_ {
+        self.by_service
+            .values()
+            .flat_map(BTreeMap::values)
+            .flatten()
+            .copied()
+    }
+}
+
+/// A registration as shown (the original registry's shape).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RegistrationOut {
+    id: String,
+    name: ServiceName,
+    version: Version,
+    host: Host,
+    port: Port,
+    /// When the lease was last renewed, ms since the epoch.
+    last_known: u64,
+    meta: Value,
+}
+
+impl RegistrationOut {
+    pub(crate) fn new(key: &RegistrationKey, registration: &Registration) -> Self {
+        RegistrationOut {
+            id: format!("/{}/{}/{}/{}", key.service, key.version, key.host, key.port),
+            name: key.service.clone(),
+            version: key.version.clone(),
+            host: key.host.clone(),
+            port: key.port,
+            last_known: registration.lease.renewed_at_ms(),
+            // The API only stores JSON objects; text that is not one came
+            // from elsewhere and is shown as it is rather than dropped.
+            meta: serde_json::from_str(registration.meta.as_str())
+                .unwrap_or_else(|_| Value::String(registration.meta.as_str().to_owned())),
+        }
+    }
+}
+
+/// Lease length when the body has no `secondsToExpire` (the original
+/// registry's default).
+const SECONDS_TO_EXPIRE_DEFAULT: f64 = 10.0;
+
+/// The registration a heartbeat body makes at wall-clock `now_ms`: the
+/// body is the `meta`, and its `secondsToExpire` the lease.
+pub(crate) fn registration_from_meta(
+    meta: Map<String, Value>,
+    now_ms: u64,
+) -> Result<Registration, ApiError> {
+    let seconds = match meta.get("secondsToExpire") {
+        None => SECONDS_TO_EXPIRE_DEFAULT,
+        Some(value) => value
+            .as_f64()
+            .filter(|seconds| *seconds > 0.0)
+            .ok_or_else(|| {
+                ApiError::invalid("secondsToExpire", "must be a positive number of seconds")
+            })?,
+    };
+    // Saturating float-to-int conversion: a huge lease becomes u32::MAX
+    // and is refused by the model's bound.
+    let ttl_ms = (seconds * 1000.0).round() as u32;
+    let lease =
+        Lease::new(now_ms, ttl_ms).map_err(|error| ApiError::invalid("secondsToExpire", error))?;
+    let text = Value::Object(meta).to_string();
+    let meta = Meta::new(&text).map_err(|error| ApiError::invalid("meta", error))?;
+    Ok(Registration { meta, lease })
+}
+
+/// `GET /mesh`: this peer.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MeshOut {
+    name: String,
+    peer_id: String,
+    generation: u32,
+    replica_id: String,
+    gossip_addr: SocketAddr,
+    digest: String,
+    version_vector: BTreeMap<String, u64>,
+    convergence_lag_seconds: Option<f64>,
+    uptime_seconds: f64,
+}
+
+impl MeshOut {
+    pub(crate) fn new(status: &Status) -> Self {
+        MeshOut {
+            name: status.name.clone(),
+            peer_id: status.peer_id.to_string(),
+            generation: status.generation,
+            replica_id: status.replica_id.to_string(),
+            gossip_addr: status.gossip_addr,
+            digest: status.digest.to_string(),
+            version_vector: status
+                .version_vector
+                .iter()
+                .map(|(replica, counter)| (replica.to_string(), *counter))
+                .collect(),
+            convergence_lag_seconds: status.convergence_lag_seconds,
+            uptime_seconds: status.uptime_seconds,
+        }
+    }
+}
+
+/// `GET /mesh/peers`: one peer as this one sees it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PeerOut {
+    peer_id: String,
+    name: Option<String>,
+    addr: SocketAddr,
+    generation: u32,
+    state: &'static str,
+    connected: bool,
+}
+
+impl PeerOut {
+    pub(crate) fn new(peer: &PeerStatus) -> Self {
+        PeerOut {
+            peer_id: peer.peer_id.to_string(),
+            name: peer.name.clone(),
+            addr: peer.addr,
+            generation: peer.generation,
+            state: peer_state_name(peer.state),
+            connected: peer.connected,
+        }
+    }
+}
+
+/// How a SWIM state is spelled in JSON and in metric labels.
+pub(crate) fn peer_state_name(state: PeerState) -> &'static str {
+    match state {
+        PeerState::Alive => "alive",
+        PeerState::Suspect => "suspect",
+        PeerState::Down => "down",
+    }
+}

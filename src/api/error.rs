@@ -1,0 +1,176 @@
+//! Every failure the API answers, as one JSON shape:
+//! `{"error": "<message>", "details": {...}}` with a 4xx/5xx status.
+//!
+//! Owns the mapping from peer and replica errors to HTTP statuses. Must not
+//! put internals (stack traces, debug output) in an answer.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::crdt::CommandError;
+use crate::crdt::model::{Name, ServiceName, Version};
+use crate::peer::{PeerGone, WriteError};
+
+/// The `field` of an error about the body as a whole (malformed JSON, not
+/// an object): the root of a JSON path.
+pub(crate) const WHOLE_BODY: &str = ".";
+
+/// Why a request was not served.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    /// A field of the body or the path is malformed or refused by the model.
+    #[error("{}: {reason}", if field == WHOLE_BODY { "request body" } else { field })]
+    Invalid {
+        /// The JSON path (`rules[0].operation`), [`WHOLE_BODY`], or the
+        /// name of a path parameter.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The object does not exist (`"frontend web"`).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// DELETE of a backend that frontends still route to.
+    #[error("backend {backend} is used by frontends {}", join(frontends))]
+    BackendInUse {
+        /// The backend.
+        backend: Name,
+        /// The frontends using it, by default or in a rule.
+        frontends: Vec<Name>,
+    },
+    /// The A/B switch to a version nobody serves.
+    #[error(
+        "no live registration of {service}@{version}; switching would empty the backend \
+         (send \"force\": true to switch anyway)"
+    )]
+    NoLiveInstances {
+        /// The service followed.
+        service: ServiceName,
+        /// The version asked for.
+        version: Version,
+    },
+    /// The body is larger than the limit.
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// A write without the right bearer token.
+    #[error("writes need a valid bearer token")]
+    Unauthorized,
+    /// No route has this path.
+    #[error("no such route")]
+    NoRoute,
+    /// The route exists, not with this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// The peer's store failed; the write may not be durable.
+    #[error("the write was not acknowledged: the store failed")]
+    Store(String),
+    /// The peer task has stopped.
+    #[error(transparent)]
+    PeerGone(#[from] PeerGone),
+    /// Nothing has rendered an HAProxy configuration.
+    #[error("no HAProxy configuration has been rendered by this peer")]
+    NotRendered,
+}
+
+fn join(names: &[Name]) -> String {
+    names
+        .iter()
+        .map(Name::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ApiError {
+    /// An invalid field with the model's (or serde's) reason.
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl ToString) -> Self {
+        ApiError::Invalid {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::BackendInUse { .. } | ApiError::NoLiveInstances { .. } => {
+                StatusCode::CONFLICT
+            }
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Store(_) | ApiError::PeerGone(_) | ApiError::NotRendered => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            ApiError::Invalid { field, reason } => json!({ "field": field, "reason": reason }),
+            ApiError::BackendInUse { backend, frontends } => {
+                json!({ "backend": backend, "frontends": frontends })
+            }
+            ApiError::NoLiveInstances { service, version } => {
+                json!({ "name": service, "version": version })
+            }
+            ApiError::TooLarge { limit } => json!({ "limitBytes": limit }),
+            ApiError::Store(reason) => json!({ "reason": reason }),
+            ApiError::NotRendered => json!({ "reason": "the HAProxy driver is not running" }),
+            ApiError::NotFound(_)
+            | ApiError::Unauthorized
+            | ApiError::NoRoute
+            | ApiError::MethodNotAllowed
+            | ApiError::PeerGone(_) => json!({}),
+        }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::NotFound(what) => ApiError::NotFound(what),
+            // The path names the backend, so the path key is the field.
+            CommandError::NotDynamic(_) => ApiError::invalid("key", error),
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Refused(refused) => refused.into(),
+            WriteError::Store(reason) => ApiError::Store(reason),
+            WriteError::ShuttingDown(gone) => gone.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": self.to_string(), "details": self.details() }));
+        let mut response = (self.status(), body).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// The answer for a path no route has.
+pub(crate) async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}
+
+/// The answer for a known path with the wrong method (axum adds `Allow`).
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

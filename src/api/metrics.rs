@@ -1,0 +1,129 @@
+//! `GET /metrics`: Prometheus metrics (OpenMetrics text), built from the
+//! peer's [`Status`] at scrape time.
+//!
+//! Owns metric names, help texts and units, all prefixed `aqueduct_`. Must
+//! not keep state between scrapes: the peer holds the counters.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::{Registry, Unit};
+
+use super::AppState;
+use super::dto::peer_state_name;
+use super::error::ApiError;
+use crate::gossip::PeerState;
+use crate::peer::Status;
+
+/// What `prometheus_client`'s text encoder produces.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /metrics`.
+pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let status = state.handle.status().await?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&status)).into_response())
+}
+
+fn render(status: &Status) -> String {
+    let mut registry = Registry::with_prefix("aqueduct");
+    let counters = &status.counters;
+    let node = &status.node;
+    let counter = |value: u64| ConstCounter::new(value);
+
+    registry.register(
+        "writes_acknowledged",
+        "Writes acknowledged to API clients (durable)",
+        counter(counters.writes_acknowledged),
+    );
+    registry.register(
+        "writes_refused",
+        "Writes refused by the replica",
+        counter(counters.writes_refused),
+    );
+    registry.register(
+        "remote_changes_applied",
+        "Changes from other peers applied to the state",
+        counter(counters.remote_changes_applied),
+    );
+    registry.register(
+        "store_commits",
+        "Store transactions committed (one fsync each)",
+        counter(counters.store_commits),
+    );
+    registry.register(
+        "send_queue_drops",
+        "Messages dropped because a peer's send queue was full",
+        counter(counters.send_queue_drops),
+    );
+    registry.register(
+        "connections_refused",
+        "Connections refused or closed because of the peer's certificate",
+        counter(counters.connections_refused),
+    );
+    registry.register(
+        "gossip_messages_sent",
+        "Gossip messages sent",
+        counter(node.messages_sent),
+    );
+    registry.register(
+        "gossip_messages_received",
+        "Gossip messages received",
+        counter(node.messages_received),
+    );
+    registry.register_with_unit(
+        "gossip_sent",
+        "Gossip bytes sent",
+        Unit::Bytes,
+        counter(node.bytes_sent),
+    );
+    registry.register_with_unit(
+        "gossip_received",
+        "Gossip bytes received",
+        Unit::Bytes,
+        counter(node.bytes_received),
+    );
+    registry.register(
+        "gossip_garbage_dropped",
+        "Received messages that did not decode (dropped)",
+        counter(node.garbage_dropped),
+    );
+    registry.register(
+        "gossip_deltas_refused",
+        "Received deltas that failed validation (dropped)",
+        counter(node.deltas_refused),
+    );
+
+    let peers = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+    for state in [PeerState::Alive, PeerState::Suspect, PeerState::Down] {
+        let count = status.peers.iter().filter(|p| p.state == state).count();
+        peers
+            .get_or_create(&[("state", peer_state_name(state))])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    registry.register("peers", "Peers known to SWIM, by state", peers);
+
+    // Absent until a digest exchange has found this peer in sync: a
+    // missing series, not a made-up number.
+    if let Some(lag) = status.convergence_lag_seconds {
+        registry.register_with_unit(
+            "convergence_lag",
+            "Time since a digest exchange last found this peer in sync with another",
+            Unit::Seconds,
+            ConstGauge::new(lag),
+        );
+    }
+    registry.register_with_unit(
+        "uptime",
+        "Time since the peer started",
+        Unit::Seconds,
+        ConstGauge::new(status.uptime_seconds),
+    );
+
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
+}

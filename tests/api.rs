@@ -1,0 +1,1272 @@
+//! Specifies the REST API: the Thalassa-compatible surface of API.md, the
+//! mesh additions, validation, access control and error answers.
+//!
+//! The router is driven in-process (`tower::ServiceExt::oneshot`). Behind
+//! its [`Handle`] runs a small fake peer task that owns a real
+//! [`Replica`]: it executes writes (or fails them like a broken store),
+//! hands out views, and reports a fixed, plausible [`Status`].
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aqueduct::api::{ApiOptions, ApiToken, InvalidToken, router};
+use aqueduct::crdt::model::{
+    Host, Lease, Meta, Port, Registration, RegistrationKey, ServiceName, Version,
+};
+use aqueduct::crdt::{Command, Replica, ReplicaId};
+use aqueduct::gossip::{NodeStats, PeerId, PeerState};
+use aqueduct::peer::{Counters, Handle, PeerStatus, Request as PeerRequest, Status, WriteError};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+// ---------------------------------------------------------------------------
+// Harness
+
+const TOKEN: &str = "s3cret-token";
+
+fn wall_clock_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    u64::try_from(since.as_millis()).expect("ms fit in u64")
+}
+
+/// How the fake peer answers writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Works,
+    Fails,
+}
+
+/// Runs a fake peer task owning `replica` and returns its handle.
+fn spawn_peer(mut replica: Replica, store: Store) -> Handle {
+    let (requests, mut inbox) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut counters = Counters::default();
+        while let Some(request) = inbox.recv().await {
+            match request {
+                PeerRequest::Write { command, reply } => {
+                    let outcome = match store {
+                        Store::Fails => Err(WriteError::Store("disk on fire".to_owned())),
+                        Store::Works => replica
+                            .execute(&command, wall_clock_ms())
+                            .map(|_| ())
+                            .map_err(WriteError::from),
+                    };
+                    match outcome {
+                        Ok(()) => counters.writes_acknowledged += 1,
+                        Err(_) => counters.writes_refused += 1,
+                    }
+                    // The API may have given up on the answer; nothing to do.
+                    let _ = reply.send(outcome);
+                }
+                PeerRequest::View { reply } => {
+                    let _ = reply.send(Arc::new(replica.view()));
+                }
+                PeerRequest::Status { reply } => {
+                    let _ = reply.send(status_of(&replica, &counters));
+                }
+            }
+        }
+    });
+    Handle::new(requests)
+}
+
+fn status_of(replica: &Replica, counters: &Counters) -> Status {
+    let peer = |id, name: &str, state, connected| PeerStatus {
+        peer_id: PeerId(id),
+        name: Some(name.to_owned()),
+        addr: "127.0.0.1:7001".parse().expect("address"),
+        generation: 1,
+        state,
+        connected,
+    };
+    Status {
+        name: "peer-a".to_owned(),
+        peer_id: PeerId(0xabc),
+        generation: 3,
+        replica_id: replica.id(),
+        gossip_addr: "127.0.0.1:7000".parse().expect("address"),
+        digest: replica.digest(),
+        version_vector: vec![(replica.id(), replica.context().max_counter(replica.id()))],
+        peers: vec![
+            peer(2, "peer-b", PeerState::Alive, true),
+            peer(3, "peer-c", PeerState::Suspect, false),
+        ],
+        node: NodeStats {
+            messages_sent: 10,
+            bytes_sent: 1000,
+            messages_received: 12,
+            bytes_received: 1200,
+            ..NodeStats::default()
+        },
+        counters: counters.clone(),
+        convergence_lag_seconds: Some(0.5),
+        uptime_seconds: 12.0,
+    }
+}
+
+fn replica() -> Replica {
+    Replica::new(ReplicaId::new(0x1234).expect("non-zero id"))
+}
+
+/// One answer of the API.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {}", self.text))
+    }
+
+    /// Asserts a 400 naming `field`, in the shape of every error answer.
+    fn assert_invalid(&self, field: &str) {
+        assert_eq!(self.status, StatusCode::BAD_REQUEST, "{}", self.text);
+        let body = self.json();
+        assert_eq!(body["details"]["field"], field, "{body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+        assert!(
+            body["details"]["reason"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty()),
+            "{body}"
+        );
+    }
+
+    /// Asserts an error answer with `status` and a non-empty message.
+    fn assert_error(&self, status: StatusCode) -> Value {
+        assert_eq!(self.status, status, "{}", self.text);
+        let body = self.json();
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+        assert!(body["details"].is_object(), "{body}");
+        body
+    }
+}
+
+/// The router under test.
+struct Api {
+    router: Router,
+}
+
+impl Api {
+    fn new() -> Api {
+        Api::with(replica(), Store::Works, ApiOptions::default())
+    }
+
+    fn with_token() -> Api {
+        let options = ApiOptions {
+            token: Some(ApiToken::new(TOKEN).expect("valid token")),
+            ..ApiOptions::default()
+        };
+        Api::with(replica(), Store::Works, options)
+    }
+
+    fn with(replica: Replica, store: Store, options: ApiOptions) -> Api {
+        Api {
+            router: router(spawn_peer(replica, store), options),
+        }
+    }
+
+    async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("answer body");
+        Answer {
+            status,
+            headers,
+            text: String::from_utf8(bytes.to_vec()).expect("UTF-8 answer"),
+        }
+    }
+
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Answer {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json");
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        self.send(request.body(body).expect("request")).await
+    }
+
+    async fn get(&self, uri: &str) -> Answer {
+        self.call(Method::GET, uri, None).await
+    }
+
+    async fn put(&self, uri: &str, body: Value) -> Answer {
+        self.call(Method::PUT, uri, Some(body)).await
+    }
+
+    async fn post(&self, uri: &str, body: Value) -> Answer {
+        self.call(Method::POST, uri, Some(body)).await
+    }
+
+    async fn delete(&self, uri: &str) -> Answer {
+        self.call(Method::DELETE, uri, None).await
+    }
+
+    /// A write that must succeed (set-up).
+    async fn ok(&self, method: Method, uri: &str, body: Value) -> Value {
+        let answer = self.call(method.clone(), uri, Some(body)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{method} {uri}: {}",
+            answer.text
+        );
+        answer.json()
+    }
+
+    async fn static_backend(&self, key: &str) {
+        self.ok(
+            Method::PUT,
+            &format!("/backends/{key}"),
+            json!({"type": "static"}),
+        )
+        .await;
+    }
+
+    async fn dynamic_backend(&self, key: &str, version: &str) {
+        let body = json!({"type": "dynamic", "name": "myapp", "version": version});
+        self.ok(Method::PUT, &format!("/backends/{key}"), body)
+            .await;
+    }
+
+    async fn heartbeat(&self, version: &str, host: &str) -> Value {
+        let uri = format!("/registrations/myapp/{version}/{host}/8080");
+        self.ok(Method::POST, &uri, json!({"secondsToExpire": 60}))
+            .await
+    }
+}
+
+/// A `web` frontend body routing to `backend`.
+fn frontend_to(backend: &str) -> Value {
+    json!({"bind": "*:80", "backend": backend})
+}
+
+// ---------------------------------------------------------------------------
+// Frontends
+
+#[tokio::test]
+async fn a_frontend_is_stored_with_the_defaults_of_the_original() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let put = api.put("/frontends/web", frontend_to("live")).await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text);
+    let expected = json!({
+        "key": "web", "bind": "*:80", "backend": "live", "mode": "http",
+        "keepalive": "default", "rules": [], "natives": []
+    });
+    assert_eq!(put.json(), expected);
+    assert_eq!(api.get("/frontends/web").await.json(), expected);
+}
+
+#[tokio::test]
+async fn frontends_are_listed_sorted_by_key() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    for key in ["zeta", "alpha", "mid"] {
+        api.ok(
+            Method::PUT,
+            &format!("/frontends/{key}"),
+            frontend_to("live"),
+        )
+        .await;
+    }
+    let list = api.get("/frontends").await.json();
+    let keys: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|f| f["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(keys, ["alpha", "mid", "zeta"]);
+}
+
+#[tokio::test]
+async fn the_readme_frontend_of_the_original_round_trips() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    api.static_backend("staged").await;
+    let frontend = json!({
+        "key": "myapp",
+        "bind": "*:8080,*:80",
+        "backend": "live",
+        "mode": "http",
+        "keepalive": "server-close",
+        "rules": [{
+            "type": "header", "header": "host", "operation": "hdr_dom",
+            "value": "staged.myapp.com", "backend": "staged"
+        }, {
+            "type": "path", "operation": "path_beg", "value": "/api", "backend": "staged"
+        }],
+        "natives": ["option forwardfor"]
+    });
+    api.ok(Method::PUT, "/frontends/myapp", frontend.clone())
+        .await;
+    assert_eq!(api.get("/frontends/myapp").await.json(), frontend);
+}
+
+#[tokio::test]
+async fn a_frontend_body_without_key_takes_the_path_key() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let put = api.put("/frontends/myapp", frontend_to("live")).await;
+    assert_eq!(put.json()["key"], "myapp");
+}
+
+#[tokio::test]
+async fn a_deleted_frontend_is_gone() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    api.ok(Method::PUT, "/frontends/web", frontend_to("live"))
+        .await;
+    let deleted = api.delete("/frontends/web").await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    assert_eq!(deleted.json(), json!({}));
+    api.get("/frontends/web")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_unknown_frontend_is_404_on_read_and_delete() {
+    let api = Api::new();
+    api.get("/frontends/nope")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    api.delete("/frontends/nope")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+// ---------------------------------------------------------------------------
+// Backends
+
+#[tokio::test]
+async fn the_readme_backend_of_the_original_gets_health_defaults() {
+    let api = Api::new();
+    let body = json!({
+        "key": "live", "type": "dynamic", "name": "myapp", "version": "1.0.0",
+        "balance": "roundrobin", "health": {"uri": "/health", "interval": 5000}
+    });
+    api.ok(Method::PUT, "/backends/live", body).await;
+    let expected = json!({
+        "key": "live", "type": "dynamic", "name": "myapp", "version": "1.0.0",
+        "balance": "roundrobin", "mode": "http", "members": [], "natives": [],
+        "health": {"method": "GET", "uri": "/health", "httpVersion": "HTTP/1.0", "interval": 5000}
+    });
+    assert_eq!(api.get("/backends/live").await.json(), expected);
+}
+
+#[tokio::test]
+async fn a_static_backend_with_every_field_round_trips() {
+    let api = Api::new();
+    let backend = json!({
+        "key": "web", "type": "static", "balance": "leastconn", "host": "example.com",
+        "mode": "http",
+        "members": [
+            {"host": "10.0.0.5", "port": 8080, "weight": 1, "state": "ready"},
+            {"host": "10.0.0.6", "port": 8080, "weight": 0, "state": "drain"}
+        ],
+        "natives": ["option httplog"],
+        "health": {"method": "POST", "uri": "/ping", "httpVersion": "HTTP/1.1", "interval": 2000}
+    });
+    let put = api.put("/backends/web", backend.clone()).await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text);
+    assert_eq!(put.json(), backend);
+    assert_eq!(api.get("/backends/web").await.json(), backend);
+}
+
+#[tokio::test]
+async fn a_tcp_backend_is_shown_without_a_health_check() {
+    let api = Api::new();
+    api.ok(
+        Method::PUT,
+        "/backends/db",
+        json!({"type": "static", "mode": "tcp"}),
+    )
+    .await;
+    let backend = api.get("/backends/db").await.json();
+    assert_eq!(backend["mode"], "tcp");
+    assert!(backend.get("health").is_none(), "{backend}");
+}
+
+#[tokio::test]
+async fn a_member_port_may_be_a_string_as_in_the_original() {
+    let api = Api::new();
+    let body = json!({"type": "static", "members": [{"host": "10.0.0.5", "port": "8080"}]});
+    let put = api.put("/backends/web", body).await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text);
+    assert_eq!(put.json()["members"][0]["port"], 8080);
+}
+
+#[tokio::test]
+async fn backends_are_listed_sorted_with_their_members() {
+    let api = Api::new();
+    let members = json!([{"host": "10.0.0.5", "port": 80}]);
+    api.ok(
+        Method::PUT,
+        "/backends/b",
+        json!({"type": "static", "members": members}),
+    )
+    .await;
+    api.static_backend("a").await;
+    let list = api.get("/backends").await.json();
+    assert_eq!(list[0]["key"], "a");
+    assert_eq!(list[1]["key"], "b");
+    assert_eq!(list[1]["members"][0]["host"], "10.0.0.5");
+}
+
+#[tokio::test]
+async fn a_backend_lists_its_members() {
+    let api = Api::new();
+    let members = json!([{"host": "10.0.0.5", "port": 80}, {"host": "10.0.0.6", "port": 80}]);
+    api.ok(
+        Method::PUT,
+        "/backends/web",
+        json!({"type": "static", "members": members}),
+    )
+    .await;
+    let listed = api.get("/backends/web/members").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(
+        listed.json(),
+        json!([
+            {"host": "10.0.0.5", "port": 80, "weight": 1, "state": "ready"},
+            {"host": "10.0.0.6", "port": 80, "weight": 1, "state": "ready"}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn members_of_an_unknown_backend_are_404() {
+    let api = Api::new();
+    api.get("/backends/nope/members")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_deleted_backend_is_gone() {
+    let api = Api::new();
+    api.static_backend("web").await;
+    let deleted = api.delete("/backends/web").await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    api.get("/backends/web")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn deleting_an_unknown_backend_is_404() {
+    Api::new()
+        .delete("/backends/nope")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn deleting_a_backend_a_frontend_uses_is_409_naming_the_frontends() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    api.static_backend("staged").await;
+    api.ok(Method::PUT, "/frontends/main", frontend_to("live"))
+        .await;
+    let with_rule = json!({
+        "bind": "*:81", "backend": "live",
+        "rules": [{"type": "path", "operation": "path_beg", "value": "/s", "backend": "staged"}]
+    });
+    api.ok(Method::PUT, "/frontends/other", with_rule).await;
+    let refused = api.delete("/backends/staged").await;
+    let body = refused.assert_error(StatusCode::CONFLICT);
+    assert_eq!(body["details"]["frontends"], json!(["other"]));
+    assert_eq!(api.get("/backends/staged").await.status, StatusCode::OK);
+}
+
+// ---------------------------------------------------------------------------
+// Dynamic backends, registrations and the A/B switch
+
+#[tokio::test]
+async fn a_dynamic_backend_serves_the_live_registrations_of_its_version() {
+    let api = Api::new();
+    api.heartbeat("1.0.0", "10.0.0.1").await;
+    api.heartbeat("2.0.0", "10.0.0.2").await;
+    api.dynamic_backend("live", "1.0.0").await;
+    let members = api.get("/backends/live/members").await.json();
+    assert_eq!(members.as_array().map(Vec::len), Some(1), "{members}");
+    assert_eq!(members[0]["id"], "/myapp/1.0.0/10.0.0.1/8080");
+}
+
+#[tokio::test]
+async fn a_re_put_of_a_dynamic_backend_keeps_its_pool() {
+    let api = Api::new();
+    api.heartbeat("1.0.0", "10.0.0.1").await;
+    api.dynamic_backend("live", "1.0.0").await;
+    let body =
+        json!({"type": "dynamic", "name": "myapp", "version": "1.0.0", "balance": "leastconn"});
+    let put = api.put("/backends/live", body).await;
+    assert_eq!(put.json()["members"][0]["host"], "10.0.0.1", "{}", put.text);
+}
+
+#[tokio::test]
+async fn the_ab_switch_moves_a_dynamic_backend_to_a_live_version() {
+    let api = Api::new();
+    api.heartbeat("1.0.0", "10.0.0.1").await;
+    api.heartbeat("2.0.0", "10.0.0.2").await;
+    api.dynamic_backend("live", "1.0.0").await;
+    let switched = api
+        .post("/backends/live", json!({"version": "2.0.0"}))
+        .await;
+    assert_eq!(switched.status, StatusCode::OK, "{}", switched.text);
+    let backend = switched.json();
+    assert_eq!(backend["version"], "2.0.0");
+    assert_eq!(backend["members"][0]["host"], "10.0.0.2");
+    assert_eq!(api.get("/backends/live").await.json()["version"], "2.0.0");
+}
+
+#[tokio::test]
+async fn the_ab_switch_to_a_version_nobody_serves_is_409() {
+    let api = Api::new();
+    api.heartbeat("1.0.0", "10.0.0.1").await;
+    api.dynamic_backend("live", "1.0.0").await;
+    let refused = api
+        .post("/backends/live", json!({"version": "2.0.0"}))
+        .await;
+    let body = refused.assert_error(StatusCode::CONFLICT);
+    assert_eq!(body["details"]["version"], "2.0.0");
+    assert_eq!(api.get("/backends/live").await.json()["version"], "1.0.0");
+}
+
+#[tokio::test]
+async fn the_ab_switch_with_force_needs_no_live_version() {
+    let api = Api::new();
+    api.dynamic_backend("live", "1.0.0").await;
+    let body = json!({"version": "2.0.0", "name": "myapp", "force": true});
+    let forced = api.post("/backends/live", body).await;
+    assert_eq!(forced.status, StatusCode::OK, "{}", forced.text);
+    assert_eq!(forced.json()["version"], "2.0.0");
+}
+
+#[tokio::test]
+async fn the_ab_switch_of_a_static_backend_is_400() {
+    let api = Api::new();
+    api.static_backend("web").await;
+    let refused = api
+        .post("/backends/web", json!({"version": "2.0.0", "force": true}))
+        .await;
+    refused.assert_invalid("key");
+}
+
+#[tokio::test]
+async fn the_ab_switch_of_an_unknown_backend_is_404() {
+    let api = Api::new();
+    api.post("/backends/nope", json!({"version": "2.0.0", "force": true}))
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_heartbeat_registers_an_instance_in_the_original_shape() {
+    let api = Api::new();
+    let before = wall_clock_ms();
+    let meta = json!({"secondsToExpire": 60, "hostname": "box-1", "pid": 42});
+    let answer = api
+        .post("/registrations/myapp/1.0.0/10.0.0.5/8080", meta.clone())
+        .await;
+    let after = wall_clock_ms();
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let registration = answer.json();
+    assert_eq!(registration["id"], "/myapp/1.0.0/10.0.0.5/8080");
+    assert_eq!(registration["name"], "myapp");
+    assert_eq!(registration["version"], "1.0.0");
+    assert_eq!(registration["host"], "10.0.0.5");
+    assert_eq!(registration["port"], 8080);
+    assert_eq!(registration["meta"], meta);
+    let last_known = registration["lastKnown"].as_u64().expect("lastKnown");
+    assert!((before..=after).contains(&last_known), "{last_known}");
+    assert_eq!(
+        api.get("/registrations").await.json(),
+        json!([registration])
+    );
+}
+
+#[tokio::test]
+async fn a_heartbeat_without_a_body_registers_with_empty_meta() {
+    let api = Api::new();
+    let answer = api
+        .call(
+            Method::POST,
+            "/registrations/myapp/1.0.0/10.0.0.5/8080",
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.json()["meta"], json!({}));
+}
+
+#[tokio::test]
+async fn registrations_are_listed_by_name_and_version() {
+    let api = Api::new();
+    api.heartbeat("1.0.0", "10.0.0.1").await;
+    api.heartbeat("2.0.0", "10.0.0.2").await;
+    let count = |answer: Answer| answer.json().as_array().map(Vec::len);
+    assert_eq!(count(api.get("/registrations/myapp").await), Some(2));
+    assert_eq!(count(api.get("/registrations/myapp/2.0.0").await), Some(1));
+    assert_eq!(count(api.get("/registrations/other").await), Some(0));
+    assert_eq!(count(api.get("/registrations/myapp/9.9.9").await), Some(0));
+}
+
+#[tokio::test]
+async fn a_deregistered_instance_is_gone() {
+    let api = Api::new();
+    api.heartbeat("1.0.0", "10.0.0.1").await;
+    let deleted = api.delete("/registrations/myapp/1.0.0/10.0.0.1/8080").await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    assert_eq!(api.get("/registrations").await.json(), json!([]));
+}
+
+#[tokio::test]
+async fn deregistering_an_unknown_instance_is_404() {
+    Api::new()
+        .delete("/registrations/myapp/1.0.0/10.0.0.1/8080")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn registrations_past_their_lease_are_hidden_everywhere() {
+    let mut seeded = replica();
+    let now = wall_clock_ms();
+    let key = RegistrationKey {
+        service: ServiceName::new("myapp").expect("name"),
+        version: Version::new("1.0.0").expect("version"),
+        host: Host::new("10.0.0.1").expect("host"),
+        port: Port::new(8080).expect("port"),
+    };
+    let registration = Registration {
+        meta: Meta::new("{}").expect("meta"),
+        lease: Lease::new(now - 60_000, 10_000).expect("lease"),
+    };
+    seeded
+        .execute(&Command::Register { key, registration }, now)
+        .expect("register");
+    let api = Api::with(seeded, Store::Works, ApiOptions::default());
+    api.dynamic_backend("live", "1.0.0").await;
+    assert_eq!(api.get("/registrations").await.json(), json!([]));
+    assert_eq!(
+        api.get("/registrations/myapp/1.0.0").await.json(),
+        json!([])
+    );
+    assert_eq!(api.get("/backends/live/members").await.json(), json!([]));
+}
+
+// ---------------------------------------------------------------------------
+// Members one by one (mesh addition)
+
+#[tokio::test]
+async fn a_member_can_be_put_and_deleted_alone() {
+    let api = Api::new();
+    api.static_backend("web").await;
+    let put = api
+        .put(
+            "/backends/web/members/10.0.0.5/8080",
+            json!({"weight": 5, "state": "drain"}),
+        )
+        .await;
+    let member = json!({"host": "10.0.0.5", "port": 8080, "weight": 5, "state": "drain"});
+    assert_eq!(put.status, StatusCode::OK, "{}", put.text);
+    assert_eq!(put.json(), member);
+    assert_eq!(
+        api.get("/backends/web/members").await.json(),
+        json!([member])
+    );
+    let deleted = api.delete("/backends/web/members/10.0.0.5/8080").await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    assert_eq!(api.get("/backends/web/members").await.json(), json!([]));
+}
+
+#[tokio::test]
+async fn a_member_put_without_a_body_takes_the_defaults() {
+    let api = Api::new();
+    api.static_backend("web").await;
+    let put = api
+        .call(Method::PUT, "/backends/web/members/10.0.0.5/8080", None)
+        .await;
+    assert_eq!(put.json()["weight"], 1);
+    assert_eq!(put.json()["state"], "ready");
+}
+
+#[tokio::test]
+async fn a_member_of_a_dynamic_backend_cannot_be_put() {
+    let api = Api::new();
+    api.dynamic_backend("live", "1.0.0").await;
+    api.put("/backends/live/members/10.0.0.5/8080", json!({}))
+        .await
+        .assert_invalid("key");
+}
+
+#[tokio::test]
+async fn a_member_of_an_unknown_backend_is_404() {
+    let api = Api::new();
+    api.put("/backends/nope/members/10.0.0.5/8080", json!({}))
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    api.delete("/backends/nope/members/10.0.0.5/8080")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+// ---------------------------------------------------------------------------
+// Validation: every rule has a case, each answer names the field
+
+#[tokio::test]
+async fn a_bind_with_a_newline_is_refused() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let body = json!({"bind": "*:80\nbackend evil", "backend": "live"});
+    api.put("/frontends/web", body).await.assert_invalid("bind");
+}
+
+#[tokio::test]
+async fn port_zero_is_refused() {
+    let api = Api::new();
+    let body = json!({"type": "static", "members": [{"host": "10.0.0.5", "port": 0}]});
+    api.put("/backends/web", body)
+        .await
+        .assert_invalid("members[0].port");
+}
+
+#[tokio::test]
+async fn a_port_in_the_path_must_be_a_port() {
+    let api = Api::new();
+    api.post("/registrations/myapp/1.0.0/10.0.0.5/http", json!({}))
+        .await
+        .assert_invalid("port");
+}
+
+#[tokio::test]
+async fn a_bad_host_is_refused() {
+    let api = Api::new();
+    let body = json!({"type": "static", "members": [{"host": "exa_mple.com", "port": 80}]});
+    api.put("/backends/web", body)
+        .await
+        .assert_invalid("members[0].host");
+}
+
+#[tokio::test]
+async fn a_natives_line_with_a_newline_is_refused() {
+    let api = Api::new();
+    let body =
+        json!({"type": "static", "natives": ["option httplog", "timeout server 5s\nlisten x"]});
+    api.put("/backends/web", body)
+        .await
+        .assert_invalid("natives[1]");
+}
+
+#[tokio::test]
+async fn a_natives_line_opening_a_section_is_refused() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let body = json!({"bind": "*:80", "backend": "live", "natives": ["backend evil"]});
+    let answer = api.put("/frontends/web", body).await;
+    answer.assert_invalid("natives[0]");
+    let reason = answer.json()["details"]["reason"].to_string();
+    assert!(reason.contains("must not open a new section"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_rule_operation_must_match_its_type() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let body = json!({
+        "bind": "*:80", "backend": "live",
+        "rules": [{"type": "path", "operation": "hdr_dom", "value": "x.com", "backend": "live"}]
+    });
+    api.put("/frontends/web", body)
+        .await
+        .assert_invalid("rules[0].operation");
+}
+
+#[tokio::test]
+async fn a_header_rule_needs_a_header_name() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let body = json!({
+        "bind": "*:80", "backend": "live",
+        "rules": [{"type": "header", "operation": "hdr_dom", "value": "x.com", "backend": "live"}]
+    });
+    api.put("/frontends/web", body)
+        .await
+        .assert_invalid("rules[0].header");
+}
+
+#[tokio::test]
+async fn an_unknown_field_is_refused() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let body = json!({"bind": "*:80", "backend": "live", "colour": "red"});
+    api.put("/frontends/web", body)
+        .await
+        .assert_invalid("colour");
+}
+
+#[tokio::test]
+async fn an_unknown_field_in_a_rule_is_refused_with_its_path() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let body = json!({
+        "bind": "*:80", "backend": "live",
+        "rules": [{"type": "path", "operation": "path", "value": "/", "backend": "live", "acl": "x"}]
+    });
+    api.put("/frontends/web", body)
+        .await
+        .assert_invalid("rules[0].acl");
+}
+
+#[tokio::test]
+async fn a_value_of_the_wrong_type_is_refused() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let body = json!({"bind": "*:80", "backend": "live", "rules": "none"});
+    api.put("/frontends/web", body)
+        .await
+        .assert_invalid("rules");
+}
+
+#[tokio::test]
+async fn an_unknown_enum_value_is_refused() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let body = json!({"bind": "*:80", "backend": "live", "mode": "udp"});
+    api.put("/frontends/web", body).await.assert_invalid("mode");
+}
+
+#[tokio::test]
+async fn a_missing_required_field_is_named() {
+    let api = Api::new();
+    api.put("/frontends/web", json!({"backend": "live"}))
+        .await
+        .assert_invalid("bind");
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let api = Api::new();
+    let request = Request::builder()
+        .method(Method::PUT)
+        .uri("/frontends/web")
+        .body(Body::from("bind: *:80"))
+        .expect("request");
+    api.send(request).await.assert_invalid(".");
+}
+
+#[tokio::test]
+async fn a_body_key_differing_from_the_path_is_refused() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let body = json!({"key": "other", "bind": "*:80", "backend": "live"});
+    api.put("/frontends/web", body).await.assert_invalid("key");
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_a_name_is_refused_on_put() {
+    let api = Api::new();
+    api.put("/backends/-bad", json!({"type": "static"}))
+        .await
+        .assert_invalid("key");
+}
+
+#[tokio::test]
+async fn a_dynamic_backend_needs_a_version() {
+    let api = Api::new();
+    api.put(
+        "/backends/live",
+        json!({"type": "dynamic", "name": "myapp"}),
+    )
+    .await
+    .assert_invalid("version");
+}
+
+#[tokio::test]
+async fn a_static_backend_follows_no_service() {
+    let api = Api::new();
+    api.put("/backends/web", json!({"type": "static", "name": "myapp"}))
+        .await
+        .assert_invalid("name");
+}
+
+#[tokio::test]
+async fn a_backend_needs_a_type() {
+    let api = Api::new();
+    api.put("/backends/web", json!({"balance": "roundrobin"}))
+        .await
+        .assert_invalid("type");
+}
+
+#[tokio::test]
+async fn a_dynamic_backend_lists_no_members() {
+    let api = Api::new();
+    let body = json!({
+        "type": "dynamic", "name": "myapp", "version": "1.0.0",
+        "members": [{"host": "10.0.0.5", "port": 80}]
+    });
+    api.put("/backends/live", body)
+        .await
+        .assert_invalid("members");
+}
+
+#[tokio::test]
+async fn a_member_listed_twice_is_refused() {
+    let api = Api::new();
+    let member = json!({"host": "10.0.0.5", "port": 80});
+    let body = json!({"type": "static", "members": [member, member]});
+    api.put("/backends/web", body)
+        .await
+        .assert_invalid("members[1]");
+}
+
+#[tokio::test]
+async fn a_weight_over_256_is_refused() {
+    let api = Api::new();
+    let body =
+        json!({"type": "static", "members": [{"host": "10.0.0.5", "port": 80, "weight": 300}]});
+    api.put("/backends/web", body)
+        .await
+        .assert_invalid("members[0].weight");
+}
+
+#[tokio::test]
+async fn a_health_interval_out_of_range_is_refused() {
+    let api = Api::new();
+    let body = json!({"type": "static", "health": {"interval": 50}});
+    api.put("/backends/web", body)
+        .await
+        .assert_invalid("health.interval");
+}
+
+#[tokio::test]
+async fn an_http_1_1_health_check_needs_the_backend_host() {
+    let api = Api::new();
+    let body = json!({"type": "static", "health": {"httpVersion": "HTTP/1.1"}});
+    api.put("/backends/web", body)
+        .await
+        .assert_invalid("health.httpVersion");
+}
+
+#[tokio::test]
+async fn a_tcp_backend_takes_no_health_check() {
+    let api = Api::new();
+    let body = json!({"type": "static", "mode": "tcp", "health": {"uri": "/"}});
+    api.put("/backends/web", body)
+        .await
+        .assert_invalid("health");
+}
+
+#[tokio::test]
+async fn a_lease_must_be_a_positive_number_of_seconds_up_to_a_day() {
+    let api = Api::new();
+    for seconds in [
+        json!(-5),
+        json!(0),
+        json!("ten"),
+        json!(0.5),
+        json!(86_401),
+        json!(1e300),
+    ] {
+        api.post(
+            "/registrations/myapp/1.0.0/10.0.0.5/8080",
+            json!({"secondsToExpire": seconds}),
+        )
+        .await
+        .assert_invalid("secondsToExpire");
+    }
+}
+
+#[tokio::test]
+async fn a_heartbeat_body_must_be_an_object() {
+    let api = Api::new();
+    api.post("/registrations/myapp/1.0.0/10.0.0.5/8080", json!([1, 2]))
+        .await
+        .assert_invalid(".");
+}
+
+#[tokio::test]
+async fn a_frontend_must_route_to_an_existing_backend() {
+    let api = Api::new();
+    api.put("/frontends/web", frontend_to("live"))
+        .await
+        .assert_invalid("backend");
+}
+
+#[tokio::test]
+async fn a_rule_must_route_to_an_existing_backend() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let body = json!({
+        "bind": "*:80", "backend": "live",
+        "rules": [{"type": "url", "operation": "url_beg", "value": "/x", "backend": "missing"}]
+    });
+    api.put("/frontends/web", body)
+        .await
+        .assert_invalid("rules[0].backend");
+}
+
+// ---------------------------------------------------------------------------
+// Access control
+
+fn with_bearer(method: Method, uri: &str, token: Option<&str>) -> Request<Body> {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    request
+        .body(Body::from(json!({"type": "static"}).to_string()))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn a_write_without_the_token_is_401() {
+    let api = Api::with_token();
+    let answer = api
+        .send(with_bearer(Method::PUT, "/backends/web", None))
+        .await;
+    answer.assert_error(StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.headers[header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(api.get("/backends").await.json(), json!([]));
+}
+
+#[tokio::test]
+async fn a_write_with_a_wrong_token_is_401() {
+    let api = Api::with_token();
+    let answer = api
+        .send(with_bearer(
+            Method::PUT,
+            "/backends/web",
+            Some("s3cret-tokeN"),
+        ))
+        .await;
+    answer.assert_error(StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.headers[header::WWW_AUTHENTICATE], "Bearer");
+}
+
+#[tokio::test]
+async fn a_write_with_the_token_succeeds() {
+    let api = Api::with_token();
+    let answer = api
+        .send(with_bearer(Method::PUT, "/backends/web", Some(TOKEN)))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let deleted = api
+        .send(with_bearer(Method::DELETE, "/backends/web", Some(TOKEN)))
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text);
+}
+
+#[tokio::test]
+async fn reads_need_no_token() {
+    let api = Api::with_token();
+    for uri in [
+        "/frontends",
+        "/backends",
+        "/registrations",
+        "/mesh",
+        "/health",
+        "/metrics",
+    ] {
+        assert_eq!(api.get(uri).await.status, StatusCode::OK, "{uri}");
+    }
+}
+
+#[test]
+fn a_token_is_1_to_256_visible_ascii_characters() {
+    assert_eq!(ApiToken::new("").err(), Some(InvalidToken::Empty));
+    assert_eq!(
+        ApiToken::new(&"a".repeat(257)).err(),
+        Some(InvalidToken::TooLong)
+    );
+    for bad in ["a b", "a\nb", "é", "tab\t"] {
+        assert_eq!(
+            ApiToken::new(bad).err(),
+            Some(InvalidToken::NotPrintable),
+            "{bad:?}"
+        );
+    }
+    assert!(ApiToken::new(&"~".repeat(256)).is_ok());
+}
+
+#[test]
+fn a_token_is_not_shown_by_debug() {
+    let token = ApiToken::new(TOKEN).expect("valid token");
+    let options = ApiOptions {
+        token: Some(token.clone()),
+        ..ApiOptions::default()
+    };
+    assert!(!format!("{token:?}").contains(TOKEN));
+    assert!(!format!("{options:?}").contains(TOKEN));
+}
+
+// ---------------------------------------------------------------------------
+// Limits and error answers
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let options = ApiOptions {
+        body_limit_bytes: 256,
+        ..ApiOptions::default()
+    };
+    let api = Api::with(replica(), Store::Works, options);
+    let natives: Vec<String> = (0..20).map(|i| format!("option x{i}")).collect();
+    let body = json!({"type": "static", "natives": natives});
+    let answer = api.put("/backends/web", body).await;
+    let error = answer.assert_error(StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error["details"]["limitBytes"], 256);
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_a_json_404() {
+    Api::new()
+        .get("/nothing/here")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_json_405() {
+    let answer = Api::new().call(Method::PATCH, "/frontends/web", None).await;
+    answer.assert_error(StatusCode::METHOD_NOT_ALLOWED);
+    assert!(answer.headers.contains_key(header::ALLOW));
+}
+
+#[tokio::test]
+async fn a_failing_store_is_503() {
+    let api = Api::with(replica(), Store::Fails, ApiOptions::default());
+    let answer = api.put("/backends/web", json!({"type": "static"})).await;
+    answer.assert_error(StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_stopped_peer_is_503_for_health_and_writes() {
+    let (requests, inbox) = mpsc::channel(1);
+    drop(inbox);
+    let api = Api {
+        router: router(Handle::new(requests), ApiOptions::default()),
+    };
+    api.get("/health")
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    api.put("/backends/web", json!({"type": "static"}))
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn the_haproxy_config_is_503_until_the_driver_renders_one() {
+    let answer = Api::new().get("/haproxy/config").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        answer.json(),
+        json!({
+            "error": "no HAProxy configuration has been rendered by this peer",
+            "details": {"reason": "the HAProxy driver is not running"}
+        })
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Mesh and operations
+
+#[tokio::test]
+async fn health_is_ok_while_the_peer_answers() {
+    let answer = Api::new().get("/health").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json(), json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn mesh_shows_this_peers_identity_and_version_vector() {
+    let api = Api::new();
+    api.static_backend("web").await;
+    let mesh = api.get("/mesh").await.json();
+    assert_eq!(mesh["name"], "peer-a");
+    assert_eq!(mesh["peerId"], "0000000000000abc");
+    assert_eq!(mesh["generation"], 3);
+    assert_eq!(mesh["replicaId"], "0000000000001234");
+    assert_eq!(mesh["gossipAddr"], "127.0.0.1:7000");
+    assert_eq!(mesh["digest"].as_str().map(str::len), Some(32));
+    assert!(
+        mesh["versionVector"]["0000000000001234"].as_u64() > Some(0),
+        "{mesh}"
+    );
+    assert_eq!(mesh["convergenceLagSeconds"], 0.5);
+    assert_eq!(mesh["uptimeSeconds"], 12.0);
+}
+
+#[tokio::test]
+async fn mesh_peers_shows_each_peer_and_its_state() {
+    let peers = Api::new().get("/mesh/peers").await.json();
+    assert_eq!(
+        peers,
+        json!([
+            {"peerId": "0000000000000002", "name": "peer-b", "addr": "127.0.0.1:7001",
+             "generation": 1, "state": "alive", "connected": true},
+            {"peerId": "0000000000000003", "name": "peer-c", "addr": "127.0.0.1:7001",
+             "generation": 1, "state": "suspect", "connected": false}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn metrics_expose_the_peer_counters_in_openmetrics_text() {
+    let api = Api::new();
+    api.static_backend("web").await;
+    let answer = api.get("/metrics").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.headers[header::CONTENT_TYPE],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    for line in [
+        "aqueduct_writes_acknowledged_total 1",
+        "aqueduct_writes_refused_total 0",
+        "aqueduct_remote_changes_applied_total 0",
+        "aqueduct_store_commits_total 0",
+        "aqueduct_gossip_messages_sent_total 10",
+        "aqueduct_gossip_messages_received_total 12",
+        "aqueduct_gossip_sent_bytes_total 1000",
+        "aqueduct_gossip_received_bytes_total 1200",
+        "aqueduct_gossip_garbage_dropped_total 0",
+        "aqueduct_gossip_deltas_refused_total 0",
+        "aqueduct_peers{state=\"alive\"} 1",
+        "aqueduct_peers{state=\"suspect\"} 1",
+        "aqueduct_peers{state=\"down\"} 0",
+        "aqueduct_convergence_lag_seconds 0.5",
+        "aqueduct_uptime_seconds 12.0",
+    ] {
+        assert!(
+            answer.text.lines().any(|l| l == line),
+            "no {line:?} in\n{}",
+            answer.text
+        );
+    }
+}
