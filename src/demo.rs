@@ -105,7 +105,7 @@ async fn serve(mesh: &mut LocalMesh) -> Result<(), DemoError> {
     for peer in peers.iter() {
         println!(
             "  {:<8} API http://{}   gossip {}   log {}",
-            peer.name,
+            peer.name.as_str(),
             peer.api,
             peer.gossip,
             peer.log.display()

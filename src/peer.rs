@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::certs::NodeName;
 use crate::crdt::model::ConfigView;
-use crate::crdt::{Command, CommandError, Digest, ReplicaId};
+use crate::crdt::{Command, CommandError, Digest, ReplicaId, ViewPart};
 use crate::gossip::{Node, NodeStats, Output, PeerId, PeerState, Time};
 use crate::store::{Durability, Entry, StoreError, Writer};
 use crate::transport::{Event, Transport};
@@ -35,8 +35,12 @@ pub enum Request {
         /// Where the outcome goes.
         reply: oneshot::Sender<Result<(), WriteError>>,
     },
-    /// The current configuration (shared; cheap while nothing changes).
+    /// The current configuration: all of it (shared, and built once per
+    /// change), or only the parts named (built for the request, at a cost
+    /// proportional to their size).
     View {
+        /// `None` for everything.
+        parts: Option<Vec<ViewPart>>,
         /// Where the view goes.
         reply: oneshot::Sender<Arc<ConfigView>>,
     },
@@ -150,10 +154,24 @@ impl Handle {
         answer.await.map_err(|_| PeerGone)?
     }
 
-    /// The current configuration view.
+    /// The whole current configuration view.
     pub async fn view(&self) -> Result<Arc<ConfigView>, PeerGone> {
+        self.view_request(None).await
+    }
+
+    /// The current view of only `parts` (see [`Replica::view_of`]).
+    ///
+    /// [`Replica::view_of`]: crate::crdt::Replica::view_of
+    pub async fn view_of(&self, parts: Vec<ViewPart>) -> Result<Arc<ConfigView>, PeerGone> {
+        self.view_request(Some(parts)).await
+    }
+
+    async fn view_request(
+        &self,
+        parts: Option<Vec<ViewPart>>,
+    ) -> Result<Arc<ConfigView>, PeerGone> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::View { reply }).await?;
+        self.send(Request::View { parts, reply }).await?;
         answer.await.map_err(|_| PeerGone)
     }
 
@@ -355,12 +373,18 @@ impl PeerTask {
                     }
                 }
             }
-            Request::View { reply } => {
+            Request::View { parts: None, reply } => {
                 let node = &self.node;
                 let view = self
                     .view
                     .get_or_insert_with(|| Arc::new(node.replica().view()));
                 let _ = reply.send(view.clone());
+            }
+            Request::View {
+                parts: Some(parts),
+                reply,
+            } => {
+                let _ = reply.send(Arc::new(self.node.replica().view_of(&parts)));
             }
             Request::Status { reply } => {
                 let _ = reply.send(self.status());

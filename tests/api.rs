@@ -64,8 +64,12 @@ fn spawn_peer(mut replica: Replica, store: Store) -> Handle {
                     // The API may have given up on the answer; nothing to do.
                     let _ = reply.send(outcome);
                 }
-                PeerRequest::View { reply } => {
-                    let _ = reply.send(Arc::new(replica.view()));
+                PeerRequest::View { parts, reply } => {
+                    let view = match parts {
+                        None => replica.view(),
+                        Some(parts) => replica.view_of(&parts),
+                    };
+                    let _ = reply.send(Arc::new(view));
                 }
                 PeerRequest::Status { reply } => {
                     let _ = reply.send(status_of(&replica, &counters));

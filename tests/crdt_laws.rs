@@ -28,7 +28,7 @@ use aqueduct::crdt::model::{
 };
 use aqueduct::crdt::{
     Command, ConfigDelta, Delta, Digest, Dot, DotSet, DotStore, Hlc, JoinError, RemoteDeltaError,
-    Replica, ReplicaId, Stamped,
+    Replica, ReplicaId, Stamped, ViewPart,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -1320,6 +1320,35 @@ proptest! {
             prop_assert_eq!(replica.canonical_bytes(), first.canonical_bytes());
             prop_assert_eq!(replica.view(), first.view());
             prop_assert_eq!(replica.full_state(), first.full_state());
+        }
+    }
+
+    #[test]
+    fn a_partial_view_shows_exactly_what_the_whole_view_shows_of_those_parts(
+        script in command_script()
+    ) {
+        let mesh = play_commands(&script)?;
+        for replica in &mesh.peers {
+            let whole = replica.view();
+            let frontends = replica.view_of(&[ViewPart::Frontends]);
+            prop_assert_eq!(&frontends.frontends, &whole.frontends);
+            prop_assert!(frontends.backends.is_empty() && frontends.registrations.is_empty());
+            for b in 0..4u8 {
+                let key = name(&format!("b{b}"));
+                let part = replica.view_of(&[ViewPart::Backend(key.clone())]);
+                prop_assert_eq!(part.backends.get(&key), whole.backends.get(&key));
+                prop_assert!(part.backends.len() <= 1 && part.frontends.is_empty());
+            }
+            for f in 0..4u8 {
+                let key = name(&format!("f{f}"));
+                let part = replica.view_of(&[ViewPart::Frontend(key.clone())]);
+                prop_assert_eq!(part.frontends.get(&key), whole.frontends.get(&key));
+            }
+            let all = replica.view_of(&[ViewPart::Registrations]);
+            prop_assert_eq!(&all.registrations, &whole.registrations);
+            let service = ServiceName::new("svc").expect("valid service literal");
+            let of_service = replica.view_of(&[ViewPart::Service(service)]);
+            prop_assert_eq!(&of_service.registrations, &whole.registrations);
         }
     }
 

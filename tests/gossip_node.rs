@@ -825,7 +825,8 @@ fn a_swim_packet_speaking_for_another_peer_is_refused() {
     // A genuine packet of `forger`'s, handed over by a connection that
     // authenticated someone else.
     let now = mesh.now;
-    mesh.node_mut(forger).handle_timeout(now + Duration::from_secs(5));
+    mesh.node_mut(forger)
+        .handle_timeout(now + Duration::from_secs(5));
     let swim = mesh
         .take_outputs(forger)
         .into_iter()

@@ -200,9 +200,8 @@ fn sigterm_leaves_the_mesh_and_exits_cleanly() {
             .all(|p| {
                 let (_, list) = p.get("/mesh/peers");
                 list.as_array().is_some_and(|l| {
-                    l.iter()
-                        .filter(|e| e["name"] == "peer-c")
-                        .all(|e| e["state"] == "down")
+                    let c: Vec<_> = l.iter().filter(|e| e["name"] == "peer-c").collect();
+                    !c.is_empty() && c.iter().all(|e| e["state"] == "down")
                 })
             })
             .then_some(())

@@ -6,6 +6,7 @@
 //! `dto`'s job.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
@@ -18,8 +19,8 @@ use super::dto::{
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
 use super::{AppState, now_ms};
-use crate::crdt::model::{BackendType, ConfigView, Frontend, Host, MemberKey, Name};
-use crate::crdt::{Command, CommandError};
+use crate::crdt::model::{BackendType, ConfigView, Frontend, Host, MemberKey, Name, ServiceName};
+use crate::crdt::{Command, CommandError, ViewPart};
 
 /// The entry of `map` under the path key `key`; a key that is not a valid
 /// name cannot be there.
@@ -37,11 +38,34 @@ fn existing_key(kind: &str, key: &str) -> Result<Name, ApiError> {
     Name::new(key).map_err(|_| ApiError::NotFound(format!("{kind} {key}")))
 }
 
+/// The view of backend `name` with, for a dynamic one, the registrations
+/// of its service (and of `also`, a service about to be followed).
+async fn backend_view(
+    state: &AppState,
+    name: &Name,
+    also: Option<&ServiceName>,
+) -> Result<Arc<ConfigView>, ApiError> {
+    let mut parts = vec![ViewPart::Backend(name.clone())];
+    let view = state.handle.view_of(parts.clone()).await?;
+    let followed = view.backends.get(name).and_then(|b| b.service.as_ref());
+    parts.extend(
+        followed
+            .into_iter()
+            .chain(also)
+            .cloned()
+            .map(ViewPart::Service),
+    );
+    if parts.len() == 1 {
+        return Ok(view);
+    }
+    Ok(state.handle.view_of(parts).await?)
+}
+
 /// `GET /frontends`.
 pub(crate) async fn list_frontends(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<FrontendOut>>, ApiError> {
-    let view = state.handle.view().await?;
+    let view = state.handle.view_of(vec![ViewPart::Frontends]).await?;
     Ok(Json(
         view.frontends
             .iter()
@@ -55,7 +79,10 @@ pub(crate) async fn get_frontend(
     State(state): State<AppState>,
     PathParams(key): PathParams<String>,
 ) -> Result<Json<FrontendOut>, ApiError> {
-    let view = state.handle.view().await?;
+    let Ok(name) = Name::new(&key) else {
+        return Err(ApiError::NotFound(format!("frontend {key}")));
+    };
+    let view = state.handle.view_of(vec![ViewPart::Frontend(name)]).await?;
     let (key, frontend) =
         find(&view.frontends, &key).ok_or_else(|| ApiError::NotFound(format!("frontend {key}")))?;
     Ok(Json(FrontendOut::new(key, frontend)))
@@ -70,7 +97,11 @@ pub(crate) async fn put_frontend(
 ) -> Result<Json<FrontendOut>, ApiError> {
     let name = key_to_create(&key)?;
     let frontend = body.into_model(&name)?;
-    check_backends_exist(&frontend, &*state.handle.view().await?)?;
+    let referenced = std::iter::once(&frontend.backend)
+        .chain(frontend.rules.as_slice().iter().map(|rule| rule.backend()))
+        .map(|backend| ViewPart::Backend(backend.clone()))
+        .collect();
+    check_backends_exist(&frontend, &*state.handle.view_of(referenced).await?)?;
     state
         .handle
         .write(Command::PutFrontend {
@@ -128,7 +159,8 @@ pub(crate) async fn get_backend(
     State(state): State<AppState>,
     PathParams(key): PathParams<String>,
 ) -> Result<Json<BackendOut>, ApiError> {
-    let view = state.handle.view().await?;
+    let name = existing_key("backend", &key)?;
+    let view = backend_view(&state, &name, None).await?;
     let (key, backend) =
         find(&view.backends, &key).ok_or_else(|| ApiError::NotFound(format!("backend {key}")))?;
     let live = LiveRegistrations::new(&view, now_ms());
@@ -140,7 +172,8 @@ pub(crate) async fn list_members(
     State(state): State<AppState>,
     PathParams(key): PathParams<String>,
 ) -> Result<Json<Vec<MemberOut>>, ApiError> {
-    let view = state.handle.view().await?;
+    let name = existing_key("backend", &key)?;
+    let view = backend_view(&state, &name, None).await?;
     let (_, backend) =
         find(&view.backends, &key).ok_or_else(|| ApiError::NotFound(format!("backend {key}")))?;
     let live = LiveRegistrations::new(&view, now_ms());
@@ -163,7 +196,7 @@ pub(crate) async fn put_backend(
         })
         .await?;
     // Read back for the members of a dynamic backend (its registrations).
-    let view = state.handle.view().await?;
+    let view = backend_view(&state, &name, None).await?;
     let live = LiveRegistrations::new(&view, now_ms());
     Ok(Json(BackendOut::new(&name, &backend, &live)))
 }
@@ -174,7 +207,7 @@ pub(crate) async fn delete_backend(
     PathParams(key): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let name = existing_key("backend", &key)?;
-    let view = state.handle.view().await?;
+    let view = state.handle.view_of(vec![ViewPart::Frontends]).await?;
     let users: Vec<Name> = view
         .frontends
         .iter()
@@ -207,7 +240,7 @@ pub(crate) async fn switch_backend(
 ) -> Result<Json<BackendOut>, ApiError> {
     let name = existing_key("backend", &key)?;
     body.check_key(&name)?;
-    let view = state.handle.view().await?;
+    let view = backend_view(&state, &name, body.name.as_ref()).await?;
     let backend = view
         .backends
         .get(&name)
@@ -235,7 +268,7 @@ pub(crate) async fn switch_backend(
             version: body.version,
         })
         .await?;
-    let view = state.handle.view().await?;
+    let view = backend_view(&state, &name, None).await?;
     let backend = view
         .backends
         .get(&name)
@@ -254,7 +287,10 @@ pub(crate) async fn put_member(
     let name = existing_key("backend", &key)?;
     let host = dto::path_value("host", &host, Host::new)?;
     let port = dto::path_value("port", &port, dto::parse_port)?;
-    let view = state.handle.view().await?;
+    let view = state
+        .handle
+        .view_of(vec![ViewPart::Backend(name.clone())])
+        .await?;
     let backend = view
         .backends
         .get(&name)

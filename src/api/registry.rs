@@ -12,15 +12,16 @@ use super::dto::{self, LiveRegistrations, RegistrationOut};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
 use super::{AppState, now_ms};
-use crate::crdt::Command;
 use crate::crdt::model::{Host, RegistrationKey, ServiceName, Version};
+use crate::crdt::{Command, ViewPart};
 
-/// The live registrations that `keep` accepts, in key order.
+/// The live registrations in `part` that `keep` accepts, in key order.
 async fn live_where(
     state: &AppState,
+    part: ViewPart,
     keep: impl Fn(&RegistrationKey) -> bool,
 ) -> Result<Json<Vec<RegistrationOut>>, ApiError> {
-    let view = state.handle.view().await?;
+    let view = state.handle.view_of(vec![part]).await?;
     let live = LiveRegistrations::new(&view, now_ms());
     Ok(Json(
         live.all()
@@ -34,7 +35,7 @@ async fn live_where(
 pub(crate) async fn list_all(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<RegistrationOut>>, ApiError> {
-    live_where(&state, |_| true).await
+    live_where(&state, ViewPart::Registrations, |_| true).await
 }
 
 /// `GET /registrations/{name}` (an unknown name lists nothing).
@@ -42,7 +43,10 @@ pub(crate) async fn list_by_name(
     State(state): State<AppState>,
     PathParams(name): PathParams<String>,
 ) -> Result<Json<Vec<RegistrationOut>>, ApiError> {
-    live_where(&state, |key| key.service.as_str() == name).await
+    let Ok(service) = ServiceName::new(&name) else {
+        return Ok(Json(Vec::new()));
+    };
+    live_where(&state, ViewPart::Service(service), |_| true).await
 }
 
 /// `GET /registrations/{name}/{version}`.
@@ -50,8 +54,11 @@ pub(crate) async fn list_by_version(
     State(state): State<AppState>,
     PathParams((name, version)): PathParams<(String, String)>,
 ) -> Result<Json<Vec<RegistrationOut>>, ApiError> {
-    live_where(&state, |key| {
-        key.service.as_str() == name && key.version.as_str() == version
+    let Ok(service) = ServiceName::new(&name) else {
+        return Ok(Json(Vec::new()));
+    };
+    live_where(&state, ViewPart::Service(service), |key| {
+        key.version.as_str() == version
     })
     .await
 }

@@ -30,7 +30,9 @@ mod store;
 
 pub use dot::{Dot, DotSet, ReplicaId};
 pub use hlc::Hlc;
-pub use replica::{Command, CommandError, ConfigDelta, Digest, RemoteDeltaError, Replica};
+pub use replica::{
+    Command, CommandError, ConfigDelta, Digest, RemoteDeltaError, Replica, ViewPart,
+};
 pub use store::{Delta, DotStore, JoinError, LiveSummary, Objects, Register, Stamped, SyncSummary};
 
 /// Why bytes from a peer did not decode into a valid dot or dot set.

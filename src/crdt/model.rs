@@ -904,6 +904,22 @@ impl ObjectKey {
             port: Port(NonZeroU16::MIN),
         })
     }
+
+    /// A key ordered before every registration of `service` and after
+    /// every key that precedes them (no valid name is empty).
+    pub(crate) fn first_registration_of(service: &ServiceName) -> ObjectKey {
+        ObjectKey::Registration(RegistrationKey {
+            service: service.clone(),
+            version: Version(String::new()),
+            host: Host(String::new()),
+            port: Port(NonZeroU16::MIN),
+        })
+    }
+
+    /// A key ordered before every registration.
+    pub(crate) fn first_registration() -> ObjectKey {
+        ObjectKey::first_registration_of(&ServiceName(String::new()))
+    }
 }
 
 /// A field of an object. Each object kind has a fixed set of them.

@@ -14,10 +14,28 @@ use super::model::{
     Backend, ConfigView, FieldId, FieldValue, Frontend, Member, MemberKey, Name, ObjectKey,
     Registration, RegistrationKey, ResolvedFields, ServiceName, Version,
 };
-use super::store::{Delta, DotStore, JoinError, Stamped, SyncSummary};
+use super::store::{Delta, DotStore, JoinError, Register, Stamped, SyncSummary};
 
 /// A delta of the configuration document (also used for full states).
 pub type ConfigDelta = Delta<ObjectKey, FieldId, FieldValue>;
+
+/// The registers of one object's fields.
+type Fields = BTreeMap<FieldId, Register<FieldValue>>;
+
+/// A part of the document to read with [`Replica::view_of`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewPart {
+    /// Every frontend.
+    Frontends,
+    /// One frontend.
+    Frontend(Name),
+    /// One backend and its static members.
+    Backend(Name),
+    /// Every registration of one service.
+    Service(ServiceName),
+    /// Every registration.
+    Registrations,
+}
 
 /// A 128-bit digest of a replica's live entries and causal context.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -407,13 +425,7 @@ impl Replica {
         self.store
             .objects()
             .iter()
-            .map(|(key, fields)| {
-                let resolved = fields
-                    .iter()
-                    .map(|(field, register)| (*field, winner(register).clone()))
-                    .collect::<BTreeMap<_, _>>();
-                (key.clone(), resolved)
-            })
+            .map(|(key, fields)| (key.clone(), resolve(fields)))
             .collect()
     }
 
@@ -446,11 +458,67 @@ impl Replica {
         ConfigView::from_fields(&self.resolved_fields())
     }
 
+    /// The view of only the `parts` named: what [`Replica::view`] shows of
+    /// them, at a cost proportional to their size rather than the
+    /// document's (the API reads one object per request this way).
+    pub fn view_of(&self, parts: &[ViewPart]) -> ConfigView {
+        let objects = self.store.objects();
+        let mut fields = ResolvedFields::new();
+        let mut take = |range: &mut dyn Iterator<Item = (&ObjectKey, &Fields)>| {
+            for (key, object) in range {
+                fields.insert(key.clone(), resolve(object));
+            }
+        };
+        for part in parts {
+            match part {
+                ViewPart::Frontends => take(
+                    &mut objects
+                        .iter()
+                        .take_while(|(key, _)| matches!(key, ObjectKey::Frontend(_))),
+                ),
+                ViewPart::Frontend(name) => {
+                    let key = ObjectKey::Frontend(name.clone());
+                    take(&mut objects.get_key_value(&key).into_iter());
+                }
+                ViewPart::Backend(name) => {
+                    let key = ObjectKey::Backend(name.clone());
+                    take(&mut objects.get_key_value(&key).into_iter());
+                    take(
+                        &mut objects
+                            .range(ObjectKey::first_member_of(name)..)
+                            .take_while(|(key, _)| {
+                                matches!(key, ObjectKey::Member(m) if &m.backend == name)
+                            }),
+                    );
+                }
+                ViewPart::Service(service) => take(
+                    &mut objects
+                        .range(ObjectKey::first_registration_of(service)..)
+                        .take_while(|(key, _)| {
+                            matches!(key, ObjectKey::Registration(r) if &r.service == service)
+                        }),
+                ),
+                ViewPart::Registrations => {
+                    take(&mut objects.range(ObjectKey::first_registration()..));
+                }
+            }
+        }
+        ConfigView::from_fields(&fields)
+    }
+
     /// Canonical bytes of the resolved view: two replicas showing the same
     /// configuration produce the same bytes.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         postcard::to_stdvec(&self.resolved_fields()).expect("the view always encodes")
     }
+}
+
+/// The fields of one object, resolved to one value each.
+fn resolve(object: &Fields) -> BTreeMap<FieldId, FieldValue> {
+    object
+        .iter()
+        .map(|(field, register)| (*field, winner(register).clone()))
+        .collect()
 }
 
 /// The order of concurrent values of one field: stamp, then dot. The
