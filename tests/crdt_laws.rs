@@ -27,8 +27,8 @@ use aqueduct::crdt::model::{
     Registration, RegistrationKey, Rules, ServiceName, Version, Weight,
 };
 use aqueduct::crdt::{
-    Command, ConfigDelta, Delta, Digest, Dot, DotSet, DotStore, Hlc, JoinError, RemoteDeltaError,
-    Replica, ReplicaId, Stamped, ViewPart,
+    Command, ConfigDelta, Delta, Digest, Dot, DotSet, DotStore, Hlc, JoinError, Register,
+    RemoteDeltaError, Replica, ReplicaId, Stamped, ViewPart,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -1890,4 +1890,49 @@ fn a_vast_claimed_history_does_not_make_anti_entropy_walk_it() {
     assert!(answer.is_empty());
     let plain = a.missing_for(b.context());
     assert!(plain.context.interval_count() < 100);
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn a_register_encodes_exactly_as_a_map_of_dots_to_values_and_decodes_back(
+        entries in prop::collection::vec((1u64..4, 1u64..50, any::<u32>()), 0..12)
+    ) {
+        let mut register = Register::default();
+        let mut map = BTreeMap::new();
+        for (replica, counter, value) in entries {
+            let stamped = Stamped { hlc: Hlc { wall_ms: 1, logical: 0 }, value };
+            register.insert(dot(replica, counter), stamped.clone());
+            map.insert(dot(replica, counter), stamped);
+        }
+        let bytes = postcard::to_stdvec(&register).expect("encodes");
+        prop_assert_eq!(&bytes, &postcard::to_stdvec(&map).expect("encodes"));
+        let back: Register<u32> = postcard::from_bytes(&bytes).expect("decodes");
+        prop_assert_eq!(back, register);
+    }
+}
+
+#[test]
+fn a_register_decoded_from_an_unsorted_map_with_a_repeated_dot_is_sorted_and_keeps_the_last() {
+    let stamped = |value| Stamped {
+        hlc: Hlc {
+            wall_ms: 1,
+            logical: 0,
+        },
+        value,
+    };
+    // A hand-made map encoding: three entries, out of order, one dot twice.
+    let entries = [
+        (dot(2, 1), stamped(1u32)),
+        (dot(1, 1), stamped(2)),
+        (dot(2, 1), stamped(3)),
+    ];
+    let mut bytes = vec![3u8];
+    for entry in &entries {
+        bytes.extend(postcard::to_stdvec(entry).expect("encodes"));
+    }
+    let register: Register<u32> = postcard::from_bytes(&bytes).expect("decodes");
+    let decoded: Vec<(Dot, u32)> = register.iter().map(|(d, s)| (*d, s.value)).collect();
+    assert_eq!(decoded, vec![(dot(1, 1), 2), (dot(2, 1), 3)]);
 }
