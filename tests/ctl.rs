@@ -28,11 +28,20 @@ fn ctl_puts_a_backend_from_a_file_and_lists_it_as_a_table_and_as_json() {
     let cluster = Cluster::new("ctl-put");
     let peer = cluster.start("peer-a", &[]);
     let file = cluster.dir.path().join("backend.json");
-    std::fs::write(&file, r#"{"type":"static","members":[{"host":"10.0.0.5","port":8080}]}"#)
-        .expect("writes");
+    std::fs::write(
+        &file,
+        r#"{"type":"static","members":[{"host":"10.0.0.5","port":8080}]}"#,
+    )
+    .expect("writes");
     let (ok, _, stderr) = ctl(
         &peer,
-        &["backends", "put", "web", "--file", file.to_str().expect("utf-8")],
+        &[
+            "backends",
+            "put",
+            "web",
+            "--file",
+            file.to_str().expect("utf-8"),
+        ],
     );
     assert!(ok, "{stderr}");
     let (ok, table, _) = ctl(&peer, &["backends", "list"]);
@@ -50,7 +59,16 @@ fn ctl_registers_an_instance_and_switches_a_dynamic_backend_to_it() {
     let peer = cluster.start("peer-a", &[]);
     let (ok, _, stderr) = ctl(
         &peer,
-        &["registrations", "register", "myapp", "2.0.0", "10.0.0.9", "8080", "--ttl", "60"],
+        &[
+            "registrations",
+            "register",
+            "myapp",
+            "2.0.0",
+            "10.0.0.9",
+            "8080",
+            "--ttl",
+            "60",
+        ],
     );
     assert!(ok, "{stderr}");
     let backend = serde_json::json!({"type": "dynamic", "name": "myapp", "version": "1.0.0"});
@@ -79,5 +97,8 @@ fn ctl_shows_this_peer_and_its_mesh() {
     let (ok, status, _) = ctl(&a, &["status"]);
     assert!(ok && status.contains("peer-a"), "{status}");
     let (ok, peers, _) = ctl(&a, &["peers"]);
-    assert!(ok && peers.contains("peer-b") && peers.contains("alive"), "{peers}");
+    assert!(
+        ok && peers.contains("peer-b") && peers.contains("alive"),
+        "{peers}"
+    );
 }
