@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::local_mesh::{LocalMesh, LocalMeshError, Ports};
+use crate::local_mesh::{LocalMesh, LocalMeshError, Ports, send_json};
 
 /// How long any single wait of a benchmark may take before it fails.
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
@@ -284,19 +284,9 @@ fn static_backend(port: u32) -> Value {
 }
 
 async fn put(http: &reqwest::Client, url: &str, body: &Value) -> Result<(), BenchError> {
-    let response = http
-        .put(url)
-        .json(body)
-        .send()
+    send_json(http, reqwest::Method::PUT, url, body)
         .await
-        .map_err(|e| BenchError::Run(format!("PUT {url}: {e}")))?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        Err(BenchError::Run(format!("PUT {url}: {status} {text}")))
-    }
+        .map_err(|e| BenchError::Run(format!("PUT {e}")))
 }
 
 /// Polls `url` until it answers 200; returns when it first did.

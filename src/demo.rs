@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::daemon::shutdown_signal;
-use crate::local_mesh::{LocalMesh, LocalMeshError, LocalPeer, Ports};
+use crate::local_mesh::{LocalMesh, LocalMeshError, LocalPeer, Ports, send_json};
 
 /// The example configuration the demo loads (also what the README shows).
 pub const EXAMPLE: &str = include_str!("../examples/mesh.json");
@@ -177,19 +177,9 @@ async fn send(
     url: &str,
     body: &Value,
 ) -> Result<(), DemoError> {
-    let response = http
-        .request(method, url)
-        .json(body)
-        .send()
+    send_json(http, method, url, body)
         .await
-        .map_err(|e| DemoError::Load(format!("{url}: {e}")))?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        Err(DemoError::Load(format!("{url}: {status} {text}")))
-    }
+        .map_err(DemoError::Load)
 }
 
 /// Waits until every peer serves the example's frontend.

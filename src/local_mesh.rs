@@ -241,3 +241,26 @@ async fn stop(peer: &mut LocalPeer) {
         let _ = peer.child.kill().await;
     }
 }
+
+/// Sends `body` as JSON to `url` with `method`; an answer other than 2xx is
+/// an error carrying the status and the API's error body.
+pub async fn send_json(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(), String> {
+    let response = http
+        .request(method, url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(format!("{url}: {status} {text}"))
+    }
+}
