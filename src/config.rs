@@ -217,17 +217,39 @@ impl RunArgs {
         } else {
             self.join
         };
+        let gossip = self.gossip.or(file.gossip).unwrap_or(DEFAULT_GOSSIP);
+        let advertise = self.advertise.or(file.advertise);
+        check_advertised(gossip, advertise)?;
         Ok(RunOptions {
             name,
             data_dir,
             api: self.api.or(file.api).unwrap_or(DEFAULT_API),
-            gossip: self.gossip.or(file.gossip).unwrap_or(DEFAULT_GOSSIP),
-            advertise: self.advertise.or(file.advertise),
+            gossip,
+            advertise,
             tls,
             join,
             api_token,
             haproxy,
         })
+    }
+}
+
+/// Other peers dial the advertised address (the gossip address unless
+/// `advertise` is given), so it must name one host and one port: a wildcard
+/// like 0.0.0.0 would send every peer to itself.
+fn check_advertised(gossip: SocketAddr, advertise: Option<SocketAddr>) -> Result<(), ConfigError> {
+    match advertise {
+        None if gossip.ip().is_unspecified() => Err(ConfigError::Invalid {
+            option: "gossip",
+            reason: format!(
+                "{gossip} listens on every address; give --advertise with the address other peers should dial"
+            ),
+        }),
+        Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => Err(ConfigError::Invalid {
+            option: "advertise",
+            reason: format!("{addr} is not an address other peers can dial"),
+        }),
+        _ => Ok(()),
     }
 }
 

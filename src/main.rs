@@ -71,7 +71,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match execute(Cli::parse()) {
+    let mut cli = Cli::parse();
+    if cli.command.is_none() {
+        // Bare `aqueduct` is `aqueduct run`: parsed as such, so that the
+        // AQUEDUCT_* variables apply.
+        let program = std::env::args().next().unwrap_or_else(|| "aqueduct".into());
+        cli = Cli::parse_from([program, "run".to_owned()]);
+    }
+    match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("aqueduct: {error:#}");
@@ -81,7 +88,7 @@ fn main() -> ExitCode {
 }
 
 fn execute(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
+    match cli.command.unwrap_or_else(|| Command::Run(RunArgs::default())) {
         Command::Run(args) => {
             let options = args.resolve()?;
             runtime()?.block_on(aqueduct::daemon::run(options))?;

@@ -48,6 +48,16 @@ const SIMULTANEOUS_OPEN: Duration = Duration::from_secs(2);
 /// A connection that lost to another stays open this long, so that frames
 /// already in flight on it still arrive.
 const LOSER_GRACE: Duration = Duration::from_secs(2);
+/// A frame that cannot be written for this long means the peer stopped
+/// reading (while its QUIC stack still answers keep-alives): the connection
+/// is closed rather than left to block the link for good.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Received frames are read in pieces of at most this size, so that a
+/// length prefix alone never makes us allocate a large buffer.
+const READ_CHUNK: usize = 64 << 10;
+/// After the links are flushed at shutdown, how long closing the endpoint
+/// may take.
+const CLOSE_BUDGET: Duration = Duration::from_millis(500);
 
 /// What the transport tells the peer task.
 #[derive(Debug)]
@@ -112,6 +122,8 @@ struct Inner {
     endpoint: quinn::Endpoint,
     me: PeerId,
     links: Mutex<BTreeMap<PeerId, Link>>,
+    /// Set at shutdown: no new link is made from then on.
+    closing: std::sync::atomic::AtomicBool,
     events: mpsc::Sender<Event>,
     send_drops: AtomicU64,
     connections_refused: AtomicU64,
@@ -120,6 +132,9 @@ struct Inner {
 /// Everything about one remote peer.
 struct Link {
     queue: mpsc::Sender<Vec<u8>>,
+    /// The task sending the queue; it ends once the queue is closed and
+    /// what was queued has been delivered (taken at shutdown).
+    writer: Option<tokio::task::JoinHandle<()>>,
     /// Where to dial it (the latest address the peer task gave).
     addr: SocketAddr,
     connection: Option<Registered>,
@@ -153,6 +168,7 @@ impl Transport {
             endpoint,
             me: identity.peer_id(),
             links: Mutex::new(BTreeMap::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
             events,
             send_drops: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
@@ -175,13 +191,12 @@ impl Transport {
     pub fn send(&self, to: PeerId, addr: SocketAddr, bytes: Vec<u8>) {
         let queue = {
             let mut links = self.inner.lock_links();
-            let link = links
-                .entry(to)
-                .or_insert_with(|| new_link(&self.inner, to, addr));
-            link.addr = addr;
-            link.queue.clone()
+            self.inner.link(&mut links, to, addr).map(|link| {
+                link.addr = addr;
+                link.queue.clone()
+            })
         };
-        if queue.try_send(bytes).is_err() {
+        if queue.is_none_or(|queue| queue.try_send(bytes).is_err()) {
             self.inner.send_drops.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -210,19 +225,29 @@ impl Transport {
         }
     }
 
-    /// Waits up to `grace` for queued messages to leave, then closes every
-    /// connection.
+    /// Stops taking messages, waits up to `grace` for what is queued to be
+    /// delivered (each stream finished and read by the peer), then closes
+    /// every connection.
     pub async fn shutdown(&self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && !self.inner.queues_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        self.inner.closing.store(true, Ordering::SeqCst);
+        // Replacing each queue's sender by one of a closed channel closes the
+        // queue; its writer then flushes what is left (over the connection
+        // the link still holds) and ends.
+        let writers: Vec<_> = self
+            .inner
+            .lock_links()
+            .values_mut()
+            .filter_map(|link| {
+                link.queue = mpsc::channel(1).0;
+                link.writer.take()
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + grace;
+        for writer in writers {
+            let _ = tokio::time::timeout_at(deadline, writer).await;
         }
         self.inner.endpoint.close(0u32.into(), b"shutdown");
-        let _ = tokio::time::timeout(
-            deadline.saturating_duration_since(Instant::now()),
-            self.inner.endpoint.wait_idle(),
-        )
-        .await;
+        let _ = tokio::time::timeout(CLOSE_BUDGET, self.inner.endpoint.wait_idle()).await;
     }
 }
 
@@ -233,10 +258,17 @@ impl Inner {
         self.links.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn queues_empty(&self) -> bool {
-        self.lock_links()
-            .values()
-            .all(|link| link.queue.capacity() == link.queue.max_capacity())
+    /// The link to `peer`, made if there is none (unless shutting down).
+    fn link<'a>(
+        self: &Arc<Self>,
+        links: &'a mut BTreeMap<PeerId, Link>,
+        peer: PeerId,
+        addr: SocketAddr,
+    ) -> Option<&'a mut Link> {
+        if self.closing.load(Ordering::SeqCst) {
+            return links.get_mut(&peer);
+        }
+        Some(links.entry(peer).or_insert_with(|| new_link(self, peer, addr)))
     }
 
     fn refused(&self) {
@@ -295,9 +327,11 @@ impl Inner {
         };
         let loser = {
             let mut links = self.lock_links();
-            let link = links
-                .entry(peer)
-                .or_insert_with(|| new_link(self, peer, addr));
+            let Some(link) = self.link(&mut links, peer, addr) else {
+                drop(links);
+                connection.close(0u32.into(), b"shutdown");
+                return;
+            };
             match link.connection.take() {
                 Some(old) if old.is_open() => {
                     let (keep, lose) = if fresh.since.duration_since(old.since) < SIMULTANEOUS_OPEN
@@ -374,9 +408,10 @@ fn transport_config() -> quinn::TransportConfig {
 
 fn new_link(inner: &Arc<Inner>, peer: PeerId, addr: SocketAddr) -> Link {
     let (queue, receiver) = mpsc::channel(SEND_QUEUE_MAX);
-    tokio::spawn(write_link(inner.clone(), peer, receiver));
+    let writer = tokio::spawn(write_link(inner.clone(), peer, receiver));
     Link {
         queue,
+        writer: Some(writer),
         addr,
         connection: None,
     }
@@ -460,11 +495,23 @@ async fn write_link(inner: Arc<Inner>, peer: PeerId, mut queue: mpsc::Receiver<V
         frame.clear();
         frame.extend_from_slice(&frame_len(&bytes).to_be_bytes());
         frame.extend_from_slice(&bytes);
-        if send.write_all(&frame).await.is_err() {
+        let written = tokio::time::timeout(WRITE_TIMEOUT, send.write_all(&frame)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            if written.is_err() {
+                connection.close(4u32.into(), b"not reading");
+            }
             inner.forget(peer, &connection);
             inner.send_drops.fetch_add(1, Ordering::Relaxed);
             stream = None;
         }
+    }
+    // The queue is closed (shutdown): end the stream and wait until the
+    // peer has read it all, so that a last message (a leave) is not lost
+    // when the endpoint closes.
+    if let Some((_, mut send)) = stream
+        && send.finish().is_ok()
+    {
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, send.stopped()).await;
     }
 }
 
@@ -494,9 +541,13 @@ async fn read_stream(events: mpsc::Sender<Event>, from: PeerId, mut receive: qui
             let _ = receive.stop(3u32.into());
             return;
         }
-        let mut bytes = vec![0u8; len];
-        if receive.read_exact(&mut bytes).await.is_err() {
-            return;
+        // Grown as the bytes arrive: the prefix alone reserves little.
+        let mut bytes = Vec::with_capacity(len.min(READ_CHUNK));
+        while bytes.len() < len {
+            match receive.read_chunk(len - bytes.len(), true).await {
+                Ok(Some(chunk)) => bytes.extend_from_slice(&chunk.bytes),
+                _ => return,
+            }
         }
         if events.send(Event::Message { from, bytes }).await.is_err() {
             return;

@@ -190,3 +190,30 @@ fn certs_init_refuses_to_overwrite_a_ca() {
     assert!(stderr.contains("ca"), "{stderr}");
     assert_eq!(std::fs::read(out.join("ca.key")).expect("key"), before);
 }
+
+#[test]
+fn bare_aqueduct_is_run_and_reads_the_environment() {
+    let cwd = TempDir::new("bare");
+    let line = first_line(
+        cwd.path(),
+        &[],
+        &[("AQUEDUCT_API", "127.0.0.1:0"), ("AQUEDUCT_GOSSIP", "127.0.0.1:0"), ("AQUEDUCT_HAPROXY", "off")],
+    );
+    assert!(line.contains("api=http://127.0.0.1:") && !line.contains(":10000 "), "{line}");
+}
+
+#[test]
+fn a_wildcard_gossip_address_needs_an_advertised_one() {
+    let args = RunArgs {
+        gossip: Some("0.0.0.0:7000".parse().expect("addr")),
+        ..RunArgs::default()
+    };
+    let error = args.resolve().expect_err("refused").to_string();
+    assert!(error.contains("advertise"), "{error}");
+    let args = RunArgs {
+        gossip: Some("0.0.0.0:7000".parse().expect("addr")),
+        advertise: Some("10.1.2.3:7000".parse().expect("addr")),
+        ..RunArgs::default()
+    };
+    assert!(args.resolve().is_ok());
+}

@@ -4,7 +4,14 @@
 
 mod support;
 
-use support::{Cluster, Peer, eventually, static_backend, wait_for_convergence, wait_for_mesh};
+use std::time::Duration;
+
+use support::{
+    Cluster, Peer, eventually, static_backend, wait_for_convergence, wait_for_mesh, within,
+};
+
+/// How soon peers must learn of a graceful leave.
+const LEAVE_SEEN_WITHIN: Duration = Duration::from_secs(3);
 
 fn three_peers(cluster: &Cluster) -> (Peer, Peer, Peer) {
     let a = cluster.start("peer-a", &[]);
@@ -194,7 +201,9 @@ fn sigterm_leaves_the_mesh_and_exits_cleanly() {
         "exit status {status:?}; log:\n{}",
         c.log()
     );
-    eventually("a and b to see c gone", || {
+    // SWIM's failure detection would take longer than this (a suspicion
+    // timeout of several seconds): only the leave message can make it.
+    within(LEAVE_SEEN_WITHIN, "a and b to see c gone", || {
         [&a, &b]
             .iter()
             .all(|p| {

@@ -306,8 +306,15 @@ impl Drop for Peer {
 
 /// Polls `check` until it returns `Some`, or panics with `what` after
 /// [`DEADLINE`].
-pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
+pub fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    within(DEADLINE, what, check)
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after
+/// `limit`: for an outcome that must come before a slower mechanism could
+/// produce it too (a graceful leave before failure detection).
+pub fn within<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check() {
             return value;
