@@ -207,7 +207,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             if force {
                 body["force"] = json!(true);
             }
-            let path = format!("/backends/{backend}");
+            let path = ["backends", backend.as_str()];
             (
                 client
                     .send(reqwest::Method::POST, &path, Some(body))
@@ -216,8 +216,8 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             )
         }
         CtlCommand::Registrations(command) => registration(&client, command).await?,
-        CtlCommand::Status => (client.get("/mesh").await?, Shape::Status),
-        CtlCommand::Peers => (client.get("/mesh/peers").await?, Shape::Peers),
+        CtlCommand::Status => (client.get(&["mesh"]).await?, Shape::Status),
+        CtlCommand::Peers => (client.get(&["mesh", "peers"]).await?, Shape::Peers),
     };
     if args.json {
         println!(
@@ -260,18 +260,18 @@ async fn object(
         Shape::Backends
     };
     Ok(match command {
-        ObjectCommand::List => (client.get(&format!("/{kind}")).await?, shape),
-        ObjectCommand::Get { key } => (client.get(&format!("/{kind}/{key}")).await?, shape),
+        ObjectCommand::List => (client.get(&[kind]).await?, shape),
+        ObjectCommand::Get { key } => (client.get(&[kind, key.as_str()]).await?, shape),
         ObjectCommand::Put { key, file } => {
             let body = read_json(&file)?;
-            let path = format!("/{kind}/{key}");
+            let path = [kind, key.as_str()];
             (
                 client.send(reqwest::Method::PUT, &path, Some(body)).await?,
                 shape,
             )
         }
         ObjectCommand::Delete { key } => {
-            let path = format!("/{kind}/{key}");
+            let path = [kind, key.as_str()];
             (
                 client.send(reqwest::Method::DELETE, &path, None).await?,
                 Shape::Done,
@@ -283,7 +283,9 @@ async fn object(
 async fn member(client: &Client, command: MemberCommand) -> Result<(Value, Shape), CtlError> {
     Ok(match command {
         MemberCommand::List { backend } => (
-            client.get(&format!("/backends/{backend}/members")).await?,
+            client
+                .get(&["backends", backend.as_str(), "members"])
+                .await?,
             Shape::Members,
         ),
         MemberCommand::Put {
@@ -300,7 +302,14 @@ async fn member(client: &Client, command: MemberCommand) -> Result<(Value, Shape
             if let Some(state) = state {
                 body["state"] = json!(state);
             }
-            let path = format!("/backends/{backend}/members/{host}/{port}");
+            let port = port.to_string();
+            let path = [
+                "backends",
+                backend.as_str(),
+                "members",
+                host.as_str(),
+                port.as_str(),
+            ];
             (
                 client.send(reqwest::Method::PUT, &path, Some(body)).await?,
                 Shape::Members,
@@ -311,7 +320,14 @@ async fn member(client: &Client, command: MemberCommand) -> Result<(Value, Shape
             host,
             port,
         } => {
-            let path = format!("/backends/{backend}/members/{host}/{port}");
+            let port = port.to_string();
+            let path = [
+                "backends",
+                backend.as_str(),
+                "members",
+                host.as_str(),
+                port.as_str(),
+            ];
             (
                 client.send(reqwest::Method::DELETE, &path, None).await?,
                 Shape::Done,
@@ -326,11 +342,10 @@ async fn registration(
 ) -> Result<(Value, Shape), CtlError> {
     Ok(match command {
         RegistrationCommand::List { name, version } => {
-            let path = match (name, version) {
-                (Some(name), Some(version)) => format!("/registrations/{name}/{version}"),
-                (Some(name), None) => format!("/registrations/{name}"),
-                _ => "/registrations".to_owned(),
-            };
+            let path: Vec<&str> = std::iter::once("registrations")
+                .chain(name.as_deref())
+                .chain(name.as_ref().and(version.as_deref()))
+                .collect();
             (client.get(&path).await?, Shape::Registrations)
         }
         RegistrationCommand::Register {
@@ -340,7 +355,14 @@ async fn registration(
             port,
             ttl,
         } => {
-            let path = format!("/registrations/{name}/{version}/{host}/{port}");
+            let port = port.to_string();
+            let path = [
+                "registrations",
+                name.as_str(),
+                version.as_str(),
+                host.as_str(),
+                port.as_str(),
+            ];
             let body = json!({ "secondsToExpire": ttl });
             (
                 client
@@ -355,7 +377,14 @@ async fn registration(
             host,
             port,
         } => {
-            let path = format!("/registrations/{name}/{version}/{host}/{port}");
+            let port = port.to_string();
+            let path = [
+                "registrations",
+                name.as_str(),
+                version.as_str(),
+                host.as_str(),
+                port.as_str(),
+            ];
             (
                 client.send(reqwest::Method::DELETE, &path, None).await?,
                 Shape::Done,
@@ -393,17 +422,28 @@ impl Client {
         })
     }
 
-    async fn get(&self, path: &str) -> Result<Value, CtlError> {
+    async fn get(&self, path: &[&str]) -> Result<Value, CtlError> {
         self.send(reqwest::Method::GET, path, None).await
     }
 
+    /// Sends a request to the path made of `segments`, each
+    /// percent-encoded (a key with `/` or `?` stays one segment).
     async fn send(
         &self,
         method: reqwest::Method,
-        path: &str,
+        segments: &[&str],
         body: Option<Value>,
     ) -> Result<Value, CtlError> {
-        let url = format!("{}{path}", self.base);
+        let not_a_base = |reason: String| CtlError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        };
+        let mut url = reqwest::Url::parse(&self.base).map_err(|e| not_a_base(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|()| not_a_base("not an http URL".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        let url = url.to_string();
         let mut request = self.http.request(method, &url);
         if let Some(body) = body {
             request = request.json(&body);

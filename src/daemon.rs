@@ -129,7 +129,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let gossip = options.advertise.unwrap_or_else(|| transport.local_addr());
     let me = MemberId {
         peer: identity.peer_id(),
-        generation,
+        generation: swim_generation(generation),
         addr: gossip,
     };
     let seed = getrandom::u64().map_err(|e| DaemonError::Random(e.to_string()))?;
@@ -218,6 +218,17 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         Ok(result) => result.map_err(DaemonError::from),
         Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
     }
+}
+
+/// SWIM generations reserved per start: SWIM renews a peer's generation in
+/// memory when it finds itself declared down, and the next start must not
+/// reuse one of those, so each start begins a fresh block.
+const SWIM_GENERATIONS_PER_START: u32 = 1 << 10;
+
+/// The first SWIM generation of the `start`-th start of this data dir
+/// (saturating: four million restarts leave the last block in use).
+fn swim_generation(start: u32) -> u32 {
+    start.saturating_mul(SWIM_GENERATIONS_PER_START)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -88,7 +88,10 @@ fn main() -> ExitCode {
 }
 
 fn execute(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or_else(|| Command::Run(RunArgs::default())) {
+    match cli
+        .command
+        .unwrap_or_else(|| Command::Run(RunArgs::default()))
+    {
         Command::Run(args) => {
             let options = args.resolve()?;
             runtime()?.block_on(aqueduct::daemon::run(options))?;

@@ -268,7 +268,11 @@ impl Inner {
         if self.closing.load(Ordering::SeqCst) {
             return links.get_mut(&peer);
         }
-        Some(links.entry(peer).or_insert_with(|| new_link(self, peer, addr)))
+        Some(
+            links
+                .entry(peer)
+                .or_insert_with(|| new_link(self, peer, addr)),
+        )
     }
 
     fn refused(&self) {

@@ -197,9 +197,16 @@ fn bare_aqueduct_is_run_and_reads_the_environment() {
     let line = first_line(
         cwd.path(),
         &[],
-        &[("AQUEDUCT_API", "127.0.0.1:0"), ("AQUEDUCT_GOSSIP", "127.0.0.1:0"), ("AQUEDUCT_HAPROXY", "off")],
+        &[
+            ("AQUEDUCT_API", "127.0.0.1:0"),
+            ("AQUEDUCT_GOSSIP", "127.0.0.1:0"),
+            ("AQUEDUCT_HAPROXY", "off"),
+        ],
     );
-    assert!(line.contains("api=http://127.0.0.1:") && !line.contains(":10000 "), "{line}");
+    assert!(
+        line.contains("api=http://127.0.0.1:") && !line.contains(":10000 "),
+        "{line}"
+    );
 }
 
 #[test]

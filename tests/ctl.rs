@@ -102,3 +102,18 @@ fn ctl_shows_this_peer_and_its_mesh() {
         "{peers}"
     );
 }
+
+#[test]
+fn ctl_sends_a_key_as_one_path_segment_whatever_it_contains() {
+    let cluster = Cluster::new("ctl-encode");
+    let peer = cluster.start("peer-a", &[]);
+    assert_eq!(
+        peer.put("/backends/web", support::static_backend(9000)).0,
+        200
+    );
+    let (ok, _, stderr) = ctl(&peer, &["backends", "delete", "web?x=1"]);
+    assert!(!ok && stderr.contains("404"), "{stderr}");
+    let (ok, _, stderr) = ctl(&peer, &["backends", "delete", "web/members"]);
+    assert!(!ok && stderr.contains("404"), "{stderr}");
+    assert_eq!(peer.get("/backends/web").0, 200, "web was deleted");
+}

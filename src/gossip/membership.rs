@@ -57,7 +57,9 @@ impl foca::Identity for MemberId {
     }
 
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        self.generation > adversary.generation
+        // The same generation at two addresses (a misconfiguration) still
+        // has one winner, the same on every peer.
+        (self.generation, self.addr) > (adversary.generation, adversary.addr)
     }
 }
 
