@@ -57,6 +57,9 @@ pub enum DaemonError {
     /// The peer task.
     #[error(transparent)]
     Peer(#[from] PeerError),
+    /// Signal handlers could not be installed.
+    #[error("cannot listen for SIGTERM and SIGINT: {0}")]
+    Signals(std::io::Error),
     /// Randomness for the protocol's seed was unavailable.
     #[error("no OS randomness: {0}")]
     Random(String),
@@ -102,6 +105,7 @@ impl std::fmt::Display for Listening {
 
 /// Runs one peer until SIGTERM or SIGINT.
 pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
+    let mut signals = ShutdownSignals::new().map_err(DaemonError::Signals)?;
     let tls_dir = match &options.tls {
         TlsSource::Given(dir) => dir.clone(),
         TlsSource::SelfMade(dir) => {
@@ -156,7 +160,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
 
     match &options.haproxy {
         HaproxySetting::Off => tracing::info!("HAProxy: off"),
-        setting => tracing::warn!(
+        setting => tracing::info!(
             ?setting,
             "this build does not drive HAProxy yet; the peer runs as control plane only"
         ),
@@ -200,7 +204,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     });
     tokio::pin!(peer_task);
     let outcome = tokio::select! {
-        () = shutdown_signal() => None,
+        () = signals.recv() => None,
         result = &mut peer_task => Some(result),
     };
     let _ = stop_api.send(true);
@@ -231,19 +235,30 @@ fn swim_generation(start: u32) -> u32 {
     start.saturating_mul(SWIM_GENERATIONS_PER_START)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the process can only be killed; run on.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// SIGTERM and SIGINT, listened for from the moment this is made: a signal
+/// that comes early (right after the listening line, say) is kept until
+/// [`ShutdownSignals::recv`] and still stops the process gracefully.
+pub(crate) struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Starts listening.
+    pub(crate) fn new() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    pub(crate) async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::daemon::shutdown_signal;
+use crate::daemon::ShutdownSignals;
 use crate::local_mesh::{LocalMesh, LocalMeshError, LocalPeer, Ports, send_json};
 
 /// The example configuration the demo loads (also what the README shows).
@@ -58,12 +58,21 @@ pub enum DemoError {
     /// Loading the example.
     #[error("loading the example: {0}")]
     Load(String),
+    /// Signal handlers could not be installed.
+    #[error("cannot listen for SIGTERM and SIGINT: {0}")]
+    Signals(std::io::Error),
 }
 
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
-    let mut mesh = LocalMesh::start(&args.dir, args.peers, Ports::From(args.base_port)).await?;
-    let outcome = serve(&mut mesh).await;
+    let mut signals = ShutdownSignals::new().map_err(DemoError::Signals)?;
+    // A signal while the peers start drops the half-made mesh, which kills
+    // the children started so far.
+    let mut mesh = tokio::select! {
+        mesh = LocalMesh::start(&args.dir, args.peers, Ports::From(args.base_port)) => mesh?,
+        () = signals.recv() => return Ok(()),
+    };
+    let outcome = serve(&mut mesh, &mut signals).await;
     mesh.stop().await;
     println!("demo stopped");
     outcome
@@ -71,7 +80,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
 
 /// Loads the example, prints where everything is, and keeps the example's
 /// registrations alive until a signal (or a peer dying) ends the demo.
-async fn serve(mesh: &mut LocalMesh) -> Result<(), DemoError> {
+async fn serve(mesh: &mut LocalMesh, signals: &mut ShutdownSignals) -> Result<(), DemoError> {
     let peers = &mesh.peers;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -128,11 +137,9 @@ async fn serve(mesh: &mut LocalMesh) -> Result<(), DemoError> {
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
     let mut health = tokio::time::interval(Duration::from_secs(1));
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
     loop {
         tokio::select! {
-            () = &mut signal => return Ok(()),
+            () = signals.recv() => return Ok(()),
             _ = heartbeat.tick() => {
                 for (method, url, body) in &registrations {
                     if let Err(error) = send(&http, method.clone(), url, body).await {

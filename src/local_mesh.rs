@@ -210,6 +210,11 @@ impl LocalMesh {
             let _ = child.start_kill();
             return Err(fail("did not start".into()));
         };
+        // The rest of stdout is read and dropped: a peer must never block
+        // on (or die of) a pipe nobody reads.
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
+        });
         Ok(LocalPeer {
             name,
             api,

@@ -78,7 +78,8 @@ pub struct Status {
     pub name: String,
     /// This peer's id (derived from its name).
     pub peer_id: PeerId,
-    /// Restart generation of this peer.
+    /// SWIM generation of this peer: a block of 1024 per start of its data
+    /// dir, renewed within the block when SWIM finds it declared down.
     pub generation: u32,
     /// The replica id of this data directory.
     pub replica_id: ReplicaId,
@@ -129,7 +130,8 @@ pub struct Counters {
     pub remote_changes_applied: u64,
     /// Store transactions committed (each one fsync).
     pub store_commits: u64,
-    /// Messages dropped because a peer's send queue was full.
+    /// Messages dropped: a peer's send queue was full, the peer could not
+    /// be reached (or its stream broke), or no address was known for it.
     pub send_queue_drops: u64,
     /// Connections refused or closed because of the peer's certificate.
     pub connections_refused: u64,
@@ -227,7 +229,7 @@ pub enum PeerError {
     StoreFailed(String),
 }
 
-/// Runs the peer until `parts.shutdown` turns true: then leaves the mesh,
+/// Runs the peer until `parts.shutdown` resolves: then leaves the mesh,
 /// lets the last durable changes go out, and closes the store.
 pub async fn run(parts: Parts) -> Result<(), PeerError> {
     let Parts {
@@ -242,9 +244,10 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         mut shutdown,
     } = parts;
     let (joined, mut joins) = mpsc::channel(join.len().max(1));
-    for addr in join {
-        tokio::spawn(find_seed(transport.clone(), addr, joined.clone()));
-    }
+    let seed_finders = join
+        .into_iter()
+        .map(|addr| tokio::spawn(find_seed(transport.clone(), addr, joined.clone())))
+        .collect();
     drop(joined);
     let mut peer = PeerTask {
         node,
@@ -262,6 +265,8 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         acks: VecDeque::new(),
         view: None,
         counters: Counters::default(),
+        unaddressed: 0,
+        seed_finders,
     };
     loop {
         let deadline = peer.instant_of(peer.node.next_deadline());
@@ -301,19 +306,22 @@ async fn find_seed(
     found: mpsc::Sender<(PeerId, SocketAddr)>,
 ) {
     let mut backoff = Duration::from_millis(100);
-    loop {
+    for attempt in 1u32.. {
         match transport.dial(addr).await {
             Ok((peer, name)) => {
                 tracing::info!(%addr, %name, "joining the mesh through this peer");
                 let _ = found.send((peer, addr)).await;
                 return;
             }
-            Err(error) => {
-                tracing::warn!(%error, "cannot reach a join address yet; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+            // Said once loudly, then quietly: a seed that is down for a
+            // long time must not flood the log.
+            Err(error) if attempt == 1 => {
+                tracing::warn!(%error, "cannot reach a join address yet; retrying with backoff");
             }
+            Err(error) => tracing::debug!(%error, attempt, "join address still unreachable"),
         }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -344,6 +352,11 @@ struct PeerTask {
     /// The view as of the last change (built on demand).
     view: Option<Arc<ConfigView>>,
     counters: Counters,
+    /// Messages dropped for want of an address (counted with the
+    /// transport's drops).
+    unaddressed: u64,
+    /// The tasks dialling `--join` addresses (stopped at shutdown).
+    seed_finders: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl PeerTask {
@@ -432,15 +445,16 @@ impl PeerTask {
         Ok(())
     }
 
-    fn transmit(&self, to: PeerId, bytes: Vec<u8>) {
+    fn transmit(&mut self, to: PeerId, bytes: Vec<u8>) {
         // SWIM's address is the peer's own word on where it listens; a
         // join address is the fallback before SWIM has spoken.
         let addr = self
             .node
             .address_of(to)
             .or_else(|| self.seeds.get(&to).copied());
-        if let Some(addr) = addr {
-            self.transport.send(to, addr, bytes);
+        match addr {
+            Some(addr) => self.transport.send(to, addr, bytes),
+            None => self.unaddressed += 1,
         }
     }
 
@@ -523,7 +537,7 @@ impl PeerTask {
             convergence_lag_seconds: stats.last_in_sync.map(|at| now.since(at).as_secs_f64()),
             node: stats,
             counters: Counters {
-                send_queue_drops: transport.send_drops,
+                send_queue_drops: transport.send_drops + self.unaddressed,
                 connections_refused: transport.connections_refused,
                 ..self.counters.clone()
             },
@@ -537,6 +551,9 @@ impl PeerTask {
         mut self,
         mut durability: watch::Receiver<Durability>,
     ) -> Result<(), PeerError> {
+        for finder in &self.seed_finders {
+            finder.abort();
+        }
         let now = self.now();
         self.node.leave(now);
         self.flush_outputs(false).await?;

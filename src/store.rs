@@ -12,8 +12,9 @@
 //!   already queued (up to [`BATCH_ENTRIES_MAX`] / [`BATCH_BYTES_MAX`]), and
 //!   writes them all in one transaction with one fsync. It then publishes
 //!   [`Durability::durable_seq`]: every entry with a sequence number up to it
-//!   survives `kill -9` and power loss. An entry is acknowledged, or sent to
-//!   other peers, only once it is durable.
+//!   survives `kill -9` and power loss. A local write is acknowledged, and
+//!   sent to other peers, only once it is durable (relays of other peers'
+//!   changes need not wait: anti-entropy repairs their loss).
 //! - **Failure stops writing.** A failed commit publishes
 //!   [`Durability::failed`] with `durable_seq` unchanged and stops the thread,
 //!   so nothing that is not durable is ever reported durable.

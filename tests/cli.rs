@@ -4,11 +4,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use aqueduct::config::{DEFAULT_API, RunArgs};
-use support::{Cluster, TempDir, aqueduct, binary};
+use support::{Cluster, TempDir, aqueduct, binary, first_stdout_line};
 
 /// Runs `aqueduct` with `args` and `envs` in `cwd` until it prints its
 /// listening line; returns that line, then stops the process.
@@ -22,10 +21,7 @@ fn first_line(cwd: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> St
         .stderr(Stdio::piped())
         .spawn()
         .expect("aqueduct starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("reads");
+    let line = first_stdout_line(&mut child);
     let _ = child.kill();
     let output = child.wait_with_output().expect("exits");
     assert!(

@@ -56,7 +56,7 @@ fn render(status: &Status) -> String {
     );
     registry.register(
         "send_queue_drops",
-        "Messages dropped because a peer's send queue was full",
+        "Messages dropped: a peer's queue was full, it was unreachable, or its address unknown",
         counter(counters.send_queue_drops),
     );
     registry.register(

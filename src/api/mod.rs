@@ -35,6 +35,10 @@
 //!   400 on writes. PUT and POST answer the object as stored; DELETE
 //!   answers `{}`.
 //! - `GET /haproxy/config` answers 503 until the HAProxy driver exists.
+//! - Reads show this peer's state as it is in memory: a write that is not
+//!   durable yet (its answer has not been sent) is visible to a concurrent
+//!   read, and is gone again if the peer crashes before the commit. What
+//!   was acknowledged is never lost.
 
 mod auth;
 mod config;

@@ -163,11 +163,7 @@ impl PeerSpec {
     /// Starts the peer and waits for its "listening" line.
     pub fn start(&self) -> Peer {
         let mut child = self.spawn();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reads stdout");
+        let line = first_stdout_line(&mut child);
         let Some(listening) = Listening::parse(&line) else {
             let _ = child.kill();
             let _ = child.wait();
@@ -302,6 +298,22 @@ impl Drop for Peer {
     fn drop(&mut self) {
         self.kill_9();
     }
+}
+
+/// The first line `child` prints on stdout (empty if it prints none within
+/// [`DEADLINE`]); the rest of its output is read and discarded, so that the
+/// child never blocks on, or dies of, a closed pipe.
+pub fn first_stdout_line(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = sender.send(line);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    receiver.recv_timeout(DEADLINE).unwrap_or_default()
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after
