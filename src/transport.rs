@@ -217,6 +217,12 @@ impl Transport {
             .collect()
     }
 
+    /// QUIC connections open now (at most one per peer once simultaneous
+    /// dials have settled).
+    pub fn open_connections(&self) -> usize {
+        self.inner.endpoint.open_connections()
+    }
+
     /// Counters.
     pub fn stats(&self) -> TransportStats {
         TransportStats {
