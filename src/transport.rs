@@ -43,7 +43,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const STREAMS_MAX: u32 = 4;
 /// Two connections established this close together are a simultaneous
 /// open by both peers (both keep the same one); a later one replaces a
-/// connection that is probably dead (the peer restarted).
+/// connection that is probably dead (the peer restarted). Each side judges
+/// by its own clock, so near the boundary the two can pick differently;
+/// then each closes the other's choice after [`LOSER_GRACE`] and the next
+/// send dials again, which settles it.
 const SIMULTANEOUS_OPEN: Duration = Duration::from_secs(2);
 /// A connection that lost to another stays open this long, so that frames
 /// already in flight on it still arrive.
