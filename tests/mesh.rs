@@ -221,3 +221,108 @@ fn sigterm_leaves_the_mesh_and_exits_cleanly() {
             .then_some(())
     });
 }
+
+#[test]
+fn kill_9_in_the_middle_of_concurrent_writes_loses_no_acknowledged_write() {
+    let cluster = Cluster::new("kill9-load");
+    let spec = cluster.peer("peer-a");
+    let mut peer = spec.start();
+    let acknowledged = std::sync::Mutex::new(Vec::new());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for writer in 0..8 {
+            let (peer, acknowledged, stop) = (&peer, &acknowledged, &stop);
+            s.spawn(move || {
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let key = format!("w{writer}-{i}");
+                    let url = peer.url(&format!("/backends/{key}"));
+                    // Errors are expected once the peer is killed.
+                    let answer = reqwest::blocking::Client::new()
+                        .put(url)
+                        .json(&static_backend(9000))
+                        .send();
+                    match answer {
+                        Ok(response) if response.status().is_success() => {
+                            acknowledged.lock().expect("not poisoned").push(key);
+                        }
+                        _ => break,
+                    }
+                }
+            });
+        }
+        eventually("a few hundred acknowledged writes", || {
+            (acknowledged.lock().expect("not poisoned").len() >= 300).then_some(())
+        });
+        // By pid: the writers still hold the peer.
+        let pid = rustix::process::Pid::from_raw(i32::try_from(peer.pid()).expect("pid fits"))
+            .expect("non-zero pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("SIGKILL");
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    peer.kill_9(); // reaps it
+    let acknowledged = acknowledged.into_inner().expect("not poisoned");
+    peer = spec.start();
+    for key in &acknowledged {
+        assert_eq!(
+            backend_port(&peer, key),
+            Some(9000),
+            "{key} was acknowledged, then lost ({} acknowledged in all)",
+            acknowledged.len()
+        );
+    }
+}
+
+#[test]
+fn a_peer_killed_during_writes_never_reissues_a_change_the_others_already_have() {
+    let cluster = Cluster::new("kill9-dots");
+    let a = cluster.start("peer-a", &[]);
+    let spec = {
+        let mut spec = cluster.peer("peer-b");
+        spec.join = vec![a.gossip];
+        spec
+    };
+    let mut b = spec.start();
+    wait_for_mesh(&[&a, &b]);
+    let acknowledged = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for writer in 0..8 {
+            let (b, acknowledged) = (&b, &acknowledged);
+            s.spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                for i in 0.. {
+                    let url = b.url(&format!("/backends/w{writer}-{i}"));
+                    match client.put(url).json(&static_backend(9000)).send() {
+                        Ok(response) if response.status().is_success() => {
+                            acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        _ => break, // the peer was killed
+                    }
+                }
+            });
+        }
+        eventually("a few hundred writes on b", || {
+            (acknowledged.load(std::sync::atomic::Ordering::SeqCst) >= 300).then_some(())
+        });
+        let pid = rustix::process::Pid::from_raw(i32::try_from(b.pid()).expect("pid fits"))
+            .expect("non-zero pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("SIGKILL");
+    });
+    b.kill_9(); // reaps it
+    b = spec.start();
+    // New writes after the restart take the counters that follow what b
+    // persisted; had b sent a change it had not persisted, one of these
+    // would reuse its dot and a would refuse it.
+    for i in 0..50 {
+        assert_eq!(
+            b.put(&format!("/backends/after-{i}"), static_backend(9000))
+                .0,
+            200
+        );
+    }
+    wait_for_convergence(&[&a, &b]);
+    let (_, metrics) = raw_get(&a, "/metrics");
+    assert_eq!(counter(&metrics, "aqueduct_gossip_deltas_refused_total"), 0);
+}
