@@ -189,6 +189,10 @@ impl Handle {
     }
 }
 
+/// Messages held back while a local change becomes durable, at most; more
+/// are dropped (gossip is repaired by anti-entropy), so a stalled disk
+/// cannot grow memory without bound.
+const HELD_MAX: usize = 65_536;
 /// How long a shutdown waits for the last local changes to become durable
 /// and leave.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -265,7 +269,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         acks: VecDeque::new(),
         view: None,
         counters: Counters::default(),
-        unaddressed: 0,
+        dropped_here: 0,
         seed_finders,
     };
     loop {
@@ -352,9 +356,9 @@ struct PeerTask {
     /// The view as of the last change (built on demand).
     view: Option<Arc<ConfigView>>,
     counters: Counters,
-    /// Messages dropped for want of an address (counted with the
-    /// transport's drops).
-    unaddressed: u64,
+    /// Messages this task dropped itself, counted with the transport's
+    /// drops: no address known, or [`HELD_MAX`] already waiting.
+    dropped_here: u64,
     /// The tasks dialling `--join` addresses (stopped at shutdown).
     seed_finders: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -408,7 +412,7 @@ impl PeerTask {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Message { from, bytes } => {
+            Event::Message { from, bytes, .. } => {
                 let now = self.now();
                 self.node.handle_message(now, from, &bytes);
             }
@@ -435,7 +439,11 @@ impl PeerTask {
                 }
                 Output::Send { to, bytes } => {
                     if self.local_gate > self.durable {
-                        self.held.push_back((self.local_gate, to, bytes));
+                        if self.held.len() < HELD_MAX {
+                            self.held.push_back((self.local_gate, to, bytes));
+                        } else {
+                            self.dropped_here += 1;
+                        }
                     } else {
                         self.transmit(to, bytes);
                     }
@@ -454,7 +462,7 @@ impl PeerTask {
             .or_else(|| self.seeds.get(&to).copied());
         match addr {
             Some(addr) => self.transport.send(to, addr, bytes),
-            None => self.unaddressed += 1,
+            None => self.dropped_here += 1,
         }
     }
 
@@ -537,7 +545,7 @@ impl PeerTask {
             convergence_lag_seconds: stats.last_in_sync.map(|at| now.since(at).as_secs_f64()),
             node: stats,
             counters: Counters {
-                send_queue_drops: transport.send_drops + self.unaddressed,
+                send_queue_drops: transport.send_drops + self.dropped_here,
                 connections_refused: transport.connections_refused,
                 ..self.counters.clone()
             },

@@ -24,11 +24,17 @@ use crate::certs::{self, CertError, MESH_SERVER_NAME, NodeName, TlsIdentity};
 use crate::gossip::PeerId;
 use crate::gossip::wire::MESSAGE_BYTES_MAX;
 
-/// Messages queued towards one peer before new ones are dropped.
+/// Messages queued towards one peer before new ones are dropped...
 const SEND_QUEUE_MAX: usize = 4096;
+/// ...and their bytes.
+const SEND_QUEUE_BYTES_MAX: usize = 64 << 20;
 /// Received messages waiting for the peer task before readers wait (QUIC
-/// flow control then slows the senders down).
+/// flow control then slows the senders down)...
 const RECEIVE_QUEUE_MAX: usize = 8192;
+/// ...and their bytes, from all peers together: a frame is read only once
+/// its length fits in this budget, which it holds until the peer task has
+/// handled it.
+const RECEIVE_QUEUE_BYTES_MAX: usize = 256 << 20;
 /// How long a dial may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and longest wait before dialling an unreachable peer again.
@@ -71,6 +77,9 @@ pub enum Event {
         from: PeerId,
         /// The bytes as received (one frame).
         bytes: Vec<u8>,
+        /// Its share of the receive budget, returned when dropped (after
+        /// the message is handled).
+        budget: ReceiveBudget,
     },
     /// A connection with `peer` was established.
     Connected {
@@ -80,6 +89,13 @@ pub enum Event {
         name: NodeName,
     },
 }
+
+/// A received message's share of the receive byte budget.
+#[derive(Debug)]
+pub struct ReceiveBudget(
+    // Never read: held only for its drop, which returns the bytes.
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+);
 
 /// Why the transport could not start or reach a peer.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +141,9 @@ struct Inner {
     endpoint: quinn::Endpoint,
     me: PeerId,
     links: Mutex<BTreeMap<PeerId, Link>>,
+    /// Bytes of received messages not yet handled (see
+    /// [`RECEIVE_QUEUE_BYTES_MAX`]).
+    receive_budget: Arc<tokio::sync::Semaphore>,
     /// Set at shutdown: no new link is made from then on.
     closing: std::sync::atomic::AtomicBool,
     events: mpsc::Sender<Event>,
@@ -135,6 +154,8 @@ struct Inner {
 /// Everything about one remote peer.
 struct Link {
     queue: mpsc::Sender<Vec<u8>>,
+    /// Bytes in `queue` (see [`SEND_QUEUE_BYTES_MAX`]).
+    queued_bytes: Arc<AtomicU64>,
     /// The task sending the queue; it ends once the queue is closed and
     /// what was queued has been delivered (taken at shutdown).
     writer: Option<tokio::task::JoinHandle<()>>,
@@ -171,6 +192,7 @@ impl Transport {
             endpoint,
             me: identity.peer_id(),
             links: Mutex::new(BTreeMap::new()),
+            receive_budget: Arc::new(tokio::sync::Semaphore::new(RECEIVE_QUEUE_BYTES_MAX)),
             closing: std::sync::atomic::AtomicBool::new(false),
             events,
             send_drops: AtomicU64::new(0),
@@ -192,14 +214,19 @@ impl Transport {
     /// Queues `bytes` for `to`, dialling `addr` if no connection is open.
     /// Never waits: a full queue drops the message.
     pub fn send(&self, to: PeerId, addr: SocketAddr, bytes: Vec<u8>) {
-        let queue = {
+        let len = bytes.len() as u64;
+        let queued = {
             let mut links = self.inner.lock_links();
-            self.inner.link(&mut links, to, addr).map(|link| {
+            self.inner.link(&mut links, to, addr).and_then(|link| {
                 link.addr = addr;
-                link.queue.clone()
+                let fits =
+                    link.queued_bytes.load(Ordering::Relaxed) + len <= SEND_QUEUE_BYTES_MAX as u64;
+                (fits && link.queue.try_send(bytes).is_ok()).then(|| {
+                    link.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                })
             })
         };
-        if queue.is_none_or(|queue| queue.try_send(bytes).is_err()) {
+        if queued.is_none() {
             self.inner.send_drops.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -421,9 +448,16 @@ fn transport_config() -> quinn::TransportConfig {
 
 fn new_link(inner: &Arc<Inner>, peer: PeerId, addr: SocketAddr) -> Link {
     let (queue, receiver) = mpsc::channel(SEND_QUEUE_MAX);
-    let writer = tokio::spawn(write_link(inner.clone(), peer, receiver));
+    let queued_bytes = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn(write_link(
+        inner.clone(),
+        peer,
+        receiver,
+        queued_bytes.clone(),
+    ));
     Link {
         queue,
+        queued_bytes,
         writer: Some(writer),
         addr,
         connection: None,
@@ -455,12 +489,18 @@ async fn accept_loop(inner: Arc<Inner>) {
 
 /// Sends everything queued for `peer`, dialling when no connection is open
 /// and backing off when dialling fails.
-async fn write_link(inner: Arc<Inner>, peer: PeerId, mut queue: mpsc::Receiver<Vec<u8>>) {
+async fn write_link(
+    inner: Arc<Inner>,
+    peer: PeerId,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    queued_bytes: Arc<AtomicU64>,
+) {
     let mut stream: Option<(usize, quinn::SendStream)> = None;
     let mut backoff = BACKOFF_MIN;
     let mut retry_at: Option<Instant> = None;
     let mut frame = Vec::new();
     while let Some(bytes) = queue.recv().await {
+        queued_bytes.fetch_sub(bytes.len() as u64, Ordering::Relaxed);
         let connection = match inner.current(peer) {
             Some(connection) => connection,
             None if retry_at.is_some_and(|at| Instant::now() < at) => {
@@ -536,12 +576,22 @@ fn frame_len(bytes: &[u8]) -> u32 {
 /// Reads every stream `peer` opens on `connection`, until it closes.
 async fn read_connection(inner: Arc<Inner>, peer: PeerId, connection: quinn::Connection) {
     while let Ok(receive) = connection.accept_uni().await {
-        tokio::spawn(read_stream(inner.events.clone(), peer, receive));
+        tokio::spawn(read_stream(
+            inner.events.clone(),
+            inner.receive_budget.clone(),
+            peer,
+            receive,
+        ));
     }
     inner.forget(peer, &connection);
 }
 
-async fn read_stream(events: mpsc::Sender<Event>, from: PeerId, mut receive: quinn::RecvStream) {
+async fn read_stream(
+    events: mpsc::Sender<Event>,
+    budget: Arc<tokio::sync::Semaphore>,
+    from: PeerId,
+    mut receive: quinn::RecvStream,
+) {
     loop {
         let mut len = [0u8; 4];
         if receive.read_exact(&mut len).await.is_err() {
@@ -554,6 +604,15 @@ async fn read_stream(events: mpsc::Sender<Event>, from: PeerId, mut receive: qui
             let _ = receive.stop(3u32.into());
             return;
         }
+        // Waits for room in the budget (QUIC flow control holds the sender
+        // meanwhile). A frame is at most MESSAGE_BYTES_MAX, well within it.
+        let Ok(permit) = budget
+            .clone()
+            .acquire_many_owned(u32::try_from(len).unwrap_or(u32::MAX))
+            .await
+        else {
+            return;
+        };
         // Grown as the bytes arrive: the prefix alone reserves little.
         let mut bytes = Vec::with_capacity(len.min(READ_CHUNK));
         while bytes.len() < len {
@@ -562,7 +621,12 @@ async fn read_stream(events: mpsc::Sender<Event>, from: PeerId, mut receive: qui
                 _ => return,
             }
         }
-        if events.send(Event::Message { from, bytes }).await.is_err() {
+        let message = Event::Message {
+            from,
+            bytes,
+            budget: ReceiveBudget(permit),
+        };
+        if events.send(message).await.is_err() {
             return;
         }
     }

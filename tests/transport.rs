@@ -45,7 +45,7 @@ fn pair(dir: &TempDir) -> (Side, Side) {
 async fn next_message(side: &mut Side) -> (PeerId, Vec<u8>) {
     loop {
         match tokio::time::timeout(WAIT, side.events.recv()).await {
-            Ok(Some(Event::Message { from, bytes })) => return (from, bytes),
+            Ok(Some(Event::Message { from, bytes, .. })) => return (from, bytes),
             Ok(Some(Event::Connected { .. })) => continue,
             other => panic!("no message: {other:?}"),
         }
