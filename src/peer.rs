@@ -141,16 +141,32 @@ pub struct Counters {
 #[derive(Debug, Clone)]
 pub struct Handle {
     requests: mpsc::Sender<Request>,
+    /// Writes in flight (sent and not yet answered), at most
+    /// [`WRITES_IN_FLIGHT_MAX`]: it bounds the answers the peer keeps
+    /// waiting for the disk, whatever the number of clients.
+    writes_in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Writes the API may have waiting for durability at once; further ones
+/// wait for a place.
+pub const WRITES_IN_FLIGHT_MAX: usize = 4096;
 
 impl Handle {
     /// A handle sending into `requests` (the peer task holds the receiver).
     pub fn new(requests: mpsc::Sender<Request>) -> Handle {
-        Handle { requests }
+        Handle {
+            requests,
+            writes_in_flight: Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT_MAX)),
+        }
     }
 
     /// Applies `command`; returns once it is durable on this peer.
     pub async fn write(&self, command: Command) -> Result<(), WriteError> {
+        let _place = self
+            .writes_in_flight
+            .acquire()
+            .await
+            .map_err(|_| PeerGone)?;
         let (reply, answer) = oneshot::channel();
         self.send(Request::Write { command, reply }).await?;
         answer.await.map_err(|_| PeerGone)?
@@ -351,7 +367,8 @@ struct PeerTask {
     snapshot_pending: Option<u64>,
     /// Sends waiting for `local_gate` to become durable, in order.
     held: VecDeque<(u64, PeerId, Vec<u8>)>,
-    /// Writes to answer once their sequence number is durable, in order.
+    /// Writes to answer once their sequence number is durable, in order (at
+    /// most [`WRITES_IN_FLIGHT_MAX`]: the [`Handle`] bounds them).
     acks: VecDeque<(u64, oneshot::Sender<Result<(), WriteError>>)>,
     /// The view as of the last change (built on demand).
     view: Option<Arc<ConfigView>>,

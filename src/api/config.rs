@@ -196,7 +196,9 @@ pub(crate) async fn put_backend(
         })
         .await?;
     // Read back for the members of a dynamic backend (its registrations).
-    let view = backend_view(&state, &name, None).await?;
+    // The write is done: should the read fail (the peer stopping), the
+    // answer still says so, without members.
+    let view = backend_view(&state, &name, None).await.unwrap_or_default();
     let live = LiveRegistrations::new(&view, now_ms());
     Ok(Json(BackendOut::new(&name, &backend, &live)))
 }
