@@ -53,9 +53,10 @@ pub struct RunArgs {
     /// Default: DATA_DIR/tls, created with a private CA if missing.
     #[arg(long, env = "AQUEDUCT_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
-    /// Gossip address of a peer to join through (repeatable).
+    /// Gossip address (HOST:PORT; HOST may be a DNS name) of a peer to
+    /// join through (repeatable).
     #[arg(long = "join", env = "AQUEDUCT_JOIN", value_delimiter = ',')]
-    pub join: Vec<SocketAddr>,
+    pub join: Vec<JoinAddr>,
     /// Token every API write must present as `Authorization: Bearer`.
     #[arg(long, env = "AQUEDUCT_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -78,9 +79,71 @@ struct FileOptions {
     advertise: Option<SocketAddr>,
     tls_dir: Option<PathBuf>,
     #[serde(default)]
-    join: Vec<SocketAddr>,
+    join: Vec<JoinAddr>,
     api_token: Option<String>,
     haproxy: Option<String>,
+}
+
+/// A peer to join through: `HOST:PORT`, where HOST is an IP address (IPv6
+/// in brackets) or a DNS name, looked up again at every attempt so that a
+/// seed that moves is still found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct JoinAddr {
+    host: String,
+    port: u16,
+}
+
+impl JoinAddr {
+    /// The form `tokio::net::lookup_host` resolves.
+    pub fn lookup_form(&self) -> (&str, u16) {
+        (
+            self.host.trim_start_matches('[').trim_end_matches(']'),
+            self.port,
+        )
+    }
+}
+
+impl FromStr for JoinAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| format!("{s:?}: {port:?} is not a port (1-65535)"))?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let valid = !bare.is_empty()
+            && (bare.parse::<std::net::IpAddr>().is_ok()
+                || bare
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+        if !valid {
+            return Err(format!("{s:?}: {host:?} is not an IP address or host name"));
+        }
+        Ok(JoinAddr {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl TryFrom<String> for JoinAddr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for JoinAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
 }
 
 /// Which HAProxy to drive.
@@ -132,7 +195,7 @@ pub struct RunOptions {
     /// TLS material.
     pub tls: TlsSource,
     /// Join addresses.
-    pub join: Vec<SocketAddr>,
+    pub join: Vec<JoinAddr>,
     /// Write token.
     pub api_token: Option<ApiToken>,
     /// HAProxy.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::certs::NodeName;
+use crate::config::JoinAddr;
 use crate::crdt::model::ConfigView;
 use crate::crdt::{Command, CommandError, Digest, ReplicaId, ViewPart};
 use crate::gossip::{Node, NodeStats, Output, PeerId, PeerState, Time};
@@ -230,7 +231,7 @@ pub struct Parts {
     /// Requests from the API.
     pub requests: mpsc::Receiver<Request>,
     /// Addresses to join through (`--join`).
-    pub join: Vec<SocketAddr>,
+    pub join: Vec<JoinAddr>,
     /// Resolves when the peer must shut down (a value or a dropped
     /// sender alike).
     pub shutdown: oneshot::Receiver<()>,
@@ -319,30 +320,48 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
     peer.shut_down(durability).await
 }
 
-/// Dials a `--join` address until a peer answers there, then reports it.
+/// Looks up and dials a `--join` address until a peer answers there, then
+/// reports it.
 async fn find_seed(
     transport: Transport,
-    addr: SocketAddr,
+    join: JoinAddr,
     found: mpsc::Sender<(PeerId, SocketAddr)>,
 ) {
     let mut backoff = Duration::from_millis(100);
     for attempt in 1u32.. {
-        match transport.dial(addr).await {
-            Ok((peer, name)) => {
-                tracing::info!(%addr, %name, "joining the mesh through this peer");
+        match dial_any(&transport, &join).await {
+            Ok((peer, addr)) => {
                 let _ = found.send((peer, addr)).await;
                 return;
             }
             // Said once loudly, then quietly: a seed that is down for a
             // long time must not flood the log.
             Err(error) if attempt == 1 => {
-                tracing::warn!(%error, "cannot reach a join address yet; retrying with backoff");
+                tracing::warn!(%join, %error, "cannot reach a join address yet; retrying with backoff");
             }
-            Err(error) => tracing::debug!(%error, attempt, "join address still unreachable"),
+            Err(error) => tracing::debug!(%join, %error, attempt, "join address still unreachable"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The first address `join` resolves to where a peer answers.
+async fn dial_any(transport: &Transport, join: &JoinAddr) -> Result<(PeerId, SocketAddr), String> {
+    let addrs = tokio::net::lookup_host(join.lookup_form())
+        .await
+        .map_err(|e| format!("cannot resolve: {e}"))?;
+    let mut last_error = "resolves to no address".to_owned();
+    for addr in addrs {
+        match transport.dial(addr).await {
+            Ok((peer, name)) => {
+                tracing::info!(%join, %addr, %name, "joining the mesh through this peer");
+                return Ok((peer, addr));
+            }
+            Err(error) => last_error = error.to_string(),
+        }
+    }
+    Err(last_error)
 }
 
 struct PeerTask {

@@ -220,3 +220,36 @@ fn a_wildcard_gossip_address_needs_an_advertised_one() {
     };
     assert!(args.resolve().is_ok());
 }
+
+#[test]
+fn join_addresses_take_host_names_and_refuse_what_is_not_host_port() {
+    use aqueduct::config::JoinAddr;
+    for good in [
+        "10.0.0.2:10001",
+        "lb-2.internal:10001",
+        "[::1]:7000",
+        "localhost:1",
+    ] {
+        assert!(good.parse::<JoinAddr>().is_ok(), "{good} refused");
+    }
+    for bad in [
+        "10.0.0.2",
+        "lb-2:0",
+        "lb 2:10001",
+        ":10001",
+        "lb-2:port",
+        "a/b:1",
+    ] {
+        assert!(bad.parse::<JoinAddr>().is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
+fn a_peer_joins_through_a_host_name() {
+    let cluster = Cluster::new("join-by-name");
+    let a = cluster.start("peer-a", &[]);
+    let mut spec = cluster.peer("peer-b");
+    spec.extra = vec!["--join".into(), format!("localhost:{}", a.gossip.port())];
+    let b = spec.start();
+    support::wait_for_mesh(&[&a, &b]);
+}
