@@ -116,12 +116,13 @@ impl FromStr for JoinAddr {
             .ok()
             .filter(|port| *port != 0)
             .ok_or_else(|| format!("{s:?}: {port:?} is not a port (1-65535)"))?;
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let valid = !bare.is_empty()
-            && (bare.parse::<std::net::IpAddr>().is_ok()
-                || bare
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+        let valid = match host.strip_prefix('[') {
+            // IPv6 only in brackets, so that the port is unambiguous.
+            Some(inner) => inner
+                .strip_suffix(']')
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+            None => host.parse::<std::net::Ipv4Addr>().is_ok() || is_host_name(host),
+        };
         if !valid {
             return Err(format!("{s:?}: {host:?} is not an IP address or host name"));
         }
@@ -130,6 +131,18 @@ impl FromStr for JoinAddr {
             port,
         })
     }
+}
+
+/// A DNS name: dot-separated labels of letters, digits and inner hyphens.
+fn is_host_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 impl TryFrom<String> for JoinAddr {

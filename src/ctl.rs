@@ -434,6 +434,11 @@ impl Client {
         segments: &[&str],
         body: Option<Value>,
     ) -> Result<Value, CtlError> {
+        // A URL path drops `.` and `..` segments: a key like that would
+        // silently address something else.
+        if let Some(dots) = segments.iter().find(|s| matches!(**s, "." | "..")) {
+            return Err(CtlError::Input(format!("{dots:?} is not a key")));
+        }
         let not_a_base = |reason: String| CtlError::Unreachable {
             url: self.base.clone(),
             reason,

@@ -70,7 +70,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     // the children started so far.
     let mut mesh = tokio::select! {
         mesh = LocalMesh::start(&args.dir, args.peers, Ports::From(args.base_port)) => mesh?,
-        () = signals.recv() => return Ok(()),
+        () = signals.recv() => {
+            println!("demo stopped");
+            return Ok(());
+        }
     };
     let outcome = serve(&mut mesh, &mut signals).await;
     mesh.stop().await;

@@ -75,8 +75,10 @@ fn main() -> ExitCode {
     if cli.command.is_none() {
         // Bare `aqueduct` is `aqueduct run`: parsed as such, so that the
         // AQUEDUCT_* variables apply.
-        let program = std::env::args().next().unwrap_or_else(|| "aqueduct".into());
-        cli = Cli::parse_from([program, "run".to_owned()]);
+        let program = std::env::args_os()
+            .next()
+            .unwrap_or_else(|| "aqueduct".into());
+        cli = Cli::parse_from([program, "run".into()]);
     }
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,11 +96,11 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     {
         Command::Run(args) => {
             let options = args.resolve()?;
-            runtime()?.block_on(aqueduct::daemon::run(options))?;
+            block_on(aqueduct::daemon::run(options))??;
         }
-        Command::Demo(args) => runtime()?.block_on(aqueduct::demo::run(args))?,
-        Command::Ctl(args) => runtime()?.block_on(aqueduct::ctl::run(args))?,
-        Command::Bench(args) => runtime()?.block_on(aqueduct::bench::run(args))?,
+        Command::Demo(args) => block_on(aqueduct::demo::run(args))??,
+        Command::Ctl(args) => block_on(aqueduct::ctl::run(args))??,
+        Command::Bench(args) => block_on(aqueduct::bench::run(args))??,
         Command::Certs(CertsCommand::Init { out }) => {
             certs::init_ca(&out).with_context(|| format!("creating a CA in {}", out.display()))?;
             println!("cluster CA written to {}", out.display());
@@ -113,9 +115,15 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs `work` on a multi-threaded runtime. Blocking helpers still running
+/// when it is done (a DNS lookup for a seed, say) get one second, so that
+/// a slow resolver cannot hold the process after a shutdown.
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(work);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(result)
 }

@@ -206,10 +206,11 @@ impl Handle {
     }
 }
 
-/// Messages held back while a local change becomes durable, at most; more
-/// are dropped (gossip is repaired by anti-entropy), so a stalled disk
-/// cannot grow memory without bound.
+/// Messages held back while a local change becomes durable, at most, and
+/// their bytes; more are dropped (gossip is repaired by anti-entropy), so a
+/// stalled disk cannot grow memory without bound.
 const HELD_MAX: usize = 65_536;
+const HELD_BYTES_MAX: usize = 64 << 20;
 /// How long a shutdown waits for the last local changes to become durable
 /// and leave.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -283,6 +284,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         durable: 0,
         snapshot_pending: None,
         held: VecDeque::new(),
+        held_bytes: 0,
         acks: VecDeque::new(),
         view: None,
         counters: Counters::default(),
@@ -384,10 +386,13 @@ struct PeerTask {
     durable: u64,
     /// A snapshot submitted but not yet durable.
     snapshot_pending: Option<u64>,
-    /// Sends waiting for `local_gate` to become durable, in order.
+    /// Sends waiting for `local_gate` to become durable, in order, and their
+    /// bytes (bounded by [`HELD_MAX`] and [`HELD_BYTES_MAX`]).
     held: VecDeque<(u64, PeerId, Vec<u8>)>,
-    /// Writes to answer once their sequence number is durable, in order (at
-    /// most [`WRITES_IN_FLIGHT_MAX`]: the [`Handle`] bounds them).
+    held_bytes: usize,
+    /// Writes to answer once their sequence number is durable, in order. The
+    /// [`Handle`] bounds writes in flight to [`WRITES_IN_FLIGHT_MAX`]; a
+    /// client that gave up leaves its entry until the disk catches up.
     acks: VecDeque<(u64, oneshot::Sender<Result<(), WriteError>>)>,
     /// The view as of the last change (built on demand).
     view: Option<Arc<ConfigView>>,
@@ -475,7 +480,10 @@ impl PeerTask {
                 }
                 Output::Send { to, bytes } => {
                     if self.local_gate > self.durable {
-                        if self.held.len() < HELD_MAX {
+                        if self.held.len() < HELD_MAX
+                            && self.held_bytes + bytes.len() <= HELD_BYTES_MAX
+                        {
+                            self.held_bytes += bytes.len();
                             self.held.push_back((self.local_gate, to, bytes));
                         } else {
                             self.dropped_here += 1;
@@ -517,6 +525,7 @@ impl PeerTask {
             .is_some_and(|(gate, ..)| *gate <= self.durable)
         {
             let (_, to, bytes) = self.held.pop_front().expect("front exists");
+            self.held_bytes -= bytes.len();
             self.transmit(to, bytes);
         }
         self.answer_durable_writes();

@@ -57,10 +57,15 @@ const SIMULTANEOUS_OPEN: Duration = Duration::from_secs(2);
 /// A connection that lost to another stays open this long, so that frames
 /// already in flight on it still arrive.
 const LOSER_GRACE: Duration = Duration::from_secs(2);
-/// A frame that cannot be written for this long means the peer stopped
-/// reading (while its QUIC stack still answers keep-alives): the connection
-/// is closed rather than left to block the link for good.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A frame whose writing makes no progress for this long (no piece of
+/// [`WRITE_PIECE`] bytes accepted) means the peer stopped reading while its
+/// QUIC stack still answers keep-alives: the connection is closed rather
+/// than left to block the link for good. Long, because a busy peer slows
+/// its senders down this way on purpose (its receive budget is full).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Frames are written in pieces of this size; each piece restarts
+/// [`WRITE_TIMEOUT`], so a large frame on a slow path is not cut off.
+const WRITE_PIECE: usize = 64 << 10;
 /// Received frames are read in pieces of at most this size, so that a
 /// length prefix alone never makes us allocate a large buffer.
 const READ_CHUNK: usize = 64 << 10;
@@ -219,11 +224,15 @@ impl Transport {
             let mut links = self.inner.lock_links();
             self.inner.link(&mut links, to, addr).and_then(|link| {
                 link.addr = addr;
-                let fits =
-                    link.queued_bytes.load(Ordering::Relaxed) + len <= SEND_QUEUE_BYTES_MAX as u64;
-                (fits && link.queue.try_send(bytes).is_ok()).then(|| {
-                    link.queued_bytes.fetch_add(len, Ordering::Relaxed);
-                })
+                // Counted before the writer can take it off the queue (and
+                // uncounted if it does not go in).
+                let before = link.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                let queued = before + len <= SEND_QUEUE_BYTES_MAX as u64
+                    && link.queue.try_send(bytes).is_ok();
+                if !queued {
+                    link.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                }
+                queued.then_some(())
             })
         };
         if queued.is_none() {
@@ -374,19 +383,22 @@ impl Inner {
             };
             match link.connection.take() {
                 Some(old) if old.is_open() => {
-                    let (keep, lose) = if fresh.since.duration_since(old.since) < SIMULTANEOUS_OPEN
-                    {
-                        // Both dialled at once: both sides keep the one
-                        // dialled by the lower id, so they agree.
-                        let preferred = self.me.min(peer);
-                        if old.initiator == preferred || fresh.initiator != preferred {
-                            (old, fresh.clone())
+                    let redial = fresh.initiator == old.initiator;
+                    let (keep, lose) =
+                        if !redial && fresh.since.duration_since(old.since) < SIMULTANEOUS_OPEN {
+                            // Both dialled at once: both sides keep the one
+                            // dialled by the lower id, so they agree.
+                            let preferred = self.me.min(peer);
+                            if old.initiator == preferred || fresh.initiator != preferred {
+                                (old, fresh.clone())
+                            } else {
+                                (fresh.clone(), old)
+                            }
                         } else {
+                            // A later connection, or a new dial by the same
+                            // side: the old one is probably dead.
                             (fresh.clone(), old)
-                        }
-                    } else {
-                        (fresh.clone(), old)
-                    };
+                        };
                     link.connection = Some(keep);
                     Some(lose.connection)
                 }
@@ -498,7 +510,6 @@ async fn write_link(
     let mut stream: Option<(usize, quinn::SendStream)> = None;
     let mut backoff = BACKOFF_MIN;
     let mut retry_at: Option<Instant> = None;
-    let mut frame = Vec::new();
     while let Some(bytes) = queue.recv().await {
         queued_bytes.fetch_sub(bytes.len() as u64, Ordering::Relaxed);
         let connection = match inner.current(peer) {
@@ -544,11 +555,8 @@ async fn write_link(
         let Some((_, send)) = stream.as_mut() else {
             continue;
         };
-        // One write per frame: the length prefix and the message together.
-        frame.clear();
-        frame.extend_from_slice(&frame_len(&bytes).to_be_bytes());
-        frame.extend_from_slice(&bytes);
-        let written = tokio::time::timeout(WRITE_TIMEOUT, send.write_all(&frame)).await;
+        let prefix = frame_len(&bytes).to_be_bytes();
+        let written = write_frame(send, &prefix, &bytes).await;
         if !matches!(written, Ok(Ok(()))) {
             if written.is_err() {
                 connection.close(4u32.into(), b"not reading");
@@ -566,6 +574,22 @@ async fn write_link(
     {
         let _ = tokio::time::timeout(WRITE_TIMEOUT, send.stopped()).await;
     }
+}
+
+/// Writes a length prefix and its message, piece by piece, each piece
+/// within [`WRITE_TIMEOUT`]. The outer error is a stall; the inner one a
+/// broken stream.
+async fn write_frame(
+    send: &mut quinn::SendStream,
+    prefix: &[u8],
+    bytes: &[u8],
+) -> Result<Result<(), quinn::WriteError>, tokio::time::error::Elapsed> {
+    for piece in std::iter::once(prefix).chain(bytes.chunks(WRITE_PIECE)) {
+        if let Err(broken) = tokio::time::timeout(WRITE_TIMEOUT, send.write_all(piece)).await? {
+            return Ok(Err(broken));
+        }
+    }
+    Ok(Ok(()))
 }
 
 fn frame_len(bytes: &[u8]) -> u32 {
@@ -617,7 +641,11 @@ async fn read_stream(
         let mut bytes = Vec::with_capacity(len.min(READ_CHUNK));
         while bytes.len() < len {
             match receive.read_chunk(len - bytes.len(), true).await {
-                Ok(Some(chunk)) => bytes.extend_from_slice(&chunk.bytes),
+                Ok(Some(chunk)) => {
+                    // Exactly the frame's size: what the budget counted.
+                    bytes.reserve_exact(len - bytes.len());
+                    bytes.extend_from_slice(&chunk.bytes);
+                }
                 _ => return,
             }
         }

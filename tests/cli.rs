@@ -239,6 +239,11 @@ fn join_addresses_take_host_names_and_refuse_what_is_not_host_port() {
         ":10001",
         "lb-2:port",
         "a/b:1",
+        "::1:7000",
+        "[127.0.0.1:80",
+        "[lb-2]:80",
+        "a..b:1",
+        "-:1",
     ] {
         assert!(bad.parse::<JoinAddr>().is_err(), "{bad} accepted");
     }

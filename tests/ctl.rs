@@ -116,4 +116,7 @@ fn ctl_sends_a_key_as_one_path_segment_whatever_it_contains() {
     let (ok, _, stderr) = ctl(&peer, &["backends", "delete", "web/members"]);
     assert!(!ok && stderr.contains("404"), "{stderr}");
     assert_eq!(peer.get("/backends/web").0, 200, "web was deleted");
+    // A URL path would drop these segments and address the whole list.
+    let (ok, _, stderr) = ctl(&peer, &["backends", "get", ".."]);
+    assert!(!ok && stderr.contains("not a key"), "{stderr}");
 }

@@ -173,12 +173,14 @@ fn raw_get(peer: &Peer, path: &str) -> (u16, String) {
     (status, response.text().unwrap_or_default())
 }
 
-/// The value of a counter in Prometheus text.
+/// The value of a counter in Prometheus text (a missing one fails the
+/// test: a renamed metric must not read as zero).
 fn counter(metrics: &str, name: &str) -> u64 {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .map_or(0, |value| value as u64)
+        .map(|value| value as u64)
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{metrics}"))
 }
 
 #[test]
@@ -222,17 +224,40 @@ fn sigterm_leaves_the_mesh_and_exits_cleanly() {
     });
 }
 
-#[test]
-fn kill_9_in_the_middle_of_concurrent_writes_loses_no_acknowledged_write() {
-    let cluster = Cluster::new("kill9-load");
-    let spec = cluster.peer("peer-a");
-    let mut peer = spec.start();
+/// Kills `peer` with SIGKILL (and stops the writers) when dropped: at the
+/// planned moment, or when the test fails first, so that it never hangs.
+struct KillOnDrop<'a> {
+    pid: u32,
+    stop: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(pid) = i32::try_from(self.pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Eight clients write new backends to `peer` until it has acknowledged
+/// `before_kill` writes; then it is killed with SIGKILL mid-stream. Returns
+/// the keys it acknowledged (the process is left to reap).
+fn write_until_killed(peer: &Peer, before_kill: usize) -> Vec<String> {
     let acknowledged = std::sync::Mutex::new(Vec::new());
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
+        let kill = KillOnDrop {
+            pid: peer.pid(),
+            stop: &stop,
+        };
         for writer in 0..8 {
-            let (peer, acknowledged, stop) = (&peer, &acknowledged, &stop);
+            let (acknowledged, stop) = (&acknowledged, &stop);
             s.spawn(move || {
+                let client = reqwest::blocking::Client::new();
                 for i in 0.. {
                     if stop.load(std::sync::atomic::Ordering::SeqCst) {
                         break;
@@ -240,11 +265,7 @@ fn kill_9_in_the_middle_of_concurrent_writes_loses_no_acknowledged_write() {
                     let key = format!("w{writer}-{i}");
                     let url = peer.url(&format!("/backends/{key}"));
                     // Errors are expected once the peer is killed.
-                    let answer = reqwest::blocking::Client::new()
-                        .put(url)
-                        .json(&static_backend(9000))
-                        .send();
-                    match answer {
+                    match client.put(url).json(&static_backend(9000)).send() {
                         Ok(response) if response.status().is_success() => {
                             acknowledged.lock().expect("not poisoned").push(key);
                         }
@@ -253,17 +274,21 @@ fn kill_9_in_the_middle_of_concurrent_writes_loses_no_acknowledged_write() {
                 }
             });
         }
-        eventually("a few hundred acknowledged writes", || {
-            (acknowledged.lock().expect("not poisoned").len() >= 300).then_some(())
+        eventually("enough acknowledged writes", || {
+            (acknowledged.lock().expect("not poisoned").len() >= before_kill).then_some(())
         });
-        // By pid: the writers still hold the peer.
-        let pid = rustix::process::Pid::from_raw(i32::try_from(peer.pid()).expect("pid fits"))
-            .expect("non-zero pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("SIGKILL");
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(kill);
     });
+    acknowledged.into_inner().expect("not poisoned")
+}
+
+#[test]
+fn kill_9_in_the_middle_of_concurrent_writes_loses_no_acknowledged_write() {
+    let cluster = Cluster::new("kill9-load");
+    let spec = cluster.peer("peer-a");
+    let mut peer = spec.start();
+    let acknowledged = write_until_killed(&peer, 300);
     peer.kill_9(); // reaps it
-    let acknowledged = acknowledged.into_inner().expect("not poisoned");
     peer = spec.start();
     for key in &acknowledged {
         assert_eq!(
@@ -286,30 +311,7 @@ fn a_peer_killed_during_writes_never_reissues_a_change_the_others_already_have()
     };
     let mut b = spec.start();
     wait_for_mesh(&[&a, &b]);
-    let acknowledged = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for writer in 0..8 {
-            let (b, acknowledged) = (&b, &acknowledged);
-            s.spawn(move || {
-                let client = reqwest::blocking::Client::new();
-                for i in 0.. {
-                    let url = b.url(&format!("/backends/w{writer}-{i}"));
-                    match client.put(url).json(&static_backend(9000)).send() {
-                        Ok(response) if response.status().is_success() => {
-                            acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        _ => break, // the peer was killed
-                    }
-                }
-            });
-        }
-        eventually("a few hundred writes on b", || {
-            (acknowledged.load(std::sync::atomic::Ordering::SeqCst) >= 300).then_some(())
-        });
-        let pid = rustix::process::Pid::from_raw(i32::try_from(b.pid()).expect("pid fits"))
-            .expect("non-zero pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("SIGKILL");
-    });
+    write_until_killed(&b, 300);
     b.kill_9(); // reaps it
     b = spec.start();
     // New writes after the restart take the counters that follow what b

@@ -262,6 +262,13 @@ pub(crate) async fn switch_backend(
             version: body.version,
         });
     }
+    // The answer is the backend as switched, built from what was read
+    // before: the write is durable, and a read after it could only fail
+    // (the peer stopping) or race a concurrent delete.
+    let mut switched = backend.clone();
+    switched.service = body.name.clone().or(switched.service);
+    switched.version = Some(body.version.clone());
+    let answer = BackendOut::new(&name, &switched, &live);
     state
         .handle
         .write(Command::SwitchBackend {
@@ -270,13 +277,7 @@ pub(crate) async fn switch_backend(
             version: body.version,
         })
         .await?;
-    let view = backend_view(&state, &name, None).await?;
-    let backend = view
-        .backends
-        .get(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("backend {name}")))?;
-    let live = LiveRegistrations::new(&view, now_ms());
-    Ok(Json(BackendOut::new(&name, backend, &live)))
+    Ok(Json(answer))
 }
 
 /// `PUT /backends/{key}/members/{host}/{port}`: add or update one static
