@@ -356,13 +356,7 @@ async fn registration(
             ttl,
         } => {
             let port = port.to_string();
-            let path = [
-                "registrations",
-                name.as_str(),
-                version.as_str(),
-                host.as_str(),
-                port.as_str(),
-            ];
+            let path = instance_path(&name, &version, &host, &port);
             let body = json!({ "secondsToExpire": ttl });
             (
                 client
@@ -378,19 +372,23 @@ async fn registration(
             port,
         } => {
             let port = port.to_string();
-            let path = [
-                "registrations",
-                name.as_str(),
-                version.as_str(),
-                host.as_str(),
-                port.as_str(),
-            ];
+            let path = instance_path(&name, &version, &host, &port);
             (
                 client.send(reqwest::Method::DELETE, &path, None).await?,
                 Shape::Done,
             )
         }
     })
+}
+
+/// The path of one registered instance.
+fn instance_path<'a>(
+    name: &'a str,
+    version: &'a str,
+    host: &'a str,
+    port: &'a str,
+) -> [&'a str; 5] {
+    ["registrations", name, version, host, port]
 }
 
 fn read_json(file: &PathBuf) -> Result<Value, CtlError> {
