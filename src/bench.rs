@@ -89,14 +89,13 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             true,
         ),
     };
-    let result = match args.workload {
-        Workload::Latency { writes } => latency(&dir, writes).await,
-        Workload::Throughput {
-            clients,
-            writes,
-            peers,
-        } => throughput(&dir, clients, writes, peers).await,
-        Workload::Footprint { backends, members } => footprint(&dir, backends, members).await,
+    let result = match LocalMesh::start(&dir, args.workload.peers(), Ports::Ephemeral).await {
+        Ok(mut mesh) => {
+            let result = measure(&mut mesh, args.workload).await;
+            mesh.stop().await;
+            result
+        }
+        Err(error) => Err(error.into()),
     };
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
@@ -113,123 +112,128 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-async fn latency(dir: &std::path::Path, writes: u32) -> Result<Value, BenchError> {
-    let mut mesh = LocalMesh::start(dir, 3, Ports::Ephemeral).await?;
-    let outcome = async {
-        let http = client()?;
-        let urls: Vec<String> = mesh
-            .peers
-            .iter()
-            .map(|p| format!("http://{}", p.api))
-            .collect();
-        wait_for_mesh(&http, &urls).await?;
-        let mut lags = Vec::new();
-        let mut acks = Vec::new();
-        for i in 0..writes {
-            let path = format!("/backends/lag-{i}");
-            let sent = Instant::now();
-            put(&http, &format!("{}{path}", urls[0]), &static_backend(1)).await?;
-            let acknowledged = Instant::now();
-            let (second, third) = tokio::join!(
-                readable(&http, format!("{}{path}", urls[1])),
-                readable(&http, format!("{}{path}", urls[2])),
-            );
-            let seen = second?.max(third?);
-            acks.push(acknowledged - sent);
-            lags.push(seen.saturating_duration_since(acknowledged));
+impl Workload {
+    /// How many peers it runs on.
+    fn peers(&self) -> u16 {
+        match self {
+            Workload::Latency { .. } => 3,
+            Workload::Throughput { peers, .. } => *peers,
+            Workload::Footprint { .. } => 1,
         }
-        Ok(json!({
-            "benchmark": "latency",
-            "peers": 3,
-            "writes": writes,
-            "replication_lag_ms": percentiles(&mut lags),
-            "write_ack_ms": percentiles(&mut acks),
-        }))
     }
-    .await;
-    mesh.stop().await;
-    outcome
+}
+
+/// Runs `workload` on `mesh` once every peer sees all the others.
+async fn measure(mesh: &mut LocalMesh, workload: Workload) -> Result<Value, BenchError> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| BenchError::Run(e.to_string()))?;
+    let urls: Vec<String> = mesh
+        .peers
+        .iter()
+        .map(|p| format!("http://{}", p.api))
+        .collect();
+    wait_for_mesh(&http, &urls).await?;
+    match workload {
+        Workload::Latency { writes } => latency(&http, &urls, writes).await,
+        Workload::Throughput {
+            clients, writes, ..
+        } => throughput(&http, &urls, clients, writes).await,
+        Workload::Footprint { backends, members } => {
+            footprint(mesh, &http, backends, members).await
+        }
+    }
+}
+
+async fn latency(
+    http: &reqwest::Client,
+    urls: &[String],
+    writes: u32,
+) -> Result<Value, BenchError> {
+    let mut lags = Vec::new();
+    let mut acks = Vec::new();
+    for i in 0..writes {
+        let path = format!("/backends/lag-{i}");
+        let sent = Instant::now();
+        put(http, &format!("{}{path}", urls[0]), &static_backend(1)).await?;
+        let acknowledged = Instant::now();
+        let (second, third) = tokio::join!(
+            readable(http, format!("{}{path}", urls[1])),
+            readable(http, format!("{}{path}", urls[2])),
+        );
+        let seen = second?.max(third?);
+        acks.push(acknowledged - sent);
+        lags.push(seen.saturating_duration_since(acknowledged));
+    }
+    Ok(json!({
+        "benchmark": "latency",
+        "peers": 3,
+        "writes": writes,
+        "replication_lag_ms": percentiles(&mut lags),
+        "write_ack_ms": percentiles(&mut acks),
+    }))
 }
 
 async fn throughput(
-    dir: &std::path::Path,
+    http: &reqwest::Client,
+    urls: &[String],
     clients: u32,
     writes: u32,
-    peers: u16,
 ) -> Result<Value, BenchError> {
-    let mut mesh = LocalMesh::start(dir, peers, Ports::Ephemeral).await?;
-    let outcome = async {
-        let http = client()?;
-        let urls: Vec<String> = mesh
-            .peers
-            .iter()
-            .map(|p| format!("http://{}", p.api))
-            .collect();
-        wait_for_mesh(&http, &urls).await?;
-        let (elapsed, mut acks) = write_concurrently(&http, &urls[0], clients, writes, |i| {
-            (format!("/backends/tp-{i}"), static_backend(1))
-        })
-        .await?;
-        Ok(json!({
-            "benchmark": "throughput",
-            "peers": peers,
-            "clients": clients,
-            "writes": writes,
-            "seconds": elapsed.as_secs_f64(),
-            "writes_per_second": f64::from(writes) / elapsed.as_secs_f64(),
-            "write_ack_ms": percentiles(&mut acks),
-        }))
-    }
-    .await;
-    mesh.stop().await;
-    outcome
+    let (elapsed, mut acks) = write_concurrently(http, &urls[0], clients, writes, |i| {
+        (format!("/backends/tp-{i}"), static_backend(1))
+    })
+    .await?;
+    Ok(json!({
+        "benchmark": "throughput",
+        "peers": urls.len(),
+        "clients": clients,
+        "writes": writes,
+        "seconds": elapsed.as_secs_f64(),
+        "writes_per_second": f64::from(writes) / elapsed.as_secs_f64(),
+        "write_ack_ms": percentiles(&mut acks),
+    }))
 }
 
 async fn footprint(
-    dir: &std::path::Path,
+    mesh: &mut LocalMesh,
+    http: &reqwest::Client,
     backends: u32,
     members: u32,
 ) -> Result<Value, BenchError> {
-    let mut mesh = LocalMesh::start(dir, 1, Ports::Ephemeral).await?;
-    let outcome = async {
-        let http = client()?;
-        let url = format!("http://{}", mesh.peers[0].api);
-        wait_for_mesh(&http, std::slice::from_ref(&url)).await?;
-        // Idle: let start-up allocations settle.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let idle_rss = rss_mib(mesh.pid(0))?;
-        let (load_time, _) = write_concurrently(&http, &url, 32, backends, move |i| {
-            let members: Vec<Value> = (0..members)
-                .map(|m| json!({"host": format!("10.{}.{}.{}", i / 65_536 % 256, i / 256 % 256, i % 256), "port": 8000 + m}))
-                .collect();
-            (
-                format!("/backends/big-{i:06}"),
-                json!({"type": "static", "members": members}),
-            )
-        })
-        .await?;
-        let loaded_rss = rss_mib(mesh.pid(0))?;
-        let to_listening = mesh.restart(0).await?;
-        let restarted = Instant::now();
-        let url = format!("http://{}", mesh.peers[0].api);
-        let last = format!("{url}/backends/big-{:06}", backends.saturating_sub(1));
-        let serving = readable(&http, last).await?;
-        let restart_to_serving = to_listening + serving.saturating_duration_since(restarted);
-        let restarted_rss = rss_mib(mesh.pid(0))?;
-        Ok(json!({
-            "benchmark": "footprint",
-            "backends": backends,
-            "members_per_backend": members,
-            "idle_rss_mib": idle_rss,
-            "load_seconds": load_time.as_secs_f64(),
-            "loaded_rss_mib": loaded_rss,
-            "restart_to_serving_seconds": restart_to_serving.as_secs_f64(),
-            "restarted_rss_mib": restarted_rss,
-        }))
-    }
-    .await;
-    mesh.stop().await;
-    outcome
+    let url = format!("http://{}", mesh.peers[0].api);
+    // Idle: let start-up allocations settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_rss = rss_mib(mesh.pid(0))?;
+    let (load_time, _) = write_concurrently(http, &url, 32, backends, move |i| {
+        let members: Vec<Value> = (0..members)
+            .map(|m| json!({"host": format!("10.{}.{}.{}", i / 65_536 % 256, i / 256 % 256, i % 256), "port": 8000 + m}))
+            .collect();
+        (
+            format!("/backends/big-{i:06}"),
+            json!({"type": "static", "members": members}),
+        )
+    })
+    .await?;
+    let loaded_rss = rss_mib(mesh.pid(0))?;
+    let to_listening = mesh.restart(0).await?;
+    let restarted = Instant::now();
+    let url = format!("http://{}", mesh.peers[0].api);
+    let last = format!("{url}/backends/big-{:06}", backends.saturating_sub(1));
+    let serving = readable(http, last).await?;
+    let restart_to_serving = to_listening + serving.saturating_duration_since(restarted);
+    let restarted_rss = rss_mib(mesh.pid(0))?;
+    Ok(json!({
+        "benchmark": "footprint",
+        "backends": backends,
+        "members_per_backend": members,
+        "idle_rss_mib": idle_rss,
+        "load_seconds": load_time.as_secs_f64(),
+        "loaded_rss_mib": loaded_rss,
+        "restart_to_serving_seconds": restart_to_serving.as_secs_f64(),
+        "restarted_rss_mib": restarted_rss,
+    }))
 }
 
 /// `writes` writes from `clients` concurrent clients: the elapsed time and
@@ -270,13 +274,6 @@ async fn write_concurrently(
         acks.extend(done);
     }
     Ok((started.elapsed(), acks))
-}
-
-fn client() -> Result<reqwest::Client, BenchError> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| BenchError::Run(e.to_string()))
 }
 
 fn static_backend(port: u32) -> Value {

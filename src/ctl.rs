@@ -303,13 +303,7 @@ async fn member(client: &Client, command: MemberCommand) -> Result<(Value, Shape
                 body["state"] = json!(state);
             }
             let port = port.to_string();
-            let path = [
-                "backends",
-                backend.as_str(),
-                "members",
-                host.as_str(),
-                port.as_str(),
-            ];
+            let path = member_path(&backend, &host, &port);
             (
                 client.send(reqwest::Method::PUT, &path, Some(body)).await?,
                 Shape::Members,
@@ -321,13 +315,7 @@ async fn member(client: &Client, command: MemberCommand) -> Result<(Value, Shape
             port,
         } => {
             let port = port.to_string();
-            let path = [
-                "backends",
-                backend.as_str(),
-                "members",
-                host.as_str(),
-                port.as_str(),
-            ];
+            let path = member_path(&backend, &host, &port);
             (
                 client.send(reqwest::Method::DELETE, &path, None).await?,
                 Shape::Done,
@@ -379,6 +367,11 @@ async fn registration(
             )
         }
     })
+}
+
+/// The path of one static member.
+fn member_path<'a>(backend: &'a str, host: &'a str, port: &'a str) -> [&'a str; 5] {
+    ["backends", backend, "members", host, port]
 }
 
 /// The path of one registered instance.

@@ -626,7 +626,10 @@ impl PeerTask {
     }
 }
 
-fn wall_clock_ms() -> u64 {
+/// Milliseconds since the Unix epoch: the stamp of local writes, and the
+/// clock against which the API judges leases. A clock before 1970 reads as
+/// 0 (every lease looks fresh) rather than failing every request.
+pub(crate) fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -12,15 +12,16 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
+use super::AppState;
 use super::dto::{
     self, BackendIn, BackendOut, FrontendIn, FrontendOut, LiveRegistrations, MemberJson, MemberOut,
     MemberSettingsIn, SwitchIn,
 };
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
-use super::{AppState, now_ms};
 use crate::crdt::model::{BackendType, ConfigView, Frontend, Host, MemberKey, Name, ServiceName};
 use crate::crdt::{Command, CommandError, ViewPart};
+use crate::peer::wall_clock_ms;
 
 /// The entry of `map` under the path key `key`; a key that is not a valid
 /// name cannot be there.
@@ -145,7 +146,7 @@ pub(crate) async fn list_backends(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<BackendOut>>, ApiError> {
     let view = state.handle.view().await?;
-    let live = LiveRegistrations::new(&view, now_ms());
+    let live = LiveRegistrations::new(&view, wall_clock_ms());
     Ok(Json(
         view.backends
             .iter()
@@ -163,7 +164,7 @@ pub(crate) async fn get_backend(
     let view = backend_view(&state, &name, None).await?;
     let (key, backend) =
         find(&view.backends, &key).ok_or_else(|| ApiError::NotFound(format!("backend {key}")))?;
-    let live = LiveRegistrations::new(&view, now_ms());
+    let live = LiveRegistrations::new(&view, wall_clock_ms());
     Ok(Json(BackendOut::new(key, backend, &live)))
 }
 
@@ -176,7 +177,7 @@ pub(crate) async fn list_members(
     let view = backend_view(&state, &name, None).await?;
     let (_, backend) =
         find(&view.backends, &key).ok_or_else(|| ApiError::NotFound(format!("backend {key}")))?;
-    let live = LiveRegistrations::new(&view, now_ms());
+    let live = LiveRegistrations::new(&view, wall_clock_ms());
     Ok(Json(dto::members_out(backend, &live)))
 }
 
@@ -199,7 +200,7 @@ pub(crate) async fn put_backend(
     // The write is done: should the read fail (the peer stopping), the
     // answer still says so, without members.
     let view = backend_view(&state, &name, None).await.unwrap_or_default();
-    let live = LiveRegistrations::new(&view, now_ms());
+    let live = LiveRegistrations::new(&view, wall_clock_ms());
     Ok(Json(BackendOut::new(&name, &backend, &live)))
 }
 
@@ -255,7 +256,7 @@ pub(crate) async fn switch_backend(
         .as_ref()
         .or(backend.service.as_ref())
         .ok_or_else(|| ApiError::invalid("name", "the backend follows no service; name one"))?;
-    let live = LiveRegistrations::new(&view, now_ms());
+    let live = LiveRegistrations::new(&view, wall_clock_ms());
     if !body.force && live.of(service, &body.version).is_empty() {
         return Err(ApiError::NoLiveInstances {
             service: service.clone(),

@@ -50,7 +50,6 @@ mod metrics;
 mod registry;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -143,15 +142,4 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
     routes
         .layer(DefaultBodyLimit::max(options.body_limit_bytes))
         .with_state(state)
-}
-
-/// Wall-clock milliseconds since the Unix epoch: lease renewals and
-/// expiry. The shell may read the clock; the core is given it.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-        // A clock before 1970 makes every lease look fresh rather than
-        // failing every request.
-        .unwrap_or(0)
 }

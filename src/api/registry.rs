@@ -8,12 +8,13 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
 
+use super::AppState;
 use super::dto::{self, LiveRegistrations, RegistrationOut};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
-use super::{AppState, now_ms};
 use crate::crdt::model::{Host, RegistrationKey, ServiceName, Version};
 use crate::crdt::{Command, ViewPart};
+use crate::peer::wall_clock_ms;
 
 /// The live registrations in `part` that `keep` accepts, in key order.
 async fn live_where(
@@ -22,7 +23,7 @@ async fn live_where(
     keep: impl Fn(&RegistrationKey) -> bool,
 ) -> Result<Json<Vec<RegistrationOut>>, ApiError> {
     let view = state.handle.view_of(vec![part]).await?;
-    let live = LiveRegistrations::new(&view, now_ms());
+    let live = LiveRegistrations::new(&view, wall_clock_ms());
     Ok(Json(
         live.all()
             .filter(|(key, _)| keep(key))
@@ -77,7 +78,7 @@ pub(crate) async fn register(
         host: dto::path_value("host", &host, Host::new)?,
         port: dto::path_value("port", &port, dto::parse_port)?,
     };
-    let registration = dto::registration_from_meta(meta, now_ms())?;
+    let registration = dto::registration_from_meta(meta, wall_clock_ms())?;
     let answer = RegistrationOut::new(&key, &registration);
     state
         .handle
