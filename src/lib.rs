@@ -1,12 +1,14 @@
 //! Aqueduct: a peer-to-peer, CRDT-replicated control plane for HAProxy.
 //!
-//! The deterministic core — [`crdt`] (the replicated document) and
-//! [`gossip`] (the protocol as a pure state machine) — never touches the
+//! The deterministic core — [`crdt`] (the replicated document), [`gossip`]
+//! (the protocol as a pure state machine) and [`haproxy::render`] (the
+//! configuration text and the runtime-or-reload plan) — never touches the
 //! network, disk, clock, environment or OS randomness. The I/O shell lives
 //! behind the `shell` feature. See ARCHITECTURE.md for the map.
 
 pub mod crdt;
 pub mod gossip;
+pub mod haproxy;
 
 #[cfg(feature = "shell")]
 pub mod api;
@@ -22,8 +24,6 @@ pub mod ctl;
 pub mod daemon;
 #[cfg(feature = "shell")]
 pub mod demo;
-#[cfg(feature = "shell")]
-pub mod haproxy;
 #[cfg(feature = "shell")]
 pub mod local_mesh;
 #[cfg(feature = "shell")]

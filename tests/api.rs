@@ -6,16 +6,12 @@
 //! [`Replica`]: it executes writes (or fails them like a broken store),
 //! hands out views, and reports a fixed, plausible [`Status`].
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use aqueduct::api::{ApiOptions, ApiToken, InvalidToken, router};
 use aqueduct::crdt::model::{
     Host, Lease, Meta, Port, Registration, RegistrationKey, ServiceName, Version,
 };
 use aqueduct::crdt::{Command, Replica, ReplicaId};
-use aqueduct::gossip::{NodeStats, PeerId, PeerState};
-use aqueduct::peer::{Counters, Handle, PeerStatus, Request as PeerRequest, Status, WriteError};
+use aqueduct::peer::Handle;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -23,97 +19,15 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
+mod support;
+use support::memory::{Store, spawn_peer, wall_clock_ms};
+
 // ---------------------------------------------------------------------------
 // Harness
 
 const TOKEN: &str = "s3cret-token";
 
-fn wall_clock_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
-    u64::try_from(since.as_millis()).expect("ms fit in u64")
-}
-
 /// How the fake peer answers writes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Store {
-    Works,
-    Fails,
-}
-
-/// Runs a fake peer task owning `replica` and returns its handle.
-fn spawn_peer(mut replica: Replica, store: Store) -> Handle {
-    let (requests, mut inbox) = mpsc::channel(16);
-    tokio::spawn(async move {
-        let mut counters = Counters::default();
-        while let Some(request) = inbox.recv().await {
-            match request {
-                PeerRequest::Write { command, reply } => {
-                    let outcome = match store {
-                        Store::Fails => Err(WriteError::Store("disk on fire".to_owned())),
-                        Store::Works => replica
-                            .execute(&command, wall_clock_ms())
-                            .map(|_| ())
-                            .map_err(WriteError::from),
-                    };
-                    match outcome {
-                        Ok(()) => counters.writes_acknowledged += 1,
-                        Err(_) => counters.writes_refused += 1,
-                    }
-                    // The API may have given up on the answer; nothing to do.
-                    let _ = reply.send(outcome);
-                }
-                PeerRequest::View { parts, reply } => {
-                    let view = match parts {
-                        None => replica.view(),
-                        Some(parts) => replica.view_of(&parts),
-                    };
-                    let _ = reply.send(Arc::new(view));
-                }
-                PeerRequest::Status { reply } => {
-                    let _ = reply.send(status_of(&replica, &counters));
-                }
-            }
-        }
-    });
-    Handle::new(requests)
-}
-
-fn status_of(replica: &Replica, counters: &Counters) -> Status {
-    let peer = |id, name: &str, state, connected| PeerStatus {
-        peer_id: PeerId(id),
-        name: Some(name.to_owned()),
-        addr: "127.0.0.1:7001".parse().expect("address"),
-        generation: 1,
-        state,
-        connected,
-    };
-    Status {
-        name: "peer-a".to_owned(),
-        peer_id: PeerId(0xabc),
-        generation: 3,
-        replica_id: replica.id(),
-        gossip_addr: "127.0.0.1:7000".parse().expect("address"),
-        digest: replica.digest(),
-        version_vector: vec![(replica.id(), replica.context().max_counter(replica.id()))],
-        peers: vec![
-            peer(2, "peer-b", PeerState::Alive, true),
-            peer(3, "peer-c", PeerState::Suspect, false),
-        ],
-        node: NodeStats {
-            messages_sent: 10,
-            bytes_sent: 1000,
-            messages_received: 12,
-            bytes_received: 1200,
-            ..NodeStats::default()
-        },
-        counters: counters.clone(),
-        convergence_lag_seconds: Some(0.5),
-        uptime_seconds: 12.0,
-    }
-}
-
 fn replica() -> Replica {
     Replica::new(ReplicaId::new(0x1234).expect("non-zero id"))
 }

@@ -14,12 +14,14 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::dto::{
-    self, BackendIn, BackendOut, FrontendIn, FrontendOut, LiveRegistrations, MemberJson, MemberOut,
-    MemberSettingsIn, SwitchIn,
+    self, BackendIn, BackendOut, FrontendIn, FrontendOut, MemberJson, MemberOut, MemberSettingsIn,
+    SwitchIn,
 };
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
-use crate::crdt::model::{BackendType, ConfigView, Frontend, Host, MemberKey, Name, ServiceName};
+use crate::crdt::model::{
+    BackendType, ConfigView, Frontend, Host, LiveRegistrations, MemberKey, Name, ServiceName,
+};
 use crate::crdt::{Command, CommandError, ViewPart};
 use crate::peer::wall_clock_ms;
 

@@ -17,10 +17,10 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use crate::crdt::model::{
-    AclValue, Backend, BackendType, Balance, Binds, ConfigView, Frontend, HeaderName, Health,
-    HealthMethod, Host, HttpPath, HttpVersion, InvalidValue, Keepalive, Lease, Member, MemberState,
-    Meta, Mode, Name, Natives, Port, Registration, RegistrationKey, Rule, RuleOperation, Rules,
-    ServiceName, Version, Weight,
+    AclValue, Backend, BackendType, Balance, Binds, Frontend, HeaderName, Health, HealthMethod,
+    Host, HttpPath, HttpVersion, InvalidValue, Keepalive, Lease, LiveRegistrations, Member,
+    MemberState, Meta, Mode, Name, Natives, Port, Registration, RegistrationKey, Rule,
+    RuleOperation, Rules, ServiceName, Version, Weight,
 };
 use crate::gossip::PeerState;
 use crate::peer::{PeerStatus, Status};
@@ -574,58 +574,6 @@ impl SwitchIn {
     /// Checks the body's `key` against the path's.
     pub(crate) fn check_key(&self, key: &Name) -> Result<(), ApiError> {
         check_body_key(self.key.as_deref(), key)
-    }
-}
-
-/// One service version's live instances, by host and port.
-type Instances<'a> = Vec<(&'a RegistrationKey, &'a Registration)>;
-
-/// The registrations whose lease has not run out, by service and version.
-pub(crate) struct LiveRegistrations<'a> {
-    by_service: BTreeMap<&'a ServiceName, BTreeMap<&'a Version, Instances<'a>>>,
-}
-
-impl<'a> LiveRegistrations<'a> {
-    /// Those of `view` live at wall-clock `now_ms`: renewed within their
-    /// lease (`now <= renewed + ttl`).
-    pub(crate) fn new(view: &'a ConfigView, now_ms: u64) -> Self {
-        let mut by_service: BTreeMap<_, BTreeMap<_, Instances<'a>>> = BTreeMap::new();
-        for (key, registration) in &view.registrations {
-            let lease = registration.lease;
-            let expires_at = lease
-                .renewed_at_ms()
-                .saturating_add(u64::from(lease.ttl_ms()));
-            if now_ms <= expires_at {
-                by_service
-                    .entry(&key.service)
-                    .or_default()
-                    .entry(&key.version)
-                    .or_default()
-                    .push((key, registration));
-            }
-        }
-        LiveRegistrations { by_service }
-    }
-
-    /// The live instances of `service`@`version`, by host and port.
-    pub(crate) fn of(
-        &self,
-        service: &ServiceName,
-        version: &Version,
-    ) -> &[(&'a RegistrationKey, &'a Registration)] {
-        self.by_service
-            .get(service)
-            .and_then(|versions| versions.get(version))
-            .map_or(&[], Vec::as_slice)
-    }
-
-    /// Every live registration, in key order.
-    pub(crate) fn all(&self) -> impl Iterator<Item = (&'a RegistrationKey, &'a Registration)> + '_ {
-        self.by_service
-            .values()
-            .flat_map(BTreeMap::values)
-            .flatten()
-            .copied()
     }
 }
 

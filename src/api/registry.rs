@@ -9,9 +9,10 @@ use axum::extract::State;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::dto::{self, LiveRegistrations, RegistrationOut};
+use super::dto::{self, RegistrationOut};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
+use crate::crdt::model::LiveRegistrations;
 use crate::crdt::model::{Host, RegistrationKey, ServiceName, Version};
 use crate::crdt::{Command, ViewPart};
 use crate::peer::wall_clock_ms;

@@ -197,6 +197,22 @@ validated_string!(
     }
 );
 
+validated_string!(
+    /// One word of peer-local HAProxy settings (a socket path, a stats
+    /// user or password): printable ASCII without whitespace, quotes,
+    /// backslash or `#`, at most 1024 characters.
+    CfgWord,
+    |s| check_printable("setting", s, 1024, |c| !c.is_ascii_whitespace() && !"#\"'\\".contains(c))
+);
+
+validated_string!(
+    /// The arguments of HAProxy's `log` directive (`127.0.0.1:514 local0`,
+    /// `stdout format raw local0`): one line of printable ASCII without
+    /// quotes, backslash or `#`, at most 256 characters.
+    LogTarget,
+    |s| check_printable("log target", s, 256, |c| !"#\"'\\".contains(c))
+);
+
 fn check_printable(
     what: &'static str,
     input: &str,
@@ -841,6 +857,10 @@ impl Lease {
     pub fn ttl_ms(self) -> u32 {
         self.ttl_ms
     }
+    /// Wall-clock ms of the last instant the lease is live.
+    pub fn expires_at_ms(self) -> u64 {
+        self.renewed_at_ms.saturating_add(u64::from(self.ttl_ms))
+    }
 }
 
 impl TryFrom<(u64, u32)> for Lease {
@@ -1177,6 +1197,66 @@ impl ConfigView {
             }
         }
         view
+    }
+}
+
+/// One service version's live instances, by host and port.
+type Instances<'a> = Vec<(&'a RegistrationKey, &'a Registration)>;
+
+/// The registrations whose lease has not run out, by service and version.
+pub struct LiveRegistrations<'a> {
+    by_service: BTreeMap<&'a ServiceName, BTreeMap<&'a Version, Instances<'a>>>,
+}
+
+impl<'a> LiveRegistrations<'a> {
+    /// Those of `view` live at wall-clock `now_ms`: renewed within their
+    /// lease (`now <= renewed + ttl`).
+    pub fn new(view: &'a ConfigView, now_ms: u64) -> Self {
+        let mut by_service: BTreeMap<_, BTreeMap<_, Instances<'a>>> = BTreeMap::new();
+        for (key, registration) in &view.registrations {
+            if now_ms <= registration.lease.expires_at_ms() {
+                by_service
+                    .entry(&key.service)
+                    .or_default()
+                    .entry(&key.version)
+                    .or_default()
+                    .push((key, registration));
+            }
+        }
+        LiveRegistrations { by_service }
+    }
+
+    /// The live instances of `service`@`version`, by host and port.
+    pub fn of(
+        &self,
+        service: &ServiceName,
+        version: &Version,
+    ) -> &[(&'a RegistrationKey, &'a Registration)] {
+        self.by_service
+            .get(service)
+            .and_then(|versions| versions.get(version))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The earliest wall-clock ms after `now_ms` at which a live
+    /// registration of `view` expires (when the live set next changes by
+    /// itself).
+    pub fn next_expiry(view: &ConfigView, now_ms: u64) -> Option<u64> {
+        view.registrations
+            .values()
+            .map(|registration| registration.lease.expires_at_ms())
+            .filter(|&expires_at| expires_at >= now_ms)
+            .min()
+            .map(|expires_at| expires_at + 1)
+    }
+
+    /// Every live registration, in key order.
+    pub fn all(&self) -> impl Iterator<Item = (&'a RegistrationKey, &'a Registration)> + '_ {
+        self.by_service
+            .values()
+            .flat_map(BTreeMap::values)
+            .flatten()
+            .copied()
     }
 }
 

@@ -1,5 +1,7 @@
-//! The HAProxy driver: pure, deterministic rendering of `haproxy.cfg` from
-//! the configuration view (askama templates in `templates/`), and the
-//! process and runtime-API side that applies it.
-//!
-//! Not built yet: this module is the home of issue 4 (the HAProxy driver).
+//! The HAProxy driver. [`render`] is part of the deterministic core: the
+//! configuration view → `haproxy.cfg` and the plan that moves a running
+//! HAProxy to it. The rest (behind the `shell` feature) runs HAProxy:
+//! its process, its runtime API, its stats, and the task that applies each
+//! new configuration.
+
+pub mod render;

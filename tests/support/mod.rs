@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod memory;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,467 @@
+//! Rendering: the configuration view → `haproxy.cfg`, as a pure function.
+//!
+//! Owns the text of the configuration (askama templates in
+//! `templates/haproxy/`) and the structured form the driver diffs to decide
+//! between a runtime-API change and a reload ([`plan`]). Part of the
+//! deterministic core: no I/O, no clock (the caller passes `now_ms`, which
+//! only decides which registrations are live), no randomness. Given the
+//! same view, settings and live registrations, every peer renders the same
+//! bytes: sections are in key order, servers in address order, and ACL and
+//! server names are derived from content.
+
+mod plan;
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, SocketAddr};
+
+use askama::Template;
+
+use crate::crdt::model::{
+    AclValue, Backend, BackendType, Balance, BindHost, CfgWord, ConfigView, Frontend, HealthMethod,
+    Host, HttpPath, HttpVersion, Keepalive, LiveRegistrations, LogTarget, MemberState, Mode, Name,
+    NativeLine, Port, RuleOperation, Weight,
+};
+
+pub use plan::{Change, Plan, RuntimeCommand, ServerChange, plan};
+
+/// The peer-local settings that shape `global`, `defaults` and the stats
+/// listener. They are options of the peer, not replicated state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The admin stats socket (runtime API and `show stat`).
+    pub admin_socket: CfgWord,
+    /// Where HAProxy keeps server state across reloads.
+    pub server_state_file: CfgWord,
+    /// `global` `maxconn`.
+    pub maxconn: u32,
+    /// `timeout connect` (and `timeout check`).
+    pub timeout_connect_ms: u32,
+    /// `timeout client`.
+    pub timeout_client_ms: u32,
+    /// `timeout server`.
+    pub timeout_server_ms: u32,
+    /// How long an old worker may finish its connections after a reload.
+    pub hard_stop_after_ms: u32,
+    /// `log` target, if any.
+    pub log: Option<LogTarget>,
+    /// HAProxy's own stats page, if any.
+    pub stats: Option<StatsListener>,
+    /// The address that replaces `*` in frontend binds (several peers on one
+    /// machine each listen on their own address).
+    pub bind_host: Option<IpAddr>,
+}
+
+impl Settings {
+    /// The defaults of the original Aqueduct's template (maxconn 4096,
+    /// timeouts 5 s / 50 s / 50 s), with the given files, no log target and
+    /// no stats listener.
+    pub fn new(admin_socket: CfgWord, server_state_file: CfgWord) -> Settings {
+        Settings {
+            admin_socket,
+            server_state_file,
+            maxconn: 4096,
+            timeout_connect_ms: 5_000,
+            timeout_client_ms: 50_000,
+            timeout_server_ms: 50_000,
+            hard_stop_after_ms: 60_000,
+            log: None,
+            stats: None,
+            bind_host: None,
+        }
+    }
+}
+
+/// HAProxy's stats page: where it listens and its basic-auth credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsListener {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// User name.
+    pub user: CfgWord,
+    /// Password.
+    pub password: CfgWord,
+}
+
+/// The name of the stats listener: it starts with `_`, which no frontend or
+/// backend key can, so it never collides with one.
+const STATS_PROXY: &str = "_aqueduct_stats";
+
+/// A server's name in HAProxy, derived from its address (`10.0.0.5:8080`,
+/// `::1:8080`, `app.internal:80`): a member's address is its identity, so
+/// the same member has the same name on every peer and across reloads.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServerName(String);
+
+impl ServerName {
+    fn of(host: &Host, port: Port) -> ServerName {
+        ServerName(format!("{host}:{port}"))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One `server` of a backend as it should be running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    /// Address.
+    pub host: Host,
+    /// Port.
+    pub port: Port,
+    /// Weight.
+    pub weight: Weight,
+    /// Administrative state.
+    pub state: MemberState,
+    /// Health-check interval.
+    pub check_inter_ms: u32,
+}
+
+impl Server {
+    /// `host:port`, with IPv6 addresses in brackets.
+    fn address(&self) -> String {
+        address(self.host.as_str(), self.port)
+    }
+
+    /// Whether HAProxy can add this server at run time: 2.6 does not
+    /// resolve host names of servers added through the runtime API, so a
+    /// server named by host name comes in with a reload.
+    fn addable_at_runtime(&self) -> bool {
+        self.host.as_str().parse::<IpAddr>().is_ok()
+    }
+
+    /// The options shared by the `server` line and the runtime API's
+    /// `add server`, so that both create the same server.
+    fn options(&self, weight: u16) -> String {
+        format!("weight {weight} check inter {}ms", self.check_inter_ms)
+    }
+
+    /// The `server` line. A draining member has weight 0 in the file: the
+    /// file cannot say "drain", and a fresh HAProxy must not send it new
+    /// traffic either (across reloads the server-state file keeps the
+    /// runtime state).
+    fn write_line(&self, name: &ServerName, out: &mut String) {
+        let weight = match self.state {
+            MemberState::Drain => 0,
+            MemberState::Ready | MemberState::Maint => self.weight.get(),
+        };
+        let disabled = if self.state == MemberState::Maint {
+            " disabled"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "    server {name} {} {}{disabled}",
+            self.address(),
+            self.options(weight)
+        );
+    }
+}
+
+/// A backend section: its text without servers, and its servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSection {
+    head: String,
+    /// Whether servers can be added and removed through the runtime API
+    /// (HAProxy refuses dynamic servers with `balance static-rr`).
+    runtime_servers: bool,
+    servers: BTreeMap<ServerName, Server>,
+}
+
+/// A rendered configuration: the text HAProxy loads, kept in sections so
+/// that the driver can tell a member change from a structure change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    preamble: String,
+    frontends: Vec<String>,
+    backends: BTreeMap<Name, BackendSection>,
+}
+
+impl Rendered {
+    /// The whole `haproxy.cfg`.
+    pub fn text(&self) -> String {
+        let servers: usize = self.backends.values().map(|b| b.servers.len()).sum();
+        let mut out = String::with_capacity(
+            self.preamble.len()
+                + self.frontends.iter().map(String::len).sum::<usize>()
+                + self.backends.values().map(|b| b.head.len()).sum::<usize>()
+                + servers * 80,
+        );
+        out.push_str(&self.preamble);
+        for frontend in &self.frontends {
+            out.push_str(frontend);
+        }
+        for section in self.backends.values() {
+            out.push_str(&section.head);
+            for (name, server) in &section.servers {
+                server.write_line(name, &mut out);
+            }
+        }
+        out
+    }
+
+    /// How many servers the configuration has.
+    pub fn server_count(&self) -> usize {
+        self.backends.values().map(|b| b.servers.len()).sum()
+    }
+}
+
+/// Renders `view` with live registrations as of wall-clock `now_ms`.
+pub fn render(view: &ConfigView, settings: &Settings, now_ms: u64) -> Rendered {
+    let live = LiveRegistrations::new(view, now_ms);
+    let preamble = section(&PreambleTemplate { s: settings });
+    let frontends = view
+        .frontends
+        .iter()
+        .map(|(key, frontend)| render_frontend(key, frontend, view, settings))
+        .collect();
+    let backends = view
+        .backends
+        .iter()
+        .map(|(key, backend)| (key.clone(), render_backend(key, backend, &live)))
+        .collect();
+    Rendered {
+        preamble,
+        frontends,
+        backends,
+    }
+}
+
+/// A template's text as whole lines (askama drops the file's last newline).
+fn section(template: &impl Template) -> String {
+    let mut text = template
+        .render()
+        .expect("rendering into a String cannot fail");
+    text.push('\n');
+    text
+}
+
+#[derive(Template)]
+#[template(path = "haproxy/preamble.cfg", escape = "none")]
+struct PreambleTemplate<'a> {
+    s: &'a Settings,
+}
+
+#[derive(Template)]
+#[template(path = "haproxy/frontend.cfg", escape = "none")]
+struct FrontendTemplate<'a> {
+    key: &'a Name,
+    mode: &'static str,
+    binds: Vec<String>,
+    keepalive: Keepalive,
+    rules: Vec<RuleLines<'a>>,
+    default_backend: Result<&'a Name, String>,
+    natives: &'a [NativeLine],
+}
+
+/// One routing rule: its ACL and the backend it selects, or why it is left
+/// out.
+struct RuleLines<'a> {
+    acl: String,
+    matcher: String,
+    value: &'a AclValue,
+    backend: Result<&'a Name, String>,
+}
+
+#[derive(Template)]
+#[template(path = "haproxy/backend.cfg", escape = "none")]
+struct BackendTemplate<'a> {
+    key: &'a Name,
+    mode: &'static str,
+    balance: &'static str,
+    consistent_hash: bool,
+    host_rewrite: Option<&'a Host>,
+    http_check: Option<HttpCheck<'a>>,
+    natives: &'a [NativeLine],
+}
+
+struct HttpCheck<'a> {
+    method: &'static str,
+    uri: &'a HttpPath,
+    version: &'static str,
+    host: Option<&'a Host>,
+}
+
+fn render_frontend(key: &Name, frontend: &Frontend, view: &ConfigView, s: &Settings) -> String {
+    let binds = frontend
+        .bind
+        .as_slice()
+        .iter()
+        .map(|bind| match (&bind.host, s.bind_host) {
+            (BindHost::Any, Some(ip)) => address(&ip.to_string(), bind.port),
+            (BindHost::Any, None) => format!(":{}", bind.port),
+            (BindHost::Host(host), _) => address(host.as_str(), bind.port),
+        })
+        .collect();
+    let rules = frontend
+        .rules
+        .as_slice()
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| {
+            let operation = operation_keyword(rule.operation());
+            let matcher = match rule.header() {
+                Some(header) => format!("{operation}({header})"),
+                None => operation.to_owned(),
+            };
+            RuleLines {
+                // The rule's position is part of the frontend's content
+                // (rules apply in order), so the name is stable.
+                acl: format!("rule_{}_{operation}", index + 1),
+                matcher,
+                value: rule.value(),
+                backend: reference(rule.backend(), frontend.mode, view),
+            }
+        })
+        .collect();
+    section(&FrontendTemplate {
+        key,
+        mode: mode_keyword(frontend.mode),
+        binds,
+        // Connection options are HTTP options.
+        keepalive: match frontend.mode {
+            Mode::Http => frontend.keepalive,
+            Mode::Tcp => Keepalive::Default,
+        },
+        rules,
+        default_backend: reference(&frontend.backend, frontend.mode, view),
+        natives: frontend.natives.as_slice(),
+    })
+}
+
+/// A frontend's reference to a backend, or why it cannot be rendered. The
+/// API refuses both cases, but concurrent writes on different peers can
+/// still produce them (a backend deleted on one peer while a frontend
+/// naming it is written on another); leaving the reference out keeps the
+/// configuration loadable on every peer.
+fn reference<'a>(backend: &'a Name, mode: Mode, view: &ConfigView) -> Result<&'a Name, String> {
+    match view.backends.get(backend) {
+        None => Err(format!("backend {backend} does not exist")),
+        Some(b) if b.mode != mode => Err(format!(
+            "backend {backend} is in {} mode",
+            mode_keyword(b.mode)
+        )),
+        Some(_) => Ok(backend),
+    }
+}
+
+fn render_backend(key: &Name, backend: &Backend, live: &LiveRegistrations<'_>) -> BackendSection {
+    let http = backend.mode == Mode::Http;
+    let health = &backend.health;
+    let head = section(&BackendTemplate {
+        key,
+        mode: mode_keyword(backend.mode),
+        balance: balance_keyword(backend.balance),
+        // Map-based hashing cannot take servers at run time; consistent
+        // hashing can, and moves fewer clients when members change.
+        consistent_hash: matches!(backend.balance, Balance::Source | Balance::Uri),
+        host_rewrite: backend.host.as_ref().filter(|_| http),
+        http_check: http.then(|| HttpCheck {
+            method: match health.method() {
+                HealthMethod::Get => "GET",
+                HealthMethod::Post => "POST",
+            },
+            uri: health.uri(),
+            version: match health.http_version() {
+                HttpVersion::Http10 => "HTTP/1.0",
+                HttpVersion::Http11 => "HTTP/1.1",
+            },
+            host: backend
+                .host
+                .as_ref()
+                .filter(|_| health.http_version() == HttpVersion::Http11),
+        }),
+        natives: backend.natives.as_slice(),
+    });
+    let check_inter_ms = health.interval_ms();
+    let servers = match (backend.kind, &backend.service, &backend.version) {
+        (BackendType::Static, _, _) => backend
+            .members
+            .iter()
+            .map(|((host, port), member)| {
+                let server = Server {
+                    host: host.clone(),
+                    port: *port,
+                    weight: member.weight,
+                    state: member.state,
+                    check_inter_ms,
+                };
+                (ServerName::of(host, *port), server)
+            })
+            .collect(),
+        (BackendType::Dynamic, Some(service), Some(version)) => live
+            .of(service, version)
+            .iter()
+            .map(|(key, _)| {
+                let server = Server {
+                    host: key.host.clone(),
+                    port: key.port,
+                    weight: Weight::default(),
+                    state: MemberState::Ready,
+                    check_inter_ms,
+                };
+                (ServerName::of(&key.host, key.port), server)
+            })
+            .collect(),
+        (BackendType::Dynamic, _, _) => BTreeMap::new(),
+    };
+    BackendSection {
+        head,
+        runtime_servers: backend.balance != Balance::StaticRr,
+        servers,
+    }
+}
+
+/// `host:port` as HAProxy reads it, with IPv6 addresses in brackets.
+fn address(host: &str, port: Port) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn mode_keyword(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Http => "http",
+        Mode::Tcp => "tcp",
+    }
+}
+
+fn balance_keyword(balance: Balance) -> &'static str {
+    match balance {
+        Balance::Roundrobin => "roundrobin",
+        Balance::StaticRr => "static-rr",
+        Balance::Leastconn => "leastconn",
+        Balance::First => "first",
+        Balance::Source => "source",
+        Balance::Uri => "uri",
+        Balance::Random => "random",
+    }
+}
+
+fn operation_keyword(operation: RuleOperation) -> &'static str {
+    match operation {
+        RuleOperation::Path => "path",
+        RuleOperation::PathBeg => "path_beg",
+        RuleOperation::PathReg => "path_reg",
+        RuleOperation::Url => "url",
+        RuleOperation::UrlBeg => "url_beg",
+        RuleOperation::UrlReg => "url_reg",
+        RuleOperation::Hdr => "hdr",
+        RuleOperation::HdrBeg => "hdr_beg",
+        RuleOperation::HdrEnd => "hdr_end",
+        RuleOperation::HdrDom => "hdr_dom",
+        RuleOperation::HdrSub => "hdr_sub",
+        RuleOperation::HdrReg => "hdr_reg",
+    }
+}

@@ -1,0 +1,96 @@
+//! An in-memory stand-in for the peer task: a [`Replica`] behind a real
+//! [`Handle`], for tests that drive the REST API without processes.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aqueduct::crdt::Replica;
+use aqueduct::gossip::{NodeStats, PeerId, PeerState};
+use aqueduct::peer::{Counters, Handle, PeerStatus, Request as PeerRequest, Status, WriteError};
+use tokio::sync::mpsc;
+
+/// Wall-clock ms, as the peer stamps writes.
+pub fn wall_clock_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    u64::try_from(since.as_millis()).expect("ms fit in u64")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Works,
+    Fails,
+}
+
+/// Runs a fake peer task owning `replica` and returns its handle.
+pub fn spawn_peer(mut replica: Replica, store: Store) -> Handle {
+    let (requests, mut inbox) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut counters = Counters::default();
+        while let Some(request) = inbox.recv().await {
+            match request {
+                PeerRequest::Write { command, reply } => {
+                    let outcome = match store {
+                        Store::Fails => Err(WriteError::Store("disk on fire".to_owned())),
+                        Store::Works => replica
+                            .execute(&command, wall_clock_ms())
+                            .map(|_| ())
+                            .map_err(WriteError::from),
+                    };
+                    match outcome {
+                        Ok(()) => counters.writes_acknowledged += 1,
+                        Err(_) => counters.writes_refused += 1,
+                    }
+                    // The API may have given up on the answer; nothing to do.
+                    let _ = reply.send(outcome);
+                }
+                PeerRequest::View { parts, reply } => {
+                    let view = match parts {
+                        None => replica.view(),
+                        Some(parts) => replica.view_of(&parts),
+                    };
+                    let _ = reply.send(Arc::new(view));
+                }
+                PeerRequest::Status { reply } => {
+                    let _ = reply.send(status_of(&replica, &counters));
+                }
+            }
+        }
+    });
+    Handle::new(requests)
+}
+
+fn status_of(replica: &Replica, counters: &Counters) -> Status {
+    let peer = |id, name: &str, state, connected| PeerStatus {
+        peer_id: PeerId(id),
+        name: Some(name.to_owned()),
+        addr: "127.0.0.1:7001".parse().expect("address"),
+        generation: 1,
+        state,
+        connected,
+    };
+    Status {
+        name: "peer-a".to_owned(),
+        peer_id: PeerId(0xabc),
+        generation: 3,
+        replica_id: replica.id(),
+        gossip_addr: "127.0.0.1:7000".parse().expect("address"),
+        digest: replica.digest(),
+        version_vector: vec![(replica.id(), replica.context().max_counter(replica.id()))],
+        peers: vec![
+            peer(2, "peer-b", PeerState::Alive, true),
+            peer(3, "peer-c", PeerState::Suspect, false),
+        ],
+        node: NodeStats {
+            messages_sent: 10,
+            bytes_sent: 1000,
+            messages_received: 12,
+            bytes_received: 1200,
+            ..NodeStats::default()
+        },
+        counters: counters.clone(),
+        convergence_lag_seconds: Some(0.5),
+        uptime_seconds: 12.0,
+    }
+}
