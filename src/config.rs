@@ -6,14 +6,16 @@
 //! Owns parsing and validation of every option, so that the daemon starts
 //! from values that are already known good. Must not start anything.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::api::ApiToken;
 use crate::certs::NodeName;
+use crate::crdt::model::{CfgWord, InvalidValue, LogTarget};
 
 /// The API port of the original Aqueduct, kept so that existing scripts
 /// keep working.
@@ -63,6 +65,39 @@ pub struct RunArgs {
     /// HAProxy binary to drive, or `off` (default: `haproxy` if found).
     #[arg(long, env = "AQUEDUCT_HAPROXY")]
     pub haproxy: Option<HaproxySetting>,
+    /// Address this peer's HAProxy listens on wherever a frontend binds
+    /// `*` (several peers on one machine: 127.0.0.2, 127.0.0.3, ...).
+    #[arg(long, env = "AQUEDUCT_BIND_HOST")]
+    pub bind_host: Option<IpAddr>,
+    /// HAProxy `global` maxconn (default 4096).
+    #[arg(long, env = "AQUEDUCT_HAPROXY_MAXCONN")]
+    pub haproxy_maxconn: Option<u32>,
+    /// HAProxy `timeout connect`, ms (default 5000).
+    #[arg(long, env = "AQUEDUCT_HAPROXY_TIMEOUT_CONNECT")]
+    pub haproxy_timeout_connect: Option<u32>,
+    /// HAProxy `timeout client`, ms (default 50000).
+    #[arg(long, env = "AQUEDUCT_HAPROXY_TIMEOUT_CLIENT")]
+    pub haproxy_timeout_client: Option<u32>,
+    /// HAProxy `timeout server`, ms (default 50000).
+    #[arg(long, env = "AQUEDUCT_HAPROXY_TIMEOUT_SERVER")]
+    pub haproxy_timeout_server: Option<u32>,
+    /// How long an old HAProxy worker may finish its connections after a
+    /// reload, ms (default 60000).
+    #[arg(long, env = "AQUEDUCT_HAPROXY_HARD_STOP_AFTER")]
+    pub haproxy_hard_stop_after: Option<u32>,
+    /// HAProxy `log` target, e.g. `127.0.0.1:514 local0` (default: none).
+    #[arg(long, env = "AQUEDUCT_HAPROXY_LOG")]
+    pub haproxy_log: Option<String>,
+    /// Address of HAProxy's own stats page (default: none); needs
+    /// --haproxy-stats-auth.
+    #[arg(long, env = "AQUEDUCT_HAPROXY_STATS")]
+    pub haproxy_stats: Option<SocketAddr>,
+    /// USER:PASSWORD of HAProxy's stats page.
+    #[arg(long, env = "AQUEDUCT_HAPROXY_STATS_AUTH", hide_env_values = true)]
+    pub haproxy_stats_auth: Option<String>,
+    /// How often HAProxy's stats are read, ms (default 1000).
+    #[arg(long, env = "AQUEDUCT_STATS_INTERVAL")]
+    pub stats_interval: Option<u64>,
     /// A TOML file with the same options (keys as the flags, with `_`).
     #[arg(long, env = "AQUEDUCT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -82,6 +117,16 @@ struct FileOptions {
     join: Vec<JoinAddr>,
     api_token: Option<String>,
     haproxy: Option<String>,
+    bind_host: Option<IpAddr>,
+    haproxy_maxconn: Option<u32>,
+    haproxy_timeout_connect: Option<u32>,
+    haproxy_timeout_client: Option<u32>,
+    haproxy_timeout_server: Option<u32>,
+    haproxy_hard_stop_after: Option<u32>,
+    haproxy_log: Option<String>,
+    haproxy_stats: Option<SocketAddr>,
+    haproxy_stats_auth: Option<String>,
+    stats_interval: Option<u64>,
 }
 
 /// A peer to join through: `HOST:PORT`, where HOST is an IP address (IPv6
@@ -213,6 +258,33 @@ pub struct RunOptions {
     pub api_token: Option<ApiToken>,
     /// HAProxy.
     pub haproxy: HaproxySetting,
+    /// How this peer's HAProxy is configured and watched.
+    pub haproxy_options: HaproxyOptions,
+}
+
+/// The peer-local HAProxy settings (`global`, `defaults`, the stats page)
+/// and how often stats are read. Unset numbers take the renderer's
+/// defaults ([`crate::haproxy::render::Settings::new`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaproxyOptions {
+    /// Replaces `*` in frontend binds.
+    pub bind_host: Option<IpAddr>,
+    /// `global` maxconn.
+    pub maxconn: Option<u32>,
+    /// `timeout connect`, ms.
+    pub timeout_connect_ms: Option<u32>,
+    /// `timeout client`, ms.
+    pub timeout_client_ms: Option<u32>,
+    /// `timeout server`, ms.
+    pub timeout_server_ms: Option<u32>,
+    /// `hard-stop-after`, ms.
+    pub hard_stop_after_ms: Option<u32>,
+    /// `log` target.
+    pub log: Option<LogTarget>,
+    /// The stats page: address, user, password.
+    pub stats: Option<(SocketAddr, CfgWord, CfgWord)>,
+    /// Stats polling interval.
+    pub stats_interval: Duration,
 }
 
 /// Why the options are unusable.
@@ -293,6 +365,62 @@ impl RunArgs {
         } else {
             self.join
         };
+        let invalid = |option: &'static str| {
+            move |e: InvalidValue| ConfigError::Invalid {
+                option,
+                reason: e.to_string(),
+            }
+        };
+        let log = self
+            .haproxy_log
+            .or(file.haproxy_log)
+            .map(|log| LogTarget::new(&log).map_err(invalid("haproxy-log")))
+            .transpose()?;
+        let stats = match (
+            self.haproxy_stats.or(file.haproxy_stats),
+            self.haproxy_stats_auth.or(file.haproxy_stats_auth),
+        ) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    option: "haproxy-stats",
+                    reason: "needs --haproxy-stats-auth USER:PASSWORD".to_owned(),
+                });
+            }
+            (Some(addr), Some(auth)) => {
+                let (user, password) = auth.split_once(':').ok_or(ConfigError::Invalid {
+                    option: "haproxy-stats-auth",
+                    reason: "expected USER:PASSWORD".to_owned(),
+                })?;
+                Some((
+                    addr,
+                    CfgWord::new(user).map_err(invalid("haproxy-stats-auth"))?,
+                    CfgWord::new(password).map_err(invalid("haproxy-stats-auth"))?,
+                ))
+            }
+        };
+        let stats_interval_ms = self.stats_interval.or(file.stats_interval).unwrap_or(1000);
+        if !(100..=60_000).contains(&stats_interval_ms) {
+            return Err(ConfigError::Invalid {
+                option: "stats-interval",
+                reason: format!("{stats_interval_ms} ms is not within 100 to 60000 ms"),
+            });
+        }
+        let haproxy_options = HaproxyOptions {
+            bind_host: self.bind_host.or(file.bind_host),
+            maxconn: self.haproxy_maxconn.or(file.haproxy_maxconn),
+            timeout_connect_ms: self
+                .haproxy_timeout_connect
+                .or(file.haproxy_timeout_connect),
+            timeout_client_ms: self.haproxy_timeout_client.or(file.haproxy_timeout_client),
+            timeout_server_ms: self.haproxy_timeout_server.or(file.haproxy_timeout_server),
+            hard_stop_after_ms: self
+                .haproxy_hard_stop_after
+                .or(file.haproxy_hard_stop_after),
+            log,
+            stats,
+            stats_interval: Duration::from_millis(stats_interval_ms),
+        };
         let gossip = self.gossip.or(file.gossip).unwrap_or(DEFAULT_GOSSIP);
         let advertise = self.advertise.or(file.advertise);
         check_advertised(gossip, advertise)?;
@@ -306,6 +434,7 @@ impl RunArgs {
             join,
             api_token,
             haproxy,
+            haproxy_options,
         })
     }
 }

@@ -14,6 +14,11 @@ use crate::api::{self, ApiOptions};
 use crate::certs::{self, CertError, NodeName, TlsIdentity};
 use crate::config::{HaproxySetting, RunOptions, TlsSource};
 use crate::gossip::{Config, MemberId, Node, Time};
+use crate::haproxy::{
+    self,
+    driver::{DriverConfig, DriverError},
+    process::Binary,
+};
 use crate::peer::{self, Handle, PeerError, REQUESTS_MAX};
 use crate::store::{self, Store, StoreError};
 use crate::transport::{Transport, TransportError};
@@ -60,6 +65,12 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot listen for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
+    /// `--haproxy PATH` names no file.
+    #[error("--haproxy {}: no such file", .0.display())]
+    Haproxy(std::path::PathBuf),
+    /// The HAProxy driver cannot start.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
     /// Randomness for the protocol's seed was unavailable.
     #[error("no OS randomness: {0}")]
     Random(String),
@@ -150,21 +161,28 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         source,
     })?;
     let (requests_in, requests) = mpsc::channel(REQUESTS_MAX);
+    let handle = Handle::new(requests_in);
+    let (changes, changes_seen) = watch::channel(0);
+    let (stop_driver, driver_stopped) = oneshot::channel();
+    let (driver, driver_task) = haproxy::driver::spawn(
+        DriverConfig {
+            binary: haproxy_binary(&options.haproxy)?,
+            dir: options.data_dir.join("haproxy"),
+            options: options.haproxy_options.clone(),
+        },
+        handle.clone(),
+        changes_seen,
+        driver_stopped,
+    )?;
     let app = api::router(
-        Handle::new(requests_in),
+        handle,
         ApiOptions {
             token: options.api_token.clone(),
+            haproxy: Some(driver),
             ..ApiOptions::default()
         },
     );
 
-    match &options.haproxy {
-        HaproxySetting::Off => tracing::info!("HAProxy: off"),
-        setting => tracing::info!(
-            ?setting,
-            "this build does not drive HAProxy yet; the peer runs as control plane only"
-        ),
-    }
     let listening = Listening {
         name: identity.name().clone(),
         api: api_addr,
@@ -192,6 +210,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         durability,
         requests,
         join: options.join.clone(),
+        changes,
         shutdown: peer_stopped,
     }));
     let server = tokio::spawn(async move {
@@ -217,10 +236,41 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
             peer_task.await
         }
     };
+    // HAProxy stops last: it keeps serving the last configuration while
+    // the rest shuts down.
+    let _ = stop_driver.send(());
+    let _ = driver_task.await;
     tracing::info!("stopped");
     match result {
         Ok(result) => result.map_err(DaemonError::from),
         Err(panicked) => std::panic::resume_unwind(panicked.into_panic()),
+    }
+}
+
+/// The HAProxy to drive: `off` drives none (the configuration is still
+/// rendered to the data dir), `auto` the `haproxy` on `PATH` if there is one,
+/// a path that binary (which must run).
+fn haproxy_binary(setting: &HaproxySetting) -> Result<Option<Binary>, DaemonError> {
+    match setting {
+        HaproxySetting::Off => {
+            tracing::info!("HAProxy: off (render only)");
+            Ok(None)
+        }
+        HaproxySetting::Auto => {
+            let found = std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join("haproxy"))
+                    .find(|candidate| candidate.is_file())
+            });
+            if found.is_none() {
+                tracing::warn!(
+                    "no haproxy on PATH: rendering only (give --haproxy PATH or install HAProxy)"
+                );
+            }
+            Ok(found.map(Binary::new))
+        }
+        HaproxySetting::Path(path) if path.is_file() => Ok(Some(Binary::new(path))),
+        HaproxySetting::Path(path) => Err(DaemonError::Haproxy(path.clone())),
     }
 }
 

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one peer (with no options: a single peer on 127.0.0.1:10000).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Start a local three-peer mesh with the example configuration.
     Demo(aqueduct::demo::DemoArgs),
     /// Manage the cluster CA and node certificates.
@@ -90,10 +90,7 @@ fn main() -> ExitCode {
 }
 
 fn execute(cli: Cli) -> anyhow::Result<()> {
-    match cli
-        .command
-        .unwrap_or_else(|| Command::Run(RunArgs::default()))
-    {
+    match cli.command.unwrap_or_else(|| Command::Run(Box::default())) {
         Command::Run(args) => {
             let options = args.resolve()?;
             block_on(aqueduct::daemon::run(options))??;

@@ -233,6 +233,9 @@ pub struct Parts {
     pub requests: mpsc::Receiver<Request>,
     /// Addresses to join through (`--join`).
     pub join: Vec<JoinAddr>,
+    /// Counts changes to the document, local and remote (the HAProxy
+    /// driver renders on each).
+    pub changes: watch::Sender<u64>,
     /// Resolves when the peer must shut down (a value or a dropped
     /// sender alike).
     pub shutdown: oneshot::Receiver<()>,
@@ -263,6 +266,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         mut durability,
         mut requests,
         join,
+        changes,
         mut shutdown,
     } = parts;
     let (joined, mut joins) = mpsc::channel(join.len().max(1));
@@ -287,6 +291,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         held_bytes: 0,
         acks: VecDeque::new(),
         view: None,
+        changes,
         counters: Counters::default(),
         dropped_here: 0,
         seed_finders,
@@ -396,6 +401,8 @@ struct PeerTask {
     acks: VecDeque<(u64, oneshot::Sender<Result<(), WriteError>>)>,
     /// The view as of the last change (built on demand).
     view: Option<Arc<ConfigView>>,
+    /// Bumped on every change to the document.
+    changes: watch::Sender<u64>,
     counters: Counters,
     /// Messages this task dropped itself, counted with the transport's
     /// drops: no address known, or [`HELD_MAX`] already waiting.
@@ -472,6 +479,7 @@ impl PeerTask {
                 Output::Persist(delta) => {
                     self.submitted = self.writer.submit(Entry::Delta(delta)).await?;
                     self.view = None;
+                    self.changes.send_modify(|n| *n += 1);
                     if local {
                         self.local_gate = self.submitted;
                     } else {

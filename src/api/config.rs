@@ -104,7 +104,10 @@ pub(crate) async fn put_frontend(
         .chain(frontend.rules.as_slice().iter().map(|rule| rule.backend()))
         .map(|backend| ViewPart::Backend(backend.clone()))
         .collect();
-    check_backends_exist(&frontend, &*state.handle.view_of(referenced).await?)?;
+    let mut would_be = state.handle.view_of(referenced).await?.as_ref().clone();
+    check_backends_exist(&frontend, &would_be)?;
+    would_be.frontends.insert(name.clone(), frontend.clone());
+    state.check_with_haproxy(&would_be).await?;
     state
         .handle
         .write(Command::PutFrontend {
@@ -122,13 +125,19 @@ fn check_backends_exist(frontend: &Frontend, view: &ConfigView) -> Result<(), Ap
             format!("backend {backend} does not exist; create it first"),
         )
     };
-    if !view.backends.contains_key(&frontend.backend) {
-        return Err(missing("backend".to_owned(), &frontend.backend));
-    }
+    let check = |field: String, backend: &Name| match view.backends.get(backend) {
+        None => Err(missing(field, backend)),
+        Some(b) if b.mode != frontend.mode => Err(ApiError::invalid(
+            "mode",
+            format!(
+                "backend {backend} is in the other mode; a frontend and its backends share one mode"
+            ),
+        )),
+        Some(_) => Ok(()),
+    };
+    check("backend".to_owned(), &frontend.backend)?;
     for (index, rule) in frontend.rules.as_slice().iter().enumerate() {
-        if !view.backends.contains_key(rule.backend()) {
-            return Err(missing(format!("rules[{index}].backend"), rule.backend()));
-        }
+        check(format!("rules[{index}].backend"), rule.backend())?;
     }
     Ok(())
 }
@@ -191,6 +200,24 @@ pub(crate) async fn put_backend(
 ) -> Result<Json<BackendOut>, ApiError> {
     let name = key_to_create(&key)?;
     let backend = body.into_model(&name)?;
+    let frontends = state.handle.view_of(vec![ViewPart::Frontends]).await?;
+    let other_mode = frontends
+        .frontends
+        .iter()
+        .find(|(_, frontend)| frontend.mode != backend.mode && routes_to(frontend, &name));
+    if let Some((user, _)) = other_mode {
+        return Err(ApiError::invalid(
+            "mode",
+            format!(
+                "frontend {user} routes here in the other mode; a frontend and its backends share one mode"
+            ),
+        ));
+    }
+    let would_be = ConfigView {
+        backends: BTreeMap::from([(name.clone(), backend.clone())]),
+        ..ConfigView::default()
+    };
+    state.check_with_haproxy(&would_be).await?;
     state
         .handle
         .write(Command::PutBackend {
@@ -216,14 +243,7 @@ pub(crate) async fn delete_backend(
     let users: Vec<Name> = view
         .frontends
         .iter()
-        .filter(|(_, frontend)| {
-            frontend.backend == name
-                || frontend
-                    .rules
-                    .as_slice()
-                    .iter()
-                    .any(|rule| *rule.backend() == name)
-        })
+        .filter(|(_, frontend)| routes_to(frontend, &name))
         .map(|(key, _)| key.clone())
         .collect();
     if !users.is_empty() {
@@ -234,6 +254,16 @@ pub(crate) async fn delete_backend(
     }
     state.handle.write(Command::DeleteBackend { name }).await?;
     Ok(Json(json!({})))
+}
+
+/// Whether `frontend` sends any request to `backend`.
+fn routes_to(frontend: &Frontend, backend: &Name) -> bool {
+    frontend.backend == *backend
+        || frontend
+            .rules
+            .as_slice()
+            .iter()
+            .any(|rule| rule.backend() == backend)
 }
 
 /// `POST /backends/{key}`: the A/B switch of a dynamic backend to another

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::crdt::CommandError;
 use crate::crdt::model::{Name, ServiceName, Version};
+use crate::haproxy::process::CheckError;
 use crate::peer::{PeerGone, WriteError};
 
 /// The `field` of an error about the body as a whole (malformed JSON, not
@@ -75,6 +76,10 @@ pub(crate) enum ApiError {
     /// Nothing has rendered an HAProxy configuration.
     #[error("no HAProxy configuration has been rendered by this peer")]
     NotRendered,
+    #[error("HAProxy would not load this configuration: {0}")]
+    HaproxyRejected(String),
+    #[error("the configuration could not be checked: {0}")]
+    CheckFailed(String),
 }
 
 fn join(names: &[Name]) -> String {
@@ -96,7 +101,7 @@ impl ApiError {
 
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Invalid { .. } | ApiError::HaproxyRejected(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::BackendInUse { .. } | ApiError::NoLiveInstances { .. } => {
                 StatusCode::CONFLICT
@@ -104,9 +109,10 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Store(_) | ApiError::PeerGone(_) | ApiError::NotRendered => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Store(_)
+            | ApiError::PeerGone(_)
+            | ApiError::NotRendered
+            | ApiError::CheckFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -120,7 +126,8 @@ impl ApiError {
                 json!({ "name": service, "version": version })
             }
             ApiError::TooLarge { limit } => json!({ "limitBytes": limit }),
-            ApiError::Store(reason) => json!({ "reason": reason }),
+            ApiError::Store(reason) | ApiError::CheckFailed(reason) => json!({ "reason": reason }),
+            ApiError::HaproxyRejected(message) => json!({ "haproxy": message }),
             ApiError::NotRendered => json!({ "reason": "the HAProxy driver is not running" }),
             ApiError::NotFound(_)
             | ApiError::Unauthorized
@@ -137,6 +144,15 @@ impl From<CommandError> for ApiError {
             CommandError::NotFound(what) => ApiError::NotFound(what),
             // The path names the backend, so the path key is the field.
             CommandError::NotDynamic(_) => ApiError::invalid("key", error),
+        }
+    }
+}
+
+impl From<CheckError> for ApiError {
+    fn from(error: CheckError) -> Self {
+        match error {
+            CheckError::Rejected(rejected) => ApiError::HaproxyRejected(rejected.message),
+            CheckError::Process(e) => ApiError::CheckFailed(e.to_string()),
         }
     }
 }

@@ -1,5 +1,4 @@
-//! Handlers for this peer's place in the mesh, its liveness, and the
-//! HAProxy configuration it renders.
+//! Handlers for this peer's place in the mesh and its liveness.
 //!
 //! Owns nothing but the mapping of [`Status`](crate::peer::Status) to
 //! answers. Must not compute anything the peer task already knows.
@@ -28,10 +27,4 @@ pub(crate) async fn peers(State(state): State<AppState>) -> Result<Json<Vec<Peer
 pub(crate) async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.handle.status().await?;
     Ok(Json(json!({ "status": "ok" })))
-}
-
-/// `GET /haproxy/config`: nothing renders a configuration yet (the HAProxy
-/// driver is a later part of the daemon).
-pub(crate) async fn haproxy_config() -> ApiError {
-    ApiError::NotRendered
 }

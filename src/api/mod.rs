@@ -1,6 +1,8 @@
 //! The REST API (axum): the Thalassa-compatible surface of API.md section 1
 //! (frontends, backends, the A/B switch, registrations) plus the mesh
-//! additions (members one by one, `/mesh`, `/health`, `/metrics`).
+//! additions (members one by one, `/mesh`, `/health`, `/metrics`, and
+//! `/haproxy/*`: the rendered configuration, apply status, stats and the
+//! event stream).
 //!
 //! Owns the JSON shapes (the `dto` types, separate from `crdt::model`),
 //! their validation into model values, the error answers and write access
@@ -34,7 +36,18 @@
 //! - A key in a path that is not a valid name cannot exist: 404 on reads,
 //!   400 on writes. PUT and POST answer the object as stored; DELETE
 //!   answers `{}`.
-//! - `GET /haproxy/config` answers 503 until the HAProxy driver exists.
+//! - **Writes that shape `haproxy.cfg` are checked by HAProxy first**: a
+//!   frontend (with the backends it names) or a backend, as it would be
+//!   after the write, is rendered and run through `haproxy -c`; a refusal
+//!   is a 400 carrying HAProxy's own message, and nothing is written. Only
+//!   the touched sections are checked, so the cost does not grow with the
+//!   configuration; the driver checks the whole file again before any
+//!   reload and never activates one HAProxy refuses.
+//! - **A frontend and the backends it routes to share one mode** (HAProxy
+//!   refuses an http frontend in front of a tcp backend): a 400 on the
+//!   frontend's `mode` or on the backend's `mode` when a frontend of the
+//!   other mode uses it.
+//! - `/haproxy/*` answers 503 on a peer started without a driver.
 //! - Reads show this peer's state as it is in memory: a write that is not
 //!   durable yet (its answer has not been sent) is visible to a concurrent
 //!   read, and is gone again if the peer crashes before the commit. What
@@ -45,6 +58,7 @@ mod config;
 mod dto;
 mod error;
 mod extract;
+mod haproxy;
 mod mesh;
 mod metrics;
 mod registry;
@@ -55,7 +69,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, put};
 
+use crate::crdt::model::ConfigView;
+use crate::haproxy::driver::Driver;
 use crate::peer::Handle;
+use error::ApiError;
 
 pub use auth::{ApiToken, InvalidToken};
 
@@ -70,6 +87,9 @@ pub struct ApiOptions {
     pub token: Option<ApiToken>,
     /// Largest request body, in bytes; larger ones are answered 413.
     pub body_limit_bytes: usize,
+    /// This peer's HAProxy driver: `/haproxy/*` answers 503 without one,
+    /// and writes are not checked against HAProxy.
+    pub haproxy: Option<Driver>,
 }
 
 impl Default for ApiOptions {
@@ -77,6 +97,7 @@ impl Default for ApiOptions {
         ApiOptions {
             token: None,
             body_limit_bytes: BODY_LIMIT_DEFAULT,
+            haproxy: None,
         }
     }
 }
@@ -86,6 +107,22 @@ impl Default for ApiOptions {
 struct AppState {
     handle: Handle,
     body_limit_bytes: usize,
+    haproxy: Option<Driver>,
+}
+
+impl AppState {
+    /// Checks the configuration a write would produce (the objects it
+    /// touches and what they name) against HAProxy before it is made.
+    async fn check_with_haproxy(&self, would_be: &ConfigView) -> Result<(), ApiError> {
+        match &self.haproxy {
+            Some(driver) => Ok(driver.check(would_be).await?),
+            None => Ok(()),
+        }
+    }
+
+    fn driver(&self) -> Result<&Driver, ApiError> {
+        self.haproxy.as_ref().ok_or(ApiError::NotRendered)
+    }
 }
 
 /// The API's routes, answering through `handle`.
@@ -93,6 +130,7 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
     let state = AppState {
         handle,
         body_limit_bytes: options.body_limit_bytes,
+        haproxy: options.haproxy,
     };
     let routes = Router::new()
         .route("/frontends", get(config::list_frontends))
@@ -125,7 +163,10 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
             "/registrations/{name}/{version}/{host}/{port}",
             axum::routing::post(registry::register).delete(registry::deregister),
         )
-        .route("/haproxy/config", get(mesh::haproxy_config))
+        .route("/haproxy/config", get(haproxy::config))
+        .route("/haproxy/status", get(haproxy::status))
+        .route("/haproxy/stats", get(haproxy::stats))
+        .route("/haproxy/events", get(haproxy::events))
         .route("/mesh", get(mesh::this_peer))
         .route("/mesh/peers", get(mesh::peers))
         .route("/health", get(mesh::health))

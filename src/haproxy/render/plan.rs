@@ -52,11 +52,18 @@ pub struct RuntimeCommand {
     pub line: String,
     /// HAProxy's whole reply on success, trimmed (empty for most commands).
     pub success: &'static str,
+    /// Whether a refusal is expected and the command is to be retried
+    /// later: HAProxy deletes a server only once its connections are done.
+    pub retry_later: bool,
 }
 
 impl RuntimeCommand {
     fn new(line: String, success: &'static str) -> RuntimeCommand {
-        RuntimeCommand { line, success }
+        RuntimeCommand {
+            line,
+            success,
+            retry_later: false,
+        }
     }
 
     /// Whether `reply` is the success reply.
@@ -64,10 +71,6 @@ impl RuntimeCommand {
         reply.trim() == self.success
     }
 }
-
-/// The reply of `del server` when the server still has connections or
-/// queued requests: the deletion is retried later.
-pub const DEL_SERVER_OK: &str = "Server deleted.";
 
 impl ServerChange {
     /// The runtime-API commands that make the change, in order.
@@ -102,7 +105,10 @@ impl ServerChange {
             ],
             Change::Remove => vec![
                 state_command(&target, MemberState::Maint),
-                RuntimeCommand::new(format!("del server {target}"), DEL_SERVER_OK),
+                RuntimeCommand {
+                    retry_later: true,
+                    ..RuntimeCommand::new(format!("del server {target}"), "Server deleted.")
+                },
             ],
         }
     }

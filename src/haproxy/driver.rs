@@ -1,0 +1,825 @@
+//! The driver task: keeps this peer's HAProxy serving the converged
+//! configuration, and reports what it did.
+//!
+//! Owns the apply loop — render on every change (and when a registration's
+//! lease runs out), plan, then runtime-API commands for member changes or
+//! check → write → reload for structure changes — plus HAProxy's
+//! supervision (restart with backoff), stats polling and the activity
+//! stream. It holds no replication logic (it reads views through the peer's
+//! [`Handle`]) and no rendering logic (that is [`super::render`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::time::Instant;
+
+use super::process::{Binary, CheckError, Master, ProcessError, ReloadOutcome};
+use super::render::{self, Plan, Rendered, RuntimeCommand, Settings, StatsListener};
+use super::socket;
+use super::stats::{StatKind, StatRow, parse_show_stat};
+use crate::config::HaproxyOptions;
+use crate::crdt::model::{CfgWord, ConfigView, InvalidValue, LiveRegistrations};
+use crate::peer::{Handle, wall_clock_ms};
+
+/// Activity events kept for slow stream readers; a reader that falls
+/// further behind skips ahead.
+const ACTIVITY_BUFFER: usize = 1024;
+/// Bound on one runtime-API or stats exchange.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
+/// First and largest pause before restarting an HAProxy that died.
+const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// An HAProxy that stayed up this long resets the restart backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// How the driver is set up.
+pub struct DriverConfig {
+    /// The HAProxy to run, or `None` to only render (`--haproxy off`).
+    pub binary: Option<Binary>,
+    /// Where HAProxy's files live (configuration, sockets, server state).
+    pub dir: PathBuf,
+    /// Peer-local HAProxy settings.
+    pub options: HaproxyOptions,
+}
+
+/// Why the driver cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The HAProxy directory cannot be created.
+    #[error("cannot create HAProxy directory {dir}: {source}")]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A path cannot appear in `haproxy.cfg`.
+    #[error("HAProxy directory {dir} cannot be named in haproxy.cfg: {source}")]
+    Path {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: InvalidValue,
+    },
+}
+
+/// What the driver has done, as the API shows it.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyStatus {
+    /// Whether this peer runs an HAProxy (false: render only).
+    pub managed: bool,
+    /// The HAProxy version, when managed.
+    pub version: Option<String>,
+    /// Whether the HAProxy master is running.
+    pub running: bool,
+    /// Its process id.
+    pub pid: Option<u32>,
+    /// xxh3 of the configuration HAProxy runs (hex).
+    pub applied_hash: Option<String>,
+    /// Wall-clock ms of the last change applied (either way).
+    pub applied_at_ms: Option<u64>,
+    /// Servers in the applied configuration.
+    pub servers: usize,
+    /// Reloads done.
+    pub reloads: u64,
+    /// Reloads HAProxy failed (the previous configuration kept serving).
+    pub reload_failures: u64,
+    /// Duration of the last reload, ms.
+    pub last_reload_ms: Option<f64>,
+    /// Member changes applied through the runtime API (no reload).
+    pub runtime_changes: u64,
+    /// Runtime commands HAProxy refused (each led to a reload).
+    pub runtime_failures: u64,
+    /// Configurations `haproxy -c` refused (never activated).
+    pub rejected: u64,
+    /// Times HAProxy was started again after it died.
+    pub restarts: u64,
+    /// Removed servers waiting for their connections to finish.
+    pub pending_deletions: usize,
+    /// The last error (HAProxy's own words), until the next success.
+    pub last_error: Option<String>,
+}
+
+/// One thing that happened to this peer's HAProxy.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Activity {
+    /// Wall-clock ms.
+    pub at_ms: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: ActivityKind,
+}
+
+/// What happened.
+#[derive(Clone, Debug, Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ActivityKind {
+    /// A server's health changed (`UP`, `DOWN`, `MAINT`, `DRAIN`, ...).
+    Member {
+        /// Backend.
+        backend: String,
+        /// Server.
+        server: String,
+        /// Status before.
+        from: String,
+        /// Status now.
+        to: String,
+    },
+    /// A new configuration runs.
+    Applied {
+        /// `start`, `reload`, `runtime` or `file` (render only).
+        how: &'static str,
+        /// Runtime changes made (for `runtime`).
+        changes: usize,
+    },
+    /// `haproxy -c` refused a configuration; it was not activated.
+    Rejected {
+        /// HAProxy's message.
+        message: String,
+    },
+    /// A reload finished.
+    Reloaded {
+        /// How long it took, ms.
+        took_ms: f64,
+    },
+    /// A reload failed; the previous configuration keeps serving.
+    ReloadFailed {
+        /// HAProxy's message.
+        message: String,
+    },
+    /// HAProxy died and was started again.
+    Restarted {
+        /// How it ended.
+        reason: String,
+    },
+}
+
+/// The latest stats.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSnapshot {
+    /// Wall-clock ms they were read.
+    pub at_ms: u64,
+    /// One row per frontend, backend and server.
+    pub rows: Vec<StatRow>,
+}
+
+/// The API's side of the driver: status, the rendered text, stats, the
+/// activity stream, and the write-time check.
+#[derive(Clone)]
+pub struct Driver {
+    status: watch::Receiver<ApplyStatus>,
+    rendered: watch::Receiver<Option<Arc<str>>>,
+    stats: watch::Receiver<Arc<StatsSnapshot>>,
+    activity: broadcast::Sender<Activity>,
+    checker: Arc<Checker>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("managed", &self.checker.binary.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the write-time check needs.
+struct Checker {
+    binary: Option<Binary>,
+    settings: Settings,
+    scratch: PathBuf,
+}
+
+impl Driver {
+    /// The apply status.
+    pub fn status(&self) -> ApplyStatus {
+        self.status.borrow().clone()
+    }
+
+    /// The configuration this peer last rendered.
+    pub fn rendered(&self) -> Option<Arc<str>> {
+        self.rendered.borrow().clone()
+    }
+
+    /// The latest stats.
+    pub fn stats(&self) -> Arc<StatsSnapshot> {
+        self.stats.borrow().clone()
+    }
+
+    /// Stats as they change.
+    pub fn watch_stats(&self) -> watch::Receiver<Arc<StatsSnapshot>> {
+        self.stats.clone()
+    }
+
+    /// Activity from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Activity> {
+        self.activity.subscribe()
+    }
+
+    /// Checks that `view` — the objects a write touches, as they would be
+    /// after it, with the backends they name — renders to a configuration
+    /// HAProxy loads. Render-only peers accept everything (nothing to ask).
+    pub async fn check(&self, view: &ConfigView) -> Result<(), CheckError> {
+        let Some(binary) = &self.checker.binary else {
+            return Ok(());
+        };
+        let text = render::render(view, &self.checker.settings, wall_clock_ms()).text();
+        binary.check(&text, &self.checker.scratch).await
+    }
+}
+
+/// Files of one HAProxy under the driver's directory.
+struct Files {
+    config: PathBuf,
+    /// The running master's pid, for the next run to take over from.
+    pid: PathBuf,
+    server_state: PathBuf,
+    admin_socket: PathBuf,
+    dir: PathBuf,
+}
+
+/// Starts the driver; it runs until `shutdown` resolves, then stops
+/// HAProxy.
+pub fn spawn(
+    config: DriverConfig,
+    peer: Handle,
+    changes: watch::Receiver<u64>,
+    shutdown: oneshot::Receiver<()>,
+) -> Result<(Driver, tokio::task::JoinHandle<()>), DriverError> {
+    let dir = std::path::absolute(&config.dir).unwrap_or_else(|_| config.dir.clone());
+    std::fs::create_dir_all(&dir).map_err(|source| DriverError::Dir {
+        dir: dir.clone(),
+        source,
+    })?;
+    let files = Files {
+        config: dir.join("haproxy.cfg"),
+        pid: dir.join("haproxy.pid"),
+        server_state: dir.join("server-state"),
+        admin_socket: dir.join("admin.sock"),
+        dir: dir.clone(),
+    };
+    let word = |path: &Path| {
+        CfgWord::new(&path.to_string_lossy()).map_err(|source| DriverError::Path {
+            dir: dir.clone(),
+            source,
+        })
+    };
+    let settings = settings_of(
+        &config.options,
+        word(&files.admin_socket)?,
+        word(&files.server_state)?,
+    );
+    let (status_tx, status) = watch::channel(ApplyStatus {
+        managed: config.binary.is_some(),
+        ..ApplyStatus::default()
+    });
+    let (rendered_tx, rendered) = watch::channel(None);
+    let (stats_tx, stats) = watch::channel(Arc::new(StatsSnapshot::default()));
+    let (activity, _) = broadcast::channel(ACTIVITY_BUFFER);
+    let driver = Driver {
+        status,
+        rendered,
+        stats,
+        activity: activity.clone(),
+        checker: Arc::new(Checker {
+            binary: config.binary.clone(),
+            settings: settings.clone(),
+            scratch: dir.clone(),
+        }),
+    };
+    let task = DriverTask {
+        binary: config.binary,
+        stats_interval: config.options.stats_interval,
+        settings,
+        files,
+        peer,
+        master: None,
+        started_at: None,
+        restart_at: None,
+        restart_backoff: RESTART_BACKOFF.0,
+        active: None,
+        rejected_hash: None,
+        next_expiry_ms: None,
+        pending_deletions: Vec::new(),
+        server_status: BTreeMap::new(),
+        status: status_tx,
+        rendered: rendered_tx,
+        stats: stats_tx,
+        activity,
+    };
+    Ok((driver, tokio::spawn(task.run(changes, shutdown))))
+}
+
+/// The renderer's settings from the peer's options and files.
+fn settings_of(options: &HaproxyOptions, admin_socket: CfgWord, server_state: CfgWord) -> Settings {
+    let mut settings = Settings::new(admin_socket, server_state);
+    let defaults = settings.clone();
+    settings.maxconn = options.maxconn.unwrap_or(defaults.maxconn);
+    settings.timeout_connect_ms = options
+        .timeout_connect_ms
+        .unwrap_or(defaults.timeout_connect_ms);
+    settings.timeout_client_ms = options
+        .timeout_client_ms
+        .unwrap_or(defaults.timeout_client_ms);
+    settings.timeout_server_ms = options
+        .timeout_server_ms
+        .unwrap_or(defaults.timeout_server_ms);
+    settings.hard_stop_after_ms = options
+        .hard_stop_after_ms
+        .unwrap_or(defaults.hard_stop_after_ms);
+    settings.log = options.log.clone();
+    settings.stats = options
+        .stats
+        .clone()
+        .map(|(bind, user, password)| StatsListener {
+            bind,
+            user,
+            password,
+        });
+    settings.bind_host = options.bind_host;
+    settings
+}
+
+struct DriverTask {
+    binary: Option<Binary>,
+    stats_interval: Duration,
+    settings: Settings,
+    files: Files,
+    peer: Handle,
+    master: Option<Master>,
+    started_at: Option<Instant>,
+    /// When to try starting HAProxy again (it died, or would not start).
+    restart_at: Option<Instant>,
+    restart_backoff: Duration,
+    /// What HAProxy runs (or, render-only, what the file holds).
+    active: Option<Rendered>,
+    /// xxh3 of the last text `haproxy -c` refused: not checked again.
+    rejected_hash: Option<u64>,
+    /// When a live registration next expires (wall-clock ms).
+    next_expiry_ms: Option<u64>,
+    /// `del server` commands refused because connections remain.
+    pending_deletions: Vec<RuntimeCommand>,
+    /// Last seen status of each server, for member up/down activity.
+    server_status: BTreeMap<(String, String), String>,
+    status: watch::Sender<ApplyStatus>,
+    rendered: watch::Sender<Option<Arc<str>>>,
+    stats: watch::Sender<Arc<StatsSnapshot>>,
+    activity: broadcast::Sender<Activity>,
+}
+
+impl DriverTask {
+    async fn run(mut self, mut changes: watch::Receiver<u64>, mut shutdown: oneshot::Receiver<()>) {
+        if let Some(binary) = &self.binary {
+            let version = binary.version().await.ok();
+            self.status.send_modify(|s| s.version = version);
+        }
+        let mut stats_tick = tokio::time::interval(self.stats_interval);
+        stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dirty = true;
+        loop {
+            if dirty {
+                dirty = false;
+                changes.borrow_and_update();
+                self.apply().await;
+            }
+            let expiry = self.next_expiry_ms.map(|at| {
+                Instant::now() + Duration::from_millis(at.saturating_sub(wall_clock_ms()))
+            });
+            tokio::select! {
+                changed = changes.changed() => match changed {
+                    Ok(()) => dirty = true,
+                    Err(_) => break,
+                },
+                () = sleep_until(expiry) => dirty = true,
+                exit = exited(&mut self.master) => self.on_exit(exit),
+                () = sleep_until(self.restart_at) => {
+                    self.restart_at = None;
+                    self.start().await;
+                }
+                _ = stats_tick.tick() => {
+                    self.poll_stats().await;
+                    self.retry_deletions().await;
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        if let Some(master) = self.master.take() {
+            master.stop().await;
+        }
+    }
+
+    fn event(&self, kind: ActivityKind) {
+        let _ = self.activity.send(Activity {
+            at_ms: wall_clock_ms(),
+            kind,
+        });
+    }
+
+    fn fail(&self, message: String) {
+        tracing::warn!("HAProxy: {message}");
+        self.status.send_modify(|s| s.last_error = Some(message));
+    }
+
+    /// Renders the current view and moves HAProxy to it.
+    async fn apply(&mut self) {
+        let Ok(view) = self.peer.view().await else {
+            return;
+        };
+        let settings = self.settings.clone();
+        let now = wall_clock_ms();
+        // Rendering a large configuration takes tens of milliseconds: off
+        // the async workers.
+        let rendered = tokio::task::spawn_blocking(move || {
+            let next = render::render(&view, &settings, now);
+            let expiry = LiveRegistrations::next_expiry(&view, now);
+            (next, expiry)
+        })
+        .await;
+        let Ok((next, expiry)) = rendered else {
+            return;
+        };
+        self.next_expiry_ms = expiry;
+        let plan = match &self.active {
+            Some(active) => render::plan(active, &next),
+            None => Plan::Reload,
+        };
+        match plan {
+            Plan::Unchanged => {}
+            Plan::Runtime(changes) => self.apply_runtime(next, changes).await,
+            Plan::Reload => self.apply_reload(next).await,
+        }
+    }
+
+    async fn apply_runtime(&mut self, next: Rendered, changes: Vec<render::ServerChange>) {
+        let text: Arc<str> = next.text().into();
+        self.rendered.send_replace(Some(text.clone()));
+        if self.master.is_some() {
+            for change in &changes {
+                for command in change.commands() {
+                    match self.runtime(&command).await {
+                        Ok(()) => {}
+                        Err(_) if command.retry_later => {
+                            self.pending_deletions.push(command);
+                        }
+                        Err(message) => {
+                            // The file is the truth: a reload makes HAProxy
+                            // agree with it.
+                            self.fail(format!("runtime command {:?}: {message}", command.line));
+                            self.status.send_modify(|s| s.runtime_failures += 1);
+                            return self.apply_reload(next).await;
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(e) = write_atomically(&self.files.config, &text).await {
+            self.fail(format!("writing {}: {e}", self.files.config.display()));
+        }
+        self.status.send_modify(|s| {
+            s.runtime_changes += changes.len() as u64;
+            s.pending_deletions = self.pending_deletions.len();
+        });
+        self.activated(next, &text, "runtime", changes.len());
+    }
+
+    /// Sends one runtime command; `Err` carries HAProxy's reply.
+    async fn runtime(&self, command: &RuntimeCommand) -> Result<(), String> {
+        match socket::send(&self.files.admin_socket, &command.line, SOCKET_TIMEOUT).await {
+            Ok(reply) if command.succeeded(&reply) => Ok(()),
+            Ok(reply) => Err(reply.trim().to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn apply_reload(&mut self, next: Rendered) {
+        let text: Arc<str> = next.text().into();
+        self.rendered.send_replace(Some(text.clone()));
+        let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+        let Some(binary) = self.binary.clone() else {
+            if let Err(e) = write_atomically(&self.files.config, &text).await {
+                self.fail(format!("writing {}: {e}", self.files.config.display()));
+            }
+            return self.activated(next, &text, "file", 0);
+        };
+        if self.rejected_hash == Some(hash) {
+            return;
+        }
+        match binary.check(&text, &self.files.dir).await {
+            Ok(()) => {}
+            Err(CheckError::Rejected(rejected)) => {
+                self.rejected_hash = Some(hash);
+                self.status.send_modify(|s| s.rejected += 1);
+                self.fail(format!(
+                    "configuration rejected, the previous one keeps serving: {}",
+                    rejected.message
+                ));
+                return self.event(ActivityKind::Rejected {
+                    message: rejected.message,
+                });
+            }
+            Err(CheckError::Process(e)) => return self.fail(format!("running haproxy -c: {e}")),
+        }
+        let previous = self.active.as_ref().map(Rendered::text);
+        if let Err(e) = write_atomically(&self.files.config, &text).await {
+            return self.fail(format!("writing {}: {e}", self.files.config.display()));
+        }
+        if self.master.is_none() {
+            // Not running (first apply, or waiting to restart): the file
+            // is what the next start loads.
+            self.active = Some(next);
+            self.restart_at = None;
+            return self.start().await;
+        }
+        self.save_server_state().await;
+        let outcome = match self.master.as_mut() {
+            Some(master) => master.reload().await,
+            None => return,
+        };
+        match outcome {
+            Ok(ReloadOutcome::Applied { took }) => {
+                let took_ms = took.as_secs_f64() * 1000.0;
+                self.pending_deletions.clear();
+                self.status.send_modify(|s| {
+                    s.reloads += 1;
+                    s.last_reload_ms = Some(took_ms);
+                    s.pending_deletions = 0;
+                });
+                self.event(ActivityKind::Reloaded { took_ms });
+                self.activated(next, &text, "reload", 0);
+            }
+            Ok(ReloadOutcome::Failed { alerts, .. }) => {
+                self.reload_failed(alerts.join("\n"), previous).await;
+            }
+            Err(e) => self.reload_failed(e.to_string(), previous).await,
+        }
+    }
+
+    async fn reload_failed(&mut self, message: String, previous: Option<String>) {
+        // Put the running configuration back on disk, so that a restart
+        // or the next reload does not pick up the failed one.
+        if let Some(previous) = previous
+            && let Err(e) = write_atomically(&self.files.config, &previous).await
+        {
+            tracing::warn!("restoring {}: {e}", self.files.config.display());
+        }
+        self.status.send_modify(|s| s.reload_failures += 1);
+        self.fail(format!(
+            "reload failed, the previous configuration keeps serving: {message}"
+        ));
+        self.event(ActivityKind::ReloadFailed { message });
+    }
+
+    fn activated(&mut self, next: Rendered, text: &str, how: &'static str, changes: usize) {
+        let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+        self.status.send_modify(|s| {
+            s.applied_hash = Some(hash);
+            s.applied_at_ms = Some(wall_clock_ms());
+            s.servers = next.server_count();
+            s.last_error = None;
+        });
+        self.active = Some(next);
+        self.event(ActivityKind::Applied { how, changes });
+    }
+
+    /// Writes HAProxy's server state where the next worker loads it from,
+    /// keeping only what the configuration file cannot say — each server's
+    /// health — and leaving administrative state and weight to the file,
+    /// which is rendered from the replicated state.
+    async fn save_server_state(&self) {
+        match socket::send(
+            &self.files.admin_socket,
+            "show servers state",
+            SOCKET_TIMEOUT,
+        )
+        .await
+        {
+            Ok(state) => {
+                if let Err(e) =
+                    write_atomically(&self.files.server_state, &health_only(&state)).await
+                {
+                    tracing::warn!("writing {}: {e}", self.files.server_state.display());
+                }
+            }
+            Err(e) => tracing::warn!("show servers state: {e}"),
+        }
+    }
+
+    /// Starts HAProxy on the configuration file; on failure, tries again
+    /// later with backoff.
+    async fn start(&mut self) {
+        let (Some(binary), Some(active)) = (self.binary.clone(), &self.active) else {
+            return;
+        };
+        let text = active.text();
+        // A fresh HAProxy starts from the file alone: health state saved
+        // by a previous one may be stale.
+        let _ = tokio::fs::remove_file(&self.files.server_state).await;
+        if let Err(e) = write_atomically(&self.files.config, &text).await {
+            return self.fail(format!("writing {}: {e}", self.files.config.display()));
+        }
+        let leftover = self.leftover_master().await;
+        match Master::start(&binary, &self.files.config, &self.files.dir).await {
+            Ok(master) => {
+                let pid = master.pid();
+                if let Err(e) = write_atomically(&self.files.pid, &format!("{pid}\n")).await {
+                    tracing::warn!("writing {}: {e}", self.files.pid.display());
+                }
+                if let Some(old) = leftover {
+                    // Listeners use SO_REUSEPORT, so the new HAProxy was
+                    // already accepting: the old one may stop listening and
+                    // finish its connections (a soft stop).
+                    tracing::info!(
+                        old = old.as_raw_nonzero().get(),
+                        "taking over from the HAProxy a previous run left"
+                    );
+                    let _ = rustix::process::kill_process(old, rustix::process::Signal::USR1);
+                }
+                self.master = Some(master);
+                self.started_at = Some(Instant::now());
+                self.status.send_modify(|s| {
+                    s.running = true;
+                    s.pid = Some(pid);
+                    s.last_error = None;
+                });
+                tracing::info!(pid, "HAProxy started");
+                self.event(ActivityKind::Applied {
+                    how: "start",
+                    changes: 0,
+                });
+            }
+            Err(e) => {
+                self.fail(format!("starting HAProxy: {e}"));
+                self.schedule_restart();
+            }
+        }
+    }
+
+    /// The HAProxy master a previous run of this peer left behind (it was
+    /// killed, and HAProxy kept serving): the pid in the pid file, if that
+    /// process still runs HAProxy on this peer's configuration file.
+    async fn leftover_master(&self) -> Option<rustix::process::Pid> {
+        let pid: i32 = tokio::fs::read_to_string(&self.files.pid)
+            .await
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = tokio::fs::read(format!("/proc/{pid}/cmdline")).await.ok()?;
+        let config = self.files.config.to_string_lossy();
+        let ours = cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == config.as_bytes());
+        ours.then(|| rustix::process::Pid::from_raw(pid)).flatten()
+    }
+
+    fn schedule_restart(&mut self) {
+        self.restart_at = Some(Instant::now() + self.restart_backoff);
+        self.restart_backoff = (self.restart_backoff * 2).min(RESTART_BACKOFF.1);
+    }
+
+    fn on_exit(&mut self, exit: Result<std::process::ExitStatus, ProcessError>) {
+        self.master = None;
+        if self
+            .started_at
+            .is_some_and(|at| at.elapsed() >= STABLE_AFTER)
+        {
+            self.restart_backoff = RESTART_BACKOFF.0;
+        }
+        let reason = match exit {
+            Ok(status) => format!("HAProxy exited ({status})"),
+            Err(e) => format!("HAProxy: {e}"),
+        };
+        self.pending_deletions.clear();
+        self.server_status.clear();
+        self.status.send_modify(|s| {
+            s.running = false;
+            s.pid = None;
+            s.restarts += 1;
+            s.pending_deletions = 0;
+        });
+        self.fail(format!("{reason}; restarting"));
+        self.event(ActivityKind::Restarted { reason });
+        self.schedule_restart();
+    }
+
+    async fn poll_stats(&mut self) {
+        if self.master.is_none() {
+            return;
+        }
+        let csv = match socket::send(&self.files.admin_socket, "show stat", SOCKET_TIMEOUT).await {
+            Ok(csv) => csv,
+            Err(e) => return tracing::debug!("show stat: {e}"),
+        };
+        let rows: Vec<StatRow> = parse_show_stat(&csv)
+            .into_iter()
+            .filter(|row| !row.proxy.starts_with('_'))
+            .collect();
+        for row in rows.iter().filter(|row| row.kind == StatKind::Server) {
+            let key = (row.proxy.clone(), row.name.clone());
+            let now = status_word(&row.status);
+            match self.server_status.insert(key, now.to_owned()) {
+                Some(before) if before != now => self.event(ActivityKind::Member {
+                    backend: row.proxy.clone(),
+                    server: row.name.clone(),
+                    from: before,
+                    to: now.to_owned(),
+                }),
+                _ => {}
+            }
+        }
+        self.stats.send_replace(Arc::new(StatsSnapshot {
+            at_ms: wall_clock_ms(),
+            rows,
+        }));
+    }
+
+    async fn retry_deletions(&mut self) {
+        if self.pending_deletions.is_empty() || self.master.is_none() {
+            return;
+        }
+        let mut still = Vec::new();
+        for command in std::mem::take(&mut self.pending_deletions) {
+            if self.runtime(&command).await.is_err() {
+                still.push(command);
+            }
+        }
+        self.pending_deletions = still;
+        let pending = self.pending_deletions.len();
+        self.status.send_modify(|s| s.pending_deletions = pending);
+    }
+}
+
+/// The status word of a server (`UP 1/3` → `UP`, `no check` stays).
+fn status_word(status: &str) -> &str {
+    match status.split_once(' ') {
+        Some((word, rest)) if rest.contains('/') => word,
+        _ => status,
+    }
+}
+
+/// `show servers state` with every server's administrative state cleared
+/// and its current weight set to its configured weight (columns 7 and 8 of
+/// HAProxy's format 1), so that loading it restores health only.
+fn health_only(state: &str) -> String {
+    let mut out = String::with_capacity(state.len());
+    for line in state.lines() {
+        let mut fields: Vec<&str> = line.split(' ').collect();
+        if !line.starts_with('#') && fields.len() > 8 {
+            fields[6] = "0";
+            fields[7] = fields[8];
+        }
+        out.push_str(&fields.join(" "));
+        out.push('\n');
+    }
+    out
+}
+
+async fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    tokio::fs::write(&tmp, text).await?;
+    tokio::fs::rename(&tmp, path).await
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn exited(master: &mut Option<Master>) -> Result<std::process::ExitStatus, ProcessError> {
+    match master {
+        Some(master) => master.exited().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_server_state_keeps_health_and_leaves_admin_state_and_weight_to_the_file() {
+        let state = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change\n3 be 1 a 127.0.0.1 0 1 7 1 5\n";
+        assert_eq!(
+            health_only(state),
+            "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change\n3 be 1 a 127.0.0.1 0 0 1 1 5\n"
+        );
+    }
+
+    #[test]
+    fn status_words_drop_check_progress() {
+        assert_eq!(status_word("UP 1/3"), "UP");
+        assert_eq!(status_word("DOWN"), "DOWN");
+        assert_eq!(status_word("no check"), "no check");
+    }
+}
