@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
-# Needs only the Rust toolchain with rustfmt and clippy; it installs any
-# system package the suite needs (none yet: HAProxy arrives with the
-# HAProxy driver).
+# Needs only the Rust toolchain with rustfmt and clippy; it installs the
+# system packages the suite needs (HAProxy, for the tests that drive real
+# HAProxy processes) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v haproxy >/dev/null; then
+    step "system packages: haproxy"
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq haproxy >/dev/null
+fi
+haproxy -v | head -n 1
 
 step "format"
 cargo fmt --all -- --check

@@ -1,5 +1,5 @@
 //! `GET /metrics`: Prometheus metrics (OpenMetrics text), built from the
-//! peer's [`Status`] at scrape time.
+//! peer's [`Status`] and the HAProxy driver's status at scrape time.
 //!
 //! Owns metric names, help texts and units, all prefixed `aqueduct_`. Must
 //! not keep state between scrapes: the peer holds the counters.
@@ -17,6 +17,7 @@ use super::AppState;
 use super::dto::peer_state_name;
 use super::error::ApiError;
 use crate::gossip::PeerState;
+use crate::haproxy::driver::{ApplyStatus, Driver};
 use crate::peer::Status;
 
 /// What `prometheus_client`'s text encoder produces.
@@ -25,10 +26,15 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 /// `GET /metrics`.
 pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
     let status = state.handle.status().await?;
-    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&status)).into_response())
+    let haproxy = state.haproxy.as_ref().map(Driver::status);
+    Ok((
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        render(&status, haproxy.as_ref()),
+    )
+        .into_response())
 }
 
-fn render(status: &Status) -> String {
+fn render(status: &Status, haproxy: Option<&ApplyStatus>) -> String {
     let mut registry = Registry::with_prefix("aqueduct");
     let counters = &status.counters;
     let node = &status.node;
@@ -123,7 +129,65 @@ fn render(status: &Status) -> String {
         ConstGauge::new(status.uptime_seconds),
     );
 
+    if let Some(haproxy) = haproxy {
+        register_haproxy(&mut registry, haproxy);
+    }
+
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String cannot fail");
     text
+}
+
+/// The HAProxy driver's series, prefixed `aqueduct_haproxy_`.
+fn register_haproxy(registry: &mut Registry, status: &ApplyStatus) {
+    let registry = registry.sub_registry_with_prefix("haproxy");
+    let counter = |value: u64| ConstCounter::new(value);
+    registry.register(
+        "up",
+        "Whether this peer's HAProxy is running (0 when render-only)",
+        ConstGauge::new(i64::from(status.running)),
+    );
+    registry.register(
+        "reloads",
+        "Reloads done (structure changes)",
+        counter(status.reloads),
+    );
+    registry.register(
+        "reload_failures",
+        "Reloads HAProxy failed; the previous configuration kept serving",
+        counter(status.reload_failures),
+    );
+    registry.register(
+        "runtime_changes",
+        "Member changes applied through the runtime API, without a reload",
+        counter(status.runtime_changes),
+    );
+    registry.register(
+        "runtime_failures",
+        "Runtime-API commands HAProxy refused (each followed by a reload)",
+        counter(status.runtime_failures),
+    );
+    registry.register(
+        "config_rejected",
+        "Configurations haproxy -c refused (never activated)",
+        counter(status.rejected),
+    );
+    registry.register(
+        "restarts",
+        "Times HAProxy died and was started again",
+        counter(status.restarts),
+    );
+    registry.register(
+        "servers",
+        "Servers in the applied configuration",
+        ConstGauge::new(i64::try_from(status.servers).unwrap_or(i64::MAX)),
+    );
+    if let Some(ms) = status.last_reload_ms {
+        registry.register_with_unit(
+            "last_reload",
+            "Duration of the last reload, from the command to the new worker confirmed",
+            Unit::Seconds,
+            ConstGauge::new(ms / 1000.0),
+        );
+    }
 }

@@ -5,10 +5,11 @@
 
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod http;
 pub mod memory;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,6 +107,7 @@ impl Cluster {
             log: home.join("log.txt"),
             join: Vec::new(),
             extra: Vec::new(),
+            haproxy: None,
         }
     }
 
@@ -113,6 +115,15 @@ impl Cluster {
     pub fn start(&self, name: &str, join: &[&Peer]) -> Peer {
         let mut spec = self.peer(name);
         spec.join = join.iter().map(|p| p.gossip).collect();
+        spec.start()
+    }
+
+    /// Starts a peer with its own HAProxy, listening on a loopback address
+    /// of its own wherever a frontend binds `*`.
+    pub fn start_with_haproxy(&self, name: &str, join: &[&Peer]) -> Peer {
+        let mut spec = self.peer(name);
+        spec.join = join.iter().map(|p| p.gossip).collect();
+        spec.haproxy = Some(loopback_host());
         spec.start()
     }
 }
@@ -126,6 +137,8 @@ pub struct PeerSpec {
     pub log: PathBuf,
     pub join: Vec<SocketAddr>,
     pub extra: Vec<String>,
+    /// Run HAProxy, binding `*` to this address (`None`: `--haproxy off`).
+    pub haproxy: Option<Ipv4Addr>,
 }
 
 impl PeerSpec {
@@ -143,14 +156,7 @@ impl PeerSpec {
             .arg(&self.data_dir)
             .arg("--tls-dir")
             .arg(&self.tls_dir)
-            .args([
-                "--api",
-                "127.0.0.1:0",
-                "--gossip",
-                "127.0.0.1:0",
-                "--haproxy",
-                "off",
-            ])
+            .args(["--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0"])
             .args(self.extra.iter())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -159,6 +165,10 @@ impl PeerSpec {
         for join in &self.join {
             command.arg("--join").arg(join.to_string());
         }
+        match self.haproxy {
+            Some(host) => command.args(["--haproxy", "auto", "--bind-host", &host.to_string()]),
+            None => command.args(["--haproxy", "off"]),
+        };
         command.spawn().expect("aqueduct starts")
     }
 
@@ -178,6 +188,7 @@ impl PeerSpec {
         Peer {
             spec: self.clone(),
             child: Some(child),
+            clean_up_haproxy: true,
             api: listening.api,
             gossip: listening.gossip,
             http: client(),
@@ -189,6 +200,9 @@ impl PeerSpec {
 pub struct Peer {
     pub spec: PeerSpec,
     child: Option<Child>,
+    /// Whether dropping this peer stops an HAProxy its run left: not when
+    /// a new run of the same peer has taken that HAProxy over.
+    clean_up_haproxy: bool,
     pub api: SocketAddr,
     pub gossip: SocketAddr,
     http: reqwest::blocking::Client,
@@ -288,17 +302,62 @@ impl Peer {
     /// Starts the same peer again (same data and TLS dirs, new ports).
     pub fn restart(&mut self) {
         self.kill_9();
+        self.clean_up_haproxy = false;
         *self = self.spec.start();
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.spec.log).unwrap_or_default()
     }
+
+    /// `GET /haproxy/status`.
+    pub fn haproxy_status(&self) -> Value {
+        let (status, body) = self.get("/haproxy/status");
+        assert_eq!(status, 200, "GET /haproxy/status: {body}");
+        body
+    }
+
+    /// One counter of `/haproxy/status`.
+    pub fn haproxy_count(&self, field: &str) -> u64 {
+        self.haproxy_status()[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("/haproxy/status has no {field}"))
+    }
+
+    /// The address this peer's HAProxy listens on for `*:port`.
+    pub fn through_haproxy(&self, port: u16) -> SocketAddr {
+        let host = self.spec.haproxy.expect("a peer with HAProxy");
+        SocketAddr::from((host, port))
+    }
+
+    /// A peer killed with SIGKILL leaves its HAProxy serving (as in
+    /// production); the test ends it here, by the pid file the peer wrote,
+    /// if that process still runs HAProxy on this peer's files.
+    fn kill_leftover_haproxy(&self) {
+        let dir = self.spec.data_dir.join("haproxy");
+        let Some(pid) = std::fs::read_to_string(dir.join("haproxy.pid"))
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let config = dir.join("haproxy.cfg");
+        let ours = cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == config.to_string_lossy().as_bytes());
+        if let (true, Some(pid)) = (ours, rustix::process::Pid::from_raw(pid)) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
         self.kill_9();
+        if self.clean_up_haproxy {
+            self.kill_leftover_haproxy();
+        }
     }
 }
 
@@ -366,4 +425,14 @@ pub fn wait_for_convergence(peers: &[&Peer]) {
 /// A backend body.
 pub fn static_backend(port: u16) -> Value {
     serde_json::json!({"type": "static", "members": [{"host": "127.0.0.1", "port": port}]})
+}
+
+/// A loopback address no other peer of this test process uses
+/// (127.77.x.y), so that every HAProxy can bind the same ports.
+pub fn loopback_host() -> Ipv4Addr {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let hi = u8::try_from(n / 254).expect("fewer than 65,000 peers");
+    let lo = u8::try_from(n % 254 + 1).expect("1 to 254");
+    Ipv4Addr::new(127, 77, hi, lo)
 }

@@ -1,0 +1,372 @@
+//! Peers driving real HAProxy processes, with real HTTP traffic on
+//! loopback: routing, member changes without reloads, no failed request
+//! across reloads and member churn, refused configurations, and HAProxy's
+//! supervision.
+//!
+//! Each peer's HAProxy listens on a loopback address of its own
+//! (`--bind-host`), so frontends bind the same port on every peer.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use support::http::{TestServer, fetch};
+use support::{Cluster, Peer, eventually, within};
+
+/// The port every test frontend binds (on each peer's own address).
+const PORT: u16 = 18080;
+
+fn member(server: &TestServer) -> serde_json::Value {
+    json!({"host": "127.0.0.1", "port": server.port()})
+}
+
+/// Waits until a request for `path` (with `host`) through `peer`'s
+/// HAProxy is answered by `server`.
+fn wait_until_served_by(peer: &Peer, path: &str, host: &str, server: &TestServer) {
+    let through = peer.through_haproxy(PORT);
+    eventually(
+        &format!("{} to serve {path} (host {host})", server.name),
+        || {
+            matches!(fetch(through, path, host), Ok((200, body)) if body == server.name)
+                .then_some(())
+        },
+    );
+}
+
+/// The server names that answer `count` requests through `peer`.
+fn answers(peer: &Peer, count: usize) -> Vec<String> {
+    let mut names: Vec<String> = (0..count)
+        .map(|_| {
+            let (status, body) =
+                fetch(peer.through_haproxy(PORT), "/", "example.com").expect("HAProxy answers");
+            assert_eq!(status, 200, "{body}");
+            body
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A frontend on `*:PORT` in front of a static backend `app` with `members`.
+fn serve(peer: &Peer, members: &[&TestServer]) {
+    let members: Vec<_> = members.iter().map(|s| member(s)).collect();
+    let (status, body) = peer.put(
+        "/backends/app",
+        json!({"type": "static", "members": members}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = peer.put(
+        "/frontends/web",
+        json!({"bind": format!("*:{PORT}"), "backend": "app"}),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn requests_reach_the_members_and_rules_route_by_path_and_host_header() {
+    let cluster = Cluster::new("haproxy-routing");
+    let peer = cluster.start_with_haproxy("peer-a", &[]);
+    let (default, api, staged) = (
+        TestServer::start("default"),
+        TestServer::start("api"),
+        TestServer::start("staged"),
+    );
+    for (key, server) in [("app", &default), ("api", &api), ("staged", &staged)] {
+        let (status, body) = peer.put(
+            &format!("/backends/{key}"),
+            json!({"type": "static", "members": [member(server)]}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = peer.put(
+        "/frontends/web",
+        json!({
+            "bind": format!("*:{PORT}"),
+            "backend": "app",
+            "rules": [
+                {"type": "path", "operation": "path_beg", "value": "/api", "backend": "api"},
+                {"type": "header", "header": "host", "operation": "hdr_dom",
+                 "value": "staged.example.com", "backend": "staged"}
+            ]
+        }),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    wait_until_served_by(&peer, "/", "example.com", &default);
+    wait_until_served_by(&peer, "/api/users", "example.com", &api);
+    wait_until_served_by(&peer, "/", "staged.example.com", &staged);
+}
+
+#[test]
+fn a_member_added_on_another_peer_serves_here_without_a_reload() {
+    let cluster = Cluster::new("haproxy-remote-member");
+    let a = cluster.start_with_haproxy("peer-a", &[]);
+    let b = cluster.start_with_haproxy("peer-b", &[&a]);
+    support::wait_for_mesh(&[&a, &b]);
+    let (first, second) = (TestServer::start("first"), TestServer::start("second"));
+    serve(&a, &[&first]);
+    wait_until_served_by(&b, "/", "example.com", &first);
+    let reloads = b.haproxy_count("reloads");
+    let runtime = b.haproxy_count("runtimeChanges");
+
+    let (status, body) = a.put(
+        &format!("/backends/app/members/127.0.0.1/{}", second.port()),
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    wait_until_served_by(&b, "/", "example.com", &second);
+    assert_eq!(
+        b.haproxy_count("reloads"),
+        reloads,
+        "a member change reloaded"
+    );
+    assert!(b.haproxy_count("runtimeChanges") > runtime);
+    assert_eq!(answers(&b, 20), ["first", "second"]);
+}
+
+/// Requests sent one after another on new connections until stopped:
+/// (answered 200, failed).
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, Vec<String>)>,
+    sent: Arc<AtomicU64>,
+}
+
+impl ClientLoop {
+    fn start(peer: &Peer) -> ClientLoop {
+        let through = peer.through_haproxy(PORT);
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (stopping, counting) = (stop.clone(), sent.clone());
+        let thread = std::thread::spawn(move || {
+            let (mut ok, mut failures) = (0u64, Vec::new());
+            // Bounded: stops when told, or after 10 minutes at most.
+            let deadline = std::time::Instant::now() + Duration::from_secs(600);
+            while !stopping.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                counting.fetch_add(1, Ordering::SeqCst);
+                match fetch(through, "/", "example.com") {
+                    Ok((200, _)) => ok += 1,
+                    Ok((status, body)) => failures.push(format!("{status}: {body}")),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (ok, failures)
+        });
+        ClientLoop { stop, thread, sent }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("client loop")
+    }
+}
+
+#[test]
+fn no_request_fails_during_50_reloads_and_200_member_changes() {
+    let cluster = Cluster::new("haproxy-no-failed-request");
+    let peer = cluster.start_with_haproxy("peer-a", &[]);
+    let stable = [TestServer::start("stable-1"), TestServer::start("stable-2")];
+    let churn: Vec<TestServer> = (0..4)
+        .map(|i| TestServer::start(&format!("churn-{i}")))
+        .collect();
+    serve(&peer, &[&stable[0], &stable[1]]);
+    wait_until_served_by(&peer, "/", "example.com", &stable[0]);
+    let reloads_before = peer.haproxy_count("reloads");
+    let runtime_before = peer.haproxy_count("runtimeChanges");
+
+    let client = ClientLoop::start(&peer);
+    let mut structure = 0;
+    let mut members = 0;
+    for round in 0..50 {
+        // A structure change: the frontend gains a header line (reload).
+        let reloads = peer.haproxy_count("reloads");
+        let (status, body) = peer.put(
+            "/frontends/web",
+            json!({"bind": format!("*:{PORT}"), "backend": "app",
+                   "natives": [format!("http-response set-header X-Round {round}")]}),
+        );
+        assert_eq!(status, 200, "{body}");
+        structure += 1;
+        // Applied on its own, so that the member changes below go through
+        // the runtime API rather than ride along with this reload.
+        eventually("the reload", || {
+            (peer.haproxy_count("reloads") > reloads).then_some(())
+        });
+        // Four member changes: a churn member comes in, is re-weighted,
+        // drained, and removed (the runtime API, no reload).
+        let server = &churn[round % churn.len()];
+        let path = format!("/backends/app/members/127.0.0.1/{}", server.port());
+        for body in [
+            json!({}),
+            json!({"weight": 5}),
+            json!({"weight": 5, "state": "drain"}),
+        ] {
+            let (status, answer) = peer.put(&path, body);
+            assert_eq!(status, 200, "{answer}");
+            members += 1;
+        }
+        let (status, answer) = peer.delete(&path);
+        assert_eq!(status, 200, "{answer}");
+        members += 1;
+        // Let traffic flow between rounds, so that changes meet requests.
+        let sent = client.sent();
+        eventually("requests between rounds", || {
+            (client.sent() >= sent + 5).then_some(())
+        });
+    }
+    assert_eq!((structure, members), (50, 200));
+    // Everything applied: the last round's header is served.
+    eventually("the last structure change to be applied", || {
+        let text = reqwest::blocking::get(peer.url("/haproxy/config"))
+            .ok()?
+            .text()
+            .ok()?;
+        text.contains("X-Round 49").then_some(())
+    });
+    eventually("the last member change to be applied", || {
+        (peer.haproxy_status()["lastError"].is_null()
+            && peer.haproxy_count("runtimeChanges") > runtime_before)
+            .then_some(())
+    });
+    let (ok, failures) = client.finish();
+
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(10)]
+    );
+    assert!(ok >= 200, "only {ok} requests went through");
+    let reloads = peer.haproxy_count("reloads") - reloads_before;
+    assert!(
+        (1..=50).contains(&reloads),
+        "{reloads} reloads for 50 structure changes"
+    );
+}
+
+#[test]
+fn a_bad_natives_line_is_refused_with_haproxys_message_and_changes_nothing() {
+    let cluster = Cluster::new("haproxy-refused");
+    let peer = cluster.start_with_haproxy("peer-a", &[]);
+    let server = TestServer::start("only");
+    serve(&peer, &[&server]);
+    wait_until_served_by(&peer, "/", "example.com", &server);
+    let config = reqwest::blocking::get(peer.url("/haproxy/config"))
+        .expect("config")
+        .text()
+        .expect("text");
+    let reloads = peer.haproxy_count("reloads");
+
+    let (status, body) = peer.put(
+        "/backends/broken",
+        json!({"type": "static", "natives": ["bogus-keyword on"]}),
+    );
+
+    assert_eq!(status, 400, "{body}");
+    let message = body["details"]["haproxy"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("unknown keyword 'bogus-keyword'"),
+        "{body}"
+    );
+    assert_eq!(peer.get("/backends/broken").0, 404);
+    let after = reqwest::blocking::get(peer.url("/haproxy/config"))
+        .expect("config")
+        .text()
+        .expect("text");
+    assert_eq!(after, config);
+    assert_eq!(peer.haproxy_count("reloads"), reloads);
+    wait_until_served_by(&peer, "/", "example.com", &server);
+}
+
+#[test]
+fn haproxy_killed_with_sigkill_is_back_and_serving_within_2_s() {
+    let cluster = Cluster::new("haproxy-restart");
+    let peer = cluster.start_with_haproxy("peer-a", &[]);
+    let server = TestServer::start("only");
+    serve(&peer, &[&server]);
+    wait_until_served_by(&peer, "/", "example.com", &server);
+    let pid = peer.haproxy_status()["pid"].as_i64().expect("a pid");
+
+    let master = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid")).expect("pid");
+    rustix::process::kill_process(master, rustix::process::Signal::KILL).expect("SIGKILL");
+
+    let through = peer.through_haproxy(PORT);
+    within(Duration::from_secs(2), "HAProxy back and serving", || {
+        let status = peer.haproxy_status();
+        let restarted = status["restarts"] == 1 && status["pid"].as_i64() != Some(pid);
+        (restarted && matches!(fetch(through, "/", "example.com"), Ok((200, _)))).then_some(())
+    });
+}
+
+#[test]
+fn a_restarted_peer_takes_over_the_haproxy_its_killed_run_left_serving() {
+    let cluster = Cluster::new("haproxy-takeover");
+    let mut peer = cluster.start_with_haproxy("peer-a", &[]);
+    let server = TestServer::start("only");
+    serve(&peer, &[&server]);
+    wait_until_served_by(&peer, "/", "example.com", &server);
+    let old = peer.haproxy_status()["pid"].as_i64().expect("a pid");
+
+    peer.kill_9();
+    // The control plane is gone; its HAProxy keeps serving.
+    let (status, body) = fetch(peer.through_haproxy(PORT), "/", "example.com").expect("answer");
+    assert_eq!((status, body.as_str()), (200, "only"));
+    peer.restart();
+
+    let new = eventually("the new run to start its own HAProxy", || {
+        peer.haproxy_status()["pid"]
+            .as_i64()
+            .filter(|&pid| pid != old)
+    });
+    wait_until_served_by(&peer, "/", "example.com", &server);
+    assert!(peer.log().contains(&format!(
+        "taking over from the HAProxy a previous run left old={old}"
+    )));
+    let _ = new;
+    eventually("the old HAProxy to stop", || {
+        let state = std::fs::read_to_string(format!("/proc/{old}/stat")).unwrap_or_default();
+        // Gone, or a zombie nobody reaps (its parent was killed).
+        (state.is_empty() || state.split(' ').nth(2) == Some("Z")).then_some(())
+    });
+}
+
+#[test]
+fn a_registration_whose_lease_runs_out_leaves_the_dynamic_backend_without_a_reload() {
+    let cluster = Cluster::new("haproxy-lease");
+    let peer = cluster.start_with_haproxy("peer-a", &[]);
+    let (lasting, fleeting) = (TestServer::start("lasting"), TestServer::start("fleeting"));
+    for (server, seconds) in [(&lasting, 3600), (&fleeting, 5)] {
+        let (status, body) = peer.post(
+            &format!("/registrations/myapp/1.0.0/127.0.0.1/{}", server.port()),
+            json!({"secondsToExpire": seconds}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = peer.put(
+        "/backends/app",
+        json!({"type": "dynamic", "name": "myapp", "version": "1.0.0"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = peer.put(
+        "/frontends/web",
+        json!({"bind": format!("*:{PORT}"), "backend": "app"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_until_served_by(&peer, "/", "example.com", &fleeting);
+    let reloads = peer.haproxy_count("reloads");
+
+    eventually("the expired instance to leave the backend", || {
+        (answers(&peer, 10) == ["lasting"]).then_some(())
+    });
+    assert_eq!(peer.haproxy_count("reloads"), reloads);
+}
