@@ -950,6 +950,31 @@ async fn a_rule_must_route_to_an_existing_backend() {
         .assert_invalid("rules[0].backend");
 }
 
+#[tokio::test]
+async fn a_frontend_must_share_its_backends_mode() {
+    let api = Api::new();
+    api.ok(
+        Method::PUT,
+        "/backends/db",
+        json!({"type": "static", "mode": "tcp"}),
+    )
+    .await;
+    api.put("/frontends/web", frontend_to("db"))
+        .await
+        .assert_invalid("mode");
+}
+
+#[tokio::test]
+async fn a_backend_cannot_change_mode_under_a_frontend_that_uses_it() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    api.ok(Method::PUT, "/frontends/web", frontend_to("live"))
+        .await;
+    api.put("/backends/live", json!({"type": "static", "mode": "tcp"}))
+        .await
+        .assert_invalid("mode");
+}
+
 // ---------------------------------------------------------------------------
 // Access control
 

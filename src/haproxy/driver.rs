@@ -197,7 +197,12 @@ struct Checker {
     binary: Option<Binary>,
     settings: Settings,
     scratch: PathBuf,
+    /// Bounds the `haproxy -c` processes writes can start at once.
+    permits: tokio::sync::Semaphore,
 }
+
+/// `haproxy -c` processes the API may run at once; further writes wait.
+const CHECKS_IN_FLIGHT_MAX: usize = 4;
 
 impl Driver {
     /// The apply status.
@@ -233,6 +238,12 @@ impl Driver {
             return Ok(());
         };
         let text = render::render(view, &self.checker.settings, wall_clock_ms()).text();
+        let _permit = self
+            .checker
+            .permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         binary.check(&text, &self.checker.scratch).await
     }
 }
@@ -294,6 +305,7 @@ pub fn spawn(
             binary: config.binary.clone(),
             settings: settings.clone(),
             scratch: dir.clone(),
+            permits: tokio::sync::Semaphore::new(CHECKS_IN_FLIGHT_MAX),
         }),
     };
     let task = DriverTask {
