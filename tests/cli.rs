@@ -258,3 +258,26 @@ fn a_peer_joins_through_a_host_name() {
     let b = spec.start();
     support::wait_for_mesh(&[&a, &b]);
 }
+
+#[test]
+fn haproxys_stats_page_needs_credentials_and_a_valid_log_target() {
+    let stats = Some("127.0.0.1:1988".parse().expect("addr"));
+    let args = RunArgs {
+        haproxy_stats: stats,
+        ..RunArgs::default()
+    };
+    let error = args.resolve().expect_err("refused").to_string();
+    assert!(error.contains("haproxy-stats-auth"), "{error}");
+    let args = RunArgs {
+        haproxy_stats: stats,
+        haproxy_stats_auth: Some("admin:s3cret".to_owned()),
+        ..RunArgs::default()
+    };
+    assert!(args.resolve().is_ok());
+    let args = RunArgs {
+        haproxy_log: Some("127.0.0.1:514 local0\nbackend evil".to_owned()),
+        ..RunArgs::default()
+    };
+    let error = args.resolve().expect_err("refused").to_string();
+    assert!(error.contains("haproxy-log"), "{error}");
+}
