@@ -416,6 +416,9 @@ impl DriverTask {
                 () = sleep_until(self.restart_at) => {
                     self.restart_at = None;
                     self.start().await;
+                    // Changes that arrived while HAProxy was down, or that
+                    // failed against a dying one, are applied now.
+                    dirty = true;
                 }
                 _ = stats_tick.tick() => {
                     self.poll_stats().await;
