@@ -65,6 +65,8 @@ pub enum CtlCommand {
     Status,
     /// The peers this peer knows, with their state.
     Peers,
+    /// This peer's HAProxy: running, reloads, runtime changes, last error.
+    Haproxy,
 }
 
 /// Commands on frontends or backends.
@@ -218,6 +220,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCommand::Registrations(command) => registration(&client, command).await?,
         CtlCommand::Status => (client.get(&["mesh"]).await?, Shape::Status),
         CtlCommand::Peers => (client.get(&["mesh", "peers"]).await?, Shape::Peers),
+        CtlCommand::Haproxy => (client.get(&["haproxy", "status"]).await?, Shape::Status),
     };
     if args.json {
         println!(
@@ -241,7 +244,7 @@ pub enum Shape {
     Members,
     /// Registration objects.
     Registrations,
-    /// The `/mesh` object.
+    /// One object, field by field (`/mesh`, `/haproxy/status`).
     Status,
     /// `/mesh/peers`.
     Peers,

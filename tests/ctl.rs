@@ -104,6 +104,20 @@ fn ctl_shows_this_peer_and_its_mesh() {
 }
 
 #[test]
+fn ctl_shows_this_peers_haproxy() {
+    let cluster = Cluster::new("ctl-haproxy");
+    let a = cluster.start_with_haproxy("peer-a", &[]);
+    support::eventually("HAProxy to run", || {
+        (a.haproxy_status()["running"] == true).then_some(())
+    });
+    let (ok, status, _) = ctl(&a, &["haproxy"]);
+    assert!(
+        ok && status.contains("running") && status.contains("reloads"),
+        "{status}"
+    );
+}
+
+#[test]
 fn ctl_sends_a_key_as_one_path_segment_whatever_it_contains() {
     let cluster = Cluster::new("ctl-encode");
     let peer = cluster.start("peer-a", &[]);
