@@ -406,17 +406,50 @@ impl RunArgs {
                 reason: format!("{stats_interval_ms} ms is not within 100 to 60000 ms"),
             });
         }
+        // HAProxy's timers hold at most 2^31 - 1 ms; a larger value makes
+        // every configuration fail to load.
+        const TIMER_MAX_MS: u32 = i32::MAX as u32;
+        let in_range = |option: &'static str, value: Option<u32>, min: u32, max: u32| match value {
+            Some(v) if !(min..=max).contains(&v) => Err(ConfigError::Invalid {
+                option,
+                reason: format!("{v} is not within {min} to {max}"),
+            }),
+            _ => Ok(value),
+        };
         let haproxy_options = HaproxyOptions {
             bind_host: self.bind_host.or(file.bind_host),
-            maxconn: self.haproxy_maxconn.or(file.haproxy_maxconn),
-            timeout_connect_ms: self
-                .haproxy_timeout_connect
-                .or(file.haproxy_timeout_connect),
-            timeout_client_ms: self.haproxy_timeout_client.or(file.haproxy_timeout_client),
-            timeout_server_ms: self.haproxy_timeout_server.or(file.haproxy_timeout_server),
-            hard_stop_after_ms: self
-                .haproxy_hard_stop_after
-                .or(file.haproxy_hard_stop_after),
+            maxconn: in_range(
+                "haproxy-maxconn",
+                self.haproxy_maxconn.or(file.haproxy_maxconn),
+                1,
+                1_000_000,
+            )?,
+            timeout_connect_ms: in_range(
+                "haproxy-timeout-connect",
+                self.haproxy_timeout_connect
+                    .or(file.haproxy_timeout_connect),
+                1,
+                TIMER_MAX_MS,
+            )?,
+            timeout_client_ms: in_range(
+                "haproxy-timeout-client",
+                self.haproxy_timeout_client.or(file.haproxy_timeout_client),
+                1,
+                TIMER_MAX_MS,
+            )?,
+            timeout_server_ms: in_range(
+                "haproxy-timeout-server",
+                self.haproxy_timeout_server.or(file.haproxy_timeout_server),
+                1,
+                TIMER_MAX_MS,
+            )?,
+            hard_stop_after_ms: in_range(
+                "haproxy-hard-stop-after",
+                self.haproxy_hard_stop_after
+                    .or(file.haproxy_hard_stop_after),
+                1,
+                TIMER_MAX_MS,
+            )?,
             log,
             stats,
             stats_interval: Duration::from_millis(stats_interval_ms),

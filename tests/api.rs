@@ -203,11 +203,11 @@ async fn a_frontend_is_stored_with_the_defaults_of_the_original() {
 async fn frontends_are_listed_sorted_by_key() {
     let api = Api::new();
     api.static_backend("live").await;
-    for key in ["zeta", "alpha", "mid"] {
+    for (key, port) in [("zeta", 80), ("alpha", 81), ("mid", 82)] {
         api.ok(
             Method::PUT,
             &format!("/frontends/{key}"),
-            frontend_to("live"),
+            json!({"bind": format!("*:{port}"), "backend": "live"}),
         )
         .await;
     }
@@ -973,6 +973,53 @@ async fn a_backend_cannot_change_mode_under_a_frontend_that_uses_it() {
     api.put("/backends/live", json!({"type": "static", "mode": "tcp"}))
         .await
         .assert_invalid("mode");
+}
+
+#[tokio::test]
+async fn two_frontends_cannot_listen_on_one_port_of_one_address() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    api.ok(
+        Method::PUT,
+        "/frontends/web",
+        json!({"bind": "*:80", "backend": "live"}),
+    )
+    .await;
+    api.put(
+        "/frontends/other",
+        json!({"bind": "10.0.0.1:80", "backend": "live"}),
+    )
+    .await
+    .assert_invalid("bind");
+    // Its own binds are no conflict, and another port is free.
+    api.ok(
+        Method::PUT,
+        "/frontends/web",
+        json!({"bind": "*:80,*:81", "backend": "live"}),
+    )
+    .await;
+    api.ok(
+        Method::PUT,
+        "/frontends/other",
+        json!({"bind": "10.0.0.1:82", "backend": "live"}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_backend_named_in_a_frontends_natives_is_in_use() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    api.static_backend("admin").await;
+    api.ok(
+        Method::PUT,
+        "/frontends/web",
+        json!({"bind": "*:80", "backend": "live",
+               "natives": ["use_backend admin if { path_beg /admin }"]}),
+    )
+    .await;
+    let answer = api.delete("/backends/admin").await;
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.text);
 }
 
 // ---------------------------------------------------------------------------

@@ -260,7 +260,7 @@ fn a_peer_joins_through_a_host_name() {
 }
 
 #[test]
-fn haproxys_stats_page_needs_credentials_and_a_valid_log_target() {
+fn haproxy_options_are_validated_before_anything_starts() {
     let stats = Some("127.0.0.1:1988".parse().expect("addr"));
     let args = RunArgs {
         haproxy_stats: stats,
@@ -280,4 +280,11 @@ fn haproxys_stats_page_needs_credentials_and_a_valid_log_target() {
     };
     let error = args.resolve().expect_err("refused").to_string();
     assert!(error.contains("haproxy-log"), "{error}");
+    // HAProxy's timers hold at most 2^31 - 1 ms.
+    let args = RunArgs {
+        haproxy_timeout_client: Some(3_000_000_000),
+        ..RunArgs::default()
+    };
+    let error = args.resolve().expect_err("refused").to_string();
+    assert!(error.contains("haproxy-timeout-client"), "{error}");
 }

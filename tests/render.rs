@@ -391,3 +391,81 @@ fn bind_host_replaces_the_wildcard_only() {
         "{text}"
     );
 }
+
+#[test]
+fn member_changes_leave_the_structure_key_alone_and_structure_changes_move_it() {
+    let before = view_with_app(static_backend(&[("10.0.0.1", 80, ready())]));
+    let members = view_with_app(static_backend(&[("10.0.0.2", 80, ready())]));
+    let mut structure = before.clone();
+    structure
+        .frontends
+        .insert(name("web"), frontend("*:8081", "app"));
+    let key = rendered(&before).structure_key();
+    assert_eq!(rendered(&members).structure_key(), key);
+    assert_ne!(rendered(&structure).structure_key(), key);
+}
+
+#[test]
+fn the_members_of_a_structure_that_cannot_run_still_reach_the_running_one() {
+    let active = rendered(&view_with_app(static_backend(&[("10.0.0.1", 80, ready())])));
+    let mut wanted = view_with_app(static_backend(&[
+        ("10.0.0.1", 80, ready()),
+        ("10.0.0.2", 80, ready()),
+    ]));
+    wanted
+        .frontends
+        .insert(name("web"), frontend("*:8081", "app"));
+    let next = rendered(&wanted);
+    assert_eq!(plan(&active, &next), Plan::Reload);
+
+    let merged = active.with_runtime_servers_of(&next);
+
+    assert_eq!(merged.structure_key(), active.structure_key());
+    assert_eq!(
+        runtime_commands(plan(&active, &merged))[0],
+        "add server app/10.0.0.2:80 10.0.0.2:80 weight 1 check inter 2000ms"
+    );
+}
+
+#[test]
+fn a_backend_with_default_server_natives_takes_new_members_by_reload() {
+    // Servers added at run time ignore `default-server`: they would differ
+    // from the same servers loaded from the file.
+    let mut backend = static_backend(&[("10.0.0.1", 80, ready())]);
+    backend.natives =
+        vec![aqueduct::crdt::model::NativeLine::new("default-server ssl verify none").unwrap()]
+            .try_into()
+            .unwrap();
+    let before = view_with_app(backend.clone());
+    backend.members.insert(
+        (Host::new("10.0.0.2").unwrap(), Port::new(80).unwrap()),
+        ready(),
+    );
+    assert_eq!(
+        plan(&rendered(&before), &rendered(&view_with_app(backend))),
+        Plan::Reload
+    );
+}
+
+#[test]
+fn an_acl_value_that_looks_like_a_flag_stays_a_value() {
+    let mut view = view_with_app(static_backend(&[]));
+    let mut web = frontend("*:8080", "app");
+    web.rules = vec![
+        aqueduct::crdt::model::Rule::new(
+            aqueduct::crdt::model::RuleOperation::PathBeg,
+            None,
+            aqueduct::crdt::model::AclValue::new("-i").unwrap(),
+            name("app"),
+        )
+        .unwrap(),
+    ]
+    .try_into()
+    .unwrap();
+    view.frontends.insert(name("web"), web);
+    assert!(
+        rendered(&view)
+            .text()
+            .contains("acl rule_1_path_beg path_beg -- -i\n")
+    );
+}

@@ -20,7 +20,8 @@ use super::dto::{
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
 use crate::crdt::model::{
-    BackendType, ConfigView, Frontend, Host, LiveRegistrations, MemberKey, Name, ServiceName,
+    BackendType, BindHost, ConfigView, Frontend, Host, LiveRegistrations, MemberKey, Name,
+    ServiceName,
 };
 use crate::crdt::{Command, CommandError, ViewPart};
 use crate::peer::wall_clock_ms;
@@ -100,13 +101,25 @@ pub(crate) async fn put_frontend(
 ) -> Result<Json<FrontendOut>, ApiError> {
     let name = key_to_create(&key)?;
     let frontend = body.into_model(&name)?;
-    let referenced = std::iter::once(&frontend.backend)
-        .chain(frontend.rules.as_slice().iter().map(|rule| rule.backend()))
-        .map(|backend| ViewPart::Backend(backend.clone()))
+    // The backends it routes to, and any its natives name (`use_backend
+    // x if ...`): HAProxy checks those references too.
+    let referenced = std::iter::once(frontend.backend.clone())
+        .chain(
+            frontend
+                .rules
+                .as_slice()
+                .iter()
+                .map(|r| r.backend().clone()),
+        )
+        .chain(native_words(&frontend))
+        .map(ViewPart::Backend)
+        .chain(std::iter::once(ViewPart::Frontends))
         .collect();
     let mut would_be = state.handle.view_of(referenced).await?.as_ref().clone();
     check_backends_exist(&frontend, &would_be)?;
-    would_be.frontends.insert(name.clone(), frontend.clone());
+    check_binds_are_free(&name, &frontend, &would_be)?;
+    // Other frontends are not part of what this write changes.
+    would_be.frontends = BTreeMap::from([(name.clone(), frontend.clone())]);
     state.check_with_haproxy(&would_be).await?;
     state
         .handle
@@ -116,6 +129,46 @@ pub(crate) async fn put_frontend(
         })
         .await?;
     Ok(Json(FrontendOut::new(&name, &frontend)))
+}
+
+/// The words of a frontend's natives that could name a backend.
+fn native_words(frontend: &Frontend) -> impl Iterator<Item = Name> + '_ {
+    frontend
+        .natives
+        .as_slice()
+        .iter()
+        .flat_map(|line| line.as_str().split_whitespace())
+        .filter_map(|word| Name::new(word).ok())
+}
+
+/// Two frontends listening on one port of one address would share its
+/// connections at random (HAProxy binds with SO_REUSEPORT, so nothing else
+/// refuses it): a 400 naming the other frontend. `*` overlaps every address.
+fn check_binds_are_free(
+    name: &Name,
+    frontend: &Frontend,
+    view: &ConfigView,
+) -> Result<(), ApiError> {
+    for (other_name, other) in view.frontends.iter().filter(|(key, _)| *key != name) {
+        for bind in frontend.bind.as_slice() {
+            let taken = other.bind.as_slice().iter().any(|o| {
+                o.port == bind.port
+                    && (o.host == bind.host
+                        || o.host == BindHost::Any
+                        || bind.host == BindHost::Any)
+            });
+            if taken {
+                return Err(ApiError::invalid(
+                    "bind",
+                    format!(
+                        "port {} is already bound by frontend {other_name}",
+                        bind.port
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_backends_exist(frontend: &Frontend, view: &ConfigView) -> Result<(), ApiError> {
@@ -256,7 +309,8 @@ pub(crate) async fn delete_backend(
     Ok(Json(json!({})))
 }
 
-/// Whether `frontend` sends any request to `backend`.
+/// Whether `frontend` sends any request to `backend` (its default, a
+/// rule, or a word of its natives).
 fn routes_to(frontend: &Frontend, backend: &Name) -> bool {
     frontend.backend == *backend
         || frontend
@@ -264,6 +318,7 @@ fn routes_to(frontend: &Frontend, backend: &Name) -> bool {
             .as_slice()
             .iter()
             .any(|rule| rule.backend() == backend)
+        || native_words(frontend).any(|word| word == *backend)
 }
 
 /// `POST /backends/{key}`: the A/B switch of a dynamic backend to another

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 
 use super::process::{Binary, CheckError, Master, ProcessError, ReloadOutcome};
-use super::render::{self, Plan, Rendered, RuntimeCommand, Settings, StatsListener};
+use super::render::{self, Outcome, Plan, Rendered, RuntimeCommand, Settings, StatsListener};
 use super::socket;
 use super::stats::{StatKind, StatRow, parse_show_stat};
 use crate::config::HaproxyOptions;
@@ -32,6 +32,11 @@ const ACTIVITY_BUFFER: usize = 1024;
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and largest pause before restarting an HAProxy that died.
 const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// When a structure whose reload failed (not one `haproxy -c` refused) is
+/// tried again.
+const RELOAD_RETRY: Duration = Duration::from_secs(30);
+/// Deletions waiting for connections to finish; beyond this, a reload.
+const PENDING_DELETIONS_MAX: usize = 10_000;
 /// An HAProxy that stayed up this long resets the restart backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
@@ -319,7 +324,7 @@ pub fn spawn(
         restart_at: None,
         restart_backoff: RESTART_BACKOFF.0,
         active: None,
-        rejected_hash: None,
+        quarantine: None,
         next_expiry_ms: None,
         pending_deletions: Vec::new(),
         server_status: BTreeMap::new(),
@@ -361,6 +366,13 @@ fn settings_of(options: &HaproxyOptions, admin_socket: CfgWord, server_state: Cf
     settings
 }
 
+/// A structure (by [`Rendered::structure_key`]) that HAProxy refused
+/// (`retry_at` none: until the structure changes) or failed to run.
+struct Quarantine {
+    key: u64,
+    retry_at: Option<Instant>,
+}
+
 struct DriverTask {
     binary: Option<Binary>,
     stats_interval: Duration,
@@ -374,8 +386,8 @@ struct DriverTask {
     restart_backoff: Duration,
     /// What HAProxy runs (or, render-only, what the file holds).
     active: Option<Rendered>,
-    /// xxh3 of the last text `haproxy -c` refused: not checked again.
-    rejected_hash: Option<u64>,
+    /// A structure HAProxy could not take, held back.
+    quarantine: Option<Quarantine>,
     /// When a live registration next expires (wall-clock ms).
     next_expiry_ms: Option<u64>,
     /// `del server` commands refused because connections remain.
@@ -412,6 +424,10 @@ impl DriverTask {
                     Err(_) => break,
                 },
                 () = sleep_until(expiry) => dirty = true,
+                () = sleep_until(self.quarantine.as_ref().and_then(|q| q.retry_at)) => {
+                    self.quarantine = None;
+                    dirty = true;
+                }
                 exit = exited(&mut self.master) => self.on_exit(exit),
                 () = sleep_until(self.restart_at) => {
                     self.restart_at = None;
@@ -429,6 +445,7 @@ impl DriverTask {
         }
         if let Some(master) = self.master.take() {
             master.stop().await;
+            let _ = tokio::fs::remove_file(&self.files.pid).await;
         }
     }
 
@@ -463,6 +480,7 @@ impl DriverTask {
             return;
         };
         self.next_expiry_ms = expiry;
+        self.rendered.send_replace(Some(next.text().into()));
         let plan = match &self.active {
             Some(active) => render::plan(active, &next),
             None => Plan::Reload,
@@ -470,27 +488,79 @@ impl DriverTask {
         match plan {
             Plan::Unchanged => {}
             Plan::Runtime(changes) => self.apply_runtime(next, changes).await,
-            Plan::Reload => self.apply_reload(next).await,
+            Plan::Reload if self.quarantined(&next) => self.apply_members_only(&next).await,
+            Plan::Reload => {
+                if !self.apply_reload(next.clone()).await {
+                    self.apply_members_only(&next).await;
+                }
+            }
+        }
+    }
+
+    /// Whether `next`'s structure is one HAProxy could not take (and its
+    /// retry time, if any, has not come).
+    fn quarantined(&self, next: &Rendered) -> bool {
+        self.quarantine.as_ref().is_some_and(|q| {
+            q.key == next.structure_key() && q.retry_at.is_none_or(|at| Instant::now() < at)
+        })
+    }
+
+    /// Keeps a structure HAProxy refused (for good) or failed to run (tried
+    /// again after [`RELOAD_RETRY`]) from being tried on every change.
+    fn quarantine(&mut self, next: &Rendered, retry: bool) {
+        self.quarantine = Some(Quarantine {
+            key: next.structure_key(),
+            retry_at: retry.then(|| Instant::now() + RELOAD_RETRY),
+        });
+    }
+
+    /// Applies the member changes of `next` that the running structure can
+    /// take, when `next`'s structure cannot be activated: one bad structure
+    /// change must not freeze every member change behind it.
+    async fn apply_members_only(&mut self, next: &Rendered) {
+        let Some(active) = &self.active else {
+            return;
+        };
+        let merged = active.with_runtime_servers_of(next);
+        if let Plan::Runtime(changes) = render::plan(active, &merged) {
+            self.apply_runtime(merged, changes).await;
         }
     }
 
     async fn apply_runtime(&mut self, next: Rendered, changes: Vec<render::ServerChange>) {
-        let text: Arc<str> = next.text().into();
-        self.rendered.send_replace(Some(text.clone()));
+        let text = next.text();
+        if self.binary.is_some() && self.master.is_none() {
+            // HAProxy is down and about to be started again: the file is
+            // what it will load.
+            if let Err(e) = write_atomically(&self.files.config, &text).await {
+                self.fail(format!("writing {}: {e}", self.files.config.display()));
+            }
+            self.active = Some(next);
+            return;
+        }
         if self.master.is_some() {
             for change in &changes {
                 for command in change.commands() {
                     match self.runtime(&command).await {
-                        Ok(()) => {}
-                        Err(_) if command.retry_later => {
-                            self.pending_deletions.push(command);
+                        Ok(Outcome::Done) => {}
+                        Ok(Outcome::NotYet)
+                            if self.pending_deletions.len() < PENDING_DELETIONS_MAX =>
+                        {
+                            if !self.pending_deletions.contains(&command) {
+                                self.pending_deletions.push(command);
+                            }
                         }
-                        Err(message) => {
+                        refused => {
+                            let reply = match refused {
+                                Err(e) => e,
+                                Ok(_) => "refused, or too many deletions waiting".to_owned(),
+                            };
                             // The file is the truth: a reload makes HAProxy
                             // agree with it.
-                            self.fail(format!("runtime command {:?}: {message}", command.line));
+                            self.fail(format!("runtime command {:?}: {reply}", command.line));
                             self.status.send_modify(|s| s.runtime_failures += 1);
-                            return self.apply_reload(next).await;
+                            self.apply_reload(next).await;
+                            return;
                         }
                     }
                 }
@@ -506,63 +576,83 @@ impl DriverTask {
         self.activated(next, &text, "runtime", changes.len());
     }
 
-    /// Sends one runtime command; `Err` carries HAProxy's reply.
-    async fn runtime(&self, command: &RuntimeCommand) -> Result<(), String> {
+    /// Sends one runtime command: what its reply means, or the socket error.
+    async fn runtime(&self, command: &RuntimeCommand) -> Result<Outcome, String> {
         match socket::send(&self.files.admin_socket, &command.line, SOCKET_TIMEOUT).await {
-            Ok(reply) if command.succeeded(&reply) => Ok(()),
-            Ok(reply) => Err(reply.trim().to_owned()),
+            Ok(reply) => match command.outcome(&reply) {
+                Outcome::Refused => Err(reply.trim().to_owned()),
+                outcome => Ok(outcome),
+            },
             Err(e) => Err(e.to_string()),
         }
     }
 
-    async fn apply_reload(&mut self, next: Rendered) {
-        let text: Arc<str> = next.text().into();
-        self.rendered.send_replace(Some(text.clone()));
-        let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+    /// Checks, writes and reloads (or starts) `next`. Returns whether
+    /// `next` now runs (or, render-only, is written).
+    async fn apply_reload(&mut self, next: Rendered) -> bool {
+        let text = next.text();
         let Some(binary) = self.binary.clone() else {
             if let Err(e) = write_atomically(&self.files.config, &text).await {
                 self.fail(format!("writing {}: {e}", self.files.config.display()));
+                return false;
             }
-            return self.activated(next, &text, "file", 0);
+            self.activated(next, &text, "file", 0);
+            return true;
         };
-        if self.rejected_hash == Some(hash) {
-            return;
-        }
         match binary.check(&text, &self.files.dir).await {
             Ok(()) => {}
             Err(CheckError::Rejected(rejected)) => {
-                self.rejected_hash = Some(hash);
+                self.quarantine(&next, false);
                 self.status.send_modify(|s| s.rejected += 1);
                 self.fail(format!(
                     "configuration rejected, the previous one keeps serving: {}",
                     rejected.message
                 ));
-                return self.event(ActivityKind::Rejected {
+                self.event(ActivityKind::Rejected {
                     message: rejected.message,
                 });
+                return false;
             }
-            Err(CheckError::Process(e)) => return self.fail(format!("running haproxy -c: {e}")),
+            Err(CheckError::Process(e)) => {
+                self.quarantine(&next, true);
+                self.fail(format!("running haproxy -c: {e}"));
+                return false;
+            }
         }
         let previous = self.active.as_ref().map(Rendered::text);
         if let Err(e) = write_atomically(&self.files.config, &text).await {
-            return self.fail(format!("writing {}: {e}", self.files.config.display()));
+            self.fail(format!("writing {}: {e}", self.files.config.display()));
+            return false;
         }
         if self.master.is_none() {
-            // Not running (first apply, or waiting to restart): the file
-            // is what the next start loads.
-            self.active = Some(next);
+            // Not running (first apply, or waiting to restart): start on
+            // the new file, or, if HAProxy cannot run it, on the last one
+            // that ran.
+            let fallback = self.active.replace(next);
             self.restart_at = None;
-            return self.start().await;
+            if self.start().await {
+                return true;
+            }
+            let Some(fallback) = fallback else {
+                return false;
+            };
+            if let Some(failed) = self.active.replace(fallback) {
+                self.quarantine(&failed, true);
+            }
+            self.restart_at = None;
+            self.start().await;
+            return false;
         }
         self.save_server_state().await;
         let outcome = match self.master.as_mut() {
             Some(master) => master.reload().await,
-            None => return,
+            None => return false,
         };
         match outcome {
             Ok(ReloadOutcome::Applied { took }) => {
                 let took_ms = took.as_secs_f64() * 1000.0;
                 self.pending_deletions.clear();
+                self.quarantine = None;
                 self.status.send_modify(|s| {
                     s.reloads += 1;
                     s.last_reload_ms = Some(took_ms);
@@ -570,11 +660,18 @@ impl DriverTask {
                 });
                 self.event(ActivityKind::Reloaded { took_ms });
                 self.activated(next, &text, "reload", 0);
+                true
             }
             Ok(ReloadOutcome::Failed { alerts, .. }) => {
+                self.quarantine(&next, true);
                 self.reload_failed(alerts.join("\n"), previous).await;
+                false
             }
-            Err(e) => self.reload_failed(e.to_string(), previous).await,
+            Err(e) => {
+                self.quarantine(&next, true);
+                self.reload_failed(e.to_string(), previous).await;
+                false
+            }
         }
     }
 
@@ -593,15 +690,25 @@ impl DriverTask {
         self.event(ActivityKind::ReloadFailed { message });
     }
 
+    /// `next` runs: records it, and says so.
     fn activated(&mut self, next: Rendered, text: &str, how: &'static str, changes: usize) {
+        self.active = Some(next);
+        self.record_applied(text, how, changes);
+    }
+
+    fn record_applied(&self, text: &str, how: &'static str, changes: usize) {
         let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+        let servers = self.active.as_ref().map_or(0, Rendered::server_count);
+        // An error stays visible while a structure is held back.
+        let clear_error = self.quarantine.is_none();
         self.status.send_modify(|s| {
             s.applied_hash = Some(hash);
             s.applied_at_ms = Some(wall_clock_ms());
-            s.servers = next.server_count();
-            s.last_error = None;
+            s.servers = servers;
+            if clear_error {
+                s.last_error = None;
+            }
         });
-        self.active = Some(next);
         self.event(ActivityKind::Applied { how, changes });
     }
 
@@ -624,22 +731,30 @@ impl DriverTask {
                     tracing::warn!("writing {}: {e}", self.files.server_state.display());
                 }
             }
-            Err(e) => tracing::warn!("show servers state: {e}"),
+            Err(e) => {
+                // Better no saved health than health from long ago.
+                tracing::warn!("show servers state: {e}");
+                let _ = tokio::fs::remove_file(&self.files.server_state).await;
+            }
         }
     }
 
     /// Starts HAProxy on the configuration file; on failure, tries again
     /// later with backoff.
-    async fn start(&mut self) {
+    /// Starts HAProxy on the active configuration; on failure, tries again
+    /// later with backoff. Returns whether it runs.
+    async fn start(&mut self) -> bool {
         let (Some(binary), Some(active)) = (self.binary.clone(), &self.active) else {
-            return;
+            return false;
         };
         let text = active.text();
         // A fresh HAProxy starts from the file alone: health state saved
         // by a previous one may be stale.
         let _ = tokio::fs::remove_file(&self.files.server_state).await;
         if let Err(e) = write_atomically(&self.files.config, &text).await {
-            return self.fail(format!("writing {}: {e}", self.files.config.display()));
+            self.fail(format!("writing {}: {e}", self.files.config.display()));
+            self.schedule_restart();
+            return false;
         }
         let leftover = self.leftover_master().await;
         match Master::start(&binary, &self.files.config, &self.files.dir).await {
@@ -663,17 +778,15 @@ impl DriverTask {
                 self.status.send_modify(|s| {
                     s.running = true;
                     s.pid = Some(pid);
-                    s.last_error = None;
                 });
                 tracing::info!(pid, "HAProxy started");
-                self.event(ActivityKind::Applied {
-                    how: "start",
-                    changes: 0,
-                });
+                self.record_applied(&text, "start", 0);
+                true
             }
             Err(e) => {
                 self.fail(format!("starting HAProxy: {e}"));
                 self.schedule_restart();
+                false
             }
         }
     }
@@ -738,19 +851,23 @@ impl DriverTask {
             .into_iter()
             .filter(|row| !row.proxy.starts_with('_'))
             .collect();
+        let mut seen = BTreeMap::new();
         for row in rows.iter().filter(|row| row.kind == StatKind::Server) {
             let key = (row.proxy.clone(), row.name.clone());
             let now = status_word(&row.status);
-            match self.server_status.insert(key, now.to_owned()) {
+            match self.server_status.get(&key) {
                 Some(before) if before != now => self.event(ActivityKind::Member {
                     backend: row.proxy.clone(),
                     server: row.name.clone(),
-                    from: before,
+                    from: before.clone(),
                     to: now.to_owned(),
                 }),
                 _ => {}
             }
+            seen.insert(key, now.to_owned());
         }
+        // Only servers that still exist are remembered.
+        self.server_status = seen;
         self.stats.send_replace(Arc::new(StatsSnapshot {
             at_ms: wall_clock_ms(),
             rows,
@@ -763,8 +880,12 @@ impl DriverTask {
         }
         let mut still = Vec::new();
         for command in std::mem::take(&mut self.pending_deletions) {
-            if self.runtime(&command).await.is_err() {
-                still.push(command);
+            match self.runtime(&command).await {
+                Ok(Outcome::Done) => {}
+                Ok(_) => still.push(command),
+                // The server stays in maintenance (no traffic); the next
+                // reload removes it.
+                Err(reply) => tracing::warn!("{:?}: {reply}", command.line),
             }
         }
         self.pending_deletions = still;
@@ -798,9 +919,16 @@ fn health_only(state: &str) -> String {
     out
 }
 
+/// Writes `text` to `path` through a temporary file beside it, synced
+/// before the rename: `path` holds the old text or the new, never a part.
 async fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    tokio::fs::write(&tmp, text).await?;
+    use tokio::io::AsyncWriteExt;
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let mut file = tokio::fs::File::create(&tmp).await?;
+    file.write_all(text.as_bytes()).await?;
+    file.sync_all().await?;
     tokio::fs::rename(&tmp, path).await
 }
 
@@ -824,10 +952,17 @@ mod tests {
 
     #[test]
     fn saved_server_state_keeps_health_and_leaves_admin_state_and_weight_to_the_file() {
-        let state = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change\n3 be 1 a 127.0.0.1 0 1 7 1 5\n";
+        // HAProxy 2.6's `show servers state`: a server forced into
+        // maintenance (admin state 1) with a runtime weight of 7.
+        let header = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n";
+        let state = format!(
+            "{header}3 be 1 127.0.0.1:19001 127.0.0.1 2 1 7 1 5 15 3 4 6 0 0 0 - 19001 - 0 0 - - 0\n"
+        );
         assert_eq!(
-            health_only(state),
-            "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change\n3 be 1 a 127.0.0.1 0 0 1 1 5\n"
+            health_only(&state),
+            format!(
+                "{header}3 be 1 127.0.0.1:19001 127.0.0.1 2 0 1 1 5 15 3 4 6 0 0 0 - 19001 - 0 0 - - 0\n"
+            )
         );
     }
 

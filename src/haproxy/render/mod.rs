@@ -23,7 +23,7 @@ use crate::crdt::model::{
     NativeLine, Port, RuleOperation, Weight,
 };
 
-pub use plan::{Change, Plan, RuntimeCommand, ServerChange, plan};
+pub use plan::{Change, Outcome, Plan, RuntimeCommand, ServerChange, plan};
 
 /// The peer-local settings that shape `global`, `defaults` and the stats
 /// listener. They are options of the peer, not replicated state.
@@ -212,6 +212,52 @@ impl Rendered {
     /// How many servers the configuration has.
     pub fn server_count(&self) -> usize {
         self.backends.values().map(|b| b.servers.len()).sum()
+    }
+
+    /// A fingerprint of everything a runtime change cannot alter: two
+    /// configurations with the same key differ only in servers that the
+    /// runtime API can change.
+    pub fn structure_key(&self) -> u64 {
+        let mut text = String::new();
+        text.push_str(&self.preamble);
+        for frontend in &self.frontends {
+            text.push_str(frontend);
+        }
+        for (name, section) in &self.backends {
+            let _ = writeln!(text, "{name}");
+            text.push_str(&section.head);
+            if !section.runtime_servers {
+                for (server_name, server) in &section.servers {
+                    server.write_line(server_name, &mut text);
+                }
+            }
+        }
+        xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+    }
+
+    /// This configuration's structure with the servers of `next` wherever
+    /// the runtime API can get them there (same backend head, servers
+    /// changeable at run time): what HAProxy can run when `next`'s own
+    /// structure cannot be activated, so that member changes still apply.
+    pub fn with_runtime_servers_of(&self, next: &Rendered) -> Rendered {
+        let mut merged = self.clone();
+        for (name, section) in &mut merged.backends {
+            if let Some(wanted) = next.backends.get(name)
+                && wanted.head == section.head
+                && wanted.runtime_servers
+                && section.runtime_servers
+            {
+                section.servers = wanted
+                    .servers
+                    .iter()
+                    .filter(|(server_name, server)| {
+                        section.servers.contains_key(*server_name) || server.addable_at_runtime()
+                    })
+                    .map(|(server_name, server)| (server_name.clone(), server.clone()))
+                    .collect();
+            }
+        }
+        merged
     }
 }
 
@@ -416,7 +462,13 @@ fn render_backend(key: &Name, backend: &Backend, live: &LiveRegistrations<'_>) -
     };
     BackendSection {
         head,
-        runtime_servers: backend.balance != Balance::StaticRr,
+        runtime_servers: backend.balance != Balance::StaticRr
+            && !backend.natives.as_slice().iter().any(|line| {
+                // Servers added at run time ignore `default-server` and
+                // templates: they would differ from the file's.
+                let keyword = line.as_str().split_whitespace().next().unwrap_or("");
+                keyword == "default-server" || keyword == "server-template"
+            }),
         servers,
     }
 }

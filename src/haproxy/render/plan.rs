@@ -52,9 +52,14 @@ pub struct RuntimeCommand {
     pub line: String,
     /// HAProxy's whole reply on success, trimmed (empty for most commands).
     pub success: &'static str,
-    /// Whether a refusal is expected and the command is to be retried
-    /// later: HAProxy deletes a server only once its connections are done.
-    pub retry_later: bool,
+    /// The start of HAProxy's reply when the command's effect is already
+    /// there (the server exists, or is already gone): as good as success,
+    /// so that re-applying a change is harmless.
+    pub already_done: Option<&'static str>,
+    /// The start of HAProxy's reply that means "not yet": the command is
+    /// retried later (a server is deleted only once its connections are
+    /// done).
+    pub retry_on: Option<&'static str>,
 }
 
 impl RuntimeCommand {
@@ -62,14 +67,33 @@ impl RuntimeCommand {
         RuntimeCommand {
             line,
             success,
-            retry_later: false,
+            already_done: None,
+            retry_on: None,
         }
     }
 
-    /// Whether `reply` is the success reply.
-    pub fn succeeded(&self, reply: &str) -> bool {
-        reply.trim() == self.success
+    /// What HAProxy's `reply` means for this command.
+    pub fn outcome(&self, reply: &str) -> Outcome {
+        let reply = reply.trim();
+        if reply == self.success || self.already_done.is_some_and(|p| reply.starts_with(p)) {
+            Outcome::Done
+        } else if self.retry_on.is_some_and(|p| reply.starts_with(p)) {
+            Outcome::NotYet
+        } else {
+            Outcome::Refused
+        }
     }
+}
+
+/// What a runtime command's reply means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command's effect is in place.
+    Done,
+    /// Try again later.
+    NotYet,
+    /// HAProxy refused it.
+    Refused,
 }
 
 impl ServerChange {
@@ -81,14 +105,17 @@ impl ServerChange {
                 // A server added at run time starts in maintenance with its
                 // checks off; it is enabled only after its checks are on.
                 let mut commands = vec![
-                    RuntimeCommand::new(
-                        format!(
-                            "add server {target} {} {}",
-                            server.address(),
-                            server.options(server.weight.get())
-                        ),
-                        "New server registered.",
-                    ),
+                    RuntimeCommand {
+                        already_done: Some("Already exists a server with the same name"),
+                        ..RuntimeCommand::new(
+                            format!(
+                                "add server {target} {} {}",
+                                server.address(),
+                                server.options(server.weight.get())
+                            ),
+                            "New server registered.",
+                        )
+                    },
                     RuntimeCommand::new(format!("enable health {target}"), ""),
                 ];
                 if server.state != MemberState::Maint {
@@ -104,9 +131,13 @@ impl ServerChange {
                 state_command(&target, server.state),
             ],
             Change::Remove => vec![
-                state_command(&target, MemberState::Maint),
                 RuntimeCommand {
-                    retry_later: true,
+                    already_done: Some("No such server"),
+                    ..state_command(&target, MemberState::Maint)
+                },
+                RuntimeCommand {
+                    already_done: Some("No such server"),
+                    retry_on: Some("Server still has connections attached to it"),
                     ..RuntimeCommand::new(format!("del server {target}"), "Server deleted.")
                 },
             ],
