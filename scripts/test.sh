@@ -19,6 +19,7 @@ cargo test --workspace --locked
 
 step "benchmarks compile and run once"
 cargo bench --bench crdt --locked -- --test
+cargo bench --bench render --locked -- --test
 
 step "simulator, release build: one chaos run at 100 peers"
 cargo run --release --locked -p aqueduct-sim -- --seed 1 --peers 100 --profile chaos --writes 200 --json | tail -n 1
