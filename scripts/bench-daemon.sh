@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${RUNS:-3}"
 cargo build --release --locked -p aqueduct
+target="${CARGO_TARGET_DIR:-target}"
 bench() {
   for run in $(seq "$runs"); do
-    ./target/release/aqueduct bench --json "$@"
+    "$target/release/aqueduct" bench --json "$@"
   done
 }
 bench latency --writes 1000

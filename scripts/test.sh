@@ -8,13 +8,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-if ! command -v haproxy >/dev/null; then
-    step "system packages: haproxy"
-    if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq haproxy >/dev/null
-fi
-haproxy -v | head -n 1
+source scripts/system-packages.sh
 
 step "format"
 cargo fmt --all -- --check
@@ -27,6 +21,7 @@ cargo test --workspace --locked
 
 step "benchmarks compile and run once"
 cargo bench --bench crdt --locked -- --test
+cargo bench --bench render --locked -- --test
 
 step "simulator, release build: one chaos run at 100 peers"
 cargo run --release --locked -p aqueduct-sim -- --seed 1 --peers 100 --profile chaos --writes 200 --json | tail -n 1

@@ -1,12 +1,15 @@
 //! `aqueduct bench`: measures real peers (child processes on loopback,
 //! through their REST APIs) for BENCHMARKS.md: replication lag across a
-//! three-peer mesh, durable write throughput, and memory and restart time
-//! with a large configuration.
+//! three-peer mesh, durable write throughput, memory and restart time with
+//! a large configuration, and — with one HAProxy per peer — how fast a
+//! member change reaches every HAProxy and how many member changes the
+//! driver applies without a reload.
 //!
 //! Owns the workloads and the statistics. Must not be used as a test:
-//! timings vary with the machine; `scripts/bench-daemon.sh` runs it several
-//! times and reports medians.
+//! timings vary with the machine; `scripts/bench-daemon.sh` and
+//! `scripts/bench-haproxy.sh` run it several times and report medians.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +17,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::local_mesh::{LocalMesh, LocalMeshError, Ports, send_json};
+use crate::config::HaproxySetting;
+use crate::echo::{self, Answer, EchoServer};
+use crate::local_mesh::{LocalMesh, LocalMeshError, MeshHaproxy, Ports, send_json};
+use crate::peer::wall_clock_ms;
 
 /// How long any single wait of a benchmark may take before it fails.
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
+/// How long a member change may take to reach an HAProxy in
+/// `member-latency` before the run fails.
+const MEMBER_DEADLINE: Duration = Duration::from_secs(5);
+/// Pause between two probes of one HAProxy.
+const PROBE_INTERVAL: Duration = Duration::from_millis(1);
+/// The backend and frontend the HAProxy benchmarks create.
+const BENCH_KEY: &str = "bench";
+/// In `member-churn`, the driver is done once its runtime-change count
+/// stood still this long (it may fall short of one per change when two
+/// changes of one server land in one apply).
+const SETTLED_AFTER: Duration = Duration::from_secs(2);
+/// `member-churn`'s members listen nowhere: their ports start here.
+const CHURN_FIRST_PORT: u16 = 30_000;
 
 /// `aqueduct bench`'s options.
 #[derive(Debug, clap::Args)]
@@ -29,6 +48,14 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The peers' HAProxy in the `member-*` benchmarks (`auto`: from PATH;
+    /// they fail without one). The others run without HAProxy.
+    #[arg(long, default_value = "auto")]
+    pub haproxy: HaproxySetting,
+    /// In the `member-*` benchmarks, peer 1's HAProxy listens on this
+    /// address, peer N on the N−1th after it (away from the demo's).
+    #[arg(long, default_value = "127.0.2.1")]
+    pub first_bind_host: Ipv4Addr,
     /// What to measure.
     #[command(subcommand)]
     pub workload: Workload,
@@ -67,6 +94,28 @@ pub enum Workload {
         #[arg(long, default_value_t = 10)]
         members: u32,
     },
+    /// Three peers, each with its own HAProxy: a member added on peer 1,
+    /// time from its 200 until a request through every HAProxy is answered
+    /// by it (then removed, until all answer 503 again).
+    MemberLatency {
+        /// How many members are added and removed.
+        #[arg(long, default_value_t = 200)]
+        iterations: u32,
+    },
+    /// Member changes (add, re-weight, drain, set ready, delete) on one
+    /// backend, one after the other: how fast the driver applies them
+    /// through the runtime API, and that none reloads HAProxy.
+    MemberChurn {
+        /// How many changes.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        changes: u32,
+        /// Members at the start.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        members: u32,
+        /// Peers in the mesh (changes go to the first).
+        #[arg(long, default_value_t = 1)]
+        peers: u16,
+    },
 }
 
 /// Why a benchmark failed.
@@ -89,14 +138,16 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             true,
         ),
     };
-    let result = match LocalMesh::start(&dir, args.workload.peers(), Ports::Ephemeral).await {
-        Ok(mut mesh) => {
-            let result = measure(&mut mesh, args.workload).await;
-            mesh.stop().await;
-            result
-        }
-        Err(error) => Err(error.into()),
-    };
+    let haproxy = args.workload.haproxy(args.haproxy, args.first_bind_host);
+    let result =
+        match LocalMesh::start(&dir, args.workload.peers(), Ports::Ephemeral, haproxy).await {
+            Ok(mut mesh) => {
+                let result = measure(&mut mesh, args.workload).await;
+                mesh.stop().await;
+                result
+            }
+            Err(error) => Err(error.into()),
+        };
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -119,6 +170,20 @@ impl Workload {
             Workload::Latency { .. } => 3,
             Workload::Throughput { peers, .. } => *peers,
             Workload::Footprint { .. } => 1,
+            Workload::MemberLatency { .. } => 3,
+            Workload::MemberChurn { peers, .. } => *peers,
+        }
+    }
+
+    /// Whether its peers drive HAProxy: only the `member-*` benchmarks do,
+    /// so that the others measure the control plane alone, as before.
+    fn haproxy(&self, setting: HaproxySetting, first_bind_host: Ipv4Addr) -> MeshHaproxy {
+        match self {
+            Workload::MemberLatency { .. } | Workload::MemberChurn { .. } => MeshHaproxy::PerPeer {
+                setting,
+                first_bind_host,
+            },
+            _ => MeshHaproxy::Off,
         }
     }
 }
@@ -143,6 +208,411 @@ async fn measure(mesh: &mut LocalMesh, workload: Workload) -> Result<Value, Benc
         Workload::Footprint { backends, members } => {
             footprint(mesh, &http, backends, members).await
         }
+        Workload::MemberLatency { iterations } => {
+            member_latency(&http, &urls, &frontend_hosts(mesh)?, iterations).await
+        }
+        Workload::MemberChurn {
+            changes, members, ..
+        } => member_churn(&http, &urls, &frontend_hosts(mesh)?, changes, members).await,
+    }
+}
+
+/// The peers' bind hosts (the `member-*` benchmarks give every peer one).
+fn frontend_hosts(mesh: &LocalMesh) -> Result<Vec<IpAddr>, BenchError> {
+    mesh.peers
+        .iter()
+        .map(|peer| {
+            peer.bind_host
+                .ok_or_else(|| BenchError::Run(format!("{} has no bind host", peer.name)))
+        })
+        .collect()
+}
+
+async fn member_latency(
+    http: &reqwest::Client,
+    urls: &[String],
+    hosts: &[IpAddr],
+    iterations: u32,
+) -> Result<Value, BenchError> {
+    let frontends = serve_bench_backend(http, urls, hosts, &[]).await?;
+    let before = haproxy_statuses(http, urls).await?;
+    let mut visible = Vec::new();
+    let mut gone = Vec::new();
+    let mut acks = Vec::new();
+    for i in 0..iterations {
+        let name = format!("member-{i}");
+        let server = EchoServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), &name)
+            .await
+            .map_err(|e| BenchError::Run(e.to_string()))?;
+        let member = member_url(&urls[0], server.addr());
+        let sent = Instant::now();
+        put(http, &member, &json!({"weight": 1, "state": "ready"})).await?;
+        let t0 = Instant::now();
+        acks.push(t0 - sent);
+        let seen = on_every_frontend(&frontends, MEMBER_DEADLINE, move |answer| {
+            answer.status == 200 && answer.body == name
+        })
+        .await?;
+        visible.push(seen.saturating_duration_since(t0));
+        delete(http, &member).await?;
+        let t1 = Instant::now();
+        let unserved =
+            on_every_frontend(&frontends, WAIT_LIMIT, |answer| answer.status == 503).await?;
+        gone.push(unserved.saturating_duration_since(t1));
+    }
+    let after = haproxy_statuses(http, urls).await?;
+    Ok(json!({
+        "benchmark": "member-latency",
+        "peers": urls.len(),
+        "iterations": iterations,
+        "member_serving_everywhere_ms": percentiles(&mut visible),
+        "member_gone_everywhere_ms": percentiles(&mut gone),
+        "write_ack_ms": percentiles(&mut acks),
+        "haproxy": status_deltas(&before, &after),
+    }))
+}
+
+async fn member_churn(
+    http: &reqwest::Client,
+    urls: &[String],
+    hosts: &[IpAddr],
+    changes: u32,
+    initial: u32,
+) -> Result<Value, BenchError> {
+    // The members listen nowhere: their health checks fail, which changes
+    // their health (not the configuration), as with real servers going down.
+    let mut members: Vec<ChurnMember> = (0..initial)
+        .map(|i| ChurnMember::new(churn_port(i)))
+        .collect();
+    let listed: Vec<Value> = members
+        .iter()
+        .map(|m| json!({"host": "127.0.0.1", "port": m.port}))
+        .collect();
+    serve_bench_backend(http, urls, hosts, &listed).await?;
+    let before = haproxy_statuses(http, urls).await?;
+    let mut added = initial;
+    let mut acks = Vec::new();
+    let started = Instant::now();
+    let started_ms = wall_clock_ms();
+    for i in 0..changes {
+        let (method, url, body) = churn_step(&urls[0], &mut members, &mut added, i)?;
+        let sent = Instant::now();
+        send_json(http, method.clone(), &url, &body)
+            .await
+            .map_err(|e| BenchError::Run(format!("{method} {e}")))?;
+        acks.push(sent.elapsed());
+    }
+    let acknowledged = started.elapsed();
+    for (url, before) in urls.iter().zip(&before) {
+        let target = counter(before, "runtimeChanges") + u64::from(changes);
+        runtime_changes_settled(http, url, target).await?;
+        applied_everything(http, url).await?;
+    }
+    let after = haproxy_statuses(http, urls).await?;
+    // When the last change was applied, by the driver's own wall clock
+    // (polling would add its interval, and the wait for a count that stands
+    // still its whole duration).
+    let applied = after
+        .iter()
+        .map(|status| counter(status, "appliedAtMs"))
+        .max()
+        .map_or(Duration::ZERO, |at| {
+            Duration::from_millis(at.saturating_sub(started_ms))
+        });
+    Ok(json!({
+        "benchmark": "member-churn",
+        "peers": urls.len(),
+        "changes": changes,
+        "members_at_start": initial,
+        "members_at_end": members.len(),
+        "servers_at_end": after.iter().map(|s| s["servers"].clone()).collect::<Vec<_>>(),
+        "acknowledged_seconds": acknowledged.as_secs_f64(),
+        "applied_seconds": applied.as_secs_f64(),
+        "changes_per_second": f64::from(changes) / applied.as_secs_f64(),
+        "write_ack_ms": percentiles(&mut acks),
+        "expected_runtime_changes": changes,
+        "haproxy": status_deltas(&before, &after),
+    }))
+}
+
+/// A member of `member-churn`'s backend, as the benchmark last set it.
+struct ChurnMember {
+    port: u16,
+    weight: u32,
+    drain: bool,
+}
+
+impl ChurnMember {
+    fn new(port: u16) -> ChurnMember {
+        ChurnMember {
+            port,
+            weight: 1,
+            drain: false,
+        }
+    }
+
+    fn body(&self) -> Value {
+        json!({"weight": self.weight, "state": if self.drain { "drain" } else { "ready" }})
+    }
+}
+
+/// The `added`-th member's port (`--changes` is bounded so that it fits).
+fn churn_port(added: u32) -> u16 {
+    u16::try_from(u32::from(CHURN_FIRST_PORT) + added).unwrap_or(u16::MAX)
+}
+
+/// Change `i` of `member-churn`, applied to `members`: in turn add a member,
+/// drain a ready one, re-weight a ready one, delete one, set a drained one
+/// ready. Each changes exactly one server of the rendered configuration
+/// (a drained member is never re-weighted: its weight in the file stays 0),
+/// so the driver should count one runtime change per step; a step with no
+/// member to act on adds one instead.
+fn churn_step(
+    base: &str,
+    members: &mut Vec<ChurnMember>,
+    added: &mut u32,
+    i: u32,
+) -> Result<(reqwest::Method, String, Value), BenchError> {
+    let len = members.len();
+    let start = i as usize % len.max(1);
+    // The first member from `start` on (wrapping) that `pick` accepts.
+    let find = |members: &[ChurnMember], pick: &dyn Fn(&ChurnMember) -> bool| {
+        (0..members.len())
+            .map(|k| (start + k) % members.len())
+            .find(|&k| pick(&members[k]))
+    };
+    let url = |m: &ChurnMember| member_url(base, SocketAddr::from(([127, 0, 0, 1], m.port)));
+    let target = match i % 5 {
+        1 => find(members, &|m| !m.drain).map(|k| (k, Churn::Drain)),
+        2 => find(members, &|m| !m.drain).map(|k| (k, Churn::Reweight)),
+        3 if len > 1 => Some((start, Churn::Delete)),
+        4 => find(members, &|m| m.drain).map(|k| (k, Churn::Ready)),
+        _ => None,
+    };
+    let Some((k, change)) = target else {
+        let member = ChurnMember::new(churn_port(*added));
+        *added += 1;
+        let step = (reqwest::Method::PUT, url(&member), member.body());
+        members.push(member);
+        return Ok(step);
+    };
+    let member = &mut members[k];
+    match change {
+        Churn::Drain => member.drain = true,
+        Churn::Ready => member.drain = false,
+        Churn::Reweight => member.weight = member.weight % 100 + 1,
+        Churn::Delete => {
+            let member = members.remove(k);
+            return Ok((reqwest::Method::DELETE, url(&member), Value::Null));
+        }
+    }
+    Ok((reqwest::Method::PUT, url(member), member.body()))
+}
+
+/// What a `member-churn` step does to an existing member.
+enum Churn {
+    Drain,
+    Ready,
+    Reweight,
+    Delete,
+}
+
+/// Creates the benchmark's static backend with `members` and a frontend on
+/// `*:PORT` (a port free on the first bind host) in front of it, and waits
+/// until every peer's HAProxy answers 503 there (no server available: the
+/// benchmarks' members start unreachable or absent). Returns each peer's
+/// frontend address.
+async fn serve_bench_backend(
+    http: &reqwest::Client,
+    urls: &[String],
+    hosts: &[IpAddr],
+    members: &[Value],
+) -> Result<Vec<SocketAddr>, BenchError> {
+    for (url, status) in urls.iter().zip(haproxy_statuses(http, urls).await?) {
+        if status["managed"] != true {
+            return Err(BenchError::Run(format!(
+                "{url} drives no HAProxy (install it, or give --haproxy PATH)"
+            )));
+        }
+    }
+    let port = std::net::TcpListener::bind((hosts[0], 0))
+        .and_then(|listener| listener.local_addr())
+        .map_err(|e| BenchError::Run(format!("no free port on {}: {e}", hosts[0])))?
+        .port();
+    put(
+        http,
+        &format!("{}/backends/{BENCH_KEY}", urls[0]),
+        &json!({"type": "static", "members": members}),
+    )
+    .await?;
+    put(
+        http,
+        &format!("{}/frontends/{BENCH_KEY}", urls[0]),
+        &json!({"bind": format!("*:{port}"), "backend": BENCH_KEY}),
+    )
+    .await?;
+    let frontends: Vec<SocketAddr> = hosts.iter().map(|&h| SocketAddr::new(h, port)).collect();
+    on_every_frontend(&frontends, WAIT_LIMIT, |answer| answer.status == 503).await?;
+    for url in urls {
+        applied_everything(http, url).await?;
+    }
+    Ok(frontends)
+}
+
+/// Waits until `url`'s HAProxy runs what the peer last rendered: a new
+/// worker answers before the driver has confirmed its reload, and a reload
+/// counted after the "before" reading would look like one the measured
+/// changes caused.
+async fn applied_everything(http: &reqwest::Client, url: &str) -> Result<(), BenchError> {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let rendered = http
+            .get(format!("{url}/haproxy/config"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        let hash = match rendered {
+            Ok(response) => response
+                .text()
+                .await
+                .ok()
+                .map(|text| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))),
+            Err(_) => None,
+        };
+        let status = haproxy_statuses(http, &[url.to_owned()]).await?;
+        if hash.is_some() && status[0]["appliedHash"].as_str() == hash.as_deref() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Run(format!(
+                "{url}: HAProxy never ran the rendered configuration"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn member_url(base: &str, member: SocketAddr) -> String {
+    format!(
+        "{base}/backends/{BENCH_KEY}/members/{}/{}",
+        member.ip(),
+        member.port()
+    )
+}
+
+/// Probes every frontend concurrently (a new connection per request,
+/// [`PROBE_INTERVAL`] apart) until an answer satisfies `done` on each;
+/// returns when the last one did.
+async fn on_every_frontend(
+    frontends: &[SocketAddr],
+    limit: Duration,
+    done: impl Fn(&Answer) -> bool + Clone + Send + 'static,
+) -> Result<Instant, BenchError> {
+    let probes: Vec<_> = frontends
+        .iter()
+        .map(|&addr| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + limit;
+                loop {
+                    let answer = echo::get(addr, limit).await;
+                    if answer.as_ref().is_ok_and(&done) {
+                        return Ok(Instant::now());
+                    }
+                    if Instant::now() > deadline {
+                        return Err(BenchError::Run(format!(
+                            "{addr}: no expected answer within {limit:?} (last: {answer:?})"
+                        )));
+                    }
+                    tokio::time::sleep(PROBE_INTERVAL).await;
+                }
+            })
+        })
+        .collect();
+    let mut last = Instant::now();
+    for probe in probes {
+        let at = probe.await.map_err(|e| BenchError::Run(e.to_string()))??;
+        last = last.max(at);
+    }
+    Ok(last)
+}
+
+/// Every peer's `/haproxy/status`.
+async fn haproxy_statuses(
+    http: &reqwest::Client,
+    urls: &[String],
+) -> Result<Vec<Value>, BenchError> {
+    let mut statuses = Vec::new();
+    for url in urls {
+        let url = format!("{url}/haproxy/status");
+        let status = http
+            .get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| BenchError::Run(format!("{url}: {e}")))?
+            .json::<Value>()
+            .await
+            .map_err(|e| BenchError::Run(format!("{url}: {e}")))?;
+        statuses.push(status);
+    }
+    Ok(statuses)
+}
+
+fn counter(status: &Value, field: &str) -> u64 {
+    status[field].as_u64().unwrap_or(0)
+}
+
+/// Per peer: reloads and runtime changes before and after the measured
+/// part, and the failure counters after it.
+fn status_deltas(before: &[Value], after: &[Value]) -> Value {
+    let peers: Vec<Value> = before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| {
+            json!({
+                "reloads_before": counter(b, "reloads"),
+                "reloads_after": counter(a, "reloads"),
+                "runtime_changes_before": counter(b, "runtimeChanges"),
+                "runtime_changes_after": counter(a, "runtimeChanges"),
+                "runtime_failures": counter(a, "runtimeFailures"),
+                "reload_failures": counter(a, "reloadFailures"),
+                "restarts": counter(a, "restarts"),
+                "last_error": a["lastError"].clone(),
+            })
+        })
+        .collect();
+    let reloads_unchanged = before
+        .iter()
+        .zip(after)
+        .all(|(b, a)| counter(b, "reloads") == counter(a, "reloads"));
+    json!({ "reloads_unchanged": reloads_unchanged, "peers": peers })
+}
+
+/// Polls `url`'s runtime-change count until it reaches `target`, or stood
+/// still for [`SETTLED_AFTER`].
+async fn runtime_changes_settled(
+    http: &reqwest::Client,
+    url: &str,
+    target: u64,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    let mut last = (u64::MAX, Instant::now());
+    loop {
+        let status = haproxy_statuses(http, &[url.to_owned()]).await?;
+        let now = counter(&status[0], "runtimeChanges");
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        if now >= target || last.1.elapsed() >= SETTLED_AFTER {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Run(format!(
+                "{url}: runtime changes never settled"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -284,6 +754,12 @@ async fn put(http: &reqwest::Client, url: &str, body: &Value) -> Result<(), Benc
     send_json(http, reqwest::Method::PUT, url, body)
         .await
         .map_err(|e| BenchError::Run(format!("PUT {e}")))
+}
+
+async fn delete(http: &reqwest::Client, url: &str) -> Result<(), BenchError> {
+    send_json(http, reqwest::Method::DELETE, url, &Value::Null)
+        .await
+        .map_err(|e| BenchError::Run(format!("DELETE {e}")))
 }
 
 /// Polls `url` until it answers 200; returns when it first did.

@@ -1,25 +1,31 @@
 //! `aqueduct demo`: a local mesh of three peers on loopback, each a child
 //! `aqueduct run` process with its own data dir and ports under one
-//! cluster CA, loaded with the example configuration
-//! (`examples/mesh.json`, the A/B deploy story of the README), until
-//! Ctrl-C or SIGTERM stops them all.
+//! cluster CA and its own HAProxy on its own loopback address, loaded with
+//! the example configuration (`examples/mesh.json`, the A/B deploy story
+//! of the README) and small HTTP servers standing in for the example's
+//! services, until Ctrl-C or SIGTERM stops them all. Without HAProxy
+//! installed the peers only render, and the demo says so.
 //!
-//! Owns the children's lifecycle and the example's loading (through the
-//! public REST API, like any client). Must not reach into a peer's state
-//! any other way.
+//! Owns the children's lifecycle, the stand-in services and the example's
+//! loading (through the public REST API, like any client). Must not reach
+//! into a peer's state any other way.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::config::HaproxySetting;
 use crate::daemon::ShutdownSignals;
-use crate::local_mesh::{LocalMesh, LocalMeshError, LocalPeer, Ports, send_json};
+use crate::echo::{self, EchoServer};
+use crate::local_mesh::{LocalMesh, LocalMeshError, LocalPeer, MeshHaproxy, Ports, send_json};
 
 /// The example configuration the demo loads (also what the README shows).
 pub const EXAMPLE: &str = include_str!("../examples/mesh.json");
 
-/// How long the example may take to reach every peer.
+/// How long the example may take to reach every peer, and every peer's
+/// HAProxy to serve it.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Registrations are renewed this often (the original client's period);
 /// the example's leases are 60 s.
@@ -37,6 +43,14 @@ pub struct DemoArgs {
     /// How many peers.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
     pub peers: u16,
+    /// The peers' HAProxy: `auto` (from PATH; render only if there is
+    /// none), `off` or a binary.
+    #[arg(long, default_value = "auto")]
+    pub haproxy: HaproxySetting,
+    /// Peer 1's HAProxy listens on this address wherever a frontend binds
+    /// `*`, peer N on the N−1th address after it.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub first_bind_host: Ipv4Addr,
 }
 
 /// Why the demo failed.
@@ -66,16 +80,24 @@ pub enum DemoError {
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let mut signals = ShutdownSignals::new().map_err(DemoError::Signals)?;
+    let example: Value =
+        serde_json::from_str(EXAMPLE).map_err(|e| DemoError::Load(e.to_string()))?;
+    // Kept until the demo ends: dropping a server stops it.
+    let _services = start_services(&example).await;
+    let haproxy = MeshHaproxy::PerPeer {
+        setting: args.haproxy.clone(),
+        first_bind_host: args.first_bind_host,
+    };
     // A signal while the peers start drops the half-made mesh, which kills
     // the children started so far.
     let mut mesh = tokio::select! {
-        mesh = LocalMesh::start(&args.dir, args.peers, Ports::From(args.base_port)) => mesh?,
+        mesh = LocalMesh::start(&args.dir, args.peers, Ports::From(args.base_port), haproxy) => mesh?,
         () = signals.recv() => {
             println!("demo stopped");
             return Ok(());
         }
     };
-    let outcome = serve(&mut mesh, &mut signals).await;
+    let outcome = serve(&mut mesh, &example, &mut signals).await;
     mesh.stop().await;
     println!("demo stopped");
     outcome
@@ -83,15 +105,17 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
 
 /// Loads the example, prints where everything is, and keeps the example's
 /// registrations alive until a signal (or a peer dying) ends the demo.
-async fn serve(mesh: &mut LocalMesh, signals: &mut ShutdownSignals) -> Result<(), DemoError> {
+async fn serve(
+    mesh: &mut LocalMesh,
+    example: &Value,
+    signals: &mut ShutdownSignals,
+) -> Result<(), DemoError> {
     let peers = &mesh.peers;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| DemoError::Load(e.to_string()))?;
     let first = format!("http://{}", peers[0].api);
-    let example: Value =
-        serde_json::from_str(EXAMPLE).map_err(|e| DemoError::Load(e.to_string()))?;
     let mut writes = Vec::new();
     for section in ["backends", "frontends"] {
         for (key, body) in example[section].as_object().into_iter().flatten() {
@@ -102,12 +126,27 @@ async fn serve(mesh: &mut LocalMesh, signals: &mut ShutdownSignals) -> Result<()
             ));
         }
     }
-    let registrations = registration_writes(&first, &example);
+    let registrations = registration_writes(&first, example);
     writes.extend(registrations.iter().cloned());
     for (method, url, body) in &writes {
         send(&http, method.clone(), url, body).await?;
     }
     wait_until_everywhere(&http, peers).await?;
+    let managed = http
+        .get(format!("{first}/haproxy/status"))
+        .send()
+        .await
+        .ok()
+        .and_then(|r| r.error_for_status().ok());
+    let managed = match managed {
+        Some(r) => r
+            .json::<Value>()
+            .await
+            .ok()
+            .is_some_and(|s| s["managed"] == true),
+        None => false,
+    };
+    let port = frontend_port(example);
 
     println!(
         "Aqueduct demo: {} peers on loopback, data and logs in {}",
@@ -131,7 +170,42 @@ async fn serve(mesh: &mut LocalMesh, signals: &mut ShutdownSignals) -> Result<()
     println!("  curl {last}/backends");
     println!("  curl {last}/mesh/peers");
     println!("  aqueduct ctl --api {last} backends");
-    println!("The A/B switch, on any peer:");
+    if managed {
+        println!("Each peer runs its own HAProxy; through each (answered by a v1 instance):");
+        for peer in peers.iter() {
+            if let Some(host) = peer.bind_host {
+                let addr = SocketAddr::new(host, port);
+                let serving = wait_until_serving(addr).await;
+                println!(
+                    "  {:<8} curl http://{addr}/{}",
+                    peer.name.as_str(),
+                    if serving {
+                        ""
+                    } else {
+                        "   (not answering yet)"
+                    }
+                );
+            }
+        }
+        if let Some(host) = peers[0].bind_host {
+            println!(
+                "  staged (v2): curl -H 'Host: staged.myapp.example.com' http://{host}:{port}/"
+            );
+        }
+    } else {
+        println!(
+            "HAProxy is not installed (or --haproxy off): the peers only render. Each peer's haproxy.cfg:"
+        );
+        println!("  curl {last}/haproxy/config");
+    }
+    println!(
+        "The A/B switch, on any peer{}:",
+        if managed {
+            " (then every HAProxy answers from v2)"
+        } else {
+            ""
+        }
+    );
     println!(
         "  curl -X POST {last}/backends/live -H 'content-type: application/json' -d '{{\"version\":\"2.0.0\"}}'"
     );
@@ -161,6 +235,83 @@ async fn serve(mesh: &mut LocalMesh, signals: &mut ShutdownSignals) -> Result<()
             }
         }
     }
+}
+
+/// Starts a stand-in for every registration and static member of the
+/// example, each answering with which instance it is. An address already in
+/// use is reported and skipped: the demo still runs, that member is down.
+async fn start_services(example: &Value) -> Vec<EchoServer> {
+    let registrations = example["registrations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let name = format!(
+                "{} v{} instance {}:{}",
+                r["name"].as_str().unwrap_or_default(),
+                r["version"].as_str().unwrap_or_default(),
+                r["host"].as_str().unwrap_or_default(),
+                r["port"]
+            );
+            (r["host"].clone(), r["port"].clone(), name)
+        });
+    let members = example["backends"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(key, backend)| {
+            backend["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |m| {
+                    let name = format!(
+                        "{key} member {}:{}",
+                        m["host"].as_str().unwrap_or_default(),
+                        m["port"]
+                    );
+                    (m["host"].clone(), m["port"].clone(), name)
+                })
+        });
+    let mut servers = Vec::new();
+    for (host, port, name) in registrations.chain(members) {
+        let addr = host
+            .as_str()
+            .and_then(|host| host.parse::<std::net::IpAddr>().ok())
+            .zip(port.as_u64().and_then(|p| u16::try_from(p).ok()))
+            .map(|(host, port)| SocketAddr::new(host, port));
+        let Some(addr) = addr else { continue };
+        match EchoServer::bind(addr, &name).await {
+            Ok(server) => servers.push(server),
+            Err(error) => println!("warning: no stand-in service for {name}: {error}"),
+        }
+    }
+    servers
+}
+
+/// The port of the example's frontend (it binds `*:PORT`).
+fn frontend_port(example: &Value) -> u16 {
+    example["frontends"]["myapp"]["bind"]
+        .as_str()
+        .and_then(|bind| bind.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(8080)
+}
+
+/// Polls `addr` until HAProxy answers 200 there (the example's members pass
+/// their first health check), for at most [`LOAD_TIMEOUT`].
+async fn wait_until_serving(addr: SocketAddr) -> bool {
+    let deadline = tokio::time::Instant::now() + LOAD_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        if echo::get(addr, Duration::from_secs(2))
+            .await
+            .is_ok_and(|answer| answer.status == 200)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 fn registration_writes(base: &str, example: &Value) -> Vec<(reqwest::Method, String, Value)> {

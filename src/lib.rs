@@ -25,6 +25,8 @@ pub mod daemon;
 #[cfg(feature = "shell")]
 pub mod demo;
 #[cfg(feature = "shell")]
+pub mod echo;
+#[cfg(feature = "shell")]
 pub mod local_mesh;
 #[cfg(feature = "shell")]
 pub mod peer;

@@ -1,11 +1,12 @@
 //! A mesh of `aqueduct run` child processes on loopback under one cluster
 //! CA, for `aqueduct demo` and `aqueduct bench`: certificates, data dirs,
-//! ports (fixed or ephemeral), start, restart and stop.
+//! ports (fixed or ephemeral), each peer's HAProxy (none, or one per peer
+//! on its own loopback address), start, restart and stop.
 //!
 //! Owns the children's lifecycle. Must not reach into a peer's state: the
 //! callers talk to the peers through their REST APIs like any client.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::certs::{self, CertError, NodeName};
+use crate::config::HaproxySetting;
 use crate::daemon::Listening;
 
 /// How long a peer may take to print its listening line.
@@ -28,6 +30,47 @@ pub enum Ports {
     From(u16),
     /// Ports chosen by the kernel (benchmarks, tests).
     Ephemeral,
+}
+
+/// Whether the peers drive HAProxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshHaproxy {
+    /// `--haproxy off`: the peers only render (benchmarks of the control
+    /// plane alone).
+    Off,
+    /// Each peer runs its own HAProxy (`--haproxy` with this setting), which
+    /// listens wherever a frontend binds `*` on the peer's own loopback
+    /// address (`--bind-host`): peer N on `first_bind_host` + N − 1, so
+    /// that the peers' HAProxies, and meshes started from different first
+    /// addresses, do not collide on one machine.
+    PerPeer {
+        /// `auto` or a binary (`off` makes render-only peers that still
+        /// get a bind host).
+        setting: HaproxySetting,
+        /// Peer 1's bind host.
+        first_bind_host: Ipv4Addr,
+    },
+}
+
+impl MeshHaproxy {
+    /// Peer `index`'s `--haproxy` argument and bind host.
+    fn for_peer(&self, index: u16) -> (std::ffi::OsString, Option<IpAddr>) {
+        match self {
+            MeshHaproxy::Off => ("off".into(), None),
+            MeshHaproxy::PerPeer {
+                setting,
+                first_bind_host,
+            } => {
+                let setting = match setting {
+                    HaproxySetting::Auto => "auto".into(),
+                    HaproxySetting::Off => "off".into(),
+                    HaproxySetting::Path(path) => path.clone().into_os_string(),
+                };
+                let host = Ipv4Addr::from(u32::from(*first_bind_host).saturating_add(index.into()));
+                (setting, Some(IpAddr::V4(host)))
+            }
+        }
+    }
 }
 
 /// Why a peer could not be started or stopped.
@@ -56,6 +99,9 @@ pub struct LocalPeer {
     pub api: SocketAddr,
     /// Its gossip address.
     pub gossip: SocketAddr,
+    /// Where its HAProxy listens for frontends that bind `*` (`None`: the
+    /// peer drives no HAProxy).
+    pub bind_host: Option<IpAddr>,
     /// Its log file (stderr).
     pub log: PathBuf,
     home: PathBuf,
@@ -66,6 +112,7 @@ pub struct LocalPeer {
 pub struct LocalMesh {
     dir: PathBuf,
     ports: Ports,
+    haproxy: MeshHaproxy,
     executable: PathBuf,
     /// The peers, in start order; each joins through the first.
     pub peers: Vec<LocalPeer>,
@@ -73,8 +120,13 @@ pub struct LocalMesh {
 
 impl LocalMesh {
     /// Starts `count` peers under `dir` (a CA and certificates are made
-    /// on first use), each joining through the first.
-    pub async fn start(dir: &Path, count: u16, ports: Ports) -> Result<LocalMesh, LocalMeshError> {
+    /// on first use), each joining through the first, with `haproxy`.
+    pub async fn start(
+        dir: &Path,
+        count: u16,
+        ports: Ports,
+        haproxy: MeshHaproxy,
+    ) -> Result<LocalMesh, LocalMeshError> {
         let executable = std::env::current_exe().map_err(|e| LocalMeshError::Peer {
             peer: "aqueduct".into(),
             reason: format!("cannot find its own executable: {e}"),
@@ -87,6 +139,7 @@ impl LocalMesh {
         let mut mesh = LocalMesh {
             dir: dir.to_owned(),
             ports,
+            haproxy,
             executable,
             peers: Vec::new(),
         };
@@ -175,6 +228,7 @@ impl LocalMesh {
             }
             Ports::Ephemeral => (0, 0),
         };
+        let (haproxy, bind_host) = self.haproxy.for_peer(index);
         let mut command = Command::new(&self.executable);
         command
             .arg("run")
@@ -185,11 +239,15 @@ impl LocalMesh {
             .arg(home.join("tls"))
             .args(["--api", &format!("127.0.0.1:{api}")])
             .args(["--gossip", &format!("127.0.0.1:{gossip}")])
-            .args(["--haproxy", "off"])
+            .arg("--haproxy")
+            .arg(haproxy)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)
             .kill_on_drop(true);
+        if let Some(host) = bind_host {
+            command.args(["--bind-host", &host.to_string()]);
+        }
         // Join through the first peer (the second when restarting the first).
         if let Some(seed) = self.peers.iter().find(|peer| peer.name != name) {
             command.args(["--join", &seed.gossip.to_string()]);
@@ -219,6 +277,7 @@ impl LocalMesh {
             name,
             api,
             gossip,
+            bind_host,
             log,
             home,
             child,

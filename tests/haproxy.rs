@@ -404,10 +404,10 @@ fn event_stream(peer: &Peer) -> std::sync::mpsc::Receiver<(String, String)> {
             let Ok(line) = line else { return };
             if let Some(name) = line.strip_prefix("event: ") {
                 event = name.to_owned();
-            } else if let Some(data) = line.strip_prefix("data: ") {
-                if sender.send((event.clone(), data.to_owned())).is_err() {
-                    return;
-                }
+            } else if let Some(data) = line.strip_prefix("data: ")
+                && sender.send((event.clone(), data.to_owned())).is_err()
+            {
+                return;
             }
         }
     });
