@@ -517,3 +517,36 @@ fn a_reload_haproxy_cannot_do_keeps_the_old_configuration_and_member_changes_sti
     assert!(on_disk.contains(&format!("127.0.0.1:{}", second.port())));
     drop(holder);
 }
+
+#[test]
+fn haproxys_own_stats_page_listens_where_configured_behind_basic_auth() {
+    let cluster = Cluster::new("haproxy-stats-page");
+    let mut spec = cluster.peer("peer-a");
+    let host = support::loopback_host();
+    spec.haproxy = Some(host);
+    let page = format!("{host}:19880");
+    spec.extra = [
+        "--haproxy-stats",
+        &page,
+        "--haproxy-stats-auth",
+        "admin:s3cret",
+    ]
+    .map(String::from)
+    .to_vec();
+    let _peer = spec.start();
+    let client = reqwest::blocking::Client::new();
+    let url = format!("http://{page}/");
+
+    let status = eventually("the stats page", || {
+        client
+            .get(&url)
+            .basic_auth("admin", Some("s3cret"))
+            .send()
+            .ok()
+            .map(|r| r.status().as_u16())
+    });
+
+    assert_eq!(status, 200);
+    let anonymous = client.get(&url).send().expect("answer").status().as_u16();
+    assert_eq!(anonymous, 401);
+}

@@ -128,7 +128,9 @@ impl ApiError {
             ApiError::TooLarge { limit } => json!({ "limitBytes": limit }),
             ApiError::Store(reason) | ApiError::CheckFailed(reason) => json!({ "reason": reason }),
             ApiError::HaproxyRejected(message) => json!({ "haproxy": message }),
-            ApiError::NotRendered => json!({ "reason": "the HAProxy driver is not running" }),
+            ApiError::NotRendered => json!({
+                "reason": "nothing rendered yet, or this peer runs without the HAProxy driver"
+            }),
             ApiError::NotFound(_)
             | ApiError::Unauthorized
             | ApiError::NoRoute

@@ -667,6 +667,15 @@ impl DriverTask {
                 self.reload_failed(alerts.join("\n"), previous).await;
                 false
             }
+            Err(e @ ProcessError::TimedOut { .. }) => {
+                // HAProxy may or may not run the new file: nothing is
+                // assumed, and the next apply starts from a full reload.
+                self.quarantine(&next, true);
+                self.active = None;
+                self.status.send_modify(|s| s.reload_failures += 1);
+                self.fail(format!("reload not confirmed: {e}"));
+                false
+            }
             Err(e) => {
                 self.quarantine(&next, true);
                 self.reload_failed(e.to_string(), previous).await;

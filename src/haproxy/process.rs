@@ -483,12 +483,6 @@ impl Master {
         self.pid
     }
 
-    /// Sends one command line to the master CLI (`show proc`, or `@1 show
-    /// stat` for the current worker) and returns the reply.
-    pub async fn master_cli(&self, commands: &str) -> Result<String, SocketError> {
-        socket::send(&self.cli, commands, CLI_TIMEOUT).await
-    }
-
     /// The master's `show proc`.
     pub async fn show_proc(&self) -> Result<ShowProc, ProcessError> {
         show_proc(&self.cli).await
@@ -509,7 +503,9 @@ impl Master {
         // The master closes the connection as it re-executes, so the
         // reply may be cut; only a refused connection means the command
         // was not delivered. `show proc` tells what happened.
-        if let Err(error @ SocketError::Connect { .. }) = self.master_cli("reload").await {
+        if let Err(error @ SocketError::Connect { .. }) =
+            socket::send(&self.cli, "reload", CLI_TIMEOUT).await
+        {
             return Err(error.into());
         }
         let reloaded = poll_show_proc(&self.cli, RELOAD_TIMEOUT, "HAProxy reload", |proc| {
@@ -609,8 +605,6 @@ async fn show_proc(cli: &Path) -> Result<ShowProc, ProcessError> {
 /// The master CLI's `show proc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShowProc {
-    /// The master's process id.
-    pub master_pid: u32,
     /// How many times the master has reloaded, failed reloads included.
     pub reloads: u32,
     /// Failed reloads since the last successful one (HAProxy resets it to
@@ -634,8 +628,6 @@ pub struct Worker {
     pub pid: u32,
     /// How many reloads it has lived through: 0 for the current worker.
     pub reloads: u32,
-    /// Its uptime as HAProxy prints it (`0d00h00m05s`).
-    pub uptime_text: String,
 }
 
 /// Why a `show proc` reply could not be read.
@@ -672,20 +664,18 @@ pub fn parse_show_proc(text: &str) -> Result<ShowProc, ShowProcError> {
                     .filter(|_| fields.get(3) == Some(&"[failed:"))
                     .and_then(|f| f.parse().ok())
                     .ok_or_else(malformed)?;
-                master = Some((number(0)?, number(2)?, failed));
+                master = Some((number(2)?, failed));
             }
             // `<pid> worker <reloads> <uptime> <version>`
             Some(&"worker") => workers.push(Worker {
                 pid: number(0)?,
                 reloads: number(2)?,
-                uptime_text: fields.get(3).ok_or_else(malformed)?.to_string(),
             }),
             _ => {}
         }
     }
-    let (master_pid, reloads, failed) = master.ok_or(ShowProcError::NoMaster)?;
+    let (reloads, failed) = master.ok_or(ShowProcError::NoMaster)?;
     Ok(ShowProc {
-        master_pid,
         reloads,
         failed,
         workers,
@@ -736,13 +726,11 @@ mod tests {
         assert_eq!(
             proc,
             ShowProc {
-                master_pid: 14494,
                 reloads: 0,
                 failed: 0,
                 workers: vec![Worker {
                     pid: 14497,
                     reloads: 0,
-                    uptime_text: "0d00h00m01s".into(),
                 }],
             }
         );
