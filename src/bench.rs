@@ -515,7 +515,7 @@ async fn on_every_frontend(
             tokio::spawn(async move {
                 let deadline = Instant::now() + limit;
                 loop {
-                    let answer = echo::get(addr, limit).await;
+                    let answer = echo::get(addr, "/", "aqueduct", limit).await;
                     if answer.as_ref().is_ok_and(&done) {
                         return Ok(Instant::now());
                     }

@@ -303,7 +303,7 @@ fn frontend_port(example: &Value) -> u16 {
 async fn wait_until_serving(addr: SocketAddr) -> bool {
     let deadline = tokio::time::Instant::now() + LOAD_TIMEOUT;
     while tokio::time::Instant::now() < deadline {
-        if echo::get(addr, Duration::from_secs(2))
+        if echo::get(addr, "/", "aqueduct", Duration::from_secs(2))
             .await
             .is_ok_and(|answer| answer.status == 200)
         {

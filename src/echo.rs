@@ -135,15 +135,19 @@ pub struct Answer {
     pub body: String,
 }
 
-/// `GET /` over a new connection to `addr` (never a pooled one: each probe
-/// must see what a new client would), with `timeout` for the whole
-/// exchange.
-pub async fn get(addr: SocketAddr, timeout: Duration) -> Result<Answer, EchoError> {
+/// `GET path` with `Host: host` over a new connection to `addr` (never a
+/// pooled one: each probe must see what a new client would), with
+/// `timeout` for the whole exchange.
+pub async fn get(
+    addr: SocketAddr,
+    path: &str,
+    host: &str,
+    timeout: Duration,
+) -> Result<Answer, EchoError> {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nhost: aqueduct\r\nconnection: close\r\n\r\n")
-            .await?;
+        stream.write_all(request.as_bytes()).await?;
         let mut bytes = Vec::new();
         (&mut stream)
             .take(ANSWER_LIMIT)

@@ -1171,16 +1171,22 @@ async fn a_stopped_peer_is_503_for_health_and_writes() {
 }
 
 #[tokio::test]
-async fn the_haproxy_config_is_503_until_the_driver_renders_one() {
+async fn the_haproxy_routes_are_503_without_a_driver() {
     let answer = Api::new().get("/haproxy/config").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         answer.json(),
         json!({
             "error": "no HAProxy configuration has been rendered by this peer",
-            "details": {"reason": "the HAProxy driver is not running"}
+            "details": {
+                "reason": "nothing rendered yet, or this peer runs without the HAProxy driver"
+            }
         })
     );
+    for path in ["/haproxy/status", "/haproxy/stats", "/haproxy/events"] {
+        let answer = Api::new().get(path).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+    }
 }
 
 // ---------------------------------------------------------------------------

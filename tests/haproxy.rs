@@ -110,6 +110,7 @@ fn a_member_added_on_another_peer_serves_here_without_a_reload() {
     let (first, second) = (TestServer::start("first"), TestServer::start("second"));
     serve(&a, &[&first]);
     wait_until_served_by(&b, "/", "example.com", &first);
+    b.wait_until_applied();
     let reloads = b.haproxy_count("reloads");
     let runtime = b.haproxy_count("runtimeChanges");
 
@@ -180,6 +181,7 @@ fn no_request_fails_during_50_reloads_and_200_member_changes() {
         .collect();
     serve(&peer, &[&stable[0], &stable[1]]);
     wait_until_served_by(&peer, "/", "example.com", &stable[0]);
+    peer.wait_until_applied();
     let reloads_before = peer.haproxy_count("reloads");
     let runtime_before = peer.haproxy_count("runtimeChanges");
 
@@ -274,6 +276,7 @@ fn a_bad_natives_line_is_refused_with_haproxys_message_and_changes_nothing() {
     let server = TestServer::start("only");
     serve(&peer, &[&server]);
     wait_until_served_by(&peer, "/", "example.com", &server);
+    peer.wait_until_applied();
     let config = reqwest::blocking::get(peer.url("/haproxy/config"))
         .expect("config")
         .text()
@@ -308,6 +311,7 @@ fn haproxy_killed_with_sigkill_is_back_and_serving_within_2_s() {
     let server = TestServer::start("only");
     serve(&peer, &[&server]);
     wait_until_served_by(&peer, "/", "example.com", &server);
+    peer.wait_until_applied();
     let pid = peer.haproxy_status()["pid"].as_i64().expect("a pid");
 
     let master = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid")).expect("pid");
@@ -376,6 +380,7 @@ fn a_registration_whose_lease_runs_out_leaves_the_dynamic_backend_without_a_relo
     );
     assert_eq!(status, 200, "{body}");
     wait_until_served_by(&peer, "/", "example.com", &fleeting);
+    peer.wait_until_applied();
     let reloads = peer.haproxy_count("reloads");
 
     eventually("the expired instance to leave the backend", || {

@@ -42,7 +42,14 @@
 //!   is a 400 carrying HAProxy's own message, and nothing is written. Only
 //!   the touched sections are checked, so the cost does not grow with the
 //!   configuration; the driver checks the whole file again before any
-//!   reload and never activates one HAProxy refuses.
+//!   reload and never activates one HAProxy refuses. A render-only peer
+//!   (`--haproxy off`) has no HAProxy to ask and checks nothing; what it
+//!   accepts is still held back by every managed peer that cannot load it.
+//! - **Two frontends cannot listen on one port of one address** (HAProxy
+//!   binds with SO_REUSEPORT and would split connections between them at
+//!   random): a 400 on `bind`; `*` overlaps every address.
+//! - **A backend named in a frontend's `natives`** (`use_backend x if ...`)
+//!   is in use like one named by a rule.
 //! - **A frontend and the backends it routes to share one mode** (HAProxy
 //!   refuses an http frontend in front of a tcp backend): a 400 on the
 //!   frontend's `mode` or on the backend's `mode` when a frontend of the

@@ -256,8 +256,6 @@ impl Driver {
 /// Files of one HAProxy under the driver's directory.
 struct Files {
     config: PathBuf,
-    /// The running master's pid, for the next run to take over from.
-    pid: PathBuf,
     server_state: PathBuf,
     admin_socket: PathBuf,
     dir: PathBuf,
@@ -278,7 +276,6 @@ pub fn spawn(
     })?;
     let files = Files {
         config: dir.join("haproxy.cfg"),
-        pid: dir.join("haproxy.pid"),
         server_state: dir.join("server-state"),
         admin_socket: dir.join("admin.sock"),
         dir: dir.clone(),
@@ -325,6 +322,7 @@ pub fn spawn(
         restart_backoff: RESTART_BACKOFF.0,
         active: None,
         quarantine: None,
+        died_reloading: None,
         next_expiry_ms: None,
         pending_deletions: Vec::new(),
         server_status: BTreeMap::new(),
@@ -388,6 +386,9 @@ struct DriverTask {
     active: Option<Rendered>,
     /// A structure HAProxy could not take, held back.
     quarantine: Option<Quarantine>,
+    /// The structure HAProxy was reloading when it last died: a second
+    /// death on the same one holds it back.
+    died_reloading: Option<u64>,
     /// When a live registration next expires (wall-clock ms).
     next_expiry_ms: Option<u64>,
     /// `del server` commands refused because connections remain.
@@ -445,7 +446,6 @@ impl DriverTask {
         }
         if let Some(master) = self.master.take() {
             master.stop().await;
-            let _ = tokio::fs::remove_file(&self.files.pid).await;
         }
     }
 
@@ -653,6 +653,7 @@ impl DriverTask {
                 let took_ms = took.as_secs_f64() * 1000.0;
                 self.pending_deletions.clear();
                 self.quarantine = None;
+                self.died_reloading = None;
                 self.status.send_modify(|s| {
                     s.reloads += 1;
                     s.last_reload_ms = Some(took_ms);
@@ -668,16 +669,25 @@ impl DriverTask {
                 false
             }
             Err(e @ ProcessError::TimedOut { .. }) => {
-                // HAProxy may or may not run the new file: nothing is
-                // assumed, and the next apply starts from a full reload.
-                self.quarantine(&next, true);
-                self.active = None;
+                // HAProxy re-reads the file on disk, which is `next`: most
+                // likely it runs it, only late. Plans go on from there; a
+                // runtime command that finds otherwise falls back to a
+                // reload.
+                self.active = Some(next);
                 self.status.send_modify(|s| s.reload_failures += 1);
                 self.fail(format!("reload not confirmed: {e}"));
                 false
             }
             Err(e) => {
-                self.quarantine(&next, true);
+                // HAProxy died during the reload (or its CLI failed): it
+                // restarts on the previous configuration and the next apply
+                // tries `next` again — unless `next` was being loaded the
+                // last time HAProxy died too.
+                let key = next.structure_key();
+                if self.died_reloading == Some(key) {
+                    self.quarantine(&next, true);
+                }
+                self.died_reloading = Some(key);
                 self.reload_failed(e.to_string(), previous).await;
                 false
             }
@@ -765,14 +775,14 @@ impl DriverTask {
             self.schedule_restart();
             return false;
         }
-        let leftover = self.leftover_master().await;
+        let leftovers = self.leftover_masters().await;
         match Master::start(&binary, &self.files.config, &self.files.dir).await {
             Ok(master) => {
                 let pid = master.pid();
-                if let Err(e) = write_atomically(&self.files.pid, &format!("{pid}\n")).await {
-                    tracing::warn!("writing {}: {e}", self.files.pid.display());
-                }
-                if let Some(old) = leftover {
+                for old in leftovers
+                    .into_iter()
+                    .filter(|old| old.as_raw_nonzero().get() as u32 != pid)
+                {
                     // Listeners use SO_REUSEPORT, so the new HAProxy was
                     // already accepting: the old one may stop listening and
                     // finish its connections (a soft stop).
@@ -800,22 +810,32 @@ impl DriverTask {
         }
     }
 
-    /// The HAProxy master a previous run of this peer left behind (it was
-    /// killed, and HAProxy kept serving): the pid in the pid file, if that
-    /// process still runs HAProxy on this peer's configuration file.
-    async fn leftover_master(&self) -> Option<rustix::process::Pid> {
-        let pid: i32 = tokio::fs::read_to_string(&self.files.pid)
-            .await
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let cmdline = tokio::fs::read(format!("/proc/{pid}/cmdline")).await.ok()?;
-        let config = self.files.config.to_string_lossy();
-        let ours = cmdline
-            .split(|&b| b == 0)
-            .any(|arg| arg == config.as_bytes());
-        ours.then(|| rustix::process::Pid::from_raw(pid)).flatten()
+    /// The HAProxy processes a previous run of this peer left behind (it
+    /// was killed, and HAProxy kept serving): those running in master-worker
+    /// mode on this peer's configuration file. Found through
+    /// /proc rather than a pid file, which a run killed at the wrong moment
+    /// may not have written.
+    async fn leftover_masters(&self) -> Vec<rustix::process::Pid> {
+        let config = self.files.config.clone();
+        tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir("/proc") else {
+                return Vec::new();
+            };
+            entries
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+                    // Its workers match too (they share the command line);
+                    // a soft stop is what their master would send them.
+                    args.contains(&b"-W".as_slice())
+                        && args.contains(&config.as_os_str().as_encoded_bytes())
+                })
+                .filter_map(rustix::process::Pid::from_raw)
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     fn schedule_restart(&mut self) {

@@ -324,6 +324,20 @@ impl Peer {
             .unwrap_or_else(|| panic!("/haproxy/status has no {field}"))
     }
 
+    /// Waits until this peer's HAProxy runs exactly what the peer last
+    /// rendered, as the driver has confirmed it (a new worker answers
+    /// before its reload is confirmed and counted).
+    pub fn wait_until_applied(&self) {
+        eventually("HAProxy to run the last rendered configuration", || {
+            let text = reqwest::blocking::get(self.url("/haproxy/config"))
+                .ok()?
+                .text()
+                .ok()?;
+            let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+            (self.haproxy_status()["appliedHash"] == hash.as_str()).then_some(())
+        });
+    }
+
     /// The address this peer's HAProxy listens on for `*:port`.
     pub fn through_haproxy(&self, port: u16) -> SocketAddr {
         let host = self.spec.haproxy.expect("a peer with HAProxy");
@@ -331,23 +345,21 @@ impl Peer {
     }
 
     /// A peer killed with SIGKILL leaves its HAProxy serving (as in
-    /// production); the test ends it here, by the pid file the peer wrote,
-    /// if that process still runs HAProxy on this peer's files.
+    /// production); the test ends it here: every process running on this
+    /// peer's HAProxy configuration file.
     fn kill_leftover_haproxy(&self) {
-        let dir = self.spec.data_dir.join("haproxy");
-        let Some(pid) = std::fs::read_to_string(dir.join("haproxy.pid"))
-            .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok())
-        else {
+        let config = self.spec.data_dir.join("haproxy/haproxy.cfg");
+        let Ok(entries) = std::fs::read_dir("/proc") else {
             return;
         };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let config = dir.join("haproxy.cfg");
-        let ours = cmdline
-            .split(|&b| b == 0)
-            .any(|arg| arg == config.to_string_lossy().as_bytes());
-        if let (true, Some(pid)) = (ours, rustix::process::Pid::from_raw(pid)) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ours = cmdline
+                .split(|&b| b == 0)
+                .any(|arg| arg == config.as_os_str().as_encoded_bytes());
+            if let (true, Some(pid)) = (ours, rustix::process::Pid::from_raw(pid)) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
         }
     }
 }
