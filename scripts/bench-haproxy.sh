@@ -17,4 +17,5 @@ bench() {
 bench member-latency --iterations 200
 bench member-churn --changes 1000
 bench member-churn --changes 1000 --peers 3
+bench haproxy-restart --kills 20
 cargo bench --locked --bench render

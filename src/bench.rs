@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::config::HaproxySetting;
 use crate::echo::{self, Answer, EchoServer};
+use crate::haproxy::driver::STABLE_AFTER;
 use crate::local_mesh::{LocalMesh, LocalMeshError, MeshHaproxy, Ports, send_json};
 use crate::peer::wall_clock_ms;
 
@@ -116,6 +117,14 @@ pub enum Workload {
         #[arg(long, default_value_t = 1)]
         peers: u16,
     },
+    /// One peer with its own HAProxy: its HAProxy master killed with
+    /// SIGKILL, time until a request through it is answered again (the
+    /// driver restarts it).
+    HaproxyRestart {
+        /// How many kills.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        kills: u32,
+    },
 }
 
 /// Why a benchmark failed.
@@ -172,14 +181,17 @@ impl Workload {
             Workload::Footprint { .. } => 1,
             Workload::MemberLatency { .. } => 3,
             Workload::MemberChurn { peers, .. } => *peers,
+            Workload::HaproxyRestart { .. } => 1,
         }
     }
 
-    /// Whether its peers drive HAProxy: only the `member-*` benchmarks do,
-    /// so that the others measure the control plane alone, as before.
+    /// Whether its peers drive HAProxy: only the HAProxy benchmarks do, so
+    /// that the others measure the control plane alone, as before.
     fn haproxy(&self, setting: HaproxySetting, first_bind_host: Ipv4Addr) -> MeshHaproxy {
         match self {
-            Workload::MemberLatency { .. } | Workload::MemberChurn { .. } => MeshHaproxy::PerPeer {
+            Workload::MemberLatency { .. }
+            | Workload::MemberChurn { .. }
+            | Workload::HaproxyRestart { .. } => MeshHaproxy::PerPeer {
                 setting,
                 first_bind_host,
             },
@@ -214,7 +226,66 @@ async fn measure(mesh: &mut LocalMesh, workload: Workload) -> Result<Value, Benc
         Workload::MemberChurn {
             changes, members, ..
         } => member_churn(&http, &urls, &frontend_hosts(mesh)?, changes, members).await,
+        Workload::HaproxyRestart { kills } => {
+            haproxy_restart(&http, &urls, &frontend_hosts(mesh)?, kills).await
+        }
     }
+}
+
+/// Kills the peer's HAProxy master `kills` times; each sample is from the
+/// kill until a request through HAProxy is answered by the member again.
+async fn haproxy_restart(
+    http: &reqwest::Client,
+    urls: &[String],
+    hosts: &[IpAddr],
+    kills: u32,
+) -> Result<Value, BenchError> {
+    let server = EchoServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), "member")
+        .await
+        .map_err(|e| BenchError::Run(e.to_string()))?;
+    let frontends = serve_bench_backend(http, urls, hosts, &[]).await?;
+    put(http, &member_url(&urls[0], server.addr()), &json!({})).await?;
+    let serving = |answer: &Answer| answer.status == 200 && answer.body == "member";
+    on_every_frontend(&frontends, WAIT_LIMIT, serving).await?;
+    let mut back = Vec::new();
+    for _ in 0..kills {
+        // Each kill hits an HAProxy that ran long enough to be "stable":
+        // a crash loop backs off on purpose, and is not what this measures.
+        tokio::time::sleep(STABLE_AFTER + Duration::from_millis(200)).await;
+        applied_everything(http, &urls[0]).await?;
+        let status = &haproxy_statuses(http, urls).await?[0];
+        let pid = status["pid"]
+            .as_i64()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| BenchError::Run(format!("no HAProxy pid in {status}")))?;
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL)
+            .map_err(|e| BenchError::Run(format!("SIGKILL to HAProxy: {e}")))?;
+        let killed = Instant::now();
+        // Back: a new master runs (the killed one's workers may answer for
+        // a moment after it died), and a request through it is answered.
+        loop {
+            let status = &haproxy_statuses(http, urls).await?[0];
+            if status["running"] == true
+                && status["pid"].as_i64() != Some(i64::from(pid.as_raw_nonzero().get()))
+            {
+                break;
+            }
+            if killed.elapsed() > WAIT_LIMIT {
+                return Err(BenchError::Run(format!("HAProxy not restarted: {status}")));
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+        let served = on_every_frontend(&frontends, WAIT_LIMIT, serving).await?;
+        back.push(served.saturating_duration_since(killed));
+    }
+    let status = &haproxy_statuses(http, urls).await?[0];
+    Ok(json!({
+        "benchmark": "haproxy-restart",
+        "kills": kills,
+        "serving_again_ms": percentiles(&mut back),
+        "restarts": status["restarts"],
+    }))
 }
 
 /// The peers' bind hosts (the `member-*` benchmarks give every peer one).

@@ -37,8 +37,9 @@ const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Durat
 const RELOAD_RETRY: Duration = Duration::from_secs(30);
 /// Deletions waiting for connections to finish; beyond this, a reload.
 const PENDING_DELETIONS_MAX: usize = 10_000;
-/// An HAProxy that stayed up this long resets the restart backoff.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// An HAProxy that stayed up this long resets the restart backoff (one that
+/// cannot even start keeps backing off: its start fails before this).
+pub const STABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// How the driver is set up.
 pub struct DriverConfig {
