@@ -12,7 +12,6 @@
 //! and `plan` between the running configuration and the next one. Views and
 //! rendered configurations are built outside the measured region.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -100,7 +99,7 @@ fn view() -> ConfigView {
         backends: (0..BACKENDS)
             .map(|i| (backend_name(i), backend(i)))
             .collect(),
-        registrations: BTreeMap::new(),
+        ..ConfigView::default()
     }
 }
 

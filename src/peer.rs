@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::certs::NodeName;
 use crate::config::JoinAddr;
-use crate::crdt::model::ConfigView;
-use crate::crdt::{Command, CommandError, Digest, ReplicaId, ViewPart};
+use crate::crdt::model::{ConfigView, OwnerId, Owners, Registration, RegistrationKey};
+use crate::crdt::{Command, CommandError, Digest, LeaseKeeper, ReplicaId, ViewPart};
 use crate::gossip::{Node, NodeStats, Output, PeerId, PeerState, Time};
 use crate::store::{Durability, Entry, StoreError, Writer};
 use crate::transport::{Event, Transport};
@@ -49,6 +49,17 @@ pub enum Request {
     Status {
         /// Where the status goes.
         reply: oneshot::Sender<Status>,
+    },
+    /// A registry heartbeat for one instance: written (and answered once
+    /// durable) only when others need to learn something; otherwise kept
+    /// by this peer, which then owns the instance's lease.
+    Heartbeat {
+        /// The instance.
+        key: RegistrationKey,
+        /// Its meta and lease.
+        registration: Registration,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<(), WriteError>>,
     },
 }
 
@@ -125,6 +136,12 @@ pub struct PeerStatus {
 pub struct Counters {
     /// Writes acknowledged to API clients.
     pub writes_acknowledged: u64,
+    /// Registry heartbeats taken.
+    pub heartbeats: u64,
+    /// Heartbeats that had to be written (new or changed registrations).
+    pub heartbeats_written: u64,
+    /// Lease renewals and expiries this peer wrote for instances it owns.
+    pub lease_writes: u64,
     /// Writes refused (validation passed, but the replica said no).
     pub writes_refused: u64,
     /// Remote changes applied to the state.
@@ -170,6 +187,28 @@ impl Handle {
             .map_err(|_| PeerGone)?;
         let (reply, answer) = oneshot::channel();
         self.send(Request::Write { command, reply }).await?;
+        answer.await.map_err(|_| PeerGone)?
+    }
+
+    /// Takes a registry heartbeat; returns once whatever it changed is
+    /// durable on this peer.
+    pub async fn heartbeat(
+        &self,
+        key: RegistrationKey,
+        registration: Registration,
+    ) -> Result<(), WriteError> {
+        let _place = self
+            .writes_in_flight
+            .acquire()
+            .await
+            .map_err(|_| PeerGone)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Heartbeat {
+            key,
+            registration,
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| PeerGone)?
     }
 
@@ -275,6 +314,14 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         .map(|addr| tokio::spawn(find_seed(transport.clone(), addr, joined.clone())))
         .collect();
     drop(joined);
+    let me = OwnerId(node.peer_id().0);
+    let keeper = LeaseKeeper::new(
+        me,
+        &node.replica().view_of(&[ViewPart::Registrations]),
+        wall_clock_ms(),
+    );
+    let mut owners_tick = tokio::time::interval(OWNERS_EVERY);
+    owners_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut peer = PeerTask {
         node,
         name,
@@ -292,6 +339,8 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         acks: VecDeque::new(),
         view: None,
         changes,
+        keeper,
+        owners: Owners::default(),
         counters: Counters::default(),
         dropped_here: 0,
         seed_finders,
@@ -320,6 +369,8 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
                 let now = peer.now();
                 peer.node.handle_timeout(now);
             }
+            () = sleep_until_wall_ms(peer.keeper.next_deadline_ms()) => peer.tend_leases().await?,
+            _ = owners_tick.tick() => peer.observe_owners(),
             _ = &mut shutdown => break,
         }
         peer.flush_outputs(false).await?;
@@ -401,8 +452,13 @@ struct PeerTask {
     acks: VecDeque<(u64, oneshot::Sender<Result<(), WriteError>>)>,
     /// The view as of the last change (built on demand).
     view: Option<Arc<ConfigView>>,
-    /// Bumped on every change to the document.
+    /// Bumped on every change to the document, and when what this peer
+    /// knows of registration owners changes.
     changes: watch::Sender<u64>,
+    /// The heartbeats this peer takes.
+    keeper: LeaseKeeper,
+    /// What this peer knows of registration owners (from membership).
+    owners: Owners,
     counters: Counters,
     /// Messages this task dropped itself, counted with the transport's
     /// drops: no address known, or [`HELD_MAX`] already waiting.
@@ -423,39 +479,135 @@ impl PeerTask {
     async fn on_request(&mut self, request: Request) -> Result<(), PeerError> {
         match request {
             Request::Write { command, reply } => {
-                let now = self.now();
-                match self.node.execute(now, wall_clock_ms(), &command) {
-                    Ok(_) => {
-                        self.flush_outputs(true).await?;
-                        // An unchanged write still waits for every earlier
-                        // entry: the write it repeats may not be durable yet.
-                        self.acks.push_back((self.submitted, reply));
-                        self.answer_durable_writes();
+                if let Command::Deregister { key } = &command {
+                    self.keeper.forget(key);
+                }
+                self.write(&command, reply).await?;
+            }
+            Request::Heartbeat {
+                key,
+                registration,
+                reply,
+            } => {
+                self.counters.heartbeats += 1;
+                let part = [ViewPart::Service(key.service.clone())];
+                let current = self.node.replica().view_of(&part);
+                let command = self.keeper.heartbeat(
+                    key.clone(),
+                    registration,
+                    current.registrations.get(&key),
+                    wall_clock_ms(),
+                );
+                match command {
+                    Some(command) => {
+                        self.counters.heartbeats_written += 1;
+                        self.write(&command, reply).await?;
                     }
-                    Err(refused) => {
-                        self.counters.writes_refused += 1;
-                        let _ = reply.send(Err(WriteError::Refused(refused)));
+                    // The registration as replicated already says all
+                    // others need (and it is durable).
+                    None => {
+                        let _ = reply.send(Ok(()));
                     }
                 }
             }
             Request::View { parts: None, reply } => {
-                let node = &self.node;
-                let view = self
-                    .view
-                    .get_or_insert_with(|| Arc::new(node.replica().view()));
+                let (node, owners) = (&self.node, &self.owners);
+                let view = self.view.get_or_insert_with(|| {
+                    Arc::new(ConfigView {
+                        owners: owners.clone(),
+                        ..node.replica().view()
+                    })
+                });
                 let _ = reply.send(view.clone());
             }
             Request::View {
                 parts: Some(parts),
                 reply,
             } => {
-                let _ = reply.send(Arc::new(self.node.replica().view_of(&parts)));
+                let view = ConfigView {
+                    owners: self.owners.clone(),
+                    ..self.node.replica().view_of(&parts)
+                };
+                let _ = reply.send(Arc::new(view));
             }
             Request::Status { reply } => {
                 let _ = reply.send(self.status());
             }
         }
         Ok(())
+    }
+
+    /// Executes a local change; `reply` is answered once it is durable.
+    async fn write(
+        &mut self,
+        command: &Command,
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    ) -> Result<(), PeerError> {
+        let now = self.now();
+        match self.node.execute(now, wall_clock_ms(), command) {
+            Ok(_) => {
+                self.flush_outputs(true).await?;
+                // An unchanged write still waits for every earlier entry:
+                // the write it repeats may not be durable yet.
+                self.acks.push_back((self.submitted, reply));
+                self.answer_durable_writes();
+            }
+            Err(refused) => {
+                self.counters.writes_refused += 1;
+                let _ = reply.send(Err(WriteError::Refused(refused)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the lease expiries and renewals that are due.
+    async fn tend_leases(&mut self) -> Result<(), PeerError> {
+        let view = self.node.replica().view_of(&[ViewPart::Registrations]);
+        for command in self.keeper.tick(&view, wall_clock_ms()) {
+            let now = self.now();
+            // Only commands on registrations that exist come out of the
+            // keeper; a refusal means one vanished meanwhile: nothing to do.
+            if self.node.execute(now, wall_clock_ms(), &command).is_ok() {
+                self.counters.lease_writes += 1;
+                self.flush_outputs(true).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings [`Owners`] up to date with membership; a change renders the
+    /// cached view stale (it decides which registrations are live).
+    fn observe_owners(&mut self) {
+        let mut owners = Owners {
+            me: Some(OwnerId(self.node.peer_id().0)),
+            ..Owners::default()
+        };
+        for (member, state) in self.node.peers() {
+            let id = OwnerId(member.peer.0);
+            match state {
+                PeerState::Alive | PeerState::Suspect => {
+                    owners.up.insert(id);
+                }
+                PeerState::Down => {
+                    let since = self
+                        .owners
+                        .down_since_ms
+                        .get(&id)
+                        .copied()
+                        .unwrap_or_else(wall_clock_ms);
+                    owners.down_since_ms.insert(id, since);
+                }
+            }
+        }
+        // A peer up again under a later identity is up, whatever an older
+        // one of it says.
+        let up = owners.up.clone();
+        owners.down_since_ms.retain(|id, _| !up.contains(id));
+        if owners != self.owners {
+            self.owners = owners;
+            self.view = None;
+            self.changes.send_modify(|n| *n += 1);
+        }
     }
 
     fn on_event(&mut self, event: Event) {
@@ -631,6 +783,20 @@ impl PeerTask {
         self.transport.shutdown(SHUTDOWN_GRACE).await;
         self.writer.close().await?;
         Ok(())
+    }
+}
+
+/// How often membership is read for registration owners (a peer seen down
+/// starts its instances' last lease here).
+const OWNERS_EVERY: Duration = Duration::from_millis(100);
+
+/// Sleeps until wall-clock `at_ms`, or forever for `None`.
+async fn sleep_until_wall_ms(at_ms: Option<u64>) {
+    match at_ms {
+        Some(at) => {
+            tokio::time::sleep(Duration::from_millis(at.saturating_sub(wall_clock_ms()))).await;
+        }
+        None => std::future::pending().await,
     }
 }
 

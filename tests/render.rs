@@ -194,7 +194,7 @@ fn view_with_app(app: Backend) -> ConfigView {
     ConfigView {
         frontends: BTreeMap::from([(name("web"), frontend("*:8080", "app"))]),
         backends: BTreeMap::from([(name("app"), app)]),
-        registrations: BTreeMap::new(),
+        ..ConfigView::default()
     }
 }
 
@@ -468,4 +468,21 @@ fn an_acl_value_that_looks_like_a_flag_stays_a_value() {
             .text()
             .contains("acl rule_1_path_beg path_beg -- -i\n")
     );
+}
+
+#[test]
+fn replacing_every_member_adds_the_new_ones_before_removing_the_old() {
+    // An A/B switch: the backend must never be without a server.
+    let before = view_with_app(static_backend(&[("10.0.0.1", 80, ready())]));
+    let after = view_with_app(static_backend(&[("10.0.0.2", 80, ready())]));
+    let commands = runtime_commands(plan(&rendered(&before), &rendered(&after)));
+    let added = commands
+        .iter()
+        .position(|c| c.starts_with("add server"))
+        .unwrap();
+    let removed = commands
+        .iter()
+        .position(|c| c.starts_with("del server"))
+        .unwrap();
+    assert!(added < removed, "{commands:?}");
 }

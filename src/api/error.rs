@@ -146,6 +146,8 @@ impl From<CommandError> for ApiError {
             CommandError::NotFound(what) => ApiError::NotFound(what),
             // The path names the backend, so the path key is the field.
             CommandError::NotDynamic(_) => ApiError::invalid("key", error),
+            // The API never sends renewals; the peer batches its own.
+            CommandError::TooMany(_) => ApiError::invalid(WHOLE_BODY, error),
         }
     }
 }

@@ -46,6 +46,21 @@ fn render(status: &Status, haproxy: Option<&ApplyStatus>) -> String {
         counter(counters.writes_acknowledged),
     );
     registry.register(
+        "registry_heartbeats",
+        "Registry heartbeats taken",
+        counter(counters.heartbeats),
+    );
+    registry.register(
+        "registry_heartbeats_written",
+        "Heartbeats written to the replicated state (new or changed registrations)",
+        counter(counters.heartbeats_written),
+    );
+    registry.register(
+        "registry_lease_writes",
+        "Lease renewals (batched) and expiries written for instances this peer owns",
+        counter(counters.lease_writes),
+    );
+    registry.register(
         "writes_refused",
         "Writes refused by the replica",
         counter(counters.writes_refused),

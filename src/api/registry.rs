@@ -2,7 +2,9 @@
 //! `/registrations`): heartbeats, deregistration and listings.
 //!
 //! Owns the wall-clock reading for a lease's renewal. Must not list a
-//! registration whose lease has run out.
+//! registration whose lease has run out. A heartbeat goes to the peer,
+//! which writes only what other peers need to learn
+//! ([`crate::crdt::LeaseKeeper`]).
 
 use axum::Json;
 use axum::extract::State;
@@ -81,10 +83,7 @@ pub(crate) async fn register(
     };
     let registration = dto::registration_from_meta(meta, wall_clock_ms())?;
     let answer = RegistrationOut::new(&key, &registration);
-    state
-        .handle
-        .write(Command::Register { key, registration })
-        .await?;
+    state.handle.heartbeat(key, registration).await?;
     Ok(Json(answer))
 }
 

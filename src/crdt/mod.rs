@@ -24,14 +24,17 @@
 
 mod dot;
 mod hlc;
+mod leases;
 pub mod model;
 mod replica;
 mod store;
 
 pub use dot::{Dot, DotSet, ReplicaId};
 pub use hlc::Hlc;
+pub use leases::LeaseKeeper;
 pub use replica::{
-    Command, CommandError, ConfigDelta, Digest, RemoteDeltaError, Replica, ViewPart,
+    Command, CommandError, ConfigDelta, Digest, RENEWALS_PER_COMMAND_MAX, RemoteDeltaError,
+    Replica, ViewPart,
 };
 pub use store::{Delta, DotStore, JoinError, LiveSummary, Objects, Register, Stamped, SyncSummary};
 

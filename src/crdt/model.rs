@@ -7,7 +7,7 @@
 //! also when decoded from a peer. Must not know about dots, contexts or
 //! replication; see `store.rs` for that.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU16;
@@ -820,13 +820,23 @@ pub enum MemberState {
     Maint,
 }
 
-/// A registration's lease: when it was last renewed (wall-clock ms of the
-/// peer that took the heartbeat) and for how long it lives.
+/// The peer that takes a registration's heartbeats (its gossip id): while
+/// it is up, it vouches for the registration and decides its expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "(u64, u32)", into = "(u64, u32)")]
+pub struct OwnerId(pub u64);
+
+/// A registration's lease: when it was last renewed (wall-clock ms of the
+/// peer that took the heartbeat), for how long it lives, and which peer
+/// takes its heartbeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(
+    try_from = "(u64, u32, Option<OwnerId>)",
+    into = "(u64, u32, Option<OwnerId>)"
+)]
 pub struct Lease {
     renewed_at_ms: u64,
     ttl_ms: u32,
+    owner: Option<OwnerId>,
 }
 
 impl Lease {
@@ -835,7 +845,7 @@ impl Lease {
     /// Longest accepted lease (one day).
     pub const TTL_MAX_MS: u32 = 86_400_000;
 
-    /// Builds a lease, bounding its length.
+    /// Builds a lease with no owner, bounding its length.
     pub fn new(renewed_at_ms: u64, ttl_ms: u32) -> Result<Self, InvalidValue> {
         if !(Self::TTL_MIN_MS..=Self::TTL_MAX_MS).contains(&ttl_ms) {
             return Err(InvalidValue::new(
@@ -847,7 +857,22 @@ impl Lease {
         Ok(Lease {
             renewed_at_ms,
             ttl_ms,
+            owner: None,
         })
+    }
+    /// The same lease, its heartbeats taken by `owner`.
+    pub fn owned_by(self, owner: OwnerId) -> Lease {
+        Lease {
+            owner: Some(owner),
+            ..self
+        }
+    }
+    /// The same lease, renewed at `at_ms`.
+    pub fn renewed_at(self, at_ms: u64) -> Lease {
+        Lease {
+            renewed_at_ms: at_ms,
+            ..self
+        }
     }
     /// Wall-clock ms of the last renewal.
     pub fn renewed_at_ms(self) -> u64 {
@@ -857,22 +882,77 @@ impl Lease {
     pub fn ttl_ms(self) -> u32 {
         self.ttl_ms
     }
+    /// The peer that takes its heartbeats, if any.
+    pub fn owner(self) -> Option<OwnerId> {
+        self.owner
+    }
     /// Wall-clock ms of the last instant the lease is live.
     pub fn expires_at_ms(self) -> u64 {
         self.renewed_at_ms.saturating_add(u64::from(self.ttl_ms))
     }
 }
 
-impl TryFrom<(u64, u32)> for Lease {
+impl TryFrom<(u64, u32, Option<OwnerId>)> for Lease {
     type Error = InvalidValue;
-    fn try_from((at, ttl): (u64, u32)) -> Result<Self, InvalidValue> {
-        Lease::new(at, ttl)
+    fn try_from((at, ttl, owner): (u64, u32, Option<OwnerId>)) -> Result<Self, InvalidValue> {
+        Ok(Lease {
+            owner,
+            ..Lease::new(at, ttl)?
+        })
     }
 }
 
-impl From<Lease> for (u64, u32) {
+impl From<Lease> for (u64, u32, Option<OwnerId>) {
     fn from(l: Lease) -> Self {
-        (l.renewed_at_ms, l.ttl_ms)
+        (l.renewed_at_ms, l.ttl_ms, l.owner)
+    }
+}
+
+/// What this peer knows of registration owners, from membership: which are
+/// up, and since when (this peer's wall clock) the others are down. Only
+/// facts this peer observed itself, so no two peers' clocks are compared.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Owners {
+    /// This peer (always up for itself).
+    pub me: Option<OwnerId>,
+    /// Peers up (alive or merely suspected).
+    pub up: BTreeSet<OwnerId>,
+    /// Peers down, with the wall-clock ms this peer first saw them down.
+    pub down_since_ms: BTreeMap<OwnerId, u64>,
+}
+
+/// Renewals of a registration's lease in the replicated state while its
+/// owner is up and heartbeats arrive: at least this often. A registration
+/// whose owner this peer does not know at all (it joined after the owner
+/// was forgotten) is live while renewed within lease + this + skew.
+pub const LEASE_RENEWAL_MS: u64 = 30_000;
+/// How far two peers' wall clocks may disagree without a registration
+/// flapping on a peer that judges another peer's renewal time.
+pub const CLOCK_SKEW_MS: u64 = 1_000;
+
+impl Owners {
+    /// Until when (wall-clock ms, inclusive) a registration with `lease` is
+    /// live here, or `None` while its owner is up and vouches for it.
+    ///
+    /// - owner up (or this peer): live until the owner removes it (it does
+    ///   so itself when heartbeats stop: one clock, no skew);
+    /// - owner down: live for one lease from when this peer saw it go
+    ///   down (the instance may fail over to another peer meanwhile);
+    /// - owner unknown, or none: live while the last replicated renewal is
+    ///   recent (renewals come every [`LEASE_RENEWAL_MS`]).
+    pub fn live_until_ms(&self, lease: Lease) -> Option<u64> {
+        let ttl = u64::from(lease.ttl_ms());
+        match lease.owner() {
+            Some(owner) if self.me == Some(owner) || self.up.contains(&owner) => None,
+            Some(owner) if self.down_since_ms.contains_key(&owner) => {
+                Some(self.down_since_ms[&owner].saturating_add(ttl))
+            }
+            _ => Some(
+                lease
+                    .expires_at_ms()
+                    .saturating_add(LEASE_RENEWAL_MS + CLOCK_SKEW_MS),
+            ),
+        }
     }
 }
 
@@ -1113,6 +1193,11 @@ pub struct ConfigView {
     pub backends: BTreeMap<Name, Backend>,
     /// Registrations by identity.
     pub registrations: BTreeMap<RegistrationKey, Registration>,
+    /// What the peer that made this view knows of registration owners
+    /// (not replicated state: each peer's own membership view), which
+    /// decides which registrations are live.
+    #[serde(skip)]
+    pub owners: Owners,
 }
 
 /// The resolved fields of every object (one winning value per field).
@@ -1209,12 +1294,16 @@ pub struct LiveRegistrations<'a> {
 }
 
 impl<'a> LiveRegistrations<'a> {
-    /// Those of `view` live at wall-clock `now_ms`: renewed within their
-    /// lease (`now <= renewed + ttl`).
+    /// Those of `view` live at wall-clock `now_ms`, by what the view's
+    /// peer knows of their owners ([`Owners::live_until_ms`]).
     pub fn new(view: &'a ConfigView, now_ms: u64) -> Self {
+        let owners = &view.owners;
         let mut by_service: BTreeMap<_, BTreeMap<_, Instances<'a>>> = BTreeMap::new();
         for (key, registration) in &view.registrations {
-            if now_ms <= registration.lease.expires_at_ms() {
+            if owners
+                .live_until_ms(registration.lease)
+                .is_none_or(|until| now_ms <= until)
+            {
                 by_service
                     .entry(&key.service)
                     .or_default()
@@ -1240,14 +1329,14 @@ impl<'a> LiveRegistrations<'a> {
 
     /// The earliest wall-clock ms after `now_ms` at which a live
     /// registration of `view` expires (when the live set next changes by
-    /// itself).
+    /// itself, as long as the view's owners stay as they are).
     pub fn next_expiry(view: &ConfigView, now_ms: u64) -> Option<u64> {
         view.registrations
             .values()
-            .map(|registration| registration.lease.expires_at_ms())
-            .filter(|&expires_at| expires_at >= now_ms)
+            .filter_map(|registration| view.owners.live_until_ms(registration.lease))
+            .filter(|&until| until >= now_ms)
             .min()
-            .map(|expires_at| expires_at + 1)
+            .map(|until| until + 1)
     }
 
     /// Every live registration, in key order.

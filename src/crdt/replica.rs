@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::dot::{Dot, DotSet, ReplicaId};
 use super::hlc::Hlc;
 use super::model::{
-    Backend, ConfigView, FieldId, FieldValue, Frontend, Member, MemberKey, Name, ObjectKey,
+    Backend, ConfigView, FieldId, FieldValue, Frontend, Lease, Member, MemberKey, Name, ObjectKey,
     Registration, RegistrationKey, ResolvedFields, ServiceName, Version,
 };
 use super::store::{Delta, DotStore, JoinError, Register, Stamped, SyncSummary};
@@ -107,7 +107,19 @@ pub enum Command {
         /// The instance.
         key: RegistrationKey,
     },
+    /// Renew the leases of registered instances (the heartbeats one peer
+    /// took since its last renewal, in one delta). Instances no longer
+    /// registered are left alone.
+    RenewLeases {
+        /// Each instance and its renewed lease; at most
+        /// [`RENEWALS_PER_COMMAND_MAX`].
+        leases: Vec<(RegistrationKey, Lease)>,
+    },
 }
+
+/// Renewals one [`Command::RenewLeases`] may carry, so that its delta stays
+/// well under the wire's message size.
+pub const RENEWALS_PER_COMMAND_MAX: usize = 1_000;
 
 /// Why a command was refused. The replica is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +130,9 @@ pub enum CommandError {
     /// The A/B switch was asked of a static backend.
     #[error("backend {0} is static; only dynamic backends follow a service version")]
     NotDynamic(Name),
+    /// A batch larger than its bound.
+    #[error("{0} renewals in one command; at most {RENEWALS_PER_COMMAND_MAX}")]
+    TooMany(usize),
 }
 
 /// Why a remote delta was refused. The replica is unchanged.
@@ -292,6 +307,17 @@ impl Replica {
                 let key = ObjectKey::Registration(key.clone());
                 self.require(&key)?;
                 ops.remove_object(key);
+            }
+            Command::RenewLeases { leases } => {
+                if leases.len() > RENEWALS_PER_COMMAND_MAX {
+                    return Err(CommandError::TooMany(leases.len()));
+                }
+                for (key, lease) in leases {
+                    let key = ObjectKey::Registration(key.clone());
+                    if self.resolved_field(&key, FieldId::Lease).is_some() {
+                        ops.write(&key, FieldValue::Lease(*lease));
+                    }
+                }
             }
         }
         Ok(self.commit(ops, now_ms))

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aqueduct::crdt::Replica;
+use aqueduct::crdt::{Command, Replica};
 use aqueduct::gossip::{NodeStats, PeerId, PeerState};
 use aqueduct::peer::{Counters, Handle, PeerStatus, Request as PeerRequest, Status, WriteError};
 use tokio::sync::mpsc;
@@ -51,6 +51,19 @@ pub fn spawn_peer(mut replica: Replica, store: Store) -> Handle {
                         Some(parts) => replica.view_of(&parts),
                     };
                     let _ = reply.send(Arc::new(view));
+                }
+                // No lease keeping here: every heartbeat is written.
+                PeerRequest::Heartbeat {
+                    key,
+                    registration,
+                    reply,
+                } => {
+                    let command = Command::Register { key, registration };
+                    let outcome = replica
+                        .execute(&command, wall_clock_ms())
+                        .map(|_| ())
+                        .map_err(WriteError::from);
+                    let _ = reply.send(outcome);
                 }
                 PeerRequest::Status { reply } => {
                     let _ = reply.send(status_of(&replica, &counters));

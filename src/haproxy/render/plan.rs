@@ -189,6 +189,9 @@ fn server_changes(
     after: &BackendSection,
 ) -> Option<Vec<ServerChange>> {
     let mut changes = Vec::new();
+    // Removals go last: a backend whose members are all replaced (an A/B
+    // switch) never passes through having none.
+    let mut removals = Vec::new();
     let change = |server: &ServerName, change| ServerChange {
         backend: backend.clone(),
         server: server.clone(),
@@ -196,7 +199,7 @@ fn server_changes(
     };
     for (name, old) in &before.servers {
         match after.servers.get(name) {
-            None => changes.push(change(name, Change::Remove)),
+            None => removals.push(change(name, Change::Remove)),
             Some(new) if new == old => {}
             Some(new) if new.check_inter_ms != old.check_inter_ms => return None,
             Some(new) => changes.push(change(name, Change::Update(new.clone()))),
@@ -212,5 +215,6 @@ fn server_changes(
         }
         changes.push(change(name, Change::Add(new.clone())));
     }
+    changes.append(&mut removals);
     Some(changes)
 }

@@ -1,0 +1,168 @@
+//! The heartbeats this peer takes, turned into the few writes the other
+//! peers need.
+//!
+//! Owns the registry's lease rule on the owning side. A heartbeat that
+//! changes nothing others can see (same meta, same lease length, this peer
+//! already the owner) is kept in memory only: while this peer is up, every
+//! peer treats the registrations it owns as live ([`Owners`]). What
+//! travels: a new or changed registration at once; the expiry, decided
+//! here with this peer's clock alone when heartbeats stop; and, at a
+//! bounded rate, one batch renewing the replicated leases (for peers that
+//! do not know this one, and for restarts). Pure: time comes in as
+//! wall-clock ms, and it returns [`Command`]s for the caller to execute.
+//!
+//! [`Owners`]: super::model::Owners
+
+use std::collections::BTreeMap;
+
+use super::model::{ConfigView, LEASE_RENEWAL_MS, Lease, OwnerId, Registration, RegistrationKey};
+use super::replica::{Command, RENEWALS_PER_COMMAND_MAX};
+
+/// How often owned leases are renewed in the replicated state: half the
+/// renewal bound others allow for, so one late batch does not expire
+/// anything.
+const RENEW_EVERY_MS: u64 = LEASE_RENEWAL_MS / 2;
+
+/// One registration this peer owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Owned {
+    /// Wall-clock ms of the last heartbeat taken (or of adoption).
+    last_heartbeat_ms: u64,
+    /// The lease as last written to the replicated state.
+    replicated: Lease,
+}
+
+/// The registrations this peer takes heartbeats for.
+#[derive(Clone, Debug)]
+pub struct LeaseKeeper {
+    me: OwnerId,
+    owned: BTreeMap<RegistrationKey, Owned>,
+    next_renewal_ms: u64,
+}
+
+impl LeaseKeeper {
+    /// Starts with the registrations `view` says this peer owns, each given
+    /// a full lease from `now_ms`: heartbeats taken before a restart are
+    /// not remembered, and their instances get one lease to send the next.
+    pub fn new(me: OwnerId, view: &ConfigView, now_ms: u64) -> LeaseKeeper {
+        let owned = view
+            .registrations
+            .iter()
+            .filter(|(_, registration)| registration.lease.owner() == Some(me))
+            .map(|(key, registration)| {
+                let owned = Owned {
+                    last_heartbeat_ms: now_ms,
+                    replicated: registration.lease,
+                };
+                (key.clone(), owned)
+            })
+            .collect();
+        LeaseKeeper {
+            me,
+            owned,
+            next_renewal_ms: now_ms + RENEW_EVERY_MS,
+        }
+    }
+
+    /// Takes a heartbeat for `key` (its lease renewed at `now_ms`).
+    /// `current` is the registration as the replicated state has it.
+    /// Returns the write others need, if any.
+    pub fn heartbeat(
+        &mut self,
+        key: RegistrationKey,
+        registration: Registration,
+        current: Option<&Registration>,
+        now_ms: u64,
+    ) -> Option<Command> {
+        let lease = registration.lease.owned_by(self.me).renewed_at(now_ms);
+        let unchanged = current.is_some_and(|current| {
+            current.meta == registration.meta
+                && current.lease.ttl_ms() == lease.ttl_ms()
+                && current.lease.owner() == Some(self.me)
+        });
+        let replicated = match current {
+            Some(current) if unchanged => current.lease,
+            _ => lease,
+        };
+        self.owned.insert(
+            key.clone(),
+            Owned {
+                last_heartbeat_ms: now_ms,
+                replicated,
+            },
+        );
+        (!unchanged).then_some(Command::Register {
+            key,
+            registration: Registration {
+                meta: registration.meta,
+                lease,
+            },
+        })
+    }
+
+    /// Forgets `key` (deregistered).
+    pub fn forget(&mut self, key: &RegistrationKey) {
+        self.owned.remove(key);
+    }
+
+    /// What is due at `now_ms`: a removal for each owned registration whose
+    /// heartbeats stopped for a whole lease, and, every [`RENEW_EVERY_MS`],
+    /// renewals of the leases heartbeats have kept alive. Registrations
+    /// `view` shows removed or owned by another peer (the instance moved)
+    /// are forgotten, never removed.
+    pub fn tick(&mut self, view: &ConfigView, now_ms: u64) -> Vec<Command> {
+        let me = self.me;
+        self.owned.retain(|key, _| {
+            view.registrations
+                .get(key)
+                .is_some_and(|r| r.lease.owner() == Some(me))
+        });
+        let expired: Vec<RegistrationKey> = self
+            .owned
+            .iter()
+            .filter(|(_, owned)| {
+                now_ms > owned.last_heartbeat_ms + u64::from(owned.replicated.ttl_ms())
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut commands: Vec<Command> = expired
+            .into_iter()
+            .map(|key| {
+                self.owned.remove(&key);
+                Command::Deregister { key }
+            })
+            .collect();
+        if now_ms >= self.next_renewal_ms {
+            self.next_renewal_ms = now_ms + RENEW_EVERY_MS;
+            let mut renewals = Vec::new();
+            for (key, owned) in &mut self.owned {
+                if owned.last_heartbeat_ms > owned.replicated.renewed_at_ms() {
+                    owned.replicated = owned.replicated.renewed_at(owned.last_heartbeat_ms);
+                    renewals.push((key.clone(), owned.replicated));
+                }
+            }
+            commands.extend(renewals.chunks(RENEWALS_PER_COMMAND_MAX).map(|leases| {
+                Command::RenewLeases {
+                    leases: leases.to_vec(),
+                }
+            }));
+        }
+        commands
+    }
+
+    /// When [`LeaseKeeper::tick`] next has something to do (wall-clock ms).
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let expiry = self
+            .owned
+            .values()
+            .map(|owned| owned.last_heartbeat_ms + u64::from(owned.replicated.ttl_ms()) + 1)
+            .min();
+        let renewal = (!self.owned.is_empty()).then_some(self.next_renewal_ms);
+        expiry.into_iter().chain(renewal).min()
+    }
+
+    /// How many registrations this peer owns.
+    pub fn owned(&self) -> usize {
+        self.owned.len()
+    }
+}
