@@ -6,6 +6,8 @@ mod support;
 
 use std::time::Duration;
 
+use serde_json::json;
+
 use support::{
     Cluster, Peer, eventually, static_backend, wait_for_convergence, wait_for_mesh, within,
 };
@@ -327,4 +329,51 @@ fn a_peer_killed_during_writes_never_reissues_a_change_the_others_already_have()
     wait_for_convergence(&[&a, &b]);
     let (_, metrics) = raw_get(&a, "/metrics");
     assert_eq!(counter(&metrics, "aqueduct_gossip_deltas_refused_total"), 0);
+}
+
+fn registrations(peer: &Peer) -> usize {
+    let (status, list) = peer.get("/registrations/myapp");
+    assert_eq!(status, 200, "{list}");
+    list.as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn heartbeats_that_change_nothing_are_not_gossiped() {
+    let cluster = Cluster::new("mesh-heartbeats");
+    let (a, b, c) = three_peers(&cluster);
+    for _ in 0..20 {
+        let (status, body) = a.post(
+            "/registrations/myapp/1.0.0/10.0.0.1/8080",
+            json!({"secondsToExpire": 10}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    wait_for_convergence(&[&a, &b, &c]);
+    assert_eq!(registrations(&b), 1);
+    let metrics = raw_get(&a, "/metrics").1;
+    assert_eq!(counter(&metrics, "aqueduct_registry_heartbeats_total"), 20);
+    assert_eq!(
+        counter(&metrics, "aqueduct_registry_heartbeats_written_total"),
+        1
+    );
+}
+
+#[test]
+fn a_registration_taken_by_a_killed_peer_expires_on_the_others() {
+    let cluster = Cluster::new("mesh-owner-killed");
+    let (mut a, b, c) = three_peers(&cluster);
+    let (status, body) = a.post(
+        "/registrations/myapp/1.0.0/10.0.0.1/8080",
+        json!({"secondsToExpire": 2}),
+    );
+    assert_eq!(status, 200, "{body}");
+    eventually("the registration on every peer", || {
+        (registrations(&b) == 1 && registrations(&c) == 1).then_some(())
+    });
+
+    a.kill_9();
+
+    eventually("the registration to expire on the others", || {
+        (registrations(&b) == 0 && registrations(&c) == 0).then_some(())
+    });
 }

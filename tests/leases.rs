@@ -1,0 +1,243 @@
+//! The registry's leases: what the owning peer writes for the heartbeats it
+//! takes (`LeaseKeeper`), and how every peer judges a registration live
+//! (`Owners::live_until_ms`).
+
+use aqueduct::crdt::model::{
+    CLOCK_SKEW_MS, ConfigView, Host, LEASE_RENEWAL_MS, Lease, Meta, OwnerId, Owners, Port,
+    Registration, RegistrationKey, ServiceName, Version,
+};
+use aqueduct::crdt::{Command, LeaseKeeper, Replica, ReplicaId};
+
+const ME: OwnerId = OwnerId(1);
+const OTHER: OwnerId = OwnerId(2);
+const TTL: u32 = 10_000;
+const T0: u64 = 1_800_000_000_000;
+
+fn key(port: u16) -> RegistrationKey {
+    RegistrationKey {
+        service: ServiceName::new("myapp").unwrap(),
+        version: Version::new("1.0.0").unwrap(),
+        host: Host::new("10.0.0.1").unwrap(),
+        port: Port::new(i64::from(port)).unwrap(),
+    }
+}
+
+fn heartbeat_body(meta: &str) -> Registration {
+    Registration {
+        meta: serde_json::from_value::<Meta>(serde_json::json!(meta)).unwrap(),
+        lease: Lease::new(0, TTL).unwrap(),
+    }
+}
+
+/// A replica that executes what the keeper asks, as the peer does.
+struct Peer {
+    replica: Replica,
+    keeper: LeaseKeeper,
+}
+
+impl Peer {
+    fn new() -> Peer {
+        let replica = Replica::new(ReplicaId::new(9).unwrap());
+        let keeper = LeaseKeeper::new(ME, &replica.view(), T0);
+        Peer { replica, keeper }
+    }
+
+    /// A heartbeat at `now`: whether it was written.
+    fn heartbeat(&mut self, port: u16, meta: &str, now: u64) -> bool {
+        let view = self.replica.view();
+        let command = self.keeper.heartbeat(
+            key(port),
+            heartbeat_body(meta),
+            view.registrations.get(&key(port)),
+            now,
+        );
+        self.run(command.into_iter().collect(), now)
+    }
+
+    fn tick(&mut self, now: u64) -> Vec<Command> {
+        let commands = self.keeper.tick(&self.replica.view(), now);
+        self.run(commands.clone(), now);
+        commands
+    }
+
+    fn run(&mut self, commands: Vec<Command>, now: u64) -> bool {
+        let wrote = !commands.is_empty();
+        for command in commands {
+            self.replica.execute(&command, now).unwrap();
+        }
+        wrote
+    }
+
+    fn lease(&self, port: u16) -> Option<Lease> {
+        self.replica
+            .view()
+            .registrations
+            .get(&key(port))
+            .map(|r| r.lease)
+    }
+}
+
+#[test]
+fn a_first_heartbeat_is_written_with_this_peer_as_owner() {
+    let mut peer = Peer::new();
+    assert!(peer.heartbeat(8080, "{}", T0));
+    let lease = peer.lease(8080).unwrap();
+    assert_eq!((lease.owner(), lease.renewed_at_ms()), (Some(ME), T0));
+}
+
+#[test]
+fn heartbeats_that_change_nothing_are_not_written() {
+    let mut peer = Peer::new();
+    peer.heartbeat(8080, "{}", T0);
+    for i in 1..=50 {
+        assert!(!peer.heartbeat(8080, "{}", T0 + i * 2_000), "heartbeat {i}");
+    }
+}
+
+#[test]
+fn a_heartbeat_with_new_meta_is_written() {
+    let mut peer = Peer::new();
+    peer.heartbeat(8080, "{}", T0);
+    assert!(peer.heartbeat(8080, r#"{"zone":"b"}"#, T0 + 2_000));
+}
+
+#[test]
+fn an_instance_whose_heartbeats_stop_is_removed_one_lease_after_the_last() {
+    let mut peer = Peer::new();
+    peer.heartbeat(8080, "{}", T0);
+    peer.heartbeat(8080, "{}", T0 + 4_000);
+    assert!(peer.tick(T0 + 4_000 + u64::from(TTL)).is_empty());
+    assert!(peer.lease(8080).is_some());
+    let commands = peer.tick(T0 + 4_001 + u64::from(TTL));
+    assert!(matches!(commands.as_slice(), [Command::Deregister { .. }]));
+    assert!(peer.lease(8080).is_none());
+}
+
+#[test]
+fn kept_leases_are_renewed_in_one_batch_at_the_renewal_rate() {
+    let mut peer = Peer::new();
+    for port in [8080, 8081, 8082] {
+        peer.heartbeat(port, "{}", T0);
+    }
+    let mut renewals = Vec::new();
+    // Heartbeats every 2 s for a minute; the keeper is asked every second.
+    for second in 1..=60u64 {
+        let now = T0 + second * 1_000;
+        if second % 2 == 0 {
+            for port in [8080, 8081, 8082] {
+                peer.heartbeat(port, "{}", now);
+            }
+        }
+        renewals.extend(peer.tick(now));
+    }
+    assert_eq!(renewals.len(), 4, "one batch every 15 s");
+    assert!(
+        renewals
+            .iter()
+            .all(|c| matches!(c, Command::RenewLeases { leases } if leases.len() == 3))
+    );
+    let renewed = peer.lease(8080).unwrap().renewed_at_ms();
+    assert!(renewed >= T0 + 60_000 - LEASE_RENEWAL_MS / 2, "{renewed}");
+}
+
+#[test]
+fn an_instance_another_peer_took_over_is_forgotten_not_removed() {
+    let mut peer = Peer::new();
+    peer.heartbeat(8080, "{}", T0);
+    let moved = Registration {
+        lease: Lease::new(T0 + 1_000, TTL).unwrap().owned_by(OTHER),
+        ..heartbeat_body("{}")
+    };
+    peer.replica
+        .execute(
+            &Command::Register {
+                key: key(8080),
+                registration: moved,
+            },
+            T0 + 1_000,
+        )
+        .unwrap();
+    assert!(peer.tick(T0 + 60_000).is_empty());
+    assert_eq!(peer.lease(8080).unwrap().owner(), Some(OTHER));
+    assert_eq!(peer.keeper.owned(), 0);
+}
+
+#[test]
+fn after_a_restart_owned_instances_get_one_full_lease_to_heartbeat_again() {
+    let mut peer = Peer::new();
+    peer.heartbeat(8080, "{}", T0);
+    let restart = T0 + 100_000;
+    peer.keeper = LeaseKeeper::new(ME, &peer.replica.view(), restart);
+    assert!(peer.tick(restart + u64::from(TTL)).is_empty());
+    assert!(matches!(
+        peer.tick(restart + u64::from(TTL) + 1).as_slice(),
+        [Command::Deregister { .. }]
+    ));
+}
+
+fn owners(up: &[OwnerId], down: &[(OwnerId, u64)]) -> Owners {
+    Owners {
+        me: Some(ME),
+        up: up.iter().copied().collect(),
+        down_since_ms: down.iter().copied().collect(),
+    }
+}
+
+fn lease_of(owner: Option<OwnerId>) -> Lease {
+    let lease = Lease::new(T0, TTL).unwrap();
+    owner.map_or(lease, |owner| lease.owned_by(owner))
+}
+
+#[test]
+fn an_up_owner_vouches_for_its_instances_whatever_the_time() {
+    assert_eq!(
+        owners(&[OTHER], &[]).live_until_ms(lease_of(Some(OTHER))),
+        None
+    );
+    assert_eq!(owners(&[], &[]).live_until_ms(lease_of(Some(ME))), None);
+}
+
+#[test]
+fn a_down_owners_instances_live_one_lease_from_when_it_was_seen_down() {
+    let seen_down = T0 + 45_000;
+    assert_eq!(
+        owners(&[], &[(OTHER, seen_down)]).live_until_ms(lease_of(Some(OTHER))),
+        Some(seen_down + u64::from(TTL))
+    );
+}
+
+#[test]
+fn an_unknown_owners_instances_live_while_their_renewal_is_recent() {
+    let until = T0 + u64::from(TTL) + LEASE_RENEWAL_MS + CLOCK_SKEW_MS;
+    assert_eq!(
+        owners(&[], &[]).live_until_ms(lease_of(Some(OTHER))),
+        Some(until)
+    );
+    assert_eq!(owners(&[], &[]).live_until_ms(lease_of(None)), Some(until));
+}
+
+#[test]
+fn the_live_set_follows_what_this_peer_knows_of_owners() {
+    let mut view = ConfigView::default();
+    view.registrations.insert(
+        key(8080),
+        Registration {
+            lease: lease_of(Some(OTHER)),
+            ..heartbeat_body("{}")
+        },
+    );
+    let now = T0 + 3_600_000;
+    let live = |owners: Owners| {
+        let view = ConfigView {
+            owners,
+            ..view.clone()
+        };
+        aqueduct::crdt::model::LiveRegistrations::new(&view, now)
+            .all()
+            .count()
+    };
+    assert_eq!(live(owners(&[OTHER], &[])), 1);
+    assert_eq!(live(owners(&[], &[(OTHER, now - 5_000)])), 1);
+    assert_eq!(live(owners(&[], &[(OTHER, now - 20_000)])), 0);
+    assert_eq!(live(owners(&[], &[])), 0);
+}
