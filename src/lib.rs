@@ -31,6 +31,8 @@ pub mod local_mesh;
 #[cfg(feature = "shell")]
 pub mod peer;
 #[cfg(feature = "shell")]
+pub mod register;
+#[cfg(feature = "shell")]
 pub mod store;
 #[cfg(feature = "shell")]
 pub mod transport;

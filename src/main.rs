@@ -1,6 +1,7 @@
 //! The `aqueduct` binary: `run` (one peer), `demo` (a local three-peer
 //! mesh), `certs` (the cluster CA and node certificates), `ctl` (a client
-//! of the REST API) and `bench` (measurements of real peers).
+//! of the REST API), `bench` (measurements of real peers) and `register` (a
+//! registry sidecar for one service instance).
 //!
 //! Owns argument parsing, logging set-up and exit codes; everything else is
 //! in the library.
@@ -38,6 +39,9 @@ enum Command {
     Ctl(aqueduct::ctl::CtlArgs),
     /// Measure real peers on loopback (for BENCHMARKS.md).
     Bench(aqueduct::bench::BenchArgs),
+    /// Keep one service instance registered (heartbeats until stopped, then
+    /// deregisters).
+    Register(aqueduct::register::RegisterArgs),
 }
 
 #[derive(Subcommand)]
@@ -98,6 +102,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => block_on(aqueduct::demo::run(args))??,
         Command::Ctl(args) => block_on(aqueduct::ctl::run(args))??,
         Command::Bench(args) => block_on(aqueduct::bench::run(args))??,
+        Command::Register(args) => block_on(aqueduct::register::run(args))??,
         Command::Certs(CertsCommand::Init { out }) => {
             certs::init_ca(&out).with_context(|| format!("creating a CA in {}", out.display()))?;
             println!("cluster CA written to {}", out.display());
