@@ -12,7 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -117,6 +117,23 @@ pub enum Workload {
         #[arg(long, default_value_t = 1)]
         peers: u16,
     },
+    /// Three peers taking the heartbeats of many instances (spread over the
+    /// peers): the gossip they cost against one write per heartbeat; then
+    /// peer 1 killed, and the time until the others drop its instances.
+    Heartbeats {
+        /// Instances.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(3..=100_000))]
+        instances: u32,
+        /// Seconds between two heartbeats of one instance.
+        #[arg(long, default_value_t = 2)]
+        interval: u32,
+        /// Lease, seconds.
+        #[arg(long, default_value_t = 10)]
+        ttl: u32,
+        /// Seconds of heartbeats measured.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=600))]
+        seconds: u32,
+    },
     /// One peer with its own HAProxy: its HAProxy master killed with
     /// SIGKILL, time until a request through it is answered again (the
     /// driver restarts it).
@@ -182,6 +199,7 @@ impl Workload {
             Workload::MemberLatency { .. } => 3,
             Workload::MemberChurn { peers, .. } => *peers,
             Workload::HaproxyRestart { .. } => 1,
+            Workload::Heartbeats { .. } => 3,
         }
     }
 
@@ -228,6 +246,19 @@ async fn measure(mesh: &mut LocalMesh, workload: Workload) -> Result<Value, Benc
         } => member_churn(&http, &urls, &frontend_hosts(mesh)?, changes, members).await,
         Workload::HaproxyRestart { kills } => {
             haproxy_restart(&http, &urls, &frontend_hosts(mesh)?, kills).await
+        }
+        Workload::Heartbeats {
+            instances,
+            interval,
+            ttl,
+            seconds,
+        } => {
+            let load = HeartbeatLoad {
+                instances,
+                interval: Duration::from_secs(u64::from(interval.max(1))),
+                ttl,
+            };
+            heartbeats(mesh, &http, &urls, load, seconds).await
         }
     }
 }
@@ -911,4 +942,213 @@ fn rss_mib(pid: Option<u32>) -> Result<f64, BenchError> {
         })
         .map(|kib| kib / 1024.0)
         .ok_or_else(|| BenchError::Run(format!("no VmRSS for {pid}")))
+}
+
+/// The instances of the `heartbeats` benchmark, instance `i` on peer
+/// `i % peers`.
+#[derive(Clone, Copy)]
+struct HeartbeatLoad {
+    instances: u32,
+    interval: Duration,
+    ttl: u32,
+}
+
+impl HeartbeatLoad {
+    fn url(&self, urls: &[String], i: u32) -> String {
+        let peer = &urls[i as usize % urls.len()];
+        let (host, port) = (i / 50_000, 10_000 + i % 50_000);
+        format!(
+            "{peer}/registrations/bench/1.0.0/10.9.{}.{}/{port}",
+            host / 256,
+            host % 256
+        )
+    }
+
+    /// One heartbeat of every instance for which `keep` holds, spread over
+    /// one interval (in 20 slices).
+    async fn round(
+        &self,
+        http: &reqwest::Client,
+        urls: &[String],
+        keep: impl Fn(u32) -> bool,
+    ) -> Result<u32, BenchError> {
+        const SLICES: u32 = 20;
+        let body = json!({"secondsToExpire": self.ttl});
+        let mut sent = 0;
+        for slice in 0..SLICES {
+            let started = Instant::now();
+            let targets: Vec<String> = (slice..self.instances)
+                .step_by(SLICES as usize)
+                .filter(|&i| keep(i))
+                .map(|i| self.url(urls, i))
+                .collect();
+            let beats = targets
+                .iter()
+                .map(|url| send_json(http, reqwest::Method::POST, url, &body));
+            for outcome in futures_util::future::join_all(beats).await {
+                outcome.map_err(|e| BenchError::Run(format!("heartbeat: {e}")))?;
+                sent += 1;
+            }
+            tokio::time::sleep((self.interval / SLICES).saturating_sub(started.elapsed())).await;
+        }
+        Ok(sent)
+    }
+}
+
+/// Gossip messages and bytes every peer in `urls` has sent (from
+/// `/metrics`).
+async fn gossip_sent(http: &reqwest::Client, urls: &[String]) -> Result<(u64, u64), BenchError> {
+    let mut totals = (0, 0);
+    for url in urls {
+        let text = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| BenchError::Run(format!("{url}/metrics: {e}")))?
+            .text()
+            .await
+            .map_err(|e| BenchError::Run(format!("{url}/metrics: {e}")))?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        totals.0 += value("aqueduct_gossip_messages_sent_total ");
+        totals.1 += value("aqueduct_gossip_sent_bytes_total ");
+    }
+    Ok(totals)
+}
+
+/// Gossip (messages, bytes) per second over `during`.
+async fn gossip_rate<T>(
+    http: &reqwest::Client,
+    urls: &[String],
+    during: impl std::future::Future<Output = Result<T, BenchError>>,
+) -> Result<(T, f64, f64, Duration), BenchError> {
+    let before = gossip_sent(http, urls).await?;
+    let started = Instant::now();
+    let outcome = during.await?;
+    let elapsed = started.elapsed();
+    let after = gossip_sent(http, urls).await?;
+    let seconds = elapsed.as_secs_f64();
+    Ok((
+        outcome,
+        (after.0 - before.0) as f64 / seconds,
+        (after.1 - before.1) as f64 / seconds,
+        elapsed,
+    ))
+}
+
+async fn heartbeats(
+    mesh: &LocalMesh,
+    http: &reqwest::Client,
+    urls: &[String],
+    load: HeartbeatLoad,
+    seconds: u32,
+) -> Result<Value, BenchError> {
+    let window = Duration::from_secs(u64::from(seconds));
+    // What the mesh costs with nothing to do.
+    let (_, idle_msgs, idle_bytes, _) = gossip_rate(http, urls, async {
+        tokio::time::sleep(window.min(Duration::from_secs(10))).await;
+        Ok(())
+    })
+    .await?;
+    // First heartbeats: every one is a write that travels, which is what
+    // one message per heartbeat would cost each time.
+    let (_, msgs, bytes, took) = gossip_rate(http, urls, load.round(http, urls, |_| true)).await?;
+    let secs = took.as_secs_f64();
+    let per_write = (
+        ((msgs - idle_msgs) * secs).max(0.0) / f64::from(load.instances),
+        ((bytes - idle_bytes) * secs).max(0.0) / f64::from(load.instances),
+    );
+    // Steady heartbeats.
+    let rounds = (window.as_secs_f64() / load.interval.as_secs_f64()).ceil() as u32;
+    let (sent, msgs, bytes, took) = gossip_rate(http, urls, async {
+        let mut sent = 0;
+        for _ in 0..rounds {
+            sent += load.round(http, urls, |_| true).await?;
+        }
+        Ok(sent)
+    })
+    .await?;
+    let beats_per_second = f64::from(sent) / took.as_secs_f64();
+    let net = ((msgs - idle_msgs).max(0.0), (bytes - idle_bytes).max(0.0));
+    let baseline = (
+        beats_per_second * per_write.0,
+        beats_per_second * per_write.1,
+    );
+    // Peer 1 dies; its instances' heartbeats stop with it (the others keep
+    // theirs): how long until peers 2 and 3 drop them.
+    let pid = mesh
+        .pid(0)
+        .and_then(|pid| i32::try_from(pid).ok())
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| BenchError::Run("peer 1 is not running".into()))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)
+        .map_err(|e| BenchError::Run(format!("SIGKILL to peer 1: {e}")))?;
+    let killed = Instant::now();
+    let survivors = &urls[1..];
+    let owned_by_first = load.instances.div_ceil(3);
+    // The other instances keep heartbeating meanwhile.
+    let stop = Arc::new(AtomicBool::new(false));
+    let heartbeating = {
+        let (http, urls, stop) = (http.clone(), urls.to_vec(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                load.round(&http, &urls, |i| i % 3 != 0).await?;
+            }
+            Ok::<_, BenchError>(())
+        })
+    };
+    let gone = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut left = 0;
+        for url in survivors {
+            let list: Value = http
+                .get(format!("{url}/registrations/bench/1.0.0"))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| BenchError::Run(format!("{url}: {e}")))?
+                .json()
+                .await
+                .map_err(|e| BenchError::Run(format!("{url}: {e}")))?;
+            left += list.as_array().map_or(0, Vec::len);
+        }
+        let expected = 2 * (load.instances - owned_by_first) as usize;
+        if left == expected {
+            break killed.elapsed();
+        }
+        if killed.elapsed() > WAIT_LIMIT {
+            return Err(BenchError::Run(format!(
+                "peer 1's instances still listed after {WAIT_LIMIT:?} ({left} of {expected})"
+            )));
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    heartbeating
+        .await
+        .map_err(|e| BenchError::Run(e.to_string()))??;
+    Ok(json!({
+        "benchmark": "heartbeats",
+        "peers": urls.len(),
+        "instances": load.instances,
+        "interval_s": load.interval.as_secs(),
+        "ttl_s": load.ttl,
+        "heartbeats_per_second": beats_per_second,
+        "idle_gossip": {"messages_per_second": idle_msgs, "bytes_per_second": idle_bytes},
+        "one_write_per_heartbeat": {
+            "messages_per_write": per_write.0,
+            "bytes_per_write": per_write.1,
+            "messages_per_second": baseline.0,
+            "bytes_per_second": baseline.1,
+        },
+        "measured_net_of_idle": {"messages_per_second": net.0, "bytes_per_second": net.1},
+        "fraction_of_one_write_per_heartbeat": {
+            "messages": net.0 / baseline.0,
+            "bytes": net.1 / baseline.1,
+        },
+        "owner_killed_instances_gone_after_ms": gone.as_secs_f64() * 1000.0,
+    }))
 }

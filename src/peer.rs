@@ -341,6 +341,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         changes,
         keeper,
         owners: Owners::default(),
+        last_heard_ms: BTreeMap::new(),
         counters: Counters::default(),
         dropped_here: 0,
         seed_finders,
@@ -459,6 +460,8 @@ struct PeerTask {
     keeper: LeaseKeeper,
     /// What this peer knows of registration owners (from membership).
     owners: Owners,
+    /// When this peer last heard from each peer (wall-clock ms).
+    last_heard_ms: BTreeMap<PeerId, u64>,
     counters: Counters,
     /// Messages this task dropped itself, counted with the transport's
     /// drops: no address known, or [`HELD_MAX`] already waiting.
@@ -582,27 +585,31 @@ impl PeerTask {
             me: Some(OwnerId(self.node.peer_id().0)),
             ..Owners::default()
         };
+        let mut known = BTreeMap::new();
         for (member, state) in self.node.peers() {
             let id = OwnerId(member.peer.0);
+            let heard = self.last_heard_ms.get(&member.peer).copied();
+            if let Some(heard) = heard {
+                known.insert(member.peer, heard);
+            }
             match state {
-                PeerState::Alive | PeerState::Suspect => {
+                PeerState::Alive => {
                     owners.up.insert(id);
                 }
-                PeerState::Down => {
-                    let since = self
-                        .owners
-                        .down_since_ms
-                        .get(&id)
-                        .copied()
+                PeerState::Suspect | PeerState::Down => {
+                    let silent = heard
+                        .or_else(|| self.owners.silent_since_ms.get(&id).copied())
                         .unwrap_or_else(wall_clock_ms);
-                    owners.down_since_ms.insert(id, since);
+                    owners.silent_since_ms.insert(id, silent);
                 }
             }
         }
         // A peer up again under a later identity is up, whatever an older
         // one of it says.
         let up = owners.up.clone();
-        owners.down_since_ms.retain(|id, _| !up.contains(id));
+        owners.silent_since_ms.retain(|id, _| !up.contains(id));
+        // Only peers membership knows are remembered.
+        self.last_heard_ms = known;
         if owners != self.owners {
             self.owners = owners;
             self.view = None;
@@ -613,6 +620,7 @@ impl PeerTask {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Message { from, bytes, .. } => {
+                self.last_heard_ms.insert(from, wall_clock_ms());
                 let now = self.now();
                 self.node.handle_message(now, from, &bytes);
             }
@@ -786,8 +794,7 @@ impl PeerTask {
     }
 }
 
-/// How often membership is read for registration owners (a peer seen down
-/// starts its instances' last lease here).
+/// How often membership is read for registration owners.
 const OWNERS_EVERY: Duration = Duration::from_millis(100);
 
 /// Sleeps until wall-clock `at_ms`, or forever for `None`.

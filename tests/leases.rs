@@ -179,7 +179,7 @@ fn owners(up: &[OwnerId], down: &[(OwnerId, u64)]) -> Owners {
     Owners {
         me: Some(ME),
         up: up.iter().copied().collect(),
-        down_since_ms: down.iter().copied().collect(),
+        silent_since_ms: down.iter().copied().collect(),
     }
 }
 
@@ -198,11 +198,11 @@ fn an_up_owner_vouches_for_its_instances_whatever_the_time() {
 }
 
 #[test]
-fn a_down_owners_instances_live_one_lease_from_when_it_was_seen_down() {
-    let seen_down = T0 + 45_000;
+fn a_silent_owners_instances_live_one_lease_from_when_it_was_last_heard() {
+    let last_heard = T0 + 45_000;
     assert_eq!(
-        owners(&[], &[(OTHER, seen_down)]).live_until_ms(lease_of(Some(OTHER))),
-        Some(seen_down + u64::from(TTL))
+        owners(&[], &[(OTHER, last_heard)]).live_until_ms(lease_of(Some(OTHER))),
+        Some(last_heard + u64::from(TTL))
     );
 }
 

@@ -37,8 +37,8 @@ impl Sidecar {
 
     fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.0.take().expect("running");
-        let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid"))
-            .expect("pid");
+        let pid =
+            rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid")).expect("pid");
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
         child.wait().expect("exits")
     }
@@ -75,7 +75,10 @@ fn the_sidecar_keeps_an_instance_registered_and_deregisters_it_on_sigterm() {
     // The first API answers nothing: the sidecar goes on to the next.
     let apis = ["http://127.0.0.1:9".to_owned(), peer.url("")];
     let (mut sidecar, line) = Sidecar::start(&apis, &["--meta", "zone=b"]);
-    assert!(line.starts_with(&format!("registered {INSTANCE} via")), "{line}");
+    assert!(
+        line.starts_with(&format!("registered {INSTANCE} via")),
+        "{line}"
+    );
 
     let instance = &listed(&peer)[0];
     assert_eq!(instance["meta"]["zone"], "b");
@@ -95,7 +98,9 @@ fn the_sidecar_moves_to_another_peer_when_its_peer_dies() {
     support::wait_for_mesh(&[&a, &b]);
     let (_sidecar, line) = Sidecar::start(&[a.url(""), b.url("")], &[]);
     assert!(line.contains(&a.url("")), "{line}");
-    eventually("the instance on peer b", || (listed(&b).len() == 1).then_some(()));
+    eventually("the instance on peer b", || {
+        (listed(&b).len() == 1).then_some(())
+    });
 
     a.kill_9();
 
@@ -107,7 +112,12 @@ fn the_sidecar_moves_to_another_peer_when_its_peer_dies() {
 #[test]
 fn the_sidecar_refuses_an_instance_that_is_not_name_at_version_host_port() {
     let output = Command::new(binary())
-        .args(["register", "--api", "http://127.0.0.1:9", "myapp:10.0.0.1:8080"])
+        .args([
+            "register",
+            "--api",
+            "http://127.0.0.1:9",
+            "myapp:10.0.0.1:8080",
+        ])
         .output()
         .expect("runs");
     assert!(!output.status.success());

@@ -909,16 +909,19 @@ impl From<Lease> for (u64, u32, Option<OwnerId>) {
 }
 
 /// What this peer knows of registration owners, from membership: which are
-/// up, and since when (this peer's wall clock) the others are down. Only
-/// facts this peer observed itself, so no two peers' clocks are compared.
+/// up, and for the others (suspected or down) since when they have been
+/// silent — the last time this peer heard from them, on its own wall clock.
+/// Only facts this peer observed itself, so no two peers' clocks are
+/// compared.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Owners {
     /// This peer (always up for itself).
     pub me: Option<OwnerId>,
-    /// Peers up (alive or merely suspected).
+    /// Peers membership holds alive.
     pub up: BTreeSet<OwnerId>,
-    /// Peers down, with the wall-clock ms this peer first saw them down.
-    pub down_since_ms: BTreeMap<OwnerId, u64>,
+    /// Peers suspected or down, with the wall-clock ms this peer last heard
+    /// from them.
+    pub silent_since_ms: BTreeMap<OwnerId, u64>,
 }
 
 /// Renewals of a registration's lease in the replicated state while its
@@ -936,16 +939,17 @@ impl Owners {
     ///
     /// - owner up (or this peer): live until the owner removes it (it does
     ///   so itself when heartbeats stop: one clock, no skew);
-    /// - owner down: live for one lease from when this peer saw it go
-    ///   down (the instance may fail over to another peer meanwhile);
+    /// - owner suspected or down: live for one lease from when this peer
+    ///   last heard from it — about when its heartbeats last reached it
+    ///   (the instance may fail over to another peer meanwhile);
     /// - owner unknown, or none: live while the last replicated renewal is
     ///   recent (renewals come every [`LEASE_RENEWAL_MS`]).
     pub fn live_until_ms(&self, lease: Lease) -> Option<u64> {
         let ttl = u64::from(lease.ttl_ms());
         match lease.owner() {
             Some(owner) if self.me == Some(owner) || self.up.contains(&owner) => None,
-            Some(owner) if self.down_since_ms.contains_key(&owner) => {
-                Some(self.down_since_ms[&owner].saturating_add(ttl))
+            Some(owner) if self.silent_since_ms.contains_key(&owner) => {
+                Some(self.silent_since_ms[&owner].saturating_add(ttl))
             }
             _ => Some(
                 lease
