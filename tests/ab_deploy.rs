@@ -1,0 +1,202 @@
+//! The A/B deploy story of API.md, end to end: real peers with real
+//! HAProxy, instances registered by `aqueduct register` sidecars, test
+//! services that answer with their version, and clients sending requests
+//! throughout. No request may fail, and after each switch only the expected
+//! version answers.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use support::http::{TestServer, fetch};
+use support::{Cluster, Peer, binary, eventually, first_stdout_line};
+
+const PORT: u16 = 18090;
+
+/// One service instance: its server and the sidecar that registers it.
+struct Instance {
+    server: TestServer,
+    sidecar: Option<Child>,
+}
+
+impl Instance {
+    fn start(version: &str, index: usize, apis: &[String]) -> Instance {
+        let server = TestServer::start(&format!("{version}#{index}"));
+        let mut command = Command::new(binary());
+        command.arg("register");
+        for api in apis {
+            command.args(["--api", api]);
+        }
+        let mut sidecar = command
+            .arg(format!("myapp@{version}:127.0.0.1:{}", server.port()))
+            .args(["--ttl", "3"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("aqueduct register starts");
+        let line = first_stdout_line(&mut sidecar);
+        assert!(line.starts_with("registered"), "{line}");
+        Instance {
+            server,
+            sidecar: Some(sidecar),
+        }
+    }
+
+    /// Stops the sidecar gracefully: it deregisters the instance.
+    fn retire(&mut self) {
+        let mut sidecar = self.sidecar.take().expect("running");
+        let pid =
+            rustix::process::Pid::from_raw(i32::try_from(sidecar.id()).expect("pid")).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        assert!(sidecar.wait().expect("exits").success());
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(mut sidecar) = self.sidecar.take() {
+            let _ = sidecar.kill();
+            let _ = sidecar.wait();
+        }
+    }
+}
+
+/// The versions that answer `count` requests for `host` through `peer`.
+fn versions(peer: &Peer, host: &str, count: usize) -> Vec<String> {
+    let mut seen: Vec<String> = (0..count)
+        .filter_map(|_| match fetch(peer.through_haproxy(PORT), "/", host) {
+            Ok((200, body)) => body.split('#').next().map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+fn only(peer: &Peer, host: &str, version: &str) {
+    eventually(&format!("only {version} to answer for {host}"), || {
+        (versions(peer, host, 20) == [version]).then_some(())
+    });
+}
+
+/// Requests on new connections, one after another, until stopped.
+struct Clients {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Clients {
+    fn start(peer: &Peer, count: usize) -> Clients {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|_| {
+                let (stop, through) = (stop.clone(), peer.through_haproxy(PORT));
+                std::thread::spawn(move || {
+                    let (mut ok, mut failures) = (0, Vec::new());
+                    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                        && std::time::Instant::now() < deadline
+                    {
+                        match fetch(through, "/", "myapp.example.com") {
+                            Ok((200, _)) => ok += 1,
+                            Ok((status, body)) => failures.push(format!("{status} {body}")),
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        Clients { stop, threads }
+    }
+
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut total = (0, Vec::new());
+        for thread in self.threads {
+            let (ok, failures) = thread.join().expect("client");
+            total.0 += ok;
+            total.1.extend(failures);
+        }
+        total
+    }
+}
+
+fn ok(answer: (u16, serde_json::Value)) {
+    assert_eq!(answer.0, 200, "{}", answer.1);
+}
+
+#[test]
+fn the_ab_deploy_story_flips_rolls_back_and_retires_without_a_failed_request() {
+    let cluster = Cluster::new("ab-deploy");
+    let edge = cluster.start_with_haproxy("edge", &[]);
+    let control = cluster.start_with_haproxy("control", &[&edge]);
+    support::wait_for_mesh(&[&edge, &control]);
+    let apis = [control.url(""), edge.url("")];
+
+    // 1–3: v1 instances heartbeat; a dynamic backend and a frontend follow
+    // them (written on one peer, served through the other's HAProxy).
+    let mut v1: Vec<Instance> = (0..3).map(|i| Instance::start("1.0.0", i, &apis)).collect();
+    ok(control.put(
+        "/backends/live",
+        json!({"type": "dynamic", "name": "myapp", "version": "1.0.0"}),
+    ));
+    ok(control.put(
+        "/frontends/myapp",
+        json!({"bind": format!("*:{PORT}"), "backend": "live"}),
+    ));
+    only(&edge, "myapp.example.com", "1.0.0");
+    let clients = Clients::start(&edge, 2);
+
+    // 4: v2 instances register, staged behind a Host rule.
+    let _v2: Vec<Instance> = (0..3).map(|i| Instance::start("2.0.0", i, &apis)).collect();
+    ok(control.put(
+        "/backends/staged",
+        json!({"type": "dynamic", "name": "myapp", "version": "2.0.0"}),
+    ));
+    ok(control.put(
+        "/frontends/myapp",
+        json!({"bind": format!("*:{PORT}"), "backend": "live", "rules": [
+            {"type": "header", "header": "host", "operation": "hdr_dom",
+             "value": "staged.example.com", "backend": "staged"}]}),
+    ));
+    only(&edge, "staged.example.com", "2.0.0");
+    only(&edge, "myapp.example.com", "1.0.0");
+    edge.wait_until_applied();
+    let reloads = edge.haproxy_count("reloads");
+
+    // 5: the flip; 6: the rollback; then the flip again.
+    ok(control.post("/backends/live", json!({"version": "2.0.0"})));
+    only(&edge, "myapp.example.com", "2.0.0");
+    ok(control.post("/backends/live", json!({"version": "1.0.0"})));
+    only(&edge, "myapp.example.com", "1.0.0");
+    ok(control.post("/backends/live", json!({"version": "2.0.0"})));
+    only(&edge, "myapp.example.com", "2.0.0");
+
+    // v1 retired: its sidecars stop and deregister.
+    for instance in &mut v1 {
+        instance.retire();
+    }
+    eventually("v1 gone from the registry", || {
+        let (_, list) = edge.get("/registrations/myapp/1.0.0");
+        (list.as_array().map(Vec::len) == Some(0)).then_some(())
+    });
+    only(&edge, "myapp.example.com", "2.0.0");
+
+    let (answered, failures) = clients.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        answered + failures.len() as u64,
+        &failures[..failures.len().min(10)]
+    );
+    assert!(answered >= 200, "only {answered} requests went through");
+    // Switching versions and retiring never reloaded: the members moved
+    // through the runtime API.
+    assert_eq!(edge.haproxy_count("reloads"), reloads);
+}
