@@ -17,7 +17,8 @@ const PORT: u16 = 18090;
 
 /// One service instance: its server and the sidecar that registers it.
 struct Instance {
-    server: TestServer,
+    /// Serves as long as the instance lives.
+    _server: TestServer,
     sidecar: Option<Child>,
 }
 
@@ -40,7 +41,7 @@ impl Instance {
         let line = first_stdout_line(&mut sidecar);
         assert!(line.starts_with("registered"), "{line}");
         Instance {
-            server,
+            _server: server,
             sidecar: Some(sidecar),
         }
     }
