@@ -16,3 +16,4 @@ bench latency --writes 1000
 bench throughput --clients 32 --writes 20000
 bench throughput --clients 32 --writes 20000 --peers 3
 bench footprint --backends 10000 --members 10
+bench heartbeats --instances 1000 --interval 2 --ttl 10 --seconds 30

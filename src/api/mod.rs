@@ -27,9 +27,16 @@
 //! - **`health` is for http mode only** (a 400 in tcp mode, where the
 //!   original dropped it silently); `HTTP/1.1` checks need the backend's
 //!   `host`, as in the original. A tcp backend is shown without `health`.
-//! - **Registrations whose lease has run out are left out of every read**
-//!   (wall clock of this peer: now > renewal + lease), also from the
-//!   members of dynamic backends; `lastKnown` is the renewal time.
+//! - **Registrations whose lease has run out are left out of every read**,
+//!   also from the members of dynamic backends. The peer that takes an
+//!   instance's heartbeats owns its lease: while that peer is up, every
+//!   peer lists the instance, and the owner removes it (with its own clock)
+//!   once heartbeats stop for a lease. When the owner goes silent
+//!   (suspected or down), each peer keeps the instance for one lease from
+//!   when it last heard from the owner (`crdt::model::Owners`). A heartbeat
+//!   that changes nothing others can see is answered without a write;
+//!   `lastKnown` is the last renewal in the replicated state, at most 15 s
+//!   behind the last heartbeat.
 //! - An empty request body counts as `{}`, so a heartbeat needs no body and
 //!   a forgotten one is answered with the first missing field. The
 //!   `Content-Type` is not checked (`curl -d` sends a form type).
