@@ -201,3 +201,72 @@ fn the_ab_deploy_story_flips_rolls_back_and_retires_without_a_failed_request() {
     // through the runtime API.
     assert_eq!(edge.haproxy_count("reloads"), reloads);
 }
+
+/// A server that answers `name` after `delay` (a long request in flight).
+fn slow_server(name: &'static str, delay: Duration) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        // Serves until the test process ends; one thread per connection.
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head);
+                // Health checks and probes are answered at once; the
+                // request under test is the one for /slow.
+                if head.starts_with(b"GET /slow") {
+                    std::thread::sleep(delay);
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                    name.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_request_in_flight_to_the_old_version_completes_after_the_switch() {
+    let cluster = Cluster::new("ab-in-flight");
+    let peer = cluster.start_with_haproxy("edge", &[]);
+    let old = slow_server("1.0.0#slow", Duration::from_secs(4));
+    let new = TestServer::start("2.0.0#0");
+    for (version, port) in [("1.0.0", old.port()), ("2.0.0", new.port())] {
+        ok(peer.post(
+            &format!("/registrations/myapp/{version}/127.0.0.1/{port}"),
+            json!({"secondsToExpire": 60}),
+        ));
+    }
+    ok(peer.put(
+        "/backends/live",
+        json!({"type": "dynamic", "name": "myapp", "version": "1.0.0"}),
+    ));
+    ok(peer.put(
+        "/frontends/myapp",
+        json!({"bind": format!("*:{PORT}"), "backend": "live"}),
+    ));
+    only(&peer, "myapp.example.com", "1.0.0");
+    let through = peer.through_haproxy(PORT);
+    let in_flight = std::thread::spawn(move || fetch(through, "/slow", "myapp.example.com"));
+    eventually("the slow request to reach the old version", || {
+        let stats = peer.get("/haproxy/stats").1;
+        stats["rows"]
+            .as_array()?
+            .iter()
+            .any(|row| {
+                row["proxy"] == "live" && row["name"] != "BACKEND" && row["currentSessions"] == 1
+            })
+            .then_some(())
+    });
+
+    ok(peer.post("/backends/live", json!({"version": "2.0.0"})));
+    only(&peer, "myapp.example.com", "2.0.0");
+
+    let (status, body) = in_flight.join().expect("request").expect("an answer");
+    assert_eq!((status, body.as_str()), (200, "1.0.0#slow"));
+}
