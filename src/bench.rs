@@ -130,8 +130,8 @@ pub enum Workload {
         /// Lease, seconds.
         #[arg(long, default_value_t = 10)]
         ttl: u32,
-        /// Seconds of heartbeats measured.
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=600))]
+        /// Seconds of heartbeats measured (at least one renewal period).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(15..=600))]
         seconds: u32,
     },
     /// One peer with its own HAProxy: its HAProxy master killed with

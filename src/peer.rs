@@ -340,8 +340,11 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         view: None,
         changes,
         keeper,
-        owners: Owners::default(),
-        last_heard_ms: BTreeMap::new(),
+        owners: Owners {
+            me: Some(me),
+            unknown_up: true,
+            ..Owners::default()
+        },
         counters: Counters::default(),
         dropped_here: 0,
         seed_finders,
@@ -460,8 +463,6 @@ struct PeerTask {
     keeper: LeaseKeeper,
     /// What this peer knows of registration owners (from membership).
     owners: Owners,
-    /// When this peer last heard from each peer (wall-clock ms).
-    last_heard_ms: BTreeMap<PeerId, u64>,
     counters: Counters,
     /// Messages this task dropped itself, counted with the transport's
     /// drops: no address known, or [`HELD_MAX`] already waiting.
@@ -507,9 +508,11 @@ impl PeerTask {
                         self.write(&command, reply).await?;
                     }
                     // The registration as replicated already says all
-                    // others need (and it is durable).
+                    // others need; answered once what came before is
+                    // durable (the write it repeats may not be yet).
                     None => {
-                        let _ = reply.send(Ok(()));
+                        self.acks.push_back((self.submitted, reply));
+                        self.answer_durable_writes();
                     }
                 }
             }
@@ -583,24 +586,28 @@ impl PeerTask {
     fn observe_owners(&mut self) {
         let mut owners = Owners {
             me: Some(OwnerId(self.node.peer_id().0)),
+            unknown_up: self.start.elapsed() < STARTUP_VOUCHES_FOR,
             ..Owners::default()
         };
-        let mut known = BTreeMap::new();
         for (member, state) in self.node.peers() {
             let id = OwnerId(member.peer.0);
-            let heard = self.last_heard_ms.get(&member.peer).copied();
-            if let Some(heard) = heard {
-                known.insert(member.peer, heard);
-            }
             match state {
                 PeerState::Alive => {
                     owners.up.insert(id);
                 }
                 PeerState::Suspect | PeerState::Down => {
-                    let silent = heard
-                        .or_else(|| self.owners.silent_since_ms.get(&id).copied())
-                        .unwrap_or_else(wall_clock_ms);
-                    owners.silent_since_ms.insert(id, silent);
+                    // The clock starts when this peer first saw an owner it
+                    // knew up go silent; one never seen up is unknown (its
+                    // instances are judged by their replicated renewal).
+                    let since = self
+                        .owners
+                        .silent_since_ms
+                        .get(&id)
+                        .copied()
+                        .or_else(|| self.owners.up.contains(&id).then(wall_clock_ms));
+                    if let Some(since) = since {
+                        owners.silent_since_ms.insert(id, since);
+                    }
                 }
             }
         }
@@ -608,8 +615,6 @@ impl PeerTask {
         // one of it says.
         let up = owners.up.clone();
         owners.silent_since_ms.retain(|id, _| !up.contains(id));
-        // Only peers membership knows are remembered.
-        self.last_heard_ms = known;
         if owners != self.owners {
             self.owners = owners;
             self.view = None;
@@ -620,7 +625,6 @@ impl PeerTask {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Message { from, bytes, .. } => {
-                self.last_heard_ms.insert(from, wall_clock_ms());
                 let now = self.now();
                 self.node.handle_message(now, from, &bytes);
             }
@@ -794,6 +798,9 @@ impl PeerTask {
     }
 }
 
+/// How long a starting peer takes owners it does not know yet as up (it
+/// serves its instances from its own state until membership arrives).
+const STARTUP_VOUCHES_FOR: Duration = Duration::from_secs(10);
 /// How often membership is read for registration owners.
 const OWNERS_EVERY: Duration = Duration::from_millis(100);
 

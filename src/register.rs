@@ -16,8 +16,9 @@ use crate::daemon::ShutdownSignals;
 
 /// First pause after every peer failed; doubles up to the heartbeat period.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-/// Bound on one request to a peer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on one request to a peer (less for short periods, so that one
+/// peer that does not answer cannot use up the lease).
+const REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 
 /// `aqueduct register`'s options.
 #[derive(Debug, clap::Args)]
@@ -48,6 +49,9 @@ pub enum RegisterError {
     /// Signal handlers could not be installed.
     #[error("cannot listen for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
+    /// A peer refused the registration as invalid.
+    #[error("the registration was refused: {0}")]
+    Refused(String),
 }
 
 /// One service instance, as `NAME@VERSION:HOST:PORT`.
@@ -119,7 +123,7 @@ pub async fn run(args: RegisterArgs) -> Result<(), RegisterError> {
     };
     let mut signals = ShutdownSignals::new().map_err(RegisterError::Signals)?;
     let http = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT_MAX.min(period / 2))
         .build()
         .map_err(|e| RegisterError::Invalid(e.to_string()))?;
     let mut body: Map<String, Value> = args
@@ -137,7 +141,7 @@ pub async fn run(args: RegisterArgs) -> Result<(), RegisterError> {
     let mut registered = false;
     let mut backoff = BACKOFF_FIRST;
     loop {
-        let pause = match client.send(reqwest::Method::POST, Some(&body)).await {
+        let pause = match client.send(reqwest::Method::POST, Some(&body)).await? {
             Some(api) => {
                 if !registered {
                     registered = true;
@@ -158,7 +162,7 @@ pub async fn run(args: RegisterArgs) -> Result<(), RegisterError> {
             () = signals.recv() => break,
         }
     }
-    match client.send(reqwest::Method::DELETE, None).await {
+    match client.send(reqwest::Method::DELETE, None).await? {
         Some(api) => println!("deregistered {} via {api}", args.instance),
         None => tracing::warn!(
             "no peer took the deregistration of {}: it expires with its lease",
@@ -178,12 +182,13 @@ struct Client {
 
 impl Client {
     /// Sends to the peer in use, then to the others in order; returns the
-    /// peer that answered with success (and keeps using it).
+    /// peer that answered with success (and keeps using it), `None` if none
+    /// did, or the refusal of a request no peer would accept.
     async fn send(
         &mut self,
         method: reqwest::Method,
         body: Option<&Map<String, Value>>,
-    ) -> Option<String> {
+    ) -> Result<Option<String>, RegisterError> {
         for attempt in 0..self.apis.len() {
             let index = (self.current + attempt) % self.apis.len();
             let api = self.apis[index].trim_end_matches('/');
@@ -201,17 +206,21 @@ impl Client {
                             && response.status() == reqwest::StatusCode::NOT_FOUND) =>
                 {
                     self.current = index;
-                    return Some(api.to_owned());
+                    return Ok(Some(api.to_owned()));
                 }
                 Ok(response) => {
                     let status = response.status();
                     let text = response.text().await.unwrap_or_default();
+                    if status == reqwest::StatusCode::BAD_REQUEST {
+                        // Every peer would say the same: retrying cannot help.
+                        return Err(RegisterError::Refused(format!("{api}: {text}")));
+                    }
                     tracing::warn!("{api}: {status} {text}");
                 }
                 Err(e) => tracing::warn!("{api}: {e}"),
             }
         }
-        None
+        Ok(None)
     }
 }
 

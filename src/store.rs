@@ -57,7 +57,7 @@ pub const BATCH_BYTES_MAX: usize = 16 << 20;
 pub const COMPACTION_LOG_BYTES_MIN: u64 = 1 << 20;
 
 /// The layout of the tables below; bumped on any incompatible change.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 /// A metadata value is a small number.
 const META_BYTES_MAX: usize = 16;
 /// Metadata: `format` (u32), `replica id` ([`ReplicaId`]), `generation` (u32).

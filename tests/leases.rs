@@ -163,11 +163,12 @@ fn an_instance_another_peer_took_over_is_forgotten_not_removed() {
 }
 
 #[test]
-fn after_a_restart_owned_instances_get_one_full_lease_to_heartbeat_again() {
+fn after_a_short_restart_owned_instances_keep_the_rest_of_their_lease() {
     let mut peer = Peer::new();
     peer.heartbeat(8080, "{}", T0);
-    let restart = T0 + 100_000;
+    let restart = T0 + 3_000;
     peer.keeper = LeaseKeeper::new(ME, &peer.replica.view(), restart);
+    // The last heartbeat is taken to be as recent as it can have been.
     assert!(peer.tick(restart + u64::from(TTL)).is_empty());
     assert!(matches!(
         peer.tick(restart + u64::from(TTL) + 1).as_slice(),
@@ -175,11 +176,79 @@ fn after_a_restart_owned_instances_get_one_full_lease_to_heartbeat_again() {
     ));
 }
 
-fn owners(up: &[OwnerId], down: &[(OwnerId, u64)]) -> Owners {
+#[test]
+fn after_a_long_outage_owned_instances_whose_lease_ran_out_are_removed_at_once() {
+    let mut peer = Peer::new();
+    peer.heartbeat(8080, "{}", T0);
+    let restart = T0 + 3_600_000;
+    peer.keeper = LeaseKeeper::new(ME, &peer.replica.view(), restart);
+    assert!(matches!(
+        peer.tick(restart).as_slice(),
+        [Command::Deregister { .. }]
+    ));
+}
+
+#[test]
+fn the_lowest_up_peer_sweeps_registrations_their_silent_owner_abandoned() {
+    let mut peer = Peer::new();
+    let abandoned = Registration {
+        lease: Lease::new(T0, TTL).unwrap().owned_by(OTHER),
+        ..heartbeat_body("{}")
+    };
+    peer.replica
+        .execute(
+            &Command::Register {
+                key: key(8080),
+                registration: abandoned,
+            },
+            T0,
+        )
+        .unwrap();
+    let silent_since = T0 + 1_000;
+    let swept_after = silent_since + u64::from(TTL) + aqueduct::crdt::ABANDONED_AFTER_MS;
+    let judge = |now: u64, owners: Owners, peer: &mut Peer| {
+        let view = ConfigView {
+            owners,
+            ..peer.replica.view()
+        };
+        peer.keeper.tick(&view, now)
+    };
+    // Not yet abandoned long enough; then not this peer's job while a
+    // lower peer is up; then swept.
+    assert!(
+        judge(
+            swept_after,
+            owners(&[], &[(OTHER, silent_since)]),
+            &mut peer
+        )
+        .is_empty()
+    );
+    let lower = OwnerId(0);
+    assert!(
+        judge(
+            swept_after + 20_000,
+            owners(&[lower], &[(OTHER, silent_since)]),
+            &mut peer
+        )
+        .is_empty()
+    );
+    let swept = judge(
+        swept_after + 40_000,
+        owners(&[], &[(OTHER, silent_since)]),
+        &mut peer,
+    );
+    assert!(
+        matches!(swept.as_slice(), [Command::Deregister { .. }]),
+        "{swept:?}"
+    );
+}
+
+fn owners(up: &[OwnerId], silent: &[(OwnerId, u64)]) -> Owners {
     Owners {
         me: Some(ME),
         up: up.iter().copied().collect(),
-        silent_since_ms: down.iter().copied().collect(),
+        silent_since_ms: silent.iter().copied().collect(),
+        unknown_up: false,
     }
 }
 

@@ -33,10 +33,11 @@
 //!   peer lists the instance, and the owner removes it (with its own clock)
 //!   once heartbeats stop for a lease. When the owner goes silent
 //!   (suspected or down), each peer keeps the instance for one lease from
-//!   when it last heard from the owner (`crdt::model::Owners`). A heartbeat
-//!   that changes nothing others can see is answered without a write;
-//!   `lastKnown` is the last renewal in the replicated state, at most 15 s
-//!   behind the last heartbeat.
+//!   when it first saw the owner so (`crdt::model::Owners`); a registration
+//!   no owner will remove is swept a minute after its last live instant. A
+//!   heartbeat that changes nothing others can see is answered without a
+//!   write; `lastKnown` is the last renewal in the replicated state, up to
+//!   15 s plus one heartbeat interval behind the last heartbeat.
 //! - An empty request body counts as `{}`, so a heartbeat needs no body and
 //!   a forgotten one is answered with the first missing field. The
 //!   `Content-Type` is not checked (`curl -d` sends a form type).

@@ -23,6 +23,14 @@ use super::replica::{Command, RENEWALS_PER_COMMAND_MAX};
 /// anything.
 const RENEW_EVERY_MS: u64 = LEASE_RENEWAL_MS / 2;
 
+/// How long past its last live instant an ownerless registration stays in
+/// the replicated state before a peer sweeps it away.
+pub const ABANDONED_AFTER_MS: u64 = 60_000;
+/// Removals one sweep writes at most (the rest wait for the next tick).
+const SWEEP_PER_TICK_MAX: usize = 1_000;
+/// How often the keeper looks for abandoned registrations.
+const SWEEP_EVERY_MS: u64 = 10_000;
+
 /// One registration this peer owns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Owned {
@@ -38,21 +46,26 @@ pub struct LeaseKeeper {
     me: OwnerId,
     owned: BTreeMap<RegistrationKey, Owned>,
     next_renewal_ms: u64,
+    next_sweep_ms: u64,
 }
 
 impl LeaseKeeper {
-    /// Starts with the registrations `view` says this peer owns, each given
-    /// a full lease from `now_ms`: heartbeats taken before a restart are
-    /// not remembered, and their instances get one lease to send the next.
+    /// Starts with the registrations `view` says this peer owns. Heartbeats
+    /// taken before a restart are not remembered; the last one came at most
+    /// one renewal period after the last replicated renewal, which is when
+    /// each lease is taken to run from (an instance whose lease ran out
+    /// while this peer was down is removed at the first tick, one whose
+    /// lease still runs gets the rest of it).
     pub fn new(me: OwnerId, view: &ConfigView, now_ms: u64) -> LeaseKeeper {
         let owned = view
             .registrations
             .iter()
             .filter(|(_, registration)| registration.lease.owner() == Some(me))
             .map(|(key, registration)| {
+                let lease = registration.lease;
                 let owned = Owned {
-                    last_heartbeat_ms: now_ms,
-                    replicated: registration.lease,
+                    last_heartbeat_ms: now_ms.min(lease.renewed_at_ms() + RENEW_EVERY_MS),
+                    replicated: lease,
                 };
                 (key.clone(), owned)
             })
@@ -61,6 +74,7 @@ impl LeaseKeeper {
             me,
             owned,
             next_renewal_ms: now_ms + RENEW_EVERY_MS,
+            next_sweep_ms: now_ms + SWEEP_EVERY_MS,
         }
     }
 
@@ -132,6 +146,10 @@ impl LeaseKeeper {
                 Command::Deregister { key }
             })
             .collect();
+        if now_ms >= self.next_sweep_ms {
+            self.next_sweep_ms = now_ms + SWEEP_EVERY_MS;
+            commands.extend(self.sweep(view, now_ms));
+        }
         if now_ms >= self.next_renewal_ms {
             self.next_renewal_ms = now_ms + RENEW_EVERY_MS;
             let mut renewals = Vec::new();
@@ -150,6 +168,32 @@ impl LeaseKeeper {
         commands
     }
 
+    /// Removes registrations no owner will ever remove — their owner has
+    /// been silent, or unknown, for [`ABANDONED_AFTER_MS`] past their last
+    /// live instant — so that the replicated state does not keep every
+    /// instance a dead peer ever took. One peer sweeps: the up peer with
+    /// the lowest id, as far as `view.owners` knows (two peers that both
+    /// think so remove the same objects, which is harmless). A heartbeat
+    /// that reaches any peer concurrently wins over the removal.
+    fn sweep(&self, view: &ConfigView, now_ms: u64) -> Vec<Command> {
+        let owners = &view.owners;
+        let sweeper = owners.up.iter().chain(owners.me.iter()).min();
+        if sweeper != Some(&self.me) {
+            return Vec::new();
+        }
+        view.registrations
+            .iter()
+            .filter(|(_, registration)| registration.lease.owner() != Some(self.me))
+            .filter(|(_, registration)| {
+                owners
+                    .live_until_ms(registration.lease)
+                    .is_some_and(|until| now_ms > until.saturating_add(ABANDONED_AFTER_MS))
+            })
+            .take(SWEEP_PER_TICK_MAX)
+            .map(|(key, _)| Command::Deregister { key: key.clone() })
+            .collect()
+    }
+
     /// When [`LeaseKeeper::tick`] next has something to do (wall-clock ms).
     pub fn next_deadline_ms(&self) -> Option<u64> {
         let expiry = self
@@ -158,7 +202,11 @@ impl LeaseKeeper {
             .map(|owned| owned.last_heartbeat_ms + u64::from(owned.replicated.ttl_ms()) + 1)
             .min();
         let renewal = (!self.owned.is_empty()).then_some(self.next_renewal_ms);
-        expiry.into_iter().chain(renewal).min()
+        expiry
+            .into_iter()
+            .chain(renewal)
+            .chain([self.next_sweep_ms])
+            .min()
     }
 
     /// How many registrations this peer owns.

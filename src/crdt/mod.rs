@@ -31,7 +31,7 @@ mod store;
 
 pub use dot::{Dot, DotSet, ReplicaId};
 pub use hlc::Hlc;
-pub use leases::LeaseKeeper;
+pub use leases::{ABANDONED_AFTER_MS, LeaseKeeper};
 pub use replica::{
     Command, CommandError, ConfigDelta, Digest, RENEWALS_PER_COMMAND_MAX, RemoteDeltaError,
     Replica, ViewPart,

@@ -909,19 +909,22 @@ impl From<Lease> for (u64, u32, Option<OwnerId>) {
 }
 
 /// What this peer knows of registration owners, from membership: which are
-/// up, and for the others (suspected or down) since when they have been
-/// silent — the last time this peer heard from them, on its own wall clock.
-/// Only facts this peer observed itself, so no two peers' clocks are
-/// compared.
+/// up, and for the others (suspected or down) since when this peer has
+/// seen them so, on its own wall clock. Only facts this peer observed
+/// itself, so no two peers' clocks are compared.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Owners {
     /// This peer (always up for itself).
     pub me: Option<OwnerId>,
     /// Peers membership holds alive.
     pub up: BTreeSet<OwnerId>,
-    /// Peers suspected or down, with the wall-clock ms this peer last heard
-    /// from them.
+    /// Peers suspected or down, with the wall-clock ms since which this
+    /// peer has seen them so (after having seen them up).
     pub silent_since_ms: BTreeMap<OwnerId, u64>,
+    /// Whether owners this peer does not know are taken as up: while it is
+    /// starting and has not heard from the mesh yet, it serves what it has
+    /// rather than dropping every instance of every other peer.
+    pub unknown_up: bool,
 }
 
 /// Renewals of a registration's lease in the replicated state while its
@@ -940,10 +943,11 @@ impl Owners {
     /// - owner up (or this peer): live until the owner removes it (it does
     ///   so itself when heartbeats stop: one clock, no skew);
     /// - owner suspected or down: live for one lease from when this peer
-    ///   last heard from it — about when its heartbeats last reached it
-    ///   (the instance may fail over to another peer meanwhile);
+    ///   first saw it so (the instance may fail over to another peer
+    ///   meanwhile; the grace is membership's time to suspect a dead peer);
     /// - owner unknown, or none: live while the last replicated renewal is
-    ///   recent (renewals come every [`LEASE_RENEWAL_MS`]).
+    ///   recent (renewals come every [`LEASE_RENEWAL_MS`]), or while this
+    ///   peer is starting (`unknown_up`).
     pub fn live_until_ms(&self, lease: Lease) -> Option<u64> {
         let ttl = u64::from(lease.ttl_ms());
         match lease.owner() {
@@ -951,6 +955,7 @@ impl Owners {
             Some(owner) if self.silent_since_ms.contains_key(&owner) => {
                 Some(self.silent_since_ms[&owner].saturating_add(ttl))
             }
+            _ if self.unknown_up => None,
             _ => Some(
                 lease
                     .expires_at_ms()
@@ -1271,8 +1276,11 @@ impl ConfigView {
                     members.push((member, settings));
                 }
                 ObjectKey::Registration(reg) => {
-                    let Some(lease) = get!(Lease) else { continue };
-                    let meta = get!(Meta).unwrap_or_else(|| Meta("{}".to_owned()));
+                    // A registration is written whole (meta and lease); a
+                    // lease alone is a renewal that raced a removal.
+                    let (Some(lease), Some(meta)) = (get!(Lease), get!(Meta)) else {
+                        continue;
+                    };
                     view.registrations
                         .insert(reg.clone(), Registration { meta, lease });
                 }

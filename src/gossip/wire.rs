@@ -15,11 +15,11 @@ use super::PeerId;
 
 /// Protocol major version: peers only talk within one major version
 /// (and the previous one, for rolling upgrades, once there is one).
-pub const PROTOCOL_MAJOR: u16 = 1;
+pub const PROTOCOL_MAJOR: u16 = 2;
 /// Protocol minor version: additive changes.
 pub const PROTOCOL_MINOR: u16 = 0;
 /// ALPN protocol name carried by the TLS handshake.
-pub const ALPN: &[u8] = b"aqueduct/1";
+pub const ALPN: &[u8] = b"aqueduct/2";
 
 /// The largest message accepted or produced, in bytes. Anti-entropy
 /// answers for a far-behind peer are the largest messages; 32 MiB holds a
