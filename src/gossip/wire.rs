@@ -161,8 +161,9 @@ mod tests {
     #[test]
     fn another_major_version_is_refused_by_name() {
         let mut bytes = encode(&sample()).unwrap();
-        bytes[0] = 2;
-        assert_eq!(decode(&bytes), Err(WireError::UnsupportedVersion(2)));
+        let other = PROTOCOL_MAJOR + 1;
+        bytes[0] = u8::try_from(other).unwrap();
+        assert_eq!(decode(&bytes), Err(WireError::UnsupportedVersion(other)));
     }
 
     #[test]
