@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::certs::NodeName;
 use crate::config::JoinAddr;
-use crate::crdt::model::{ConfigView, OwnerId, Owners, Registration, RegistrationKey};
+use crate::crdt::model::{
+    ConfigView, FieldId, ObjectKey, OwnerId, Owners, Registration, RegistrationKey,
+};
 use crate::crdt::{Command, CommandError, Digest, LeaseKeeper, ReplicaId, ViewPart};
 use crate::gossip::{Node, NodeStats, Output, PeerId, PeerState, Time};
 use crate::store::{Durability, Entry, StoreError, Writer};
@@ -568,8 +570,17 @@ impl PeerTask {
 
     /// Writes the lease expiries and renewals that are due.
     async fn tend_leases(&mut self) -> Result<(), PeerError> {
-        let view = self.node.replica().view_of(&[ViewPart::Registrations]);
-        for command in self.keeper.tick(&view, wall_clock_ms()) {
+        let view = ConfigView {
+            owners: self.owners.clone(),
+            ..self.node.replica().view_of(&[ViewPart::Registrations])
+        };
+        let replica = self.node.replica();
+        let contested = |key: &RegistrationKey| {
+            let object = ObjectKey::Registration(key.clone());
+            replica.concurrent_values(&object, FieldId::Lease) > 1
+        };
+        let commands = self.keeper.tick(&view, wall_clock_ms(), contested);
+        for command in commands {
             let now = self.now();
             // Only commands on registrations that exist come out of the
             // keeper; a refusal means one vanished meanwhile: nothing to do.

@@ -3,8 +3,8 @@
 //! (`Owners::live_until_ms`).
 
 use aqueduct::crdt::model::{
-    CLOCK_SKEW_MS, ConfigView, Host, LEASE_RENEWAL_MS, Lease, Meta, OwnerId, Owners, Port,
-    Registration, RegistrationKey, ServiceName, Version,
+    CLOCK_SKEW_MS, ConfigView, FieldId, Host, LEASE_RENEWAL_MS, Lease, Meta, ObjectKey, OwnerId,
+    Owners, Port, Registration, RegistrationKey, ServiceName, Version,
 };
 use aqueduct::crdt::{Command, LeaseKeeper, Replica, ReplicaId};
 
@@ -55,7 +55,12 @@ impl Peer {
     }
 
     fn tick(&mut self, now: u64) -> Vec<Command> {
-        let commands = self.keeper.tick(&self.replica.view(), now);
+        let replica = &self.replica;
+        let contested = |key: &RegistrationKey| {
+            let object = ObjectKey::Registration(key.clone());
+            replica.concurrent_values(&object, FieldId::Lease) > 1
+        };
+        let commands = self.keeper.tick(&replica.view(), now, contested);
         self.run(commands.clone(), now);
         commands
     }
@@ -211,7 +216,7 @@ fn the_lowest_up_peer_sweeps_registrations_their_silent_owner_abandoned() {
             owners,
             ..peer.replica.view()
         };
-        peer.keeper.tick(&view, now)
+        peer.keeper.tick(&view, now, |_| false)
     };
     // Not yet abandoned long enough; then not this peer's job while a
     // lower peer is up; then swept.
@@ -309,4 +314,27 @@ fn the_live_set_follows_what_this_peer_knows_of_owners() {
     assert_eq!(live(owners(&[], &[(OTHER, now - 5_000)])), 1);
     assert_eq!(live(owners(&[], &[(OTHER, now - 20_000)])), 0);
     assert_eq!(live(owners(&[], &[])), 0);
+}
+
+#[test]
+fn an_expired_lease_that_holds_another_owners_concurrent_value_is_forgotten_not_removed() {
+    // The instance moved to another peer while this one renewed its lease:
+    // both values stand side by side, and this peer's may outrank the
+    // other's. Removing would remove the other peer's registration too.
+    let mut peer = Peer::new();
+    peer.heartbeat(8080, "{}", T0);
+    let mut other = Replica::new(ReplicaId::new(10).unwrap());
+    let moved = Command::Register {
+        key: key(8080),
+        registration: Registration {
+            lease: Lease::new(T0 - 1_000, TTL).unwrap().owned_by(OTHER),
+            ..heartbeat_body("{}")
+        },
+    };
+    let delta = other.execute(&moved, T0 - 1_000).unwrap();
+    peer.replica.join(&delta).unwrap();
+
+    assert!(peer.tick(T0 + u64::from(TTL) + 1).is_empty());
+    assert_eq!(peer.keeper.owned(), 0);
+    assert!(peer.lease(8080).is_some());
 }

@@ -123,8 +123,16 @@ impl LeaseKeeper {
     /// heartbeats stopped for a whole lease, and, every [`RENEW_EVERY_MS`],
     /// renewals of the leases heartbeats have kept alive. Registrations
     /// `view` shows removed or owned by another peer (the instance moved)
-    /// are forgotten, never removed.
-    pub fn tick(&mut self, view: &ConfigView, now_ms: u64) -> Vec<Command> {
+    /// are forgotten, never removed; so are those whose lease is
+    /// `contested` (it holds a concurrent value, such as another peer's
+    /// registration that this peer's renewal happens to outrank: removing
+    /// would remove that too).
+    pub fn tick(
+        &mut self,
+        view: &ConfigView,
+        now_ms: u64,
+        contested: impl Fn(&RegistrationKey) -> bool,
+    ) -> Vec<Command> {
         let me = self.me;
         self.owned.retain(|key, _| {
             view.registrations
@@ -141,9 +149,9 @@ impl LeaseKeeper {
             .collect();
         let mut commands: Vec<Command> = expired
             .into_iter()
-            .map(|key| {
+            .filter_map(|key| {
                 self.owned.remove(&key);
-                Command::Deregister { key }
+                (!contested(&key)).then_some(Command::Deregister { key })
             })
             .collect();
         if now_ms >= self.next_sweep_ms {

@@ -459,6 +459,16 @@ impl Replica {
         self.store.objects().get(key)?.get(&field).map(winner)
     }
 
+    /// How many concurrent values `field` of `key` holds (0 when absent;
+    /// more than 1 while writes not seen by each other stand side by side).
+    pub fn concurrent_values(&self, key: &ObjectKey, field: FieldId) -> usize {
+        self.store
+            .objects()
+            .get(key)
+            .and_then(|fields| fields.get(&field))
+            .map_or(0, |register| register.len())
+    }
+
     /// Fields that currently hold more than one concurrent value, with all
     /// of them (winner first). Useful to show operators a conflict.
     pub fn conflicts(&self) -> Vec<(ObjectKey, FieldId, Vec<FieldValue>)> {
