@@ -182,14 +182,8 @@ impl Handle {
 
     /// Applies `command`; returns once it is durable on this peer.
     pub async fn write(&self, command: Command) -> Result<(), WriteError> {
-        let _place = self
-            .writes_in_flight
-            .acquire()
+        self.acknowledged(|reply| Request::Write { command, reply })
             .await
-            .map_err(|_| PeerGone)?;
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::Write { command, reply }).await?;
-        answer.await.map_err(|_| PeerGone)?
     }
 
     /// Takes a registry heartbeat; returns once whatever it changed is
@@ -199,18 +193,27 @@ impl Handle {
         key: RegistrationKey,
         registration: Registration,
     ) -> Result<(), WriteError> {
+        self.acknowledged(|reply| Request::Heartbeat {
+            key,
+            registration,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends a request answered once durable, within the bound on writes
+    /// in flight.
+    async fn acknowledged(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<(), WriteError>>) -> Request,
+    ) -> Result<(), WriteError> {
         let _place = self
             .writes_in_flight
             .acquire()
             .await
             .map_err(|_| PeerGone)?;
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Heartbeat {
-            key,
-            registration,
-            reply,
-        })
-        .await?;
+        self.send(request(reply)).await?;
         answer.await.map_err(|_| PeerGone)?
     }
 

@@ -6,12 +6,11 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use support::http::{TestServer, fetch};
-use support::{Cluster, Peer, binary, eventually, first_stdout_line};
+use support::http::{Clients, TestServer, fetch};
+use support::{Cluster, Peer, Sidecar, eventually};
 
 const PORT: u16 = 18090;
 
@@ -19,49 +18,24 @@ const PORT: u16 = 18090;
 struct Instance {
     /// Serves as long as the instance lives.
     _server: TestServer,
-    sidecar: Option<Child>,
+    sidecar: Sidecar,
 }
 
 impl Instance {
     fn start(version: &str, index: usize, apis: &[String]) -> Instance {
         let server = TestServer::start(&format!("{version}#{index}"));
-        let mut command = Command::new(binary());
-        command.arg("register");
-        for api in apis {
-            command.args(["--api", api]);
-        }
-        let mut sidecar = command
-            .arg(format!("myapp@{version}:127.0.0.1:{}", server.port()))
-            .args(["--ttl", "3"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("aqueduct register starts");
-        let line = first_stdout_line(&mut sidecar);
+        let instance = format!("myapp@{version}:127.0.0.1:{}", server.port());
+        let (sidecar, line) = Sidecar::start(apis, &instance, &["--ttl", "3"]);
         assert!(line.starts_with("registered"), "{line}");
         Instance {
             _server: server,
-            sidecar: Some(sidecar),
+            sidecar,
         }
     }
 
     /// Stops the sidecar gracefully: it deregisters the instance.
     fn retire(&mut self) {
-        let mut sidecar = self.sidecar.take().expect("running");
-        let pid =
-            rustix::process::Pid::from_raw(i32::try_from(sidecar.id()).expect("pid")).expect("pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
-        assert!(sidecar.wait().expect("exits").success());
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Some(mut sidecar) = self.sidecar.take() {
-            let _ = sidecar.kill();
-            let _ = sidecar.wait();
-        }
+        assert!(self.sidecar.terminate().success());
     }
 }
 
@@ -82,49 +56,6 @@ fn only(peer: &Peer, host: &str, version: &str) {
     eventually(&format!("only {version} to answer for {host}"), || {
         (versions(peer, host, 20) == [version]).then_some(())
     });
-}
-
-/// Requests on new connections, one after another, until stopped.
-struct Clients {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
-}
-
-impl Clients {
-    fn start(peer: &Peer, count: usize) -> Clients {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let threads = (0..count)
-            .map(|_| {
-                let (stop, through) = (stop.clone(), peer.through_haproxy(PORT));
-                std::thread::spawn(move || {
-                    let (mut ok, mut failures) = (0, Vec::new());
-                    let deadline = std::time::Instant::now() + Duration::from_secs(600);
-                    while !stop.load(std::sync::atomic::Ordering::SeqCst)
-                        && std::time::Instant::now() < deadline
-                    {
-                        match fetch(through, "/", "myapp.example.com") {
-                            Ok((200, _)) => ok += 1,
-                            Ok((status, body)) => failures.push(format!("{status} {body}")),
-                            Err(e) => failures.push(e.to_string()),
-                        }
-                    }
-                    (ok, failures)
-                })
-            })
-            .collect();
-        Clients { stop, threads }
-    }
-
-    fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let mut total = (0, Vec::new());
-        for thread in self.threads {
-            let (ok, failures) = thread.join().expect("client");
-            total.0 += ok;
-            total.1.extend(failures);
-        }
-        total
-    }
 }
 
 fn ok(answer: (u16, serde_json::Value)) {
@@ -151,7 +82,7 @@ fn the_ab_deploy_story_flips_rolls_back_and_retires_without_a_failed_request() {
         json!({"bind": format!("*:{PORT}"), "backend": "live"}),
     ));
     only(&edge, "myapp.example.com", "1.0.0");
-    let clients = Clients::start(&edge, 2);
+    let clients = Clients::start(edge.through_haproxy(PORT), "myapp.example.com", 2);
 
     // 4: v2 instances register, staged behind a Host rule.
     let _v2: Vec<Instance> = (0..3).map(|i| Instance::start("2.0.0", i, &apis)).collect();

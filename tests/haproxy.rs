@@ -8,12 +8,10 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use support::http::{TestServer, fetch};
+use support::http::{Clients, TestServer, fetch};
 use support::{Cluster, Peer, eventually, within};
 
 /// The port every test frontend binds (on each peer's own address).
@@ -145,47 +143,6 @@ fn peer_neutral_config(peer: &Peer) -> String {
         .replace(&host, "BIND_HOST")
 }
 
-/// Requests sent one after another on new connections until stopped:
-/// (answered 200, failed).
-struct ClientLoop {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(u64, Vec<String>)>,
-    sent: Arc<AtomicU64>,
-}
-
-impl ClientLoop {
-    fn start(peer: &Peer) -> ClientLoop {
-        let through = peer.through_haproxy(PORT);
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let (stopping, counting) = (stop.clone(), sent.clone());
-        let thread = std::thread::spawn(move || {
-            let (mut ok, mut failures) = (0u64, Vec::new());
-            // Bounded: stops when told, or after 10 minutes at most.
-            let deadline = std::time::Instant::now() + Duration::from_secs(600);
-            while !stopping.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-                counting.fetch_add(1, Ordering::SeqCst);
-                match fetch(through, "/", "example.com") {
-                    Ok((200, _)) => ok += 1,
-                    Ok((status, body)) => failures.push(format!("{status}: {body}")),
-                    Err(e) => failures.push(e.to_string()),
-                }
-            }
-            (ok, failures)
-        });
-        ClientLoop { stop, thread, sent }
-    }
-
-    fn sent(&self) -> u64 {
-        self.sent.load(Ordering::SeqCst)
-    }
-
-    fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().expect("client loop")
-    }
-}
-
 #[test]
 fn no_request_fails_during_50_reloads_and_200_member_changes() {
     let cluster = Cluster::new("haproxy-no-failed-request");
@@ -201,8 +158,7 @@ fn no_request_fails_during_50_reloads_and_200_member_changes() {
     let runtime_before = peer.haproxy_count("runtimeChanges");
 
     // Two clients, so that requests are in flight while HAProxy changes.
-    let client = ClientLoop::start(&peer);
-    let other_client = ClientLoop::start(&peer);
+    let clients = Clients::start(peer.through_haproxy(PORT), "example.com", 2);
     let mut structure = 0;
     let mut members = 0;
     for round in 0..50 {
@@ -244,9 +200,9 @@ fn no_request_fails_during_50_reloads_and_200_member_changes() {
             });
         }
         // Let traffic flow between rounds, so that changes meet requests.
-        let sent = client.sent();
+        let sent = clients.sent();
         eventually("requests between rounds", || {
-            (client.sent() >= sent + 5).then_some(())
+            (clients.sent() >= sent + 5).then_some(())
         });
     }
     assert_eq!((structure, members), (50, 200));
@@ -264,10 +220,7 @@ fn no_request_fails_during_50_reloads_and_200_member_changes() {
         "every member change went through the runtime API"
     );
     assert!(peer.haproxy_status()["lastError"].is_null());
-    let (ok, mut failures) = client.finish();
-    let (other_ok, other_failures) = other_client.finish();
-    let ok = ok + other_ok;
-    failures.extend(other_failures);
+    let (ok, failures) = clients.finish();
 
     assert!(
         failures.is_empty(),

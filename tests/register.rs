@@ -4,54 +4,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Cluster, Peer, binary, eventually, first_stdout_line};
+use support::{Cluster, Peer, Sidecar, binary, eventually};
 
 /// The instance every test registers.
 const INSTANCE: &str = "myapp@1.0.0:10.0.0.1:8080";
 const PATH: &str = "/registrations/myapp/1.0.0";
-
-/// The sidecar, stopped (SIGKILL) if a test fails before stopping it.
-struct Sidecar(Option<Child>);
-
-impl Sidecar {
-    fn start(apis: &[String], extra: &[&str]) -> (Sidecar, String) {
-        let mut command = Command::new(binary());
-        command.arg("register");
-        for api in apis {
-            command.args(["--api", api]);
-        }
-        let mut child = command
-            .args([INSTANCE, "--ttl", "2"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("aqueduct register starts");
-        let line = first_stdout_line(&mut child);
-        (Sidecar(Some(child)), line)
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.0.take().expect("running");
-        let pid =
-            rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid")).expect("pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
-        child.wait().expect("exits")
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn listed(peer: &Peer) -> Vec<serde_json::Value> {
     let (status, list) = peer.get(PATH);
@@ -74,7 +34,7 @@ fn the_sidecar_keeps_an_instance_registered_and_deregisters_it_on_sigterm() {
     let peer = cluster.start("peer-a", &[]);
     // The first API answers nothing: the sidecar goes on to the next.
     let apis = ["http://127.0.0.1:9".to_owned(), peer.url("")];
-    let (mut sidecar, line) = Sidecar::start(&apis, &["--meta", "zone=b"]);
+    let (mut sidecar, line) = Sidecar::start(&apis, INSTANCE, &["--ttl", "2", "--meta", "zone=b"]);
     assert!(
         line.starts_with(&format!("registered {INSTANCE} via")),
         "{line}"
@@ -96,7 +56,7 @@ fn the_sidecar_moves_to_another_peer_when_its_peer_dies() {
     let mut a = cluster.start("peer-a", &[]);
     let b = cluster.start("peer-b", &[&a]);
     support::wait_for_mesh(&[&a, &b]);
-    let (_sidecar, line) = Sidecar::start(&[a.url(""), b.url("")], &[]);
+    let (_sidecar, line) = Sidecar::start(&[a.url(""), b.url("")], INSTANCE, &["--ttl", "2"]);
     assert!(line.contains(&a.url("")), "{line}");
     eventually("the instance on peer b", || {
         (listed(&b).len() == 1).then_some(())

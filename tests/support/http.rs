@@ -4,8 +4,9 @@
 //! on one shared runtime.
 
 use std::net::SocketAddr;
-use std::sync::LazyLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use aqueduct::echo::{self, EchoServer};
 
@@ -51,4 +52,60 @@ impl TestServer {
 pub fn fetch(addr: SocketAddr, path: &str, host: &str) -> Result<(u16, String), echo::EchoError> {
     let answer = RUNTIME.block_on(echo::get(addr, path, host, IO_TIMEOUT))?;
     Ok((answer.status, answer.body))
+}
+
+/// Clients sending requests one after another on new connections until
+/// stopped (each for 10 minutes at most), counting what fails.
+pub struct Clients {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Clients {
+    /// `count` clients requesting `/` with `Host: host` from `addr`.
+    pub fn start(addr: SocketAddr, host: &str, count: usize) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let threads = (0..count)
+            .map(|_| {
+                let (stop, sent, host) = (stop.clone(), sent.clone(), host.to_owned());
+                std::thread::spawn(move || {
+                    let (mut ok, mut failures) = (0, Vec::new());
+                    let deadline = Instant::now() + Duration::from_secs(600);
+                    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        match fetch(addr, "/", &host) {
+                            Ok((200, _)) => ok += 1,
+                            Ok((status, body)) => failures.push(format!("{status}: {body}")),
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        Clients {
+            stop,
+            sent,
+            threads,
+        }
+    }
+
+    /// Requests sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Stops them: requests answered 200, and the failures.
+    pub fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut total = (0, Vec::new());
+        for thread in self.threads {
+            let (ok, failures) = thread.join().expect("a client");
+            total.0 += ok;
+            total.1.extend(failures);
+        }
+        total
+    }
 }

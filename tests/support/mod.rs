@@ -448,3 +448,46 @@ pub fn loopback_host() -> Ipv4Addr {
     let lo = u8::try_from(n % 254 + 1).expect("1 to 254");
     Ipv4Addr::new(127, 77, hi, lo)
 }
+
+/// An `aqueduct register` sidecar, killed if a test ends before stopping it.
+pub struct Sidecar(Option<Child>);
+
+impl Sidecar {
+    /// Starts one for `instance` (`NAME@VERSION:HOST:PORT`) on `apis`, with
+    /// `extra` options; returns it and its first line ("registered ...").
+    pub fn start(apis: &[String], instance: &str, extra: &[&str]) -> (Sidecar, String) {
+        let mut command = Command::new(binary());
+        command.arg("register");
+        for api in apis {
+            command.args(["--api", api]);
+        }
+        let mut child = command
+            .arg(instance)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("aqueduct register starts");
+        let line = first_stdout_line(&mut child);
+        (Sidecar(Some(child)), line)
+    }
+
+    /// SIGTERM (it deregisters), then its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("running");
+        let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"))
+            .expect("non-zero pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        child.wait().expect("exits")
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
