@@ -130,6 +130,7 @@ fn the_ab_deploy_story_flips_rolls_back_and_retires_without_a_failed_request() {
     assert!(answered >= 200, "only {answered} requests went through");
     // Switching versions and retiring never reloaded: the members moved
     // through the runtime API.
+    edge.wait_until_applied();
     assert_eq!(edge.haproxy_count("reloads"), reloads);
 }
 

@@ -119,6 +119,9 @@ fn a_member_added_on_another_peer_serves_here_without_a_reload() {
     assert_eq!(status, 200, "{body}");
 
     wait_until_served_by(&b, "/", "example.com", &second);
+    // HAProxy serves the new member before the driver has finished (and
+    // counted) the change.
+    b.wait_until_applied();
     assert_eq!(
         b.haproxy_count("reloads"),
         reloads,
@@ -354,6 +357,7 @@ fn a_registration_whose_lease_runs_out_leaves_the_dynamic_backend_without_a_relo
     eventually("the expired instance to leave the backend", || {
         (answers(&peer, 10) == ["lasting"]).then_some(())
     });
+    peer.wait_until_applied();
     assert_eq!(peer.haproxy_count("reloads"), reloads);
 }
 

@@ -34,7 +34,7 @@ fn the_sidecar_keeps_an_instance_registered_and_deregisters_it_on_sigterm() {
     let peer = cluster.start("peer-a", &[]);
     // The first API answers nothing: the sidecar goes on to the next.
     let apis = ["http://127.0.0.1:9".to_owned(), peer.url("")];
-    let (mut sidecar, line) = Sidecar::start(&apis, INSTANCE, &["--ttl", "2", "--meta", "zone=b"]);
+    let (mut sidecar, line) = Sidecar::start(&apis, INSTANCE, &["--ttl", "3", "--meta", "zone=b"]);
     assert!(
         line.starts_with(&format!("registered {INSTANCE} via")),
         "{line}"
@@ -42,9 +42,9 @@ fn the_sidecar_keeps_an_instance_registered_and_deregisters_it_on_sigterm() {
 
     let instance = &listed(&peer)[0];
     assert_eq!(instance["meta"]["zone"], "b");
-    assert_eq!(instance["meta"]["secondsToExpire"], 2);
+    assert_eq!(instance["meta"]["secondsToExpire"], 3);
     // Two leases long, the heartbeats keep it.
-    stays_registered(&peer, Duration::from_secs(4));
+    stays_registered(&peer, Duration::from_secs(6));
 
     assert!(sidecar.terminate().success());
     assert!(listed(&peer).is_empty());
@@ -56,7 +56,7 @@ fn the_sidecar_moves_to_another_peer_when_its_peer_dies() {
     let mut a = cluster.start("peer-a", &[]);
     let b = cluster.start("peer-b", &[&a]);
     support::wait_for_mesh(&[&a, &b]);
-    let (_sidecar, line) = Sidecar::start(&[a.url(""), b.url("")], INSTANCE, &["--ttl", "2"]);
+    let (_sidecar, line) = Sidecar::start(&[a.url(""), b.url("")], INSTANCE, &["--ttl", "3"]);
     assert!(line.contains(&a.url("")), "{line}");
     eventually("the instance on peer b", || {
         (listed(&b).len() == 1).then_some(())
@@ -66,7 +66,7 @@ fn the_sidecar_moves_to_another_peer_when_its_peer_dies() {
 
     // Longer than a lease plus failure detection: without the move to
     // peer b, the instance would be gone by then.
-    stays_registered(&b, Duration::from_secs(8));
+    stays_registered(&b, Duration::from_secs(10));
 }
 
 #[test]
