@@ -2,12 +2,14 @@
 # The whole test suite, as CI runs it (.ci/run calls exactly this script).
 # Needs only the Rust toolchain with rustfmt and clippy; it installs the
 # system packages the suite needs (HAProxy, for the tests that drive real
-# HAProxy processes) when they are missing.
+# HAProxy processes; Chromium and chromedriver, for the dashboard's browser
+# tests) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+with_browser=1
 source scripts/system-packages.sh
 
 step "format"

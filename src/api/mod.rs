@@ -2,7 +2,8 @@
 //! (frontends, backends, the A/B switch, registrations) plus the mesh
 //! additions (members one by one, `/mesh`, `/health`, `/metrics`, and
 //! `/haproxy/*`: the rendered configuration, apply status, stats and the
-//! event stream).
+//! event stream), and the live dashboard at `/ui` (`GET /` redirects
+//! browsers there).
 //!
 //! Owns the JSON shapes (the `dto` types, separate from `crdt::model`),
 //! their validation into model values, the error answers and write access
@@ -77,6 +78,7 @@ mod haproxy;
 mod mesh;
 mod metrics;
 mod registry;
+mod ui;
 
 use std::sync::Arc;
 
@@ -186,6 +188,10 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
         .route("/mesh/peers", get(mesh::peers))
         .route("/health", get(mesh::health))
         .route("/metrics", get(metrics::scrape))
+        .route("/", get(ui::root))
+        .route("/ui", get(ui::page))
+        .route("/ui/style.css", get(ui::style))
+        .route("/ui/app.js", get(ui::script))
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_route);
     let routes = match options.token {
