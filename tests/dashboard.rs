@@ -353,3 +353,24 @@ fn get_root_answers_api_clients_as_before() {
     let body: Value = answer.json().expect("a JSON error");
     assert_eq!(body["error"], "no such route");
 }
+
+#[test]
+fn the_page_shows_disconnected_while_its_peer_restarts_and_reconnects_by_itself() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut setup = setup("dashboard-reconnect");
+    let browser = Browser::open(&setup.second.url("/ui"));
+    let connection =
+        |state: &str| browser.attribute("#connection", "data-state").as_deref() == Some(state);
+    eventually("the page to be live", || {
+        connection("connected").then_some(())
+    });
+
+    setup.second.kill_9();
+    eventually("the page to show it is disconnected", || {
+        connection("disconnected").then_some(())
+    });
+    setup.second.restart_on_same_api();
+    eventually("the page to be live again", || {
+        connection("connected").then_some(())
+    });
+}

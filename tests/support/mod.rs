@@ -105,6 +105,7 @@ impl Cluster {
             data_dir: home.join("data"),
             tls_dir: tls,
             log: home.join("log.txt"),
+            api: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             join: Vec::new(),
             extra: Vec::new(),
             haproxy: None,
@@ -135,6 +136,8 @@ pub struct PeerSpec {
     pub data_dir: PathBuf,
     pub tls_dir: PathBuf,
     pub log: PathBuf,
+    /// The API's address (port 0: an ephemeral one).
+    pub api: SocketAddr,
     pub join: Vec<SocketAddr>,
     pub extra: Vec<String>,
     /// Run HAProxy, binding `*` to this address (`None`: `--haproxy off`).
@@ -156,7 +159,9 @@ impl PeerSpec {
             .arg(&self.data_dir)
             .arg("--tls-dir")
             .arg(&self.tls_dir)
-            .args(["--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0"])
+            .arg("--api")
+            .arg(self.api.to_string())
+            .args(["--gossip", "127.0.0.1:0"])
             .args(self.extra.iter())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -304,6 +309,13 @@ impl Peer {
         self.kill_9();
         self.clean_up_haproxy = false;
         *self = self.spec.start();
+    }
+
+    /// Starts the same peer again on the same API address (what a browser
+    /// or client pointed at it reconnects to); gossip gets a new port.
+    pub fn restart_on_same_api(&mut self) {
+        self.spec.api = self.api;
+        self.restart();
     }
 
     pub fn log(&self) -> String {

@@ -15,7 +15,7 @@ const state = {
   history: new Map(), // backend -> [{at, sessions, rate}]
   signatures: new Map(), // backend -> what its card was built from
   pollOk: true,
-  streamOk: false,
+  streamOk: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -55,9 +55,10 @@ async function write(method, path, body) {
 
 function showConnection() {
   const node = $("connection");
-  let value = "connected";
-  if (!state.pollOk || !state.streamOk) value = state.pollOk ? "connecting" : "disconnected";
-  if (!state.pollOk) value = "disconnected";
+  // streamOk is null until the stream has answered or failed once.
+  let value = "connecting";
+  if (!state.pollOk || state.streamOk === false) value = "disconnected";
+  else if (state.streamOk) value = "connected";
   node.dataset.state = value;
   node.textContent = value === "connected" ? "live" : value === "connecting" ? "connecting…" : "disconnected";
 }
