@@ -374,3 +374,22 @@ fn the_page_shows_disconnected_while_its_peer_restarts_and_reconnects_by_itself(
         connection("connected").then_some(())
     });
 }
+
+#[test]
+fn the_activity_feed_shows_a_member_going_down() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut setup = setup("dashboard-activity");
+    let browser = Browser::open(&setup.second.url("/ui"));
+    eventually("the page to be live", || {
+        (browser.attribute("#connection", "data-state").as_deref() == Some("connected"))
+            .then_some(())
+    });
+
+    let dead = setup.web.remove(0);
+    let server = format!("web/127.0.0.1:{}", dead.port());
+    drop(dead);
+    eventually("the member's fall in the activity feed", || {
+        let text = browser.text("#activity-list li[data-type=\"member\"]")?;
+        (text.contains(&server) && text.contains("DOWN")).then_some(())
+    });
+}
