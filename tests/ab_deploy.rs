@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::http::{Clients, TestServer, fetch};
-use support::{Cluster, Peer, Sidecar, eventually};
+use support::{Cluster, Peer, Sidecar, eventually, ok, serve_myapp_v1};
 
 const PORT: u16 = 18090;
 
@@ -58,10 +58,6 @@ fn only(peer: &Peer, host: &str, version: &str) {
     });
 }
 
-fn ok(answer: (u16, serde_json::Value)) {
-    assert_eq!(answer.0, 200, "{}", answer.1);
-}
-
 #[test]
 fn the_ab_deploy_story_flips_rolls_back_and_retires_without_a_failed_request() {
     let cluster = Cluster::new("ab-deploy");
@@ -73,14 +69,7 @@ fn the_ab_deploy_story_flips_rolls_back_and_retires_without_a_failed_request() {
     // 1–3: v1 instances heartbeat; a dynamic backend and a frontend follow
     // them (written on one peer, served through the other's HAProxy).
     let mut v1: Vec<Instance> = (0..3).map(|i| Instance::start("1.0.0", i, &apis)).collect();
-    ok(control.put(
-        "/backends/live",
-        json!({"type": "dynamic", "name": "myapp", "version": "1.0.0"}),
-    ));
-    ok(control.put(
-        "/frontends/myapp",
-        json!({"bind": format!("*:{PORT}"), "backend": "live"}),
-    ));
+    serve_myapp_v1(&control, "myapp", PORT);
     only(&edge, "myapp.example.com", "1.0.0");
     let clients = Clients::start(edge.through_haproxy(PORT), "myapp.example.com", 2);
 
@@ -174,14 +163,7 @@ fn a_request_in_flight_to_the_old_version_completes_after_the_switch() {
             json!({"secondsToExpire": 60}),
         ));
     }
-    ok(peer.put(
-        "/backends/live",
-        json!({"type": "dynamic", "name": "myapp", "version": "1.0.0"}),
-    ));
-    ok(peer.put(
-        "/frontends/myapp",
-        json!({"bind": format!("*:{PORT}"), "backend": "live"}),
-    ));
+    serve_myapp_v1(&peer, "myapp", PORT);
     only(&peer, "myapp.example.com", "1.0.0");
     let through = peer.through_haproxy(PORT);
     let in_flight = std::thread::spawn(move || fetch(through, "/slow", "myapp.example.com"));

@@ -15,7 +15,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use support::http::TestServer;
-use support::{Cluster, Peer, eventually, within};
+use support::{Cluster, Peer, eventually, ok, serve_myapp_v1, within};
 
 /// The port the static backend's frontend listens on (each peer's HAProxy
 /// on its own loopback address).
@@ -178,10 +178,6 @@ struct Setup {
     _app: Vec<TestServer>,
 }
 
-fn ok(answer: (u16, Value)) {
-    assert!(answer.0 == 200, "{}", answer.1);
-}
-
 fn setup(label: &str) -> Setup {
     let cluster = Cluster::new(label);
     let start = |name: &str, join: &[&Peer]| {
@@ -221,14 +217,7 @@ fn setup(label: &str) -> Setup {
             json!({"secondsToExpire": 600}),
         ));
     }
-    ok(first.put(
-        "/backends/live",
-        json!({"type": "dynamic", "name": "myapp", "version": "1.0.0"}),
-    ));
-    ok(first.put(
-        "/frontends/app",
-        json!({"bind": format!("*:{APP_PORT}"), "backend": "live"}),
-    ));
+    serve_myapp_v1(&first, "app", APP_PORT);
     support::wait_for_convergence(&[&first, &second]);
     Setup {
         _cluster: cluster,

@@ -503,3 +503,21 @@ impl Drop for Sidecar {
         }
     }
 }
+
+/// Asserts a 200 (the body in the message otherwise).
+pub fn ok(answer: (u16, Value)) {
+    assert_eq!(answer.0, 200, "{}", answer.1);
+}
+
+/// The A/B story's set-up on `peer`: dynamic backend `live` following
+/// myapp@1.0.0, behind frontend `frontend` on `*:port`.
+pub fn serve_myapp_v1(peer: &Peer, frontend: &str, port: u16) {
+    ok(peer.put(
+        "/backends/live",
+        serde_json::json!({"type": "dynamic", "name": "myapp", "version": "1.0.0"}),
+    ));
+    ok(peer.put(
+        &format!("/frontends/{frontend}"),
+        serde_json::json!({"bind": format!("*:{port}"), "backend": "live"}),
+    ));
+}
