@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::activity::ActivityLog;
 use crate::api::{self, ApiOptions};
 use crate::certs::{self, CertError, NodeName, TlsIdentity};
 use crate::config::{HaproxySetting, RunOptions, TlsSource};
@@ -164,6 +165,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let handle = Handle::new(requests_in);
     let (changes, changes_seen) = watch::channel(0);
     let (stop_driver, driver_stopped) = oneshot::channel();
+    let activity = ActivityLog::default();
     let (driver, driver_task) = haproxy::driver::spawn(
         DriverConfig {
             binary: haproxy_binary(&options.haproxy)?,
@@ -172,6 +174,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         },
         handle.clone(),
         changes_seen,
+        activity.clone(),
         driver_stopped,
     )?;
     let app = api::router(
@@ -179,6 +182,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         ApiOptions {
             token: options.api_token.clone(),
             haproxy: Some(driver),
+            activity: activity.clone(),
             ..ApiOptions::default()
         },
     );
@@ -211,6 +215,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         requests,
         join: options.join.clone(),
         changes,
+        activity,
         shutdown: peer_stopped,
     }));
     let server = tokio::spawn(async move {

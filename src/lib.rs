@@ -11,6 +11,8 @@ pub mod gossip;
 pub mod haproxy;
 
 #[cfg(feature = "shell")]
+pub mod activity;
+#[cfg(feature = "shell")]
 pub mod api;
 #[cfg(feature = "shell")]
 pub mod bench;

@@ -14,13 +14,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::activity::{ActivityKind, ActivityLog};
 use crate::certs::NodeName;
 use crate::config::JoinAddr;
 use crate::crdt::model::{
     ConfigView, FieldId, ObjectKey, OwnerId, Owners, Registration, RegistrationKey,
 };
 use crate::crdt::{Command, CommandError, Digest, LeaseKeeper, ReplicaId, ViewPart};
-use crate::gossip::{Node, NodeStats, Output, PeerId, PeerState, Time};
+use crate::gossip::{
+    ApplyReport, HeardReport, Node, NodeStats, Output, PeerId, PeerReport, PeerState, Time,
+};
 use crate::store::{Durability, Entry, StoreError, Writer};
 use crate::transport::{Event, Transport};
 
@@ -63,6 +66,9 @@ pub enum Request {
         /// Where the outcome goes.
         reply: oneshot::Sender<Result<(), WriteError>>,
     },
+    /// This peer's HAProxy status changed: what its reports to other peers
+    /// say from now on.
+    HaproxyReport(ApplyReport),
 }
 
 /// Why a write was not acknowledged.
@@ -117,7 +123,7 @@ pub struct Status {
 }
 
 /// One peer as this peer sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerStatus {
     /// Its id.
     pub peer_id: PeerId,
@@ -131,6 +137,9 @@ pub struct PeerStatus {
     pub state: PeerState,
     /// Whether a connection to it is open now.
     pub connected: bool,
+    /// Its latest report (digest, HAProxy status), if one reached this
+    /// peer, and the seconds since it arrived.
+    pub report: Option<(PeerReport, f64)>,
 }
 
 /// Counters kept by the shell (the protocol's are in [`NodeStats`]).
@@ -245,6 +254,11 @@ impl Handle {
         answer.await.map_err(|_| PeerGone)
     }
 
+    /// Sets what this peer's reports say about its HAProxy.
+    pub async fn report_haproxy(&self, report: ApplyReport) -> Result<(), PeerGone> {
+        self.send(Request::HaproxyReport(report)).await
+    }
+
     async fn send(&self, request: Request) -> Result<(), PeerGone> {
         self.requests.send(request).await.map_err(|_| PeerGone)
     }
@@ -280,6 +294,8 @@ pub struct Parts {
     /// Counts changes to the document, local and remote (the HAProxy
     /// driver renders on each).
     pub changes: watch::Sender<u64>,
+    /// Where peers joining and leaving are recorded.
+    pub activity: ActivityLog,
     /// Resolves when the peer must shut down (a value or a dropped
     /// sender alike).
     pub shutdown: oneshot::Receiver<()>,
@@ -311,6 +327,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         mut requests,
         join,
         changes,
+        activity,
         mut shutdown,
     } = parts;
     let (joined, mut joins) = mpsc::channel(join.len().max(1));
@@ -344,6 +361,8 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         acks: VecDeque::new(),
         view: None,
         changes,
+        activity,
+        peer_states: BTreeMap::new(),
         keeper,
         owners: Owners {
             me: Some(me),
@@ -379,7 +398,10 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
                 peer.node.handle_timeout(now);
             }
             () = sleep_until_wall_ms(peer.keeper.next_deadline_ms()) => peer.tend_leases().await?,
-            _ = owners_tick.tick() => peer.observe_owners(),
+            _ = owners_tick.tick() => {
+                peer.observe_owners();
+                peer.note_peer_states();
+            }
             _ = &mut shutdown => break,
         }
         peer.flush_outputs(false).await?;
@@ -464,6 +486,9 @@ struct PeerTask {
     /// Bumped on every change to the document, and when what this peer
     /// knows of registration owners changes.
     changes: watch::Sender<u64>,
+    activity: ActivityLog,
+    /// SWIM's belief about each peer at the last look, for peer activity.
+    peer_states: BTreeMap<PeerId, PeerState>,
     /// The heartbeats this peer takes.
     keeper: LeaseKeeper,
     /// What this peer knows of registration owners (from membership).
@@ -544,6 +569,7 @@ impl PeerTask {
             Request::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Request::HaproxyReport(report) => self.node.set_haproxy_report(Some(report)),
         }
         Ok(())
     }
@@ -634,6 +660,33 @@ impl PeerTask {
             self.view = None;
             self.changes.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Records every change of SWIM's belief about a peer since the last
+    /// call. A peer listed under several generations counts as its
+    /// liveliest one (a restarted peer's old identity is down, its new one
+    /// alive).
+    fn note_peer_states(&mut self) {
+        let mut states: BTreeMap<PeerId, PeerState> = BTreeMap::new();
+        for (member, state) in self.node.peers() {
+            let entry = states.entry(member.peer).or_insert(state);
+            *entry = (*entry).min(state);
+        }
+        for (peer, state) in &states {
+            let before = self.peer_states.get(peer).copied();
+            if before != Some(*state) {
+                let name = self
+                    .names
+                    .get(peer)
+                    .map_or_else(|| peer.to_string(), NodeName::to_string);
+                self.activity.record(ActivityKind::Peer {
+                    peer: name,
+                    from: before.map(PeerState::as_str),
+                    to: state.as_str(),
+                });
+            }
+        }
+        self.peer_states = states;
     }
 
     fn on_event(&mut self, event: Event) {
@@ -753,6 +806,11 @@ impl PeerTask {
             }
         }
         let stats = self.node.stats();
+        let reports: BTreeMap<PeerId, &HeardReport> = self
+            .node
+            .reports()
+            .map(|heard| (heard.report.peer, heard))
+            .collect();
         Status {
             name: self.name.to_string(),
             peer_id: identity.peer,
@@ -764,13 +822,18 @@ impl PeerTask {
             peers: self
                 .node
                 .peers()
-                .map(|(id, state)| PeerStatus {
-                    peer_id: id.peer,
-                    name: self.names.get(&id.peer).map(NodeName::to_string),
-                    addr: id.addr,
-                    generation: id.generation,
-                    state,
-                    connected: connected.contains(&id.peer),
+                .map(|(id, state)| {
+                    let heard = reports.get(&id.peer);
+                    PeerStatus {
+                        peer_id: id.peer,
+                        name: self.names.get(&id.peer).map(NodeName::to_string),
+                        addr: id.addr,
+                        generation: id.generation,
+                        state,
+                        connected: connected.contains(&id.peer),
+                        report: heard
+                            .map(|h| (h.report.clone(), now.since(h.heard_at).as_secs_f64())),
+                    }
                 })
                 .collect(),
             convergence_lag_seconds: stats.last_in_sync.map(|at| now.since(at).as_secs_f64()),

@@ -23,7 +23,9 @@ use aqueduct::crdt::model::{
 };
 use aqueduct::crdt::{Command, ConfigDelta, Digest, Dot, Hlc, Replica, ReplicaId, Stamped};
 use aqueduct::gossip::wire::{self, Message, RingRange};
-use aqueduct::gossip::{Config, MemberId, Node, Output, PeerId, Time};
+use aqueduct::gossip::{
+    ApplyReport, Config, MemberId, Node, Output, PeerId, PeerReport, REPORT_TEXT_MAX, Time,
+};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -1099,6 +1101,123 @@ fn a_refused_broadcast_does_not_stop_the_genuine_change_with_the_same_id() {
         reached.is_some(),
         "the genuine broadcast {next_id} was dropped as a duplicate of the refused forgery"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Peer reports.
+
+/// `of`'s latest report as `at` knows it.
+fn report_at(mesh: &Mesh, at: PeerId, of: PeerId) -> Option<PeerReport> {
+    mesh.node(at)
+        .reports()
+        .find(|heard| heard.report.peer == of)
+        .map(|heard| heard.report.clone())
+}
+
+fn reloaded(reloads: u64) -> ApplyReport {
+    ApplyReport {
+        managed: true,
+        running: true,
+        reloads,
+        ..ApplyReport::default()
+    }
+}
+
+#[test]
+fn every_peer_learns_every_other_peers_report_directly_or_relayed() {
+    let (mut mesh, ids) = Mesh::running(5, 31);
+    mesh.node_mut(ids[0]).set_haproxy_report(Some(reloaded(3)));
+    mesh.execute(ids[0], &put_frontend("web", 80));
+    let everyone_knows = |mesh: &Mesh| {
+        ids.iter().all(|&at| {
+            ids.iter()
+                .filter(|&&of| of != at)
+                .all(|&of| report_at(mesh, at, of).is_some_and(|r| r.digest == mesh.digest(of)))
+        })
+    };
+    mesh.run_until(mesh.now + Duration::from_secs(10), everyone_knows)
+        .expect("every peer holds every other peer's current digest");
+    for &at in &ids[1..] {
+        let report = report_at(&mesh, at, ids[0]).expect("known");
+        assert_eq!(report.haproxy, Some(reloaded(3)));
+    }
+    assert_eq!(
+        report_at(&mesh, ids[0], ids[1]).expect("known").haproxy,
+        None,
+        "a peer without HAProxy reports none"
+    );
+}
+
+#[test]
+fn an_older_report_never_rolls_a_peers_status_back() {
+    let (mut mesh, ids) = Mesh::running(3, 32);
+    mesh.isolated.insert(ids[2]);
+    let (target, sender, subject) = (ids[0], ids[1], ids[2]);
+    let report = |seq, reloads| PeerReport {
+        peer: subject,
+        generation: 0,
+        seq,
+        digest: Digest(7),
+        haproxy: Some(reloaded(reloads)),
+    };
+    let send = |mesh: &mut Mesh, reports: Vec<PeerReport>| {
+        let bytes = wire::encode(&Message::Reports { reports }).expect("encodes");
+        mesh.inject(sender, target, &bytes);
+    };
+    send(&mut mesh, vec![report(10, 5)]);
+    send(&mut mesh, vec![report(9, 4)]);
+    assert_eq!(
+        report_at(&mesh, target, subject).expect("known").haproxy,
+        Some(reloaded(5))
+    );
+    send(&mut mesh, vec![report(11, 6)]);
+    assert_eq!(
+        report_at(&mesh, target, subject).expect("known").haproxy,
+        Some(reloaded(6))
+    );
+    // A later generation (a restart) wins even with a lower sequence.
+    send(
+        &mut mesh,
+        vec![PeerReport {
+            generation: 1,
+            seq: 0,
+            ..report(0, 0)
+        }],
+    );
+    assert_eq!(
+        report_at(&mesh, target, subject).expect("known").haproxy,
+        Some(reloaded(0))
+    );
+}
+
+#[test]
+fn a_report_message_over_the_bounds_is_dropped_whole_and_counted() {
+    let (mut mesh, ids) = Mesh::running(3, 33);
+    mesh.isolated.insert(ids[2]);
+    let (target, sender) = (ids[0], ids[1]);
+    let honest = PeerReport {
+        peer: ids[2],
+        generation: 0,
+        seq: 1,
+        digest: Digest(1),
+        haproxy: Some(reloaded(1)),
+    };
+    let oversized = PeerReport {
+        peer: sender,
+        haproxy: Some(ApplyReport {
+            last_error: Some("x".repeat(REPORT_TEXT_MAX + 1)),
+            ..ApplyReport::default()
+        }),
+        ..honest.clone()
+    };
+    let before = mesh.node(target).stats().reports_refused;
+    let bytes = wire::encode(&Message::Reports {
+        reports: vec![honest, oversized],
+    })
+    .expect("encodes");
+    mesh.inject(sender, target, &bytes);
+    assert_eq!(mesh.node(target).stats().reports_refused, before + 1);
+    assert_eq!(report_at(&mesh, target, ids[2]), None, "nothing of it kept");
 }
 
 // ---------------------------------------------------------------------------

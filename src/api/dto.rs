@@ -16,13 +16,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use crate::crdt::Digest;
 use crate::crdt::model::{
     AclValue, Backend, BackendType, Balance, Binds, Frontend, HeaderName, Health, HealthMethod,
     Host, HttpPath, HttpVersion, InvalidValue, Keepalive, Lease, LiveRegistrations, Member,
     MemberState, Meta, Mode, Name, Natives, Port, Registration, RegistrationKey, Rule,
     RuleOperation, Rules, ServiceName, Version, Weight,
 };
-use crate::gossip::PeerState;
+use crate::gossip::ApplyReport;
 use crate::peer::{PeerStatus, Status};
 
 // The JSON spelling of each model enum. `remote` makes serde check that
@@ -594,7 +595,7 @@ pub(crate) struct RegistrationOut {
 impl RegistrationOut {
     pub(crate) fn new(key: &RegistrationKey, registration: &Registration) -> Self {
         RegistrationOut {
-            id: format!("/{}/{}/{}/{}", key.service, key.version, key.host, key.port),
+            id: key.to_string(),
             name: key.service.clone(),
             version: key.version.clone(),
             host: key.host.clone(),
@@ -682,26 +683,41 @@ pub(crate) struct PeerOut {
     generation: u32,
     state: &'static str,
     connected: bool,
+    /// What the peer last reported of itself (`None` until a report
+    /// reached this peer).
+    report: Option<ReportOut>,
+}
+
+/// A peer's latest report.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReportOut {
+    /// Its digest when it wrote the report.
+    digest: String,
+    /// Whether that digest is this peer's.
+    converged: bool,
+    /// Seconds since the report arrived.
+    age_seconds: f64,
+    /// Its HAProxy's apply status, if it has a driver.
+    haproxy: Option<ApplyReport>,
 }
 
 impl PeerOut {
-    pub(crate) fn new(peer: &PeerStatus) -> Self {
+    /// `peer` as seen by a peer whose digest is `mine`.
+    pub(crate) fn new(peer: &PeerStatus, mine: Digest) -> Self {
         PeerOut {
             peer_id: peer.peer_id.to_string(),
             name: peer.name.clone(),
             addr: peer.addr,
             generation: peer.generation,
-            state: peer_state_name(peer.state),
+            state: peer.state.as_str(),
             connected: peer.connected,
+            report: peer.report.as_ref().map(|(report, age_seconds)| ReportOut {
+                digest: report.digest.to_string(),
+                converged: report.digest == mine,
+                age_seconds: *age_seconds,
+                haproxy: report.haproxy.clone(),
+            }),
         }
-    }
-}
-
-/// How a SWIM state is spelled in JSON and in metric labels.
-pub(crate) fn peer_state_name(state: PeerState) -> &'static str {
-    match state {
-        PeerState::Alive => "alive",
-        PeerState::Suspect => "suspect",
-        PeerState::Down => "down",
     }
 }

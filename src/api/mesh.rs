@@ -20,7 +20,13 @@ pub(crate) async fn this_peer(State(state): State<AppState>) -> Result<Json<Mesh
 /// `GET /mesh/peers`: every peer SWIM knows of.
 pub(crate) async fn peers(State(state): State<AppState>) -> Result<Json<Vec<PeerOut>>, ApiError> {
     let status = state.handle.status().await?;
-    Ok(Json(status.peers.iter().map(PeerOut::new).collect()))
+    Ok(Json(
+        status
+            .peers
+            .iter()
+            .map(|peer| PeerOut::new(peer, status.digest))
+            .collect(),
+    ))
 }
 
 /// `GET /health`: ok while the peer task answers.

@@ -14,7 +14,6 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::AppState;
-use super::dto::peer_state_name;
 use super::error::ApiError;
 use crate::gossip::PeerState;
 use crate::haproxy::driver::{ApplyStatus, Driver};
@@ -117,12 +116,17 @@ fn render(status: &Status, haproxy: Option<&ApplyStatus>) -> String {
         "Received deltas that failed validation (dropped)",
         counter(node.deltas_refused),
     );
+    registry.register(
+        "gossip_reports_refused",
+        "Received peer-report messages over the bounds (dropped)",
+        counter(node.reports_refused),
+    );
 
     let peers = Family::<[(&'static str, &'static str); 1], Gauge>::default();
     for state in [PeerState::Alive, PeerState::Suspect, PeerState::Down] {
         let count = status.peers.iter().filter(|p| p.state == state).count();
         peers
-            .get_or_create(&[("state", peer_state_name(state))])
+            .get_or_create(&[("state", state.as_str())])
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
     registry.register("peers", "Peers known to SWIM, by state", peers);

@@ -73,6 +73,7 @@ mod auth;
 mod config;
 mod dto;
 mod error;
+mod events;
 mod extract;
 mod haproxy;
 mod mesh;
@@ -86,6 +87,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, put};
 
+use crate::activity::ActivityLog;
 use crate::crdt::model::ConfigView;
 use crate::haproxy::driver::Driver;
 use crate::peer::Handle;
@@ -107,6 +109,8 @@ pub struct ApiOptions {
     /// This peer's HAProxy driver: `/haproxy/*` answers 503 without one,
     /// and writes are not checked against HAProxy.
     pub haproxy: Option<Driver>,
+    /// What `GET /events` streams besides stats.
+    pub activity: ActivityLog,
 }
 
 impl Default for ApiOptions {
@@ -115,6 +119,7 @@ impl Default for ApiOptions {
             token: None,
             body_limit_bytes: BODY_LIMIT_DEFAULT,
             haproxy: None,
+            activity: ActivityLog::default(),
         }
     }
 }
@@ -125,6 +130,7 @@ struct AppState {
     handle: Handle,
     body_limit_bytes: usize,
     haproxy: Option<Driver>,
+    activity: ActivityLog,
 }
 
 impl AppState {
@@ -148,6 +154,7 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
         handle,
         body_limit_bytes: options.body_limit_bytes,
         haproxy: options.haproxy,
+        activity: options.activity,
     };
     let routes = Router::new()
         .route("/frontends", get(config::list_frontends))
@@ -183,7 +190,8 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
         .route("/haproxy/config", get(haproxy::config))
         .route("/haproxy/status", get(haproxy::status))
         .route("/haproxy/stats", get(haproxy::stats))
-        .route("/haproxy/events", get(haproxy::events))
+        .route("/haproxy/events", get(events::stream))
+        .route("/events", get(events::stream))
         .route("/mesh", get(mesh::this_peer))
         .route("/mesh/peers", get(mesh::peers))
         .route("/health", get(mesh::health))

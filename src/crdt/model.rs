@@ -978,6 +978,16 @@ pub struct RegistrationKey {
     pub port: Port,
 }
 
+impl std::fmt::Display for RegistrationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "/{}/{}/{}/{}",
+            self.service, self.version, self.host, self.port
+        )
+    }
+}
+
 /// Identity of a static member: its backend and address.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MemberKey {

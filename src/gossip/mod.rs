@@ -12,6 +12,7 @@
 mod broadcast;
 mod membership;
 mod node;
+mod reports;
 pub mod wire;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use broadcast::TreeConfig;
 pub use membership::MemberId;
 pub use node::{Node, NodeStats, Output};
+pub use reports::{ApplyReport, HeardReport, PeerReport, REPORT_TEXT_MAX, REPORTS_MAX};
 
 /// A peer's stable identity in the mesh (derived from its certificate in the
 /// shell, drawn from the seed in the simulator). Its position on the id ring
@@ -43,6 +45,17 @@ pub enum PeerState {
     Suspect,
     /// Declared down (or left); re-announced to now and then.
     Down,
+}
+
+impl PeerState {
+    /// How the state is spelled in JSON, metric labels and activity.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Alive => "alive",
+            PeerState::Suspect => "suspect",
+            PeerState::Down => "down",
+        }
+    }
 }
 
 /// A point in monotonic time, in microseconds since an arbitrary origin

@@ -15,6 +15,7 @@ use crate::crdt::{Command, CommandError, ConfigDelta, Dot, Replica};
 
 use super::broadcast::{BroadcastTree, Transmission};
 use super::membership::{MemberId, Membership};
+use super::reports::{ApplyReport, HeardReport, Reports};
 use super::wire::{self, Message, RingRange};
 use super::{Config, PeerId, PeerState, Time};
 
@@ -61,6 +62,8 @@ pub struct NodeStats {
     pub garbage_dropped: u64,
     /// Received deltas that failed validation (dropped, state unchanged).
     pub deltas_refused: u64,
+    /// Report messages that broke a bound (dropped whole).
+    pub reports_refused: u64,
     /// Membership packets foca refused.
     pub swim_refused: u64,
     /// Local membership calls foca declined (harmless, see `Membership`).
@@ -102,6 +105,7 @@ pub struct Node {
     /// Peers given to [`Node::join`], asked again while no peer is known.
     seeds: Vec<PeerId>,
     next_rejoin: Time,
+    reports: Reports,
     stats: NodeStats,
 }
 
@@ -126,6 +130,7 @@ impl Node {
             tree,
             rng,
             outputs: VecDeque::new(),
+            reports: Reports::default(),
             stats: NodeStats::default(),
         }
     }
@@ -159,6 +164,17 @@ impl Node {
     /// Every peer SWIM knows of (alive, suspect or down), with its identity.
     pub fn peers(&self) -> impl Iterator<Item = (MemberId, PeerState)> + '_ {
         self.membership.states()
+    }
+
+    /// The latest report of every other peer heard of (directly or
+    /// relayed), and when it arrived.
+    pub fn reports(&self) -> impl Iterator<Item = &HeardReport> + '_ {
+        self.reports.others()
+    }
+
+    /// What this node's reports say about its HAProxy from now on.
+    pub fn set_haproxy_report(&mut self, report: Option<ApplyReport>) {
+        self.reports.set_own_haproxy(report);
     }
 
     /// Counters.
@@ -287,6 +303,12 @@ impl Node {
                 self.transmit(sends);
             }
             Message::BroadcastAck { id } => self.tree.acknowledge(now, from, id),
+            Message::Reports { reports } => {
+                let me = self.peer_id();
+                if !self.reports.merge(now, me, reports) {
+                    self.stats.reports_refused += 1;
+                }
+            }
             Message::Digest { digest } => {
                 if digest == self.replica.digest() {
                     self.stats.last_in_sync = Some(now);
@@ -378,7 +400,14 @@ impl Node {
                 let pick = self.rng.random_range(0..members.len());
                 let peer = *members.iter().nth(pick).expect("index within length");
                 let digest = self.replica.digest();
+                // Reports ride along with every round: the peer picked at
+                // random relays them onwards in its own rounds.
+                let identity = self.membership.identity();
+                let reports =
+                    self.reports
+                        .outgoing(identity.peer, identity.generation, digest, members);
                 self.send(peer, &Message::Digest { digest });
+                self.send(peer, &Message::Reports { reports });
             }
         }
         self.stats.timers_high_water = self

@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use crate::crdt::{ConfigDelta, Digest, Dot, SyncSummary};
 
 use super::PeerId;
+use super::reports::PeerReport;
 
 /// Protocol major version: peers only talk within one major version
 /// (and the previous one, for rolling upgrades, once there is one).
 pub const PROTOCOL_MAJOR: u16 = 2;
 /// Protocol minor version: additive changes.
-pub const PROTOCOL_MINOR: u16 = 0;
+pub const PROTOCOL_MINOR: u16 = 1;
 /// ALPN protocol name carried by the TLS handshake.
 pub const ALPN: &[u8] = b"aqueduct/2";
 
@@ -90,6 +91,12 @@ pub enum Message {
         reply_to: Option<SyncSummary>,
         /// The sender's digest after producing `delta`.
         sender_digest: Digest,
+    },
+    /// Peer reports (since 2.1): the sender's own, then the latest it knows
+    /// of the peers it believes alive. Peers of 2.0 drop it as garbage.
+    Reports {
+        /// At most [`super::reports::REPORTS_MAX`].
+        reports: Vec<PeerReport>,
     },
 }
 

@@ -8,26 +8,25 @@
 //! stream. It holds no replication logic (it reads views through the peer's
 //! [`Handle`]) and no rendering logic (that is [`super::render`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::process::{Binary, CheckError, Master, ProcessError, ReloadOutcome};
 use super::render::{self, Outcome, Plan, Rendered, RuntimeCommand, Settings, StatsListener};
 use super::socket;
 use super::stats::{StatKind, StatRow, parse_show_stat};
+use crate::activity::{ActivityKind, ActivityLog};
 use crate::config::HaproxyOptions;
-use crate::crdt::model::{CfgWord, ConfigView, InvalidValue, LiveRegistrations};
+use crate::crdt::model::{CfgWord, ConfigView, InvalidValue, LiveRegistrations, RegistrationKey};
+use crate::gossip::ApplyReport;
 use crate::peer::{Handle, wall_clock_ms};
 
-/// Activity events kept for slow stream readers; a reader that falls
-/// further behind skips ahead.
-const ACTIVITY_BUFFER: usize = 1024;
 /// Bound on one runtime-API or stats exchange.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and largest pause before restarting an HAProxy that died.
@@ -110,63 +109,22 @@ pub struct ApplyStatus {
     pub last_error: Option<String>,
 }
 
-/// One thing that happened to this peer's HAProxy.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Activity {
-    /// Wall-clock ms.
-    pub at_ms: u64,
-    /// What happened.
-    #[serde(flatten)]
-    pub kind: ActivityKind,
-}
-
-/// What happened.
-#[derive(Clone, Debug, Serialize)]
-#[serde(
-    tag = "type",
-    rename_all = "camelCase",
-    rename_all_fields = "camelCase"
-)]
-pub enum ActivityKind {
-    /// A server's health changed (`UP`, `DOWN`, `MAINT`, `DRAIN`, ...).
-    Member {
-        /// Backend.
-        backend: String,
-        /// Server.
-        server: String,
-        /// Status before.
-        from: String,
-        /// Status now.
-        to: String,
-    },
-    /// A new configuration runs.
-    Applied {
-        /// `start`, `reload`, `runtime` or `file` (render only).
-        how: &'static str,
-        /// Runtime changes made (for `runtime`).
-        changes: usize,
-    },
-    /// `haproxy -c` refused a configuration; it was not activated.
-    Rejected {
-        /// HAProxy's message.
-        message: String,
-    },
-    /// A reload finished.
-    Reloaded {
-        /// How long it took, ms.
-        took_ms: f64,
-    },
-    /// A reload failed; the previous configuration keeps serving.
-    ReloadFailed {
-        /// HAProxy's message.
-        message: String,
-    },
-    /// HAProxy died and was started again.
-    Restarted {
-        /// How it ended.
-        reason: String,
-    },
+impl ApplyStatus {
+    /// What this peer's reports tell other peers about its HAProxy.
+    pub fn report(&self) -> ApplyReport {
+        ApplyReport {
+            managed: self.managed,
+            running: self.running,
+            applied_hash: self.applied_hash.clone(),
+            reloads: self.reloads,
+            reload_failures: self.reload_failures,
+            runtime_changes: self.runtime_changes,
+            rejected: self.rejected,
+            restarts: self.restarts,
+            last_error: self.last_error.clone(),
+        }
+        .bounded()
+    }
 }
 
 /// The latest stats.
@@ -186,7 +144,6 @@ pub struct Driver {
     status: watch::Receiver<ApplyStatus>,
     rendered: watch::Receiver<Option<Arc<str>>>,
     stats: watch::Receiver<Arc<StatsSnapshot>>,
-    activity: broadcast::Sender<Activity>,
     checker: Arc<Checker>,
 }
 
@@ -231,11 +188,6 @@ impl Driver {
         self.stats.clone()
     }
 
-    /// Activity from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Activity> {
-        self.activity.subscribe()
-    }
-
     /// Checks that `view` — the objects a write touches, as they would be
     /// after it, with the backends they name — renders to a configuration
     /// HAProxy loads. Render-only peers accept everything (nothing to ask).
@@ -268,6 +220,7 @@ pub fn spawn(
     config: DriverConfig,
     peer: Handle,
     changes: watch::Receiver<u64>,
+    activity: ActivityLog,
     shutdown: oneshot::Receiver<()>,
 ) -> Result<(Driver, tokio::task::JoinHandle<()>), DriverError> {
     let dir = std::path::absolute(&config.dir).unwrap_or_else(|_| config.dir.clone());
@@ -296,14 +249,13 @@ pub fn spawn(
         managed: config.binary.is_some(),
         ..ApplyStatus::default()
     });
+    tokio::spawn(report_status(status.clone(), peer.clone()));
     let (rendered_tx, rendered) = watch::channel(None);
     let (stats_tx, stats) = watch::channel(Arc::new(StatsSnapshot::default()));
-    let (activity, _) = broadcast::channel(ACTIVITY_BUFFER);
     let driver = Driver {
         status,
         rendered,
         stats,
-        activity: activity.clone(),
         checker: Arc::new(Checker {
             binary: config.binary.clone(),
             settings: settings.clone(),
@@ -331,8 +283,20 @@ pub fn spawn(
         rendered: rendered_tx,
         stats: stats_tx,
         activity,
+        live_registrations: None,
     };
     Ok((driver, tokio::spawn(task.run(changes, shutdown))))
+}
+
+/// Hands every change of the apply status to the peer task, for its
+/// reports to the mesh, until either side is gone.
+async fn report_status(mut status: watch::Receiver<ApplyStatus>, peer: Handle) {
+    loop {
+        let report = status.borrow_and_update().report();
+        if peer.report_haproxy(report).await.is_err() || status.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The renderer's settings from the peer's options and files.
@@ -399,7 +363,10 @@ struct DriverTask {
     status: watch::Sender<ApplyStatus>,
     rendered: watch::Sender<Option<Arc<str>>>,
     stats: watch::Sender<Arc<StatsSnapshot>>,
-    activity: broadcast::Sender<Activity>,
+    activity: ActivityLog,
+    /// The registrations live at the last render (`None` before the
+    /// first), for registration activity.
+    live_registrations: Option<BTreeSet<RegistrationKey>>,
 }
 
 impl DriverTask {
@@ -451,10 +418,25 @@ impl DriverTask {
     }
 
     fn event(&self, kind: ActivityKind) {
-        let _ = self.activity.send(Activity {
-            at_ms: wall_clock_ms(),
-            kind,
-        });
+        self.activity.record(kind);
+    }
+
+    /// Records the registrations that became live or stopped being live
+    /// since the last render (none for the first: that is the start-up
+    /// state, not news).
+    fn note_live_registrations(&mut self, live: BTreeSet<RegistrationKey>) {
+        if let Some(before) = &self.live_registrations {
+            for (key, now_live) in before
+                .symmetric_difference(&live)
+                .map(|key| (key, live.contains(key)))
+            {
+                self.activity.record(ActivityKind::Registration {
+                    id: key.to_string(),
+                    live: now_live,
+                });
+            }
+        }
+        self.live_registrations = Some(live);
     }
 
     fn fail(&self, message: String) {
@@ -474,13 +456,18 @@ impl DriverTask {
         let rendered = tokio::task::spawn_blocking(move || {
             let next = render::render(&view, &settings, now);
             let expiry = LiveRegistrations::next_expiry(&view, now);
-            (next, expiry)
+            let live: BTreeSet<RegistrationKey> = LiveRegistrations::new(&view, now)
+                .all()
+                .map(|(key, _)| key.clone())
+                .collect();
+            (next, expiry, live)
         })
         .await;
-        let Ok((next, expiry)) = rendered else {
+        let Ok((next, expiry, live)) = rendered else {
             return;
         };
         self.next_expiry_ms = expiry;
+        self.note_live_registrations(live);
         self.rendered.send_replace(Some(next.text().into()));
         let plan = match &self.active {
             Some(active) => render::plan(active, &next),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aqueduct::crdt::{Command, Replica};
-use aqueduct::gossip::{NodeStats, PeerId, PeerState};
+use aqueduct::gossip::{ApplyReport, NodeStats, PeerId, PeerReport, PeerState};
 use aqueduct::peer::{Counters, Handle, PeerStatus, Request as PeerRequest, Status, WriteError};
 use tokio::sync::mpsc;
 
@@ -68,6 +68,8 @@ pub fn spawn_peer(mut replica: Replica, store: Store) -> Handle {
                 PeerRequest::Status { reply } => {
                     let _ = reply.send(status_of(&replica, &counters));
                 }
+                // Alone: there is no mesh to report to.
+                PeerRequest::HaproxyReport(_) => {}
             }
         }
     });
@@ -82,6 +84,26 @@ fn status_of(replica: &Replica, counters: &Counters) -> Status {
         generation: 1,
         state,
         connected,
+        report: None,
+    };
+    // peer-b has reported: converged, with an HAProxy that reloaded twice.
+    let reported = PeerStatus {
+        report: Some((
+            PeerReport {
+                peer: PeerId(2),
+                generation: 1,
+                seq: 7,
+                digest: replica.digest(),
+                haproxy: Some(ApplyReport {
+                    managed: true,
+                    running: true,
+                    reloads: 2,
+                    ..ApplyReport::default()
+                }),
+            },
+            0.5,
+        )),
+        ..peer(2, "peer-b", PeerState::Alive, true)
     };
     Status {
         name: "peer-a".to_owned(),
@@ -91,10 +113,7 @@ fn status_of(replica: &Replica, counters: &Counters) -> Status {
         gossip_addr: "127.0.0.1:7000".parse().expect("address"),
         digest: replica.digest(),
         version_vector: vec![(replica.id(), replica.context().max_counter(replica.id()))],
-        peers: vec![
-            peer(2, "peer-b", PeerState::Alive, true),
-            peer(3, "peer-c", PeerState::Suspect, false),
-        ],
+        peers: vec![reported, peer(3, "peer-c", PeerState::Suspect, false)],
         node: NodeStats {
             messages_sent: 10,
             bytes_sent: 1000,

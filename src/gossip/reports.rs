@@ -1,0 +1,218 @@
+//! Peer reports: each peer's small, fast-changing status (its state's
+//! digest and its HAProxy's apply counters), spread epidemically so that
+//! any peer can show the whole mesh, and tell which peers have converged
+//! with it, without asking each one.
+//!
+//! Owns the report table and its merge rule: per peer, the report with the
+//! highest (generation, sequence) wins, so relayed and reordered copies
+//! never roll a peer's status back. Must not do I/O, and must not put
+//! anything here into the replicated document: reports change every round
+//! and are worth nothing once stale.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::crdt::Digest;
+
+use super::{PeerId, Time};
+
+/// Reports kept, and carried in one message, at most. A mesh larger than
+/// this still works; some peers are just missing from every table.
+pub const REPORTS_MAX: usize = 1024;
+
+/// The longest text (HAProxy's last error, the applied hash) a report
+/// carries, in bytes. Longer text is cut at a character boundary by its
+/// sender; a report that arrives with more is dropped.
+pub const REPORT_TEXT_MAX: usize = 512;
+
+/// What one peer says of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// Whose report.
+    pub peer: PeerId,
+    /// Its restart generation when it wrote this.
+    pub generation: u32,
+    /// Grows with every report of one generation.
+    pub seq: u64,
+    /// The digest of its replicated state.
+    pub digest: Digest,
+    /// Its HAProxy driver's counters, if it runs one.
+    pub haproxy: Option<ApplyReport>,
+}
+
+/// A peer's HAProxy apply status, reduced to what the mesh view shows.
+/// (The field names are the API's; postcard does not encode them.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyReport {
+    /// Whether the peer runs an HAProxy (false: render only).
+    pub managed: bool,
+    /// Whether its HAProxy is running.
+    pub running: bool,
+    /// Hash of the configuration its HAProxy runs.
+    pub applied_hash: Option<String>,
+    /// Reloads done.
+    pub reloads: u64,
+    /// Reloads that failed.
+    pub reload_failures: u64,
+    /// Member changes applied without a reload.
+    pub runtime_changes: u64,
+    /// Configurations HAProxy refused.
+    pub rejected: u64,
+    /// Times HAProxy was restarted after dying.
+    pub restarts: u64,
+    /// The last error, until the next success.
+    pub last_error: Option<String>,
+}
+
+impl ApplyReport {
+    /// This report with its texts cut to [`REPORT_TEXT_MAX`] bytes.
+    pub fn bounded(mut self) -> ApplyReport {
+        for text in [&mut self.applied_hash, &mut self.last_error]
+            .into_iter()
+            .flatten()
+        {
+            if text.len() > REPORT_TEXT_MAX {
+                let mut end = REPORT_TEXT_MAX;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+            }
+        }
+        self
+    }
+
+    fn within_bounds(&self) -> bool {
+        [&self.applied_hash, &self.last_error]
+            .into_iter()
+            .flatten()
+            .all(|text| text.len() <= REPORT_TEXT_MAX)
+    }
+}
+
+/// A report and when this node last heard something new from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeardReport {
+    /// The report.
+    pub report: PeerReport,
+    /// When a newer report of this peer last arrived (directly or relayed).
+    pub heard_at: Time,
+}
+
+/// The reports of other peers that one node knows. See the module
+/// documentation.
+#[derive(Debug, Default)]
+pub(super) struct Reports {
+    others: BTreeMap<PeerId, HeardReport>,
+    /// The sequence number of this node's next report.
+    next_seq: u64,
+    /// This node's HAProxy status, as the shell last set it.
+    own_haproxy: Option<ApplyReport>,
+}
+
+impl Reports {
+    pub(super) fn set_own_haproxy(&mut self, report: Option<ApplyReport>) {
+        self.own_haproxy = report.map(ApplyReport::bounded);
+    }
+
+    pub(super) fn others(&self) -> impl Iterator<Item = &HeardReport> {
+        self.others.values()
+    }
+
+    /// What to send in one round: a fresh report of this node, then the
+    /// latest known of each peer in `active` (reports of peers believed
+    /// down are kept for display but not spread).
+    pub(super) fn outgoing(
+        &mut self,
+        me: PeerId,
+        generation: u32,
+        digest: Digest,
+        active: &BTreeSet<PeerId>,
+    ) -> Vec<PeerReport> {
+        let own = PeerReport {
+            peer: me,
+            generation,
+            seq: self.next_seq,
+            digest,
+            haproxy: self.own_haproxy.clone(),
+        };
+        self.next_seq += 1;
+        std::iter::once(own)
+            .chain(
+                self.others
+                    .iter()
+                    .filter(|(peer, _)| active.contains(peer))
+                    .map(|(_, heard)| heard.report.clone()),
+            )
+            .take(REPORTS_MAX)
+            .collect()
+    }
+
+    /// Joins reports received from a peer. Returns false (and changes
+    /// nothing) if the message breaks a bound: the caller counts it.
+    pub(super) fn merge(&mut self, now: Time, me: PeerId, incoming: Vec<PeerReport>) -> bool {
+        let within_bounds = incoming.len() <= REPORTS_MAX
+            && incoming
+                .iter()
+                .all(|r| r.haproxy.as_ref().is_none_or(ApplyReport::within_bounds));
+        if !within_bounds {
+            return false;
+        }
+        for report in incoming {
+            if report.peer == me {
+                continue;
+            }
+            let newer = self.others.get(&report.peer).is_none_or(|known| {
+                (report.generation, report.seq) > (known.report.generation, known.report.seq)
+            });
+            if !newer {
+                continue;
+            }
+            if !self.others.contains_key(&report.peer) && self.others.len() >= REPORTS_MAX {
+                self.forget_stalest();
+            }
+            self.others.insert(
+                report.peer,
+                HeardReport {
+                    report,
+                    heard_at: now,
+                },
+            );
+        }
+        true
+    }
+
+    fn forget_stalest(&mut self) {
+        let stalest = self
+            .others
+            .iter()
+            .min_by_key(|(peer, heard)| (heard.heard_at, **peer))
+            .map(|(peer, _)| *peer);
+        if let Some(peer) = stalest {
+            self.others.remove(&peer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cuts_long_text_at_a_character_boundary() {
+        let long = "é".repeat(REPORT_TEXT_MAX); // two bytes each
+        let report = ApplyReport {
+            last_error: Some(long),
+            applied_hash: Some("abc".to_owned()),
+            ..ApplyReport::default()
+        }
+        .bounded();
+        let error = report.last_error.as_deref().expect("kept");
+        assert_eq!(error.len(), REPORT_TEXT_MAX);
+        assert!(error.chars().all(|c| c == 'é'));
+        assert_eq!(report.applied_hash.as_deref(), Some("abc"));
+        assert!(report.within_bounds());
+    }
+}
