@@ -6,6 +6,7 @@
 //! [`Replica`]: it executes writes (or fails them like a broken store),
 //! hands out views, and reports a fixed, plausible [`Status`].
 
+use aqueduct::activity::{ActivityKind, ActivityLog};
 use aqueduct::api::{ApiOptions, ApiToken, InvalidToken, router};
 use aqueduct::crdt::model::{
     Host, Lease, Meta, Port, Registration, RegistrationKey, ServiceName, Version,
@@ -15,6 +16,7 @@ use aqueduct::peer::Handle;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
@@ -1183,10 +1185,59 @@ async fn the_haproxy_routes_are_503_without_a_driver() {
             }
         })
     );
-    for path in ["/haproxy/status", "/haproxy/stats", "/haproxy/events"] {
+    for path in ["/haproxy/status", "/haproxy/stats"] {
         let answer = Api::new().get(path).await;
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
     }
+}
+
+#[tokio::test]
+async fn the_event_stream_carries_activity_also_without_a_driver() {
+    let activity = ActivityLog::default();
+    let options = ApiOptions {
+        activity: activity.clone(),
+        ..ApiOptions::default()
+    };
+    let api = Api::with(replica(), Store::Works, options);
+    let request = Request::get("/events")
+        .body(Body::empty())
+        .expect("request");
+    let response = api
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+
+    activity.record(ActivityKind::Peer {
+        peer: "peer-b".to_owned(),
+        from: Some("alive"),
+        to: "down",
+    });
+    let mut body = response.into_body().into_data_stream();
+    let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+        .await
+        .expect("an event before the deadline")
+        .expect("a chunk")
+        .expect("bytes");
+    let text = String::from_utf8(chunk.to_vec()).expect("UTF-8");
+    assert!(text.starts_with("event: activity\n"), "{text}");
+    let data: Value = serde_json::from_str(
+        text.lines()
+            .find_map(|line| line.strip_prefix("data: "))
+            .expect("a data line"),
+    )
+    .expect("JSON");
+    assert_eq!(data["type"], "peer");
+    assert_eq!(data["peer"], "peer-b");
+    assert_eq!(data["from"], "alive");
+    assert_eq!(data["to"], "down");
+    assert!(data["atMs"].as_u64().is_some_and(|ms| ms > 0), "{data}");
 }
 
 // ---------------------------------------------------------------------------
@@ -1219,15 +1270,21 @@ async fn mesh_shows_this_peers_identity_and_version_vector() {
 }
 
 #[tokio::test]
-async fn mesh_peers_shows_each_peer_and_its_state() {
-    let peers = Api::new().get("/mesh/peers").await.json();
+async fn mesh_peers_shows_each_peer_its_state_and_its_latest_report() {
+    let api = Api::new();
+    let digest = api.get("/mesh").await.json()["digest"].clone();
+    let peers = api.get("/mesh/peers").await.json();
     assert_eq!(
         peers,
         json!([
             {"peerId": "0000000000000002", "name": "peer-b", "addr": "127.0.0.1:7001",
-             "generation": 1, "state": "alive", "connected": true},
+             "generation": 1, "state": "alive", "connected": true,
+             "report": {"digest": digest, "converged": true, "ageSeconds": 0.5,
+                        "haproxy": {"managed": true, "running": true, "appliedHash": null,
+                                    "reloads": 2, "reloadFailures": 0, "runtimeChanges": 0,
+                                    "rejected": 0, "restarts": 0, "lastError": null}}},
             {"peerId": "0000000000000003", "name": "peer-c", "addr": "127.0.0.1:7001",
-             "generation": 1, "state": "suspect", "connected": false}
+             "generation": 1, "state": "suspect", "connected": false, "report": null}
         ])
     );
 }

@@ -129,6 +129,42 @@ impl Browser {
         })
     }
 
+    /// The computed CSS `property` of the first element matching `css`.
+    fn css_value(&self, css: &str, property: &str) -> Option<String> {
+        self.runtime.block_on(async {
+            let element = self.client().find(Locator::Css(css)).await.ok()?;
+            element.css_value(property).await.ok()
+        })
+    }
+
+    /// Types `text` into the input matching `css`, then leaves it (so that
+    /// its `change` event fires).
+    fn type_into(&self, css: &str, text: &str) {
+        self.runtime.block_on(async {
+            let input = self
+                .client()
+                .find(Locator::Css(css))
+                .await
+                .expect("the input");
+            input.clear().await.expect("cleared");
+            input.send_keys(text).await.expect("typed");
+            self.client()
+                .execute(
+                    "arguments[0].dispatchEvent(new Event('change'))",
+                    vec![json!(input)],
+                )
+                .await
+                .expect("the change event");
+        });
+    }
+
+    /// Runs `script` in the page and returns its value.
+    fn script(&self, script: &str) -> Value {
+        self.runtime
+            .block_on(self.client().execute(script, Vec::new()))
+            .expect("the script runs")
+    }
+
     /// Whether an element matches `css`.
     fn has(&self, css: &str) -> bool {
         self.runtime
@@ -179,17 +215,31 @@ struct Setup {
 }
 
 fn setup(label: &str) -> Setup {
+    setup_with(label, &[])
+}
+
+/// [`setup`], with `extra` options for both peers.
+fn setup_with(label: &str, extra: &[&str]) -> Setup {
     let cluster = Cluster::new(label);
     let start = |name: &str, join: &[&Peer]| {
         let mut spec = cluster.peer(name);
         spec.join = join.iter().map(|p| p.gossip).collect();
         spec.haproxy = Some(support::loopback_host());
         spec.extra = vec!["--stats-interval".into(), "200".into()];
+        spec.extra.extend(extra.iter().map(|s| s.to_string()));
         spec.start()
     };
     let first = start("first", &[]);
     let second = start("second", &[&first]);
     support::wait_for_mesh(&[&first, &second]);
+    let token = extra
+        .iter()
+        .position(|s| *s == "--api-token")
+        .map(|i| extra[i + 1]);
+    let first = match token {
+        Some(token) => first.with_token(token),
+        None => first,
+    };
 
     let web: Vec<TestServer> = (0..2)
         .map(|i| TestServer::start(&format!("web#{i}")))
@@ -380,5 +430,182 @@ fn the_activity_feed_shows_a_member_going_down() {
     eventually("the member's fall in the activity feed", || {
         let text = browser.text("#activity-list li[data-type=\"member\"]")?;
         (text.contains(&server) && text.contains("DOWN")).then_some(())
+    });
+}
+
+/// Waits until the page says it is live.
+fn wait_until_live(browser: &Browser) {
+    eventually("the page to be live", || {
+        (browser.attribute("#connection", "data-state").as_deref() == Some("connected"))
+            .then_some(())
+    });
+}
+
+#[test]
+fn the_mesh_panel_shows_the_other_peer_converged_with_its_haproxy_status() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let setup = setup("dashboard-mesh");
+    let browser = Browser::open(&setup.second.url("/ui"));
+    let row = "#peers tr[data-peer=\"first\"]";
+    eventually("first reported converged on second's page", || {
+        (browser.attribute(row, "data-converged").as_deref() == Some("yes")).then_some(())
+    });
+    let reloads = setup.first.haproxy_count("reloads");
+    let haproxy = browser.text(&format!("{row} .haproxy")).expect("the cell");
+    assert!(
+        haproxy.contains("running") && haproxy.contains(&format!("{reloads} reloads")),
+        "{haproxy:?} does not say first's HAProxy runs with {reloads} reloads"
+    );
+    let digest = setup.first.digest();
+    assert_eq!(
+        browser.attribute(&format!("{row} .digest"), "title"),
+        Some(digest),
+        "the digest first reported"
+    );
+}
+
+#[test]
+fn the_activity_feed_shows_registrations_coming_and_going_and_filters_by_text() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let setup = setup("dashboard-registrations");
+    let browser = Browser::open(&setup.second.url("/ui"));
+    wait_until_live(&browser);
+
+    let id = "/myapp/3.0.0/127.0.0.1/18199";
+    ok(setup.first.post(
+        &format!("/registrations{id}"),
+        json!({"secondsToExpire": 600}),
+    ));
+    ok(setup.first.delete(&format!("/registrations{id}")));
+    let feed = "#activity-list li[data-type=\"registration\"]";
+    eventually("the registration live, then gone, in the feed", || {
+        let texts = browser.script(&format!(
+            "return [...document.querySelectorAll('{feed}')].map(li => li.textContent)"
+        ));
+        let texts: Vec<&str> = texts.as_array()?.iter().filter_map(Value::as_str).collect();
+        let live = texts
+            .iter()
+            .position(|t| t.contains(id) && t.ends_with("live"))?;
+        let gone = texts
+            .iter()
+            .position(|t| t.contains(id) && t.ends_with("gone"))?;
+        // Newest first.
+        (gone < live).then_some(())
+    });
+
+    browser.type_into("#activity-filter", "3.0.0");
+    let shown = browser.script(
+        "return [...document.querySelectorAll('#activity-list li:not([hidden])')]\
+         .map(li => li.textContent)",
+    );
+    let shown = shown.as_array().expect("a list");
+    assert!(!shown.is_empty(), "the matching items stay");
+    assert!(
+        shown
+            .iter()
+            .all(|t| t.as_str().is_some_and(|t| t.contains("3.0.0"))),
+        "only matching items shown: {shown:?}"
+    );
+}
+
+#[test]
+fn the_activity_feed_shows_a_peer_leaving() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut setup = setup("dashboard-peer-leaves");
+    let browser = Browser::open(&setup.second.url("/ui"));
+    wait_until_live(&browser);
+
+    setup.first.terminate();
+    eventually("first going down in the feed", || {
+        let text = browser.text("#activity-list li[data-type=\"peer\"]")?;
+        (text.contains("peer first") && text.ends_with("down")).then_some(())
+    });
+}
+
+#[test]
+fn a_member_in_maintenance_or_draining_is_shown_so_in_its_colour() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let setup = setup("dashboard-maint");
+    let browser = Browser::open(&setup.second.url("/ui"));
+    for (state, word, colour) in [
+        ("maint", "MAINT", "rgba(109, 76, 65, 1)"),
+        ("drain", "DRAIN", "rgba(239, 108, 0, 1)"),
+    ] {
+        let server = &setup.web[0];
+        ok(setup.first.put(
+            &format!("/backends/web/members/127.0.0.1/{}", server.port()),
+            json!({ "state": state }),
+        ));
+        let css = member(server);
+        eventually(&format!("the member {word} on the page"), || {
+            (browser.attribute(&css, "data-health").as_deref() == Some(word)).then_some(())
+        });
+        assert_eq!(
+            browser
+                .css_value(&format!("{css} .health"), "background-color")
+                .as_deref(),
+            Some(colour),
+            "{word}'s colour"
+        );
+    }
+}
+
+#[test]
+fn the_charts_draw_each_frontend_and_backend_from_the_stream() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let setup = setup("dashboard-charts");
+    let browser = Browser::open(&setup.second.url("/ui"));
+    let through = setup.second.through_haproxy(WEB_PORT);
+    for _ in 0..20 {
+        support::http::fetch(through, "/", "site.test").expect("served through HAProxy");
+    }
+    for chart in ["frontend site", "backend web"] {
+        let css = format!("[data-chart=\"{chart}\"]");
+        eventually(&format!("a few points in the chart of {chart}"), || {
+            let points: u32 = browser.attribute(&css, "data-points")?.parse().ok()?;
+            (points >= 3).then_some(())
+        });
+        // Something was drawn: the canvas differs from a blank one.
+        let drawn = browser.script(&format!(
+            "const c = document.querySelector('{css} canvas'); \
+             const blank = document.createElement('canvas'); \
+             blank.width = c.width; blank.height = c.height; \
+             return c.toDataURL() !== blank.toDataURL();"
+        ));
+        assert_eq!(drawn, json!(true), "{chart}'s canvas is blank");
+    }
+}
+
+#[test]
+fn a_switch_on_a_token_protected_peer_needs_the_token_and_shows_the_refusal() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let setup = setup_with("dashboard-token", &["--api-token", "s3cret-token"]);
+    let browser = Browser::open(&setup.second.url("/ui"));
+    let selector = "select[data-version-select=\"live\"]";
+    let error = "[data-switch-error=\"live\"]";
+    eventually("the selector to offer 2.0.0", || {
+        browser
+            .has(&format!("{selector} option[value=\"2.0.0\"]"))
+            .then_some(())
+    });
+
+    browser.select(selector, "2.0.0");
+    eventually("the refusal on the page", || {
+        let text = browser.text(error)?;
+        (!text.is_empty()).then_some(text)
+    });
+    assert_eq!(setup.first.get("/backends/live").1["version"], "1.0.0");
+    assert_eq!(
+        browser.script(&format!(
+            "return document.querySelector('{selector}').value"
+        )),
+        json!("1.0.0"),
+        "the selector shows the version still in force"
+    );
+
+    browser.type_into("#api-token", "s3cret-token");
+    browser.select(selector, "2.0.0");
+    eventually("live to follow 2.0.0", || {
+        (setup.first.get("/backends/live").1["version"] == "2.0.0").then_some(())
     });
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use support::{
-    Cluster, Peer, eventually, static_backend, wait_for_convergence, wait_for_mesh, within,
+    Cluster, Peer, eventually, ok, static_backend, wait_for_convergence, wait_for_mesh, within,
 };
 
 /// How soon peers must learn of a graceful leave.
@@ -376,4 +376,35 @@ fn a_registration_taken_by_a_killed_peer_expires_on_the_others() {
     eventually("the registration to expire on the others", || {
         (registrations(&b) == 0 && registrations(&c) == 0).then_some(())
     });
+}
+
+#[test]
+fn every_peer_shows_the_others_reported_digests_and_whether_they_converged() {
+    let cluster = Cluster::new("reports");
+    let peers = three_peers(&cluster);
+    let all = [&peers.0, &peers.1, &peers.2];
+    ok(peers.0.put("/backends/web", static_backend(9001)));
+    wait_for_convergence(&all);
+    for peer in all {
+        eventually("every other peer's report converged with this one", || {
+            let (_, listed) = peer.get("/mesh/peers");
+            let reports: Vec<&serde_json::Value> = listed
+                .as_array()?
+                .iter()
+                .filter(|p| p["state"] == "alive")
+                .map(|p| &p["report"])
+                .collect();
+            (reports.len() == 2
+                && reports
+                    .iter()
+                    .all(|r| r["converged"] == true && r["digest"] == peer.digest().as_str()))
+            .then_some(())
+        });
+    }
+    let (_, listed) = peers.0.get("/mesh/peers");
+    let haproxy = &listed[0]["report"]["haproxy"];
+    assert_eq!(
+        haproxy["managed"], false,
+        "peers started with --haproxy off"
+    );
 }

@@ -4,7 +4,7 @@
 //!
 //! Owns only serving those assets and the redirect. Must not compute
 //! anything for the page: the page reads the same API every client reads
-//! (and the `/haproxy/events` stream), and fetches nothing from any other
+//! (and the `/events` stream), and fetches nothing from any other
 //! host.
 
 use axum::http::{HeaderMap, HeaderValue, header};

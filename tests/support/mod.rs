@@ -214,13 +214,27 @@ pub struct Peer {
 }
 
 fn client() -> reqwest::blocking::Client {
+    client_with(reqwest::header::HeaderMap::new())
+}
+
+fn client_with(headers: reqwest::header::HeaderMap) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
+        .default_headers(headers)
         .build()
         .expect("http client")
 }
 
 impl Peer {
+    /// This peer, with every request of this handle carrying `token`.
+    pub fn with_token(mut self, token: &str) -> Peer {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {token}").parse().expect("a header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        self.http = client_with(headers);
+        self
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.api)
     }

@@ -12,7 +12,7 @@ const state = {
   backends: [],
   registrations: new Map(), // service name -> registrations
   stats: null, // the latest snapshot
-  history: new Map(), // backend -> [{at, sessions, rate}]
+  history: new Map(), // "frontend web" / "backend api" -> [{at, sessions, rate}]
   signatures: new Map(), // backend -> what its card was built from
   pollOk: true,
   streamOk: null,
@@ -221,29 +221,35 @@ function renderHealth() {
 
 // --- charts -------------------------------------------------------------------
 
+// Frontends chart requests per second (what users send); backends
+// sessions per second (HAProxy 2.6 has no request rate for backends).
 function recordHistory(snapshot) {
   const now = snapshot.atMs;
   for (const row of snapshot.rows) {
-    if (row.kind !== "backend") continue;
-    const points = state.history.get(row.proxy) || [];
-    points.push({ at: now, sessions: row.currentSessions, rate: row.sessionRate });
+    if (row.kind !== "frontend" && row.kind !== "backend") continue;
+    const key = `${row.kind} ${row.proxy}`;
+    const points = state.history.get(key) || [];
+    const rate = row.kind === "frontend" ? (row.requestRate ?? row.sessionRate) : row.sessionRate;
+    points.push({ at: now, sessions: row.currentSessions, rate });
     while (points.length && points[0].at < now - HISTORY_MS) points.shift();
-    state.history.set(row.proxy, points);
+    state.history.set(key, points);
   }
 }
 
 function drawCharts() {
   const list = $("chart-list");
-  for (const [backend, points] of state.history) {
-    let figure = list.querySelector(`[data-chart="${CSS.escape(backend)}"]`);
+  for (const [key, points] of state.history) {
+    let figure = list.querySelector(`[data-chart="${CSS.escape(key)}"]`);
     if (!figure) {
-      figure = el("figure", { class: "chart", "data-chart": backend },
+      const unit = key.startsWith("frontend ") ? "requests/s" : "sessions/s";
+      figure = el("figure", { class: "chart", "data-chart": key },
         el("canvas", { width: 300, height: 80 }),
-        el("figcaption", {}, `${backend}: `,
+        el("figcaption", {}, `${key}: `,
           el("span", { class: "legend-sessions", text: "sessions" }), " · ",
-          el("span", { class: "legend-rate", text: "sessions/s" })));
+          el("span", { class: "legend-rate", text: unit })));
       list.append(figure);
     }
+    figure.dataset.points = points.length;
     const canvas = figure.querySelector("canvas");
     const context = canvas.getContext("2d");
     context.clearRect(0, 0, canvas.width, canvas.height);
@@ -275,21 +281,45 @@ function definitions(list, pairs) {
   }
 }
 
+function shortDigest(digest) {
+  return digest ? digest.slice(0, 8) : "–";
+}
+
+// What a peer last reported of its HAProxy, in a few words.
+function haproxySummary(haproxy) {
+  if (!haproxy) return "–";
+  if (!haproxy.managed) return "render only";
+  const words = [haproxy.running ? "running" : "not running",
+    `${haproxy.reloads} reloads`, `${haproxy.runtimeChanges} runtime`];
+  if (haproxy.rejected) words.push(`${haproxy.rejected} rejected`);
+  return words.join(" · ");
+}
+
 function renderMesh(mesh, peers, status) {
   $("peer-name").textContent = mesh.name;
   document.title = `Aqueduct · ${mesh.name}`;
   const body = $("peers").querySelector("tbody");
   body.replaceChildren();
   for (const peer of peers) {
-    body.append(el("tr", { "data-peer": peer.name || peer.peerId, "data-state": peer.state },
+    const report = peer.report;
+    const converged = report ? (report.converged ? "yes" : "no") : "unknown";
+    const lastError = report?.haproxy?.lastError;
+    body.append(el("tr", { "data-peer": peer.name || peer.peerId, "data-state": peer.state,
+                           "data-converged": converged },
       el("td", { text: peer.name || peer.peerId }),
       el("td", { text: peer.addr }),
       el("td", { class: "state", text: peer.state }),
-      el("td", { text: peer.connected ? "yes" : "no" })));
+      el("td", { class: "connected", text: peer.connected ? "yes" : "no" }),
+      el("td", { class: "digest", title: report?.digest, text: shortDigest(report?.digest) }),
+      el("td", { class: "converged", text: converged }),
+      el("td", { class: "haproxy", text: haproxySummary(report?.haproxy) },
+        lastError ? el("div", { class: "last-error", text: lastError }) : null),
+      el("td", { class: "age", text: report ? `${report.ageSeconds.toFixed(1)} s` : "–" })));
   }
   definitions($("this-peer"), [
     ["name", mesh.name],
     ["digest", mesh.digest],
+    ["version vector", Object.entries(mesh.versionVector).map(([r, c]) => `${r.slice(0, 6)}:${c}`).join(" ")],
     ["generation", mesh.generation],
     ["uptime", `${Math.round(mesh.uptimeSeconds)} s`],
     ["convergence lag", mesh.convergenceLagSeconds == null ? null : `${mesh.convergenceLagSeconds.toFixed(1)} s`],
@@ -318,6 +348,8 @@ function describe(item) {
     case "reloaded": return `reloaded in ${item.tookMs.toFixed(1)} ms`;
     case "reloadFailed": return `reload failed: ${item.message}`;
     case "restarted": return `HAProxy restarted: ${item.reason}`;
+    case "registration": return `registration ${item.id} ${item.live ? "live" : "gone"}`;
+    case "peer": return `peer ${item.peer}: ${item.from ?? "new"} → ${item.to}`;
     default: return JSON.stringify(item);
   }
 }
@@ -363,7 +395,7 @@ async function refresh() {
 let stream = null;
 
 function connect() {
-  stream = new EventSource("/haproxy/events");
+  stream = new EventSource("/events");
   stream.addEventListener("open", () => {
     state.streamOk = true;
     showConnection();
