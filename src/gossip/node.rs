@@ -405,7 +405,7 @@ impl Node {
                 let identity = self.membership.identity();
                 let reports =
                     self.reports
-                        .outgoing(identity.peer, identity.generation, digest, members);
+                        .outgoing(now, identity.peer, identity.generation, digest, members);
                 self.send(peer, &Message::Digest { digest });
                 self.send(peer, &Message::Reports { reports });
             }

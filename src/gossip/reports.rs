@@ -10,6 +10,7 @@
 //! and are worth nothing once stale.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,15 @@ use super::{PeerId, Time};
 /// Reports kept, and carried in one message, at most. A mesh larger than
 /// this still works; some peers are just missing from every table.
 pub const REPORTS_MAX: usize = 1024;
+
+/// A peer's report gets a new sequence number (and spreads as news) at
+/// most this often, however fast its digest changes under writes.
+pub const REPORT_NEWS_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a report that is news to a node is relayed in its rounds.
+/// Afterwards only its subject repeats it, to one random peer per round:
+/// an idle mesh carries one small report per peer and round, not a table.
+pub const REPORT_RELAYED_FOR: Duration = Duration::from_secs(2);
 
 /// The longest text (HAProxy's last error, the applied hash) a report
 /// carries, in bytes. Longer text is cut at a character boundary by its
@@ -97,7 +107,8 @@ impl ApplyReport {
 pub struct HeardReport {
     /// The report.
     pub report: PeerReport,
-    /// When a newer report of this peer last arrived (directly or relayed).
+    /// When this report arrived (the first copy; repeats of it do not
+    /// count).
     pub heard_at: Time,
 }
 
@@ -106,8 +117,10 @@ pub struct HeardReport {
 #[derive(Debug, Default)]
 pub(super) struct Reports {
     others: BTreeMap<PeerId, HeardReport>,
-    /// The sequence number of this node's next report.
-    next_seq: u64,
+    /// This node's latest report (`None` before the first round).
+    own: Option<PeerReport>,
+    /// When `own` was made.
+    own_made_at: Time,
     /// This node's HAProxy status, as the shell last set it.
     own_haproxy: Option<ApplyReport>,
 }
@@ -121,29 +134,41 @@ impl Reports {
         self.others.values()
     }
 
-    /// What to send in one round: a fresh report of this node, then the
-    /// latest known of each peer in `active` (reports of peers believed
-    /// down are kept for display but not spread).
+    /// What to send in one round: this node's report (a new one if its
+    /// digest or HAProxy status changed, at most every
+    /// [`REPORT_NEWS_EVERY`]), then the reports of peers in `active` that
+    /// were news here within [`REPORT_RELAYED_FOR`].
     pub(super) fn outgoing(
         &mut self,
+        now: Time,
         me: PeerId,
         generation: u32,
         digest: Digest,
         active: &BTreeSet<PeerId>,
     ) -> Vec<PeerReport> {
-        let own = PeerReport {
-            peer: me,
-            generation,
-            seq: self.next_seq,
-            digest,
-            haproxy: self.own_haproxy.clone(),
-        };
-        self.next_seq += 1;
-        std::iter::once(own)
+        let changed = self.own.as_ref().is_none_or(|own| {
+            own.generation != generation || own.digest != digest || own.haproxy != self.own_haproxy
+        });
+        let due = self.own.is_none() || now >= self.own_made_at + REPORT_NEWS_EVERY;
+        if changed && due {
+            let seq = self.own.as_ref().map_or(0, |own| own.seq + 1);
+            self.own = Some(PeerReport {
+                peer: me,
+                generation,
+                seq,
+                digest,
+                haproxy: self.own_haproxy.clone(),
+            });
+            self.own_made_at = now;
+        }
+        let fresh = |heard: &&HeardReport| now.since(heard.heard_at) <= REPORT_RELAYED_FOR;
+        self.own
+            .iter()
+            .cloned()
             .chain(
                 self.others
                     .iter()
-                    .filter(|(peer, _)| active.contains(peer))
+                    .filter(|(peer, heard)| active.contains(peer) && fresh(heard))
                     .map(|(_, heard)| heard.report.clone()),
             )
             .take(REPORTS_MAX)
