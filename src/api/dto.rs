@@ -17,9 +17,9 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use crate::crdt::model::{
-    AclValue, Backend, BackendType, Balance, Binds, Frontend, HeaderName, Health, HealthMethod,
-    Host, HttpPath, HttpVersion, InvalidValue, Keepalive, Lease, LiveRegistrations, Member,
-    MemberState, Meta, Mode, Name, Natives, Port, Registration, RegistrationKey, Rule,
+    AclValue, Backend, BackendType, Balance, Binds, BoundedList, Frontend, HeaderName, Health,
+    HealthMethod, Host, HttpPath, HttpVersion, InvalidValue, Keepalive, Lease, LiveRegistrations,
+    Member, MemberState, Meta, Mode, Name, Natives, Port, Registration, RegistrationKey, Rule,
     RuleOperation, Rules, ServiceName, Version, Weight,
 };
 use crate::gossip::PeerState;
@@ -395,7 +395,7 @@ pub(crate) struct BackendIn {
     #[serde(default, with = "ModeJson")]
     mode: Mode,
     #[serde(default)]
-    members: Vec<MemberJson>,
+    members: BoundedList<MemberJson, { Backend::MEMBERS_MAX }>,
     #[serde(default)]
     natives: Natives,
     health: Option<HealthJson>,
@@ -423,7 +423,7 @@ impl BackendIn {
                 if self.version.is_none() {
                     return Err(ApiError::invalid("version", reason));
                 }
-                if !self.members.is_empty() {
+                if !self.members.as_slice().is_empty() {
                     return Err(ApiError::invalid(
                         "members",
                         "the members of a dynamic backend are its service's live registrations",
@@ -456,7 +456,7 @@ impl BackendIn {
             }
         };
         let mut by_address = BTreeMap::new();
-        for (index, member) in self.members.into_iter().enumerate() {
+        for (index, member) in Vec::from(self.members).into_iter().enumerate() {
             let settings = Member {
                 weight: member.weight,
                 state: member.state,
