@@ -343,6 +343,14 @@ fn unicode_cases() -> Vec<Case> {
             "key",
         ),
         Case::json(
+            "Cyrillic a sent unencoded in a frontend key",
+            "PUT",
+            format!("/frontends/other{CYRILLIC_A}"),
+            &frontend(),
+            400,
+            "key",
+        ),
+        Case::json(
             "Cyrillic a in a backend key",
             "PUT",
             format!("/backends/{}", encode(&format!("{CYRILLIC_A}pp"))),
