@@ -837,6 +837,22 @@ async fn a_body_that_is_not_an_object_is_refused_even_in_the_array_form_of_its_f
 }
 
 #[tokio::test]
+async fn a_nested_object_in_the_array_form_of_its_fields_is_refused() {
+    let api = Api::new();
+    let body = json!({"type": "static", "health": ["GET", "/", "HTTP/1.0", 2000]});
+    api.put("/backends/web", body)
+        .await
+        .assert_invalid("health");
+    let body = json!({"type": "static", "members": [["10.0.0.5", 80]]});
+    api.put("/backends/web", body)
+        .await
+        .assert_invalid("members[0]");
+    api.get("/backends/web")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn a_key_given_twice_is_refused_with_the_object_it_is_in() {
     let api = Api::new();
     api.static_backend("live").await;

@@ -931,6 +931,38 @@ fn body_cases() -> Vec<Case> {
             400,
             "object",
         ),
+        Case::json(
+            "a rule as an array of its fields",
+            "PUT",
+            "/frontends/other",
+            &with(
+                frontend(),
+                "/rules/0",
+                json!(["path", null, "path", "/x", "app"]),
+            ),
+            400,
+            "rules[0]",
+        ),
+        Case::json(
+            "a member as an array of its fields",
+            "PUT",
+            "/backends/other",
+            &with(static_backend(), "/members/0", json!(["127.0.0.1", 1])),
+            400,
+            "members[0]",
+        ),
+        Case::json(
+            "a health check as an array of its fields",
+            "PUT",
+            "/backends/other",
+            &with(
+                static_backend(),
+                "/health",
+                json!(["GET", "/", "HTTP/1.1", 2000]),
+            ),
+            400,
+            "health",
+        ),
         raw_put(
             "an empty array",
             Some("application/json"),
