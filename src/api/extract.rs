@@ -1,15 +1,16 @@
 //! Request extractors whose failures are [`ApiError`]s (JSON, naming the
 //! field), never axum's plain-text rejections.
 //!
-//! Owns reading a bounded body and decoding it with the JSON path of the
-//! first error. Must not validate beyond what the DTO types say.
+//! Owns reading a bounded body, checking that it is one JSON object with
+//! no key given twice, and decoding it with the JSON path of the first
+//! error. Must not validate beyond that and what the DTO types say.
+
+use std::collections::HashSet;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use std::collections::HashSet;
-
 use serde::Deserialize;
 use serde::de::{
     self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor,
