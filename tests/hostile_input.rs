@@ -1614,3 +1614,31 @@ fn every_hostile_input_is_refused_clearly_and_changes_nothing_on_either_peer() {
         json!({"secondsToExpire": 60}),
     ));
 }
+
+#[test]
+fn a_natives_line_cannot_read_the_peers_environment() {
+    let cluster = Cluster::new("hostile-env");
+    let peer = cluster.start_with_haproxy("a", &[]);
+    let member = TestServer::start("member");
+    ok(peer.put(
+        "/backends/app",
+        json!({"type": "static", "members": [{"host": "127.0.0.1", "port": member.port()}]}),
+    ));
+    // HAProxy expands both spellings in double quotes; the peer runs with
+    // RUST_LOG set (support::PeerSpec), so a leak would show "info".
+    ok(peer.put(
+        "/frontends/leak",
+        json!({"bind": format!("*:{PORT}"), "backend": "app", "natives": [
+            r#"http-request return status 200 content-type text/plain string "[${RUST_LOG}|$RUST_LOG]""#
+        ]}),
+    ));
+
+    let body = eventually("the frontend to answer", || {
+        match fetch(peer.through_haproxy(PORT), "/", "example.com") {
+            Ok((200, body)) => Some(body),
+            _ => None,
+        }
+    });
+
+    assert_eq!(body, "[|]");
+}
