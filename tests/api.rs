@@ -801,6 +801,193 @@ async fn malformed_json_is_400() {
     api.send(request).await.assert_invalid(".");
 }
 
+/// A PUT of `text` as it is (not necessarily JSON) to `uri`.
+async fn put_text(api: &Api, uri: &str, text: &str) -> Answer {
+    let request = Request::builder()
+        .method(Method::PUT)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(text.to_owned()))
+        .expect("request");
+    api.send(request).await
+}
+
+#[tokio::test]
+async fn malformed_json_is_said_to_be_not_json() {
+    let api = Api::new();
+    let answer = put_text(&api, "/frontends/web", "bind: *:80").await;
+    answer.assert_invalid(".");
+    let reason = answer.json()["details"]["reason"].to_string();
+    assert!(reason.contains("not valid JSON"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_an_object_is_refused_even_in_the_array_form_of_its_fields() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    // serde would take a struct's fields in order from an array.
+    let answer = put_text(&api, "/frontends/web", r#"[null, "*:80", "live"]"#).await;
+    answer.assert_invalid(".");
+    assert!(
+        answer.text.contains("expected a JSON object"),
+        "{}",
+        answer.text
+    );
+    api.get("/frontends/web")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_nested_object_in_the_array_form_of_its_fields_is_refused() {
+    let api = Api::new();
+    let body = json!({"type": "static", "health": ["GET", "/", "HTTP/1.0", 2000]});
+    api.put("/backends/web", body)
+        .await
+        .assert_invalid("health");
+    let body = json!({"type": "static", "members": [["10.0.0.5", 80]]});
+    api.put("/backends/web", body)
+        .await
+        .assert_invalid("members[0]");
+    api.get("/backends/web")
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_key_given_twice_is_refused_with_the_object_it_is_in() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let answer = put_text(
+        &api,
+        "/frontends/web",
+        r#"{"bind": "*:80", "backend": "live", "bind": "*:81"}"#,
+    )
+    .await;
+    answer.assert_invalid(".");
+    assert!(
+        answer.text.contains(r#"duplicate key \"bind\""#),
+        "{}",
+        answer.text
+    );
+}
+
+#[tokio::test]
+async fn a_key_given_twice_in_a_heartbeat_is_refused_at_any_depth() {
+    let api = Api::new();
+    let uri = "/registrations/myapp/1.0.0/10.0.0.5/8080";
+    for (body, field) in [
+        (r#"{"secondsToExpire": 60, "secondsToExpire": 120}"#, "."),
+        (r#"{"tags": {"zone": "a", "zone": "b"}}"#, "tags"),
+    ] {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .body(Body::from(body))
+            .expect("request");
+        api.send(request).await.assert_invalid(field);
+    }
+    assert_eq!(api.get("/registrations").await.json(), json!([]));
+}
+
+#[tokio::test]
+async fn json_nested_too_deeply_is_refused_at_its_outermost_field() {
+    let api = Api::new();
+    let deep = format!(
+        r#"{{"deep": {}{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/registrations/myapp/1.0.0/10.0.0.5/8080")
+        .body(Body::from(deep))
+        .expect("request");
+    let answer = api.send(request).await;
+    answer.assert_invalid("deep");
+    assert!(
+        answer.text.contains("nested more than 128 levels"),
+        "{}",
+        answer.text
+    );
+}
+
+#[tokio::test]
+async fn an_error_quotes_at_most_a_few_hundred_characters_of_the_input() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let body = json!({"bind": "*:80", "backend": "live", "mode": "h".repeat(100_000)});
+    let answer = api.put("/frontends/web", body).await;
+    answer.assert_invalid("mode");
+    assert!(answer.text.len() < 2_000, "{} bytes", answer.text.len());
+}
+
+#[tokio::test]
+async fn a_bind_item_may_have_spaces_around_it_but_no_other_whitespace() {
+    let api = Api::new();
+    api.static_backend("live").await;
+    let spaced = json!({"bind": "*:80 , *:81", "backend": "live"});
+    assert_eq!(
+        api.put("/frontends/web", spaced).await.json()["bind"],
+        "*:80,*:81"
+    );
+    for bind in ["*:82\n", "*:82\t", "\r\n*:82"] {
+        let body = json!({"bind": bind, "backend": "live"});
+        api.put("/frontends/other", body)
+            .await
+            .assert_invalid("bind");
+    }
+}
+
+#[tokio::test]
+async fn a_natives_line_cannot_be_a_dot_directive() {
+    let api = Api::new();
+    for line in [".if 0", ".endif", "  .diag \"x\""] {
+        let body = json!({"type": "static", "natives": ["option httplog", line]});
+        let answer = api.put("/backends/web", body).await;
+        answer.assert_invalid("natives[1]");
+        assert!(
+            answer.text.contains("configuration directive"),
+            "{}",
+            answer.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_backend_has_at_most_4096_members_also_when_added_one_by_one() {
+    let api = Api::new();
+    let members = |count: u16| -> Vec<Value> {
+        (1..=count)
+            .map(|port| json!({"host": "10.0.0.5", "port": port}))
+            .collect()
+    };
+    let answer = api
+        .put(
+            "/backends/web",
+            json!({"type": "static", "members": members(4097)}),
+        )
+        .await;
+    answer.assert_invalid("members");
+    assert!(answer.text.contains("too many"), "{}", answer.text);
+    api.ok(
+        Method::PUT,
+        "/backends/web",
+        json!({"type": "static", "members": members(4096)}),
+    )
+    .await;
+    api.put("/backends/web/members/10.0.0.6/80", json!({}))
+        .await
+        .assert_invalid("key");
+    // Changing one of the 4096 is still fine.
+    api.ok(
+        Method::PUT,
+        "/backends/web/members/10.0.0.5/1",
+        json!({"weight": 2}),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_body_key_differing_from_the_path_is_refused() {
     let api = Api::new();

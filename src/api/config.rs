@@ -20,7 +20,7 @@ use super::dto::{
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
 use crate::crdt::model::{
-    BackendType, BindHost, ConfigView, Frontend, Host, LiveRegistrations, MemberKey, Name,
+    Backend, BackendType, BindHost, ConfigView, Frontend, Host, LiveRegistrations, MemberKey, Name,
     ServiceName,
 };
 use crate::crdt::{Command, CommandError, ViewPart};
@@ -390,6 +390,18 @@ pub(crate) async fn put_member(
         return Err(ApiError::invalid(
             "key",
             format!("backend {name} is dynamic; its members are its service's live registrations"),
+        ));
+    }
+    // The bound of a backend's `members` (model::Backend::MEMBERS_MAX)
+    // holds for members added one by one too.
+    let is_new = !backend.members.contains_key(&(host.clone(), port));
+    if is_new && backend.members.len() >= Backend::MEMBERS_MAX {
+        return Err(ApiError::invalid(
+            "key",
+            format!(
+                "backend {name} already has {} members, the most one backend may have",
+                Backend::MEMBERS_MAX
+            ),
         ));
     }
     let member = body.into_model();

@@ -18,9 +18,9 @@ use serde_json::{Map, Value};
 use super::error::ApiError;
 use crate::crdt::Digest;
 use crate::crdt::model::{
-    AclValue, Backend, BackendType, Balance, Binds, Frontend, HeaderName, Health, HealthMethod,
-    Host, HttpPath, HttpVersion, InvalidValue, Keepalive, Lease, LiveRegistrations, Member,
-    MemberState, Meta, Mode, Name, Natives, Port, Registration, RegistrationKey, Rule,
+    AclValue, Backend, BackendType, Balance, Binds, BoundedList, Frontend, HeaderName, Health,
+    HealthMethod, Host, HttpPath, HttpVersion, InvalidValue, Keepalive, Lease, LiveRegistrations,
+    Member, MemberState, Meta, Mode, Name, Natives, Port, Registration, RegistrationKey, Rule,
     RuleOperation, Rules, ServiceName, Version, Weight,
 };
 use crate::gossip::ApplyReport;
@@ -197,6 +197,46 @@ fn port_from_number_or_text<'de, D: Deserializer<'de>>(deserializer: D) -> Resul
     deserializer.deserialize_any(PortVisitor)
 }
 
+/// A nested object of a request body, taken only in its JSON object form.
+/// serde's derived structs also read their fields in order from an array
+/// (`"health": ["GET", "/", "HTTP/1.0", 2000]`): a second, undocumented
+/// spelling of every object, refused here. (The body itself is checked to
+/// be an object before it is decoded.)
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(StructAsMap(deserializer)).map(Object)
+    }
+}
+
+/// A deserializer that reads a struct as a map only (what JSON calls an
+/// object) and everything else as `D` does.
+struct StructAsMap<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for StructAsMap<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
 /// A frontend routing rule, as sent and as shown.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,7 +288,7 @@ pub(crate) struct FrontendIn {
     #[serde(default, with = "KeepaliveJson")]
     keepalive: Keepalive,
     #[serde(default)]
-    rules: Vec<RuleJson>,
+    rules: Vec<Object<RuleJson>>,
     #[serde(default)]
     natives: Natives,
 }
@@ -261,7 +301,7 @@ impl FrontendIn {
             .rules
             .into_iter()
             .enumerate()
-            .map(|(index, rule)| rule.into_model(index))
+            .map(|(index, Object(rule))| rule.into_model(index))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Frontend {
             bind: self.bind,
@@ -396,10 +436,10 @@ pub(crate) struct BackendIn {
     #[serde(default, with = "ModeJson")]
     mode: Mode,
     #[serde(default)]
-    members: Vec<MemberJson>,
+    members: BoundedList<Object<MemberJson>, { Backend::MEMBERS_MAX }>,
     #[serde(default)]
     natives: Natives,
-    health: Option<HealthJson>,
+    health: Option<Object<HealthJson>>,
 }
 
 impl BackendIn {
@@ -424,7 +464,7 @@ impl BackendIn {
                 if self.version.is_none() {
                     return Err(ApiError::invalid("version", reason));
                 }
-                if !self.members.is_empty() {
+                if !self.members.as_slice().is_empty() {
                     return Err(ApiError::invalid(
                         "members",
                         "the members of a dynamic backend are its service's live registrations",
@@ -440,7 +480,7 @@ impl BackendIn {
                     "health checks apply to http mode only",
                 ));
             }
-            Some(health) => {
+            Some(Object(health)) => {
                 if health.http_version == HttpVersion::Http11 && self.host.is_none() {
                     return Err(ApiError::invalid(
                         "health.httpVersion",
@@ -457,7 +497,7 @@ impl BackendIn {
             }
         };
         let mut by_address = BTreeMap::new();
-        for (index, member) in self.members.into_iter().enumerate() {
+        for (index, Object(member)) in Vec::from(self.members).into_iter().enumerate() {
             let settings = Member {
                 weight: member.weight,
                 state: member.state,

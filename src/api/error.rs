@@ -82,6 +82,19 @@ pub(crate) enum ApiError {
     CheckFailed(String),
 }
 
+/// Longest `field` in an answer, in characters.
+const FIELD_CHARS_MAX: usize = 128;
+/// Longest `reason` in an answer, in characters.
+const REASON_CHARS_MAX: usize = 512;
+
+/// `text` cut to `max` characters, marked with `…` when cut.
+fn cut(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
+}
+
 fn join(names: &[Name]) -> String {
     names
         .iter()
@@ -92,10 +105,14 @@ fn join(names: &[Name]) -> String {
 
 impl ApiError {
     /// An invalid field with the model's (or serde's) reason.
+    ///
+    /// Both are cut to a few hundred characters: serde's messages quote the
+    /// offending input (`unknown variant `...``, an unknown field's name),
+    /// and a megabyte of it is no clearer than its start.
     pub(crate) fn invalid(field: impl Into<String>, reason: impl ToString) -> Self {
         ApiError::Invalid {
-            field: field.into(),
-            reason: reason.to_string(),
+            field: cut(field.into(), FIELD_CHARS_MAX),
+            reason: cut(reason.to_string(), REASON_CHARS_MAX),
         }
     }
 

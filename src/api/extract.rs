@@ -1,14 +1,21 @@
 //! Request extractors whose failures are [`ApiError`]s (JSON, naming the
 //! field), never axum's plain-text rejections.
 //!
-//! Owns reading a bounded body and decoding it with the JSON path of the
-//! first error. Must not validate beyond what the DTO types say.
+//! Owns reading a bounded body, checking that it is one JSON object with
+//! no key given twice, and decoding it with the JSON path of the first
+//! error. Must not validate beyond that and what the DTO types say.
+
+use std::collections::HashSet;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor,
+};
+use serde_json::error::Category;
 use serde_path_to_error::Segment;
 
 use super::AppState;
@@ -42,21 +49,133 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 }
 
 /// Decodes `text`, naming the first offending field by its JSON path.
+///
+/// The body is read twice: first as untyped JSON ([`StrictJson`]), which
+/// refuses a body that is not an object and an object with a key given
+/// twice, at any depth (derived structs refuse a repeated field, but the
+/// maps of `meta` would keep the last value silently); then as `T`.
 fn decode<T: DeserializeOwned>(text: &[u8]) -> Result<T, ApiError> {
+    decode_as::<StrictJson>(text)?;
+    decode_as(text)
+}
+
+fn decode_as<T: DeserializeOwned>(text: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(text);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let inner = error.inner();
         let message = inner.to_string();
         // serde_json appends the position to every message; the field path
-        // says more to an API user.
+        // says more to an API user, except for text that is not JSON.
         let suffix = format!(" at line {} column {}", inner.line(), inner.column());
         let reason = message.strip_suffix(&suffix).unwrap_or(&message);
-        ApiError::invalid(field_path(error.path(), reason), reason)
+        let field = field_path(error.path(), reason);
+        if reason == "recursion limit exceeded" {
+            // serde_json stops at 128 levels; the path down there is noise.
+            let outermost = field.split(['.', '[']).next().unwrap_or(WHOLE_BODY);
+            return ApiError::invalid(outermost, "nested more than 128 levels deep");
+        }
+        match inner.classify() {
+            Category::Syntax | Category::Eof => {
+                // `'bind'` fails on a key not yet known: the path says `?`.
+                let field = if field.contains('?') {
+                    WHOLE_BODY
+                } else {
+                    &field
+                };
+                ApiError::invalid(field, format!("not valid JSON: {message}"))
+            }
+            Category::Data | Category::Io => ApiError::invalid(field, reason),
+        }
     })?;
     deserializer
         .end()
-        .map_err(|error| ApiError::invalid(WHOLE_BODY, error))?;
+        .map_err(|error| ApiError::invalid(WHOLE_BODY, format!("not valid JSON: {error}")))?;
     Ok(value)
+}
+
+/// A body as untyped JSON: an object at the top, no key twice in any
+/// object. Holds nothing; it only checks.
+struct StrictJson;
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeys { top: true })
+    }
+}
+
+/// Any JSON value with no key twice in one object (the top one must be an
+/// object).
+struct UniqueKeys {
+    top: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for UniqueKeys {
+    type Value = StrictJson;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<StrictJson, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueKeys {
+    type Value = StrictJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.top {
+            "a JSON object"
+        } else {
+            "a JSON value"
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictJson, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            map.next_value_seed(UniqueKeys { top: false })?;
+            seen.insert(key);
+        }
+        Ok(StrictJson)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrictJson, A::Error> {
+        if self.top {
+            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+        }
+        while seq.next_element_seed(UniqueKeys { top: false })?.is_some() {}
+        Ok(StrictJson)
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<StrictJson, E> {
+        self.scalar(de::Unexpected::Bool(value))
+    }
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<StrictJson, E> {
+        self.scalar(de::Unexpected::Signed(value))
+    }
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<StrictJson, E> {
+        self.scalar(de::Unexpected::Unsigned(value))
+    }
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<StrictJson, E> {
+        self.scalar(de::Unexpected::Float(value))
+    }
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<StrictJson, E> {
+        self.scalar(de::Unexpected::Str(value))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<StrictJson, E> {
+        self.scalar(de::Unexpected::Unit)
+    }
+}
+
+impl UniqueKeys {
+    /// A scalar is fine anywhere but at the top.
+    fn scalar<E: de::Error>(self, what: de::Unexpected<'_>) -> Result<StrictJson, E> {
+        if self.top {
+            Err(E::invalid_type(what, &self))
+        } else {
+            Ok(StrictJson)
+        }
+    }
 }
 
 /// `rules[0].operation` style path. A missing field is reported by serde at

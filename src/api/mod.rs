@@ -41,7 +41,12 @@
 //!   15 s plus one heartbeat interval behind the last heartbeat.
 //! - An empty request body counts as `{}`, so a heartbeat needs no body and
 //!   a forgotten one is answered with the first missing field. The
-//!   `Content-Type` is not checked (`curl -d` sends a form type).
+//!   `Content-Type` is not checked (`curl -d` sends a form type): a body
+//!   that is not JSON is a 400 saying so, whatever its type claims.
+//! - **A body is one JSON object, with no key given twice** at any depth
+//!   (also inside a heartbeat's `meta`, where the last value would
+//!   otherwise win silently); unknown fields are refused. Error answers
+//!   quote at most a few hundred characters of the input.
 //! - A key in a path that is not a valid name cannot exist: 404 on reads,
 //!   400 on writes. PUT and POST answer the object as stored; DELETE
 //!   answers `{}`.

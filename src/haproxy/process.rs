@@ -141,6 +141,22 @@ impl Binary {
         &self.path
     }
 
+    /// A command running this executable with none of the peer's
+    /// environment but `PATH` (to find a bare name, also when the master
+    /// re-executes itself). HAProxy expands `"${NAME}"` and `"$NAME"` in
+    /// quoted configuration text, and `natives` lines come from API
+    /// writers: with the peer's environment, a line such as `http-request
+    /// return string "${AQUEDUCT_API_TOKEN}"` would serve the peer's
+    /// secrets to anyone who can reach a frontend.
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.path);
+        command.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        command
+    }
+
     /// Validates `config_text` with `haproxy -c`, from a uniquely named
     /// file in `scratch_dir` that is removed afterwards.
     ///
@@ -198,7 +214,8 @@ impl Binary {
         what: &'static str,
         limit: Duration,
     ) -> Result<Output, ProcessError> {
-        let mut child = Command::new(&self.path)
+        let mut child = self
+            .command()
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -431,7 +448,8 @@ impl Master {
             path: cli.clone(),
             source,
         })?;
-        let mut child = Command::new(binary.path())
+        let mut child = binary
+            .command()
             .arg("-W")
             .arg("-S")
             .arg(format!("{cli_text},mode,600"))
