@@ -398,12 +398,23 @@ pub enum ReloadOutcome {
 /// One running HAProxy master (`-W`) and, through it, its workers.
 ///
 /// Dropping it kills the master (its workers exit when their master is
-/// gone); [`Master::stop`] stops it gracefully.
+/// gone); [`Master::stop`] stops it gracefully, [`Master::detach`] leaves
+/// it running.
 pub struct Master {
     child: Child,
     pid: u32,
     cli: PathBuf,
     tail: SharedTail,
+    /// Left running when dropped ([`Master::detach`]).
+    detached: bool,
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if !self.detached {
+            let _ = self.child.start_kill();
+        }
+    }
 }
 
 impl Master {
@@ -440,7 +451,6 @@ impl Master {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|source| ProcessError::Spawn {
                 path: binary.path().to_path_buf(),
@@ -469,7 +479,7 @@ impl Master {
                 Err(ProcessError::Exited { status, last_lines })
             }
             ready = ready => match ready {
-                Ok(_) => Ok(Master { child, pid, cli, tail }),
+                Ok(_) => Ok(Master { child, pid, cli, tail, detached: false }),
                 Err(error) => {
                     let _ = child.kill().await;
                     Err(error)
@@ -540,6 +550,13 @@ impl Master {
     /// a supervisor can `select!` on it.
     pub async fn exited(&mut self) -> Result<ExitStatus, ProcessError> {
         self.child.wait().await.map_err(ProcessError::Io)
+    }
+
+    /// Lets the master outlive this handle and this process: it keeps
+    /// serving its configuration until a new master takes its listeners
+    /// over (a restart of the peer) or someone stops it.
+    pub fn detach(mut self) {
+        self.detached = true;
     }
 
     /// Stops the master: soft (SIGUSR1: workers finish their connections)
