@@ -366,6 +366,13 @@ impl Peer {
         std::fs::read_to_string(&self.spec.log).unwrap_or_default()
     }
 
+    /// `GET /metrics` (Prometheus text; read with [`counter`]).
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::get(self.url("/metrics"))
+            .and_then(|r| r.text())
+            .expect("GET /metrics")
+    }
+
     /// `GET /haproxy/status`.
     pub fn haproxy_status(&self) -> Value {
         let (status, body) = self.get("/haproxy/status");
@@ -577,4 +584,89 @@ pub fn serve_myapp_v1(peer: &Peer, frontend: &str, port: u16) {
         &format!("/frontends/{frontend}"),
         serde_json::json!({"bind": format!("*:{port}"), "backend": "live"}),
     ));
+}
+
+/// A write load: one client adding members `127.0.0.1:PORT` (a new port
+/// each time, from [`MemberWrites::FIRST_PORT`]) to static backend
+/// `backend`, on each API of `apis` in turn, one write every `pace`, until
+/// stopped (at most [`MemberWrites::WRITES_MAX`] writes, 10 minutes). A
+/// write answered 200 is acknowledged; any other outcome (a peer that is
+/// restarting) is counted as unanswered.
+pub struct MemberWrites {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acknowledged: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl MemberWrites {
+    pub const FIRST_PORT: u16 = 20_000;
+    pub const WRITES_MAX: u16 = 20_000;
+
+    pub fn start(apis: Vec<SocketAddr>, backend: &str, pace: Duration) -> MemberWrites {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop_here, acknowledged_here) = (stop.clone(), acknowledged.clone());
+        let backend = backend.to_owned();
+        let thread = std::thread::spawn(move || {
+            let http = client();
+            let deadline = Instant::now() + Duration::from_secs(600);
+            let mut unanswered = 0;
+            for i in 0..Self::WRITES_MAX {
+                if stop_here.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                    break;
+                }
+                let port = Self::FIRST_PORT + i;
+                let api = apis[usize::from(i) % apis.len()];
+                let url = format!("http://{api}/backends/{backend}/members/127.0.0.1/{port}");
+                match http.put(url).json(&serde_json::json!({})).send() {
+                    Ok(response) if response.status().as_u16() == 200 => {
+                        acknowledged_here.lock().expect("not poisoned").push(port);
+                    }
+                    _ => unanswered += 1,
+                }
+                std::thread::sleep(pace);
+            }
+            unanswered
+        });
+        MemberWrites {
+            stop,
+            acknowledged,
+            thread,
+        }
+    }
+
+    /// Writes acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.lock().expect("not poisoned").len()
+    }
+
+    /// Stops: the ports acknowledged, and how many writes were not.
+    pub fn finish(self) -> (Vec<u16>, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        let unanswered = self.thread.join().expect("the writer");
+        let acknowledged = self.acknowledged.lock().expect("not poisoned").clone();
+        (acknowledged, unanswered)
+    }
+}
+
+/// The member ports of static backend `key` on `peer`.
+pub fn member_ports(peer: &Peer, key: &str) -> std::collections::BTreeSet<u16> {
+    let (status, body) = peer.get(&format!("/backends/{key}"));
+    assert_eq!(status, 200, "GET /backends/{key}: {body}");
+    body["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| u16::try_from(m["port"].as_u64()?).ok())
+        .collect()
+}
+
+/// The value of a counter in Prometheus text (a missing one fails the
+/// test: a renamed metric must not read as zero).
+pub fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{metrics}"))
 }
