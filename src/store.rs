@@ -27,13 +27,13 @@
 //! - **Never a silent reset.** A file that does not open, a record that
 //!   does not decode, or a format this version does not know is a
 //!   [`StoreError`] naming the file (and the record); the file is left as it
-//!   is.
+//!   is. A new store is built under a temporary name and renamed into place,
+//!   so `state.redb` exists only once its replica id is durable.
 //! - **Older formats are migrated forward on open**, in the transaction
 //!   that counts the generation: every record is rewritten in the current
 //!   format, or (a record that does not convert) nothing is. A newer format
 //!   is refused, naming both formats ([`StoreError::NewerFormat`]): an
-//!   older aqueduct cannot know what a newer one wrote. A new store is built under a temporary name and renamed into place,
-//!   so `state.redb` exists only once its replica id is durable.
+//!   older aqueduct cannot know what a newer one wrote.
 
 use std::fs::{self, File};
 use std::io;
