@@ -464,24 +464,33 @@ impl Master {
             forward(child.stdout.take(), tail.clone()),
             forward(child.stderr.take(), tail.clone()),
         ];
-        let ready = poll_show_proc(&cli, START_TIMEOUT, "HAProxy start", |proc| {
+        // A master from here on: a start abandoned half-way (its task
+        // dropped) kills it, as dropping any master does.
+        let mut master = Master {
+            child,
+            pid,
+            cli,
+            tail,
+            detached: false,
+        };
+        let ready = poll_show_proc(&master.cli, START_TIMEOUT, "HAProxy start", |proc| {
             proc.current_worker().is_some()
         });
         tokio::select! {
-            status = child.wait() => {
+            status = master.child.wait() => {
                 let status = status.map_err(ProcessError::Io)?;
                 // The pipes close when the master exits (no worker was
                 // forked to inherit them); the bound covers one that was.
                 for forwarder in forwarders {
                     let _ = tokio::time::timeout(DRAIN_TIMEOUT, forwarder).await;
                 }
-                let last_lines = lock(&tail).lines.iter().map(|(_, l)| l.clone()).collect();
+                let last_lines = lock(&master.tail).lines.iter().map(|(_, l)| l.clone()).collect();
                 Err(ProcessError::Exited { status, last_lines })
             }
             ready = ready => match ready {
-                Ok(_) => Ok(Master { child, pid, cli, tail, detached: false }),
+                Ok(_) => Ok(master),
                 Err(error) => {
-                    let _ = child.kill().await;
+                    let _ = master.child.kill().await;
                     Err(error)
                 }
             },
