@@ -451,6 +451,10 @@ impl Master {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // A process group of its own: Ctrl-C in the peer's terminal
+            // (SIGINT to the whole foreground group) stops the peer, which
+            // then keeps or stops HAProxy as configured, not HAProxy itself.
+            .process_group(0)
             .spawn()
             .map_err(|source| ProcessError::Spawn {
                 path: binary.path().to_path_buf(),
