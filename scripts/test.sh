@@ -18,7 +18,17 @@ cargo fmt --all -- --check
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "tests (unit, property, dson oracle, tidy, simulator smoke matrix)"
+step "build the tests"
+cargo test --workspace --locked --no-run
+
+# After the build above, so that its dependencies seed this one and only
+# the aqueduct crate of the previous release compiles.
+step "the previous release, for the mixed-version and rolling-upgrade tests"
+AQUEDUCT_PREVIOUS_BIN=$(bash scripts/build-previous.sh | tail -n 1)
+export AQUEDUCT_PREVIOUS_BIN
+echo "$AQUEDUCT_PREVIOUS_BIN"
+
+step "tests (unit, property, dson oracle, tidy, simulator smoke matrix, rolling upgrade)"
 cargo test --workspace --locked
 
 step "benchmarks compile and run once"

@@ -98,6 +98,10 @@ pub struct RunArgs {
     /// How often HAProxy's stats are read, ms (default 1000).
     #[arg(long, env = "AQUEDUCT_STATS_INTERVAL")]
     pub stats_interval: Option<u64>,
+    /// What stopping the peer does to its HAProxy: `keep` it serving (the
+    /// next start takes it over without a gap; the default) or `stop` it.
+    #[arg(long, env = "AQUEDUCT_HAPROXY_ON_EXIT", value_enum)]
+    pub haproxy_on_exit: Option<OnExit>,
     /// A TOML file with the same options (keys as the flags, with `_`).
     #[arg(long, env = "AQUEDUCT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -127,6 +131,20 @@ struct FileOptions {
     haproxy_stats: Option<SocketAddr>,
     haproxy_stats_auth: Option<String>,
     stats_interval: Option<u64>,
+    haproxy_on_exit: Option<OnExit>,
+}
+
+/// What a peer's stop (SIGTERM, SIGINT) does to its HAProxy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExit {
+    /// Leave it serving the last configuration: the next start of the peer
+    /// (a restart, an upgrade of aqueduct) takes it over without refusing
+    /// a connection, so the control plane can go away without the traffic.
+    #[default]
+    Keep,
+    /// Stop it with the peer (soft stop: connections in flight finish).
+    Stop,
 }
 
 /// A peer to join through: `HOST:PORT`, where HOST is an IP address (IPv6
@@ -285,6 +303,8 @@ pub struct HaproxyOptions {
     pub stats: Option<(SocketAddr, CfgWord, CfgWord)>,
     /// Stats polling interval.
     pub stats_interval: Duration,
+    /// What the peer's stop does to HAProxy.
+    pub on_exit: OnExit,
 }
 
 /// Why the options are unusable.
@@ -453,6 +473,10 @@ impl RunArgs {
             log,
             stats,
             stats_interval: Duration::from_millis(stats_interval_ms),
+            on_exit: self
+                .haproxy_on_exit
+                .or(file.haproxy_on_exit)
+                .unwrap_or_default(),
         };
         let gossip = self.gossip.or(file.gossip).unwrap_or(DEFAULT_GOSSIP);
         let advertise = self.advertise.or(file.advertise);

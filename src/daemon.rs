@@ -241,8 +241,9 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
             peer_task.await
         }
     };
-    // HAProxy stops last: it keeps serving the last configuration while
-    // the rest shuts down.
+    // The driver goes last: HAProxy keeps serving the last configuration
+    // while the rest shuts down, and after (`--haproxy-on-exit keep`) until
+    // the next start takes it over.
     let _ = stop_driver.send(());
     let _ = driver_task.await;
     tracing::info!("stopped");

@@ -241,6 +241,8 @@ impl LocalMesh {
             .args(["--gossip", &format!("127.0.0.1:{gossip}")])
             .arg("--haproxy")
             .arg(haproxy)
+            // The mesh owns its processes: none outlives it.
+            .args(["--haproxy-on-exit", "stop"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)

@@ -29,6 +29,11 @@
 //!   [`StoreError`] naming the file (and the record); the file is left as it
 //!   is. A new store is built under a temporary name and renamed into place,
 //!   so `state.redb` exists only once its replica id is durable.
+//! - **Older formats are migrated forward on open**, in the transaction
+//!   that counts the generation: every record is rewritten in the current
+//!   format, or (a record that does not convert) nothing is. A newer format
+//!   is refused, naming both formats ([`StoreError::NewerFormat`]): an
+//!   older aqueduct cannot know what a newer one wrote.
 
 use std::fs::{self, File};
 use std::io;
@@ -56,8 +61,14 @@ pub const BATCH_BYTES_MAX: usize = 16 << 20;
 /// Below this much log, compaction is not worth a snapshot.
 pub const COMPACTION_LOG_BYTES_MIN: u64 = 1 << 20;
 
-/// The layout of the tables below; bumped on any incompatible change.
-const FORMAT: u32 = 2;
+/// The layout of the tables below; bumped on any incompatible change,
+/// with a migration from the format before it ([`migrate`]).
+///
+/// - 1: leases without an owner.
+/// - 2: a lease names its owner (the peer that takes its heartbeats).
+pub const FORMAT: u32 = 2;
+/// The oldest format this version migrates forward.
+pub const FORMAT_OLDEST: u32 = 1;
 /// A metadata value is a small number.
 const META_BYTES_MAX: usize = 16;
 /// Metadata: `format` (u32), `replica id` ([`ReplicaId`]), `generation` (u32).
@@ -102,12 +113,31 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The file was written in a format this version does not know.
-    #[error("store {path} has format {found}; this aqueduct reads format {FORMAT} only")]
+    /// The file was written in a format older than any this version
+    /// migrates.
+    #[error(
+        "store {path} has format {found}, older than any this aqueduct migrates \
+         (formats {FORMAT_OLDEST} to {FORMAT}); start it once with a release in between, \
+         or move the data directory away to start empty and resync from the mesh"
+    )]
     UnknownFormat {
         /// The database file.
         path: PathBuf,
-        /// The format found (a newer version wrote it).
+        /// The format found.
+        found: u32,
+    },
+    /// The file was written by a newer aqueduct, in a format this one does
+    /// not know.
+    #[error(
+        "store {path} has format {found}, written by a newer aqueduct; this one reads \
+         formats {FORMAT_OLDEST} to {FORMAT}: run the newer aqueduct on this data directory \
+         (a format is never migrated backwards), or move the directory away to start \
+         empty and resync from the mesh"
+    )]
+    NewerFormat {
+        /// The database file.
+        path: PathBuf,
+        /// The format found.
         found: u32,
     },
     /// The stored deltas decode but do not rebuild a replica.
@@ -378,15 +408,30 @@ fn create(data_dir: &Path, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Checks the format, reads the replica id, and counts this generation.
+/// Checks the format (migrating an older one), reads the replica id, and
+/// counts this generation.
 fn next_generation(txn: &WriteTransaction, path: &Path) -> Result<(ReplicaId, u32), StoreError> {
     let mut meta = Meta::open(txn, path)?;
     let found: u32 = meta.get("format")?;
-    if found != FORMAT {
-        return Err(StoreError::UnknownFormat {
-            path: path.into(),
-            found,
-        });
+    match found {
+        FORMAT => {}
+        found if found > FORMAT => {
+            return Err(StoreError::NewerFormat {
+                path: path.into(),
+                found,
+            });
+        }
+        found if found >= FORMAT_OLDEST => {
+            migrate(txn, path, found)?;
+            meta.put("format", &FORMAT)?;
+            tracing::info!(path = %path.display(), from = found, to = FORMAT, "store migrated");
+        }
+        found => {
+            return Err(StoreError::UnknownFormat {
+                path: path.into(),
+                found,
+            });
+        }
     }
     let replica_id: ReplicaId = meta.get("replica id")?;
     let previous: u32 = meta.get("generation")?;
@@ -399,6 +444,105 @@ fn next_generation(txn: &WriteTransaction, path: &Path) -> Result<(ReplicaId, u3
     };
     meta.put("generation", &generation)?;
     Ok((replica_id, generation))
+}
+
+/// Rewrites every record of a store of format `from` in the current
+/// format, within `txn`.
+fn migrate(txn: &WriteTransaction, path: &Path, from: u32) -> Result<(), StoreError> {
+    debug_assert_eq!(from, 1, "the only format before {FORMAT}");
+    for (table, what, limit) in [
+        (SNAPSHOT, "snapshot", SNAPSHOT_BYTES_MAX),
+        (LOG, "log entry", DELTA_BYTES_MAX),
+    ] {
+        let mut table = txn.open_table(table).at(path)?;
+        let seqs = table
+            .iter()
+            .at(path)?
+            .map(|row| row.map(|(seq, _)| seq.value()))
+            .collect::<Result<Vec<u64>, _>>()
+            .at(path)?;
+        for seq in seqs {
+            let record = format!("{what} {seq} (format {from})");
+            let bytes = table
+                .get(seq)
+                .at(path)?
+                .map(|bytes| bytes.value().to_vec())
+                .unwrap_or_default();
+            let old: format1::Delta = decode(&bytes, limit, path, &record)?;
+            let delta = old
+                .try_map_values(format1::FieldValue::into_current)
+                .map_err(|e| corrupt(path, &record, e.to_string()))?;
+            let bytes = postcard::to_stdvec(&delta).map_err(StoreError::Encode)?;
+            table.insert(seq, bytes.as_slice()).at(path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Format 1's values: a lease had no owner. Everything else encodes as in
+/// format 2, so a format-1 record is a delta of these values.
+mod format1 {
+    use serde::Deserialize;
+
+    use crate::crdt::model::{
+        self, BackendType, Balance, Binds, FieldId, Health, Host, InvalidValue, Keepalive,
+        MemberState, Meta, Mode, Name, Natives, ObjectKey, Rules, ServiceName, Version, Weight,
+    };
+
+    pub(super) type Delta = crate::crdt::Delta<ObjectKey, FieldId, FieldValue>;
+
+    /// [`model::FieldValue`] as format 1 wrote it: the same variants in the
+    /// same order.
+    #[derive(Deserialize)]
+    pub(super) enum FieldValue {
+        Bind(Binds),
+        DefaultBackend(Name),
+        Mode(Mode),
+        Keepalive(Keepalive),
+        Rules(Rules),
+        Natives(Natives),
+        BackendType(BackendType),
+        Service(ServiceName),
+        Version(Version),
+        Balance(Balance),
+        HostHeader(Host),
+        Health(Health),
+        Weight(Weight),
+        State(MemberState),
+        Meta(Meta),
+        /// Renewed at (wall-clock ms), lease length (ms).
+        Lease(u64, u32),
+    }
+
+    impl FieldValue {
+        /// The value in the current model. A lease gets no owner: the
+        /// other peers judge it as they judge an owner they do not know,
+        /// by its replicated renewal ([`model::Owners::live_until_ms`]), and
+        /// the peer that next takes its heartbeats owns it from then on.
+        pub(super) fn into_current(self) -> Result<model::FieldValue, InvalidValue> {
+            use model::FieldValue as Now;
+            Ok(match self {
+                FieldValue::Bind(v) => Now::Bind(v),
+                FieldValue::DefaultBackend(v) => Now::DefaultBackend(v),
+                FieldValue::Mode(v) => Now::Mode(v),
+                FieldValue::Keepalive(v) => Now::Keepalive(v),
+                FieldValue::Rules(v) => Now::Rules(v),
+                FieldValue::Natives(v) => Now::Natives(v),
+                FieldValue::BackendType(v) => Now::BackendType(v),
+                FieldValue::Service(v) => Now::Service(v),
+                FieldValue::Version(v) => Now::Version(v),
+                FieldValue::Balance(v) => Now::Balance(v),
+                FieldValue::HostHeader(v) => Now::HostHeader(v),
+                FieldValue::Health(v) => Now::Health(v),
+                FieldValue::Weight(v) => Now::Weight(v),
+                FieldValue::State(v) => Now::State(v),
+                FieldValue::Meta(v) => Now::Meta(v),
+                FieldValue::Lease(renewed_at_ms, ttl_ms) => {
+                    Now::Lease(model::Lease::new(renewed_at_ms, ttl_ms)?)
+                }
+            })
+        }
+    }
 }
 
 /// The metadata table in a write transaction.

@@ -6,7 +6,7 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use aqueduct::config::{DEFAULT_API, RunArgs};
+use aqueduct::config::{DEFAULT_API, OnExit, RunArgs};
 use support::{Cluster, TempDir, aqueduct, binary, first_stdout_line};
 
 /// Runs `aqueduct` with `args` and `envs` in `cwd` until it prints its
@@ -120,6 +120,57 @@ fn the_config_file_sets_options_and_flags_beat_it() {
     assert_eq!(options.gossip.to_string(), "127.0.0.1:2");
     assert_eq!(options.data_dir, std::path::PathBuf::from("/var/lib/x"));
     assert_eq!(options.join, vec!["127.0.0.1:7000".parse().expect("addr")]);
+}
+
+#[test]
+fn haproxy_is_kept_on_exit_unless_the_file_or_a_flag_says_stop() {
+    assert_eq!(
+        RunArgs::default()
+            .resolve()
+            .expect("resolves")
+            .haproxy_options
+            .on_exit,
+        OnExit::Keep
+    );
+    let dir = TempDir::new("on-exit");
+    let file = dir.path().join("aqueduct.toml");
+    std::fs::write(&file, "haproxy_on_exit = \"stop\"\n").expect("writes");
+    let from_file = RunArgs {
+        config: Some(file.clone()),
+        ..RunArgs::default()
+    };
+    assert_eq!(
+        from_file
+            .resolve()
+            .expect("resolves")
+            .haproxy_options
+            .on_exit,
+        OnExit::Stop
+    );
+    let flag_over_file = RunArgs {
+        config: Some(file),
+        haproxy_on_exit: Some(OnExit::Keep),
+        ..RunArgs::default()
+    };
+    assert_eq!(
+        flag_over_file
+            .resolve()
+            .expect("resolves")
+            .haproxy_options
+            .on_exit,
+        OnExit::Keep
+    );
+}
+
+#[test]
+fn an_unknown_haproxy_on_exit_value_is_refused_with_the_choices() {
+    let output = Command::new(binary())
+        .args(["run", "--haproxy-on-exit", "maybe"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("keep") && error.contains("stop"), "{error}");
 }
 
 #[test]

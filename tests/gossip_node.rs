@@ -804,6 +804,34 @@ fn garbage_bytes_are_dropped_and_counted_not_fatal() {
 }
 
 #[test]
+fn a_message_only_a_newer_minor_version_knows_is_dropped_and_counted_and_the_mesh_goes_on() {
+    let (mut mesh, ids) = Mesh::running(3, 11);
+    mesh.run_for(ms(50));
+    let (target, sender) = (ids[0], ids[1]);
+    // What a peer of the next minor version sends: a variant appended to
+    // `Message` after the ones this version knows (ARCHITECTURE.md,
+    // "Compatibility").
+    let newer = postcard::to_stdvec(&(
+        wire::PROTOCOL_MAJOR,
+        wire::PROTOCOL_MINOR + 1,
+        100u8, // a variant index (a one-byte varint) far past the last
+        "a message of a later release",
+    ))
+    .expect("encodes");
+
+    let before = mesh.node(target).stats();
+    mesh.inject(sender, target, &newer);
+    let after = mesh.node(target).stats();
+    assert_eq!(after.garbage_dropped - before.garbage_dropped, 1);
+    assert!(mesh.take_outputs(target).is_empty(), "it gets no answer");
+
+    mesh.execute(sender, &put_frontend("after-newer", 80));
+    mesh.run_until(mesh.now + ms(20), Mesh::converged)
+        .expect("the mesh converges");
+    assert!(ids.iter().all(|p| mesh.has_frontend(*p, "after-newer")));
+}
+
+#[test]
 fn a_garbage_swim_packet_is_refused_by_membership_and_counted() {
     let (mut mesh, ids) = Mesh::running(3, 10);
     mesh.run_for(ms(50));

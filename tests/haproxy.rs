@@ -132,18 +132,7 @@ fn a_member_added_on_another_peer_serves_here_without_a_reload() {
     // Same state, same bytes: the peers' files differ only in their own
     // settings (data dir, listen address).
     wait_until_served_by(&a, "/", "example.com", &second);
-    assert_eq!(peer_neutral_config(&a), peer_neutral_config(&b));
-}
-
-/// `/haproxy/config` with this peer's own settings replaced by placeholders.
-fn peer_neutral_config(peer: &Peer) -> String {
-    let text = reqwest::blocking::get(peer.url("/haproxy/config"))
-        .expect("config")
-        .text()
-        .expect("text");
-    let host = peer.spec.haproxy.expect("a peer with HAProxy").to_string();
-    text.replace(&peer.spec.data_dir.display().to_string(), "DATA_DIR")
-        .replace(&host, "BIND_HOST")
+    assert_eq!(a.neutral_config(), b.neutral_config());
 }
 
 #[test]
@@ -321,11 +310,74 @@ fn a_restarted_peer_takes_over_the_haproxy_its_killed_run_left_serving() {
         "taking over from the HAProxy a previous run left old={old}"
     )));
     let _ = new;
-    eventually("the old HAProxy to stop", || {
-        let state = std::fs::read_to_string(format!("/proc/{old}/stat")).unwrap_or_default();
-        // Gone, or a zombie nobody reaps (its parent was killed).
-        (state.is_empty() || state.split(' ').nth(2) == Some("Z")).then_some(())
+    eventually("the old HAProxy to stop", || gone(old).then_some(()));
+}
+
+/// Whether process `pid` has exited: gone, or a zombie nobody reaps (its
+/// parent, a peer that is no more, cannot).
+fn gone(pid: i64) -> bool {
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    state.is_empty() || state.split(' ').nth(2) == Some("Z")
+}
+
+#[test]
+fn sigterm_leaves_haproxy_serving_and_the_next_start_takes_it_over_without_a_failed_request() {
+    let cluster = Cluster::new("haproxy-sigterm-takeover");
+    let mut peer = cluster.start_with_haproxy("peer-a", &[]);
+    let server = TestServer::start("only");
+    serve(&peer, &[&server]);
+    wait_until_served_by(&peer, "/", "example.com", &server);
+    peer.wait_until_applied();
+    let old = peer.haproxy_status()["pid"].as_i64().expect("a pid");
+    let clients = Clients::start(peer.through_haproxy(PORT), "example.com", 2);
+    let enough = |clients: &Clients, more: u64| {
+        let from = clients.sent();
+        eventually("more requests through HAProxy", || {
+            (clients.sent() >= from + more).then_some(())
+        });
+    };
+    enough(&clients, 50);
+
+    assert!(peer.terminate().success(), "log:\n{}", peer.log());
+    assert!(!gone(old), "SIGTERM stopped HAProxy");
+    enough(&clients, 50);
+    peer.restart();
+    eventually("the new run to start its own HAProxy", || {
+        (peer.haproxy_status()["pid"]
+            .as_i64()
+            .is_some_and(|pid| pid != old))
+        .then_some(())
     });
+    eventually("the old HAProxy to stop", || gone(old).then_some(()));
+    enough(&clients, 100);
+
+    let (ok, failures) = clients.finish();
+    println!(
+        "takeover after SIGTERM: {ok} requests answered, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+}
+
+#[test]
+fn with_haproxy_on_exit_stop_sigterm_stops_haproxy_too() {
+    let cluster = Cluster::new("haproxy-on-exit-stop");
+    let mut spec = cluster.peer_with_haproxy("peer-a", &[]);
+    spec.extra = vec!["--haproxy-on-exit".into(), "stop".into()];
+    let mut peer = spec.start();
+    let server = TestServer::start("only");
+    serve(&peer, &[&server]);
+    wait_until_served_by(&peer, "/", "example.com", &server);
+    let pid = peer.haproxy_status()["pid"].as_i64().expect("a pid");
+
+    assert!(peer.terminate().success(), "log:\n{}", peer.log());
+    assert!(gone(pid), "HAProxy still runs after its peer stopped");
+    assert!(fetch(peer.through_haproxy(PORT), "/", "example.com").is_err());
 }
 
 #[test]

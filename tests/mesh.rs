@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use support::{
-    Cluster, Peer, eventually, ok, static_backend, wait_for_convergence, wait_for_mesh, within,
+    Cluster, Peer, counter, eventually, ok, static_backend, wait_for_convergence, wait_for_mesh,
+    within,
 };
 
 /// How soon peers must learn of a graceful leave.
@@ -175,16 +176,6 @@ fn raw_get(peer: &Peer, path: &str) -> (u16, String) {
     (status, response.text().unwrap_or_default())
 }
 
-/// The value of a counter in Prometheus text (a missing one fails the
-/// test: a renamed metric must not read as zero).
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .map(|value| value as u64)
-        .unwrap_or_else(|| panic!("no metric {name} in:\n{metrics}"))
-}
-
 #[test]
 fn writes_need_the_token_when_one_is_set_and_reads_stay_open() {
     let cluster = Cluster::new("token");
@@ -204,6 +195,7 @@ fn writes_need_the_token_when_one_is_set_and_reads_stay_open() {
 fn sigterm_leaves_the_mesh_and_exits_cleanly() {
     let cluster = Cluster::new("sigterm");
     let (a, b, mut c) = three_peers(&cluster);
+    let sent = std::time::Instant::now();
     let status = c.terminate();
     assert!(
         status.success(),
@@ -224,6 +216,11 @@ fn sigterm_leaves_the_mesh_and_exits_cleanly() {
             })
             .then_some(())
     });
+    // What scripts/bench-leave.sh reads (a median over several runs).
+    println!(
+        "leave: SIGTERM to down on both other peers in {} ms",
+        sent.elapsed().as_millis()
+    );
 }
 
 /// Kills `peer` with SIGKILL (and stops the writers) when dropped: at the

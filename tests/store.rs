@@ -271,24 +271,110 @@ fn an_undecodable_log_entry_is_an_error_naming_the_file_and_the_entry() {
     );
 }
 
-#[test]
-fn a_store_of_another_format_is_refused() {
-    for other in [1u32, 3] {
-        let dir = TempDir::new("format");
-        drop(open(&dir));
-        overwrite::<&str>(
-            &dir,
-            "meta",
-            "format",
-            &postcard::to_stdvec(&other).expect("encodes"),
-        );
+/// The `format` record of a closed store.
+fn format_of(dir: &TempDir) -> u32 {
+    let db = redb::Database::open(dir.store_file()).expect("the store is a redb file");
+    let txn = redb::ReadableDatabase::begin_read(&db).expect("a transaction");
+    let meta = txn
+        .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+        .expect("the meta table");
+    let bytes = meta.get("format").expect("readable").expect("a format");
+    postcard::from_bytes(bytes.value()).expect("a number")
+}
 
-        let error = open_error(&dir);
-        assert!(
-            matches!(error, StoreError::UnknownFormat { found, .. } if found == other),
-            "{error:?}"
-        );
+/// A data directory holding `tests/fixtures/store-format-1/state.redb`: a
+/// store written by aqueduct at 6ced055 (format 1, leases without an
+/// owner), holding backends `app` (static) and `live` (dynamic), frontend
+/// `web`, and a registration of myapp@1.0.0 at 127.0.0.1:9001 with a
+/// one-hour lease and meta `{"secondsToExpire":3600,"zone":"a"}`.
+fn format_1_store(test: &str) -> TempDir {
+    let dir = TempDir::new(test);
+    fs::create_dir_all(dir.path()).expect("the data dir");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-format-1");
+    fs::copy(fixture.join(STORE_FILE), dir.store_file()).expect("the fixture copies");
+    dir
+}
+
+#[test]
+fn a_store_of_format_1_is_migrated_forward_on_open_and_its_lease_gets_no_owner() {
+    let dir = format_1_store("migrate-1");
+    assert_eq!(format_of(&dir), 1);
+
+    let (store, recovered) = open(&dir);
+    let (replica, generation) = recovered.into_replica().expect("it restores");
+    let view = replica.view();
+    assert_eq!(generation, 2, "the old release opened it once");
+    let names = |keys: Vec<&Name>| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(view.backends.keys().collect()), ["app", "live"]);
+    assert_eq!(names(view.frontends.keys().collect()), ["web"]);
+    let registrations: Vec<_> = view.registrations.values().collect();
+    assert_eq!(registrations.len(), 1);
+    let lease = registrations[0].lease;
+    assert_eq!(lease.owner(), None);
+    assert_eq!(lease.ttl_ms(), 3_600_000);
+    assert!(registrations[0].meta.as_str().contains("\"zone\":\"a\""));
+
+    drop(store);
+    assert_eq!(format_of(&dir), 2, "migrated once, in place");
+    let (_, recovered) = open(&dir);
+    let (again, _) = recovered.into_replica().expect("it restores");
+    assert_eq!(again.digest(), replica.digest());
+}
+
+#[test]
+fn a_format_1_store_that_does_not_convert_is_refused_and_left_as_it_was() {
+    let dir = format_1_store("migrate-1-bad");
+    overwrite::<u64>(&dir, "log", 1_000_000, &[0xff; 5]);
+
+    let text = open_error(&dir).to_string();
+    assert!(text.contains("log entry 1000000 (format 1)"), "{text}");
+    assert_eq!(format_of(&dir), 1, "nothing was migrated");
+}
+
+#[test]
+fn a_store_of_a_newer_format_is_refused_naming_both_formats_and_what_to_do() {
+    let dir = TempDir::new("format-newer");
+    drop(open(&dir));
+    overwrite::<&str>(
+        &dir,
+        "meta",
+        "format",
+        &postcard::to_stdvec(&3u32).expect("encodes"),
+    );
+
+    let error = open_error(&dir);
+    assert!(
+        matches!(error, StoreError::NewerFormat { found: 3, .. }),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    for part in [
+        "format 3",
+        "newer aqueduct",
+        "formats 1 to 2",
+        "run the newer aqueduct",
+    ] {
+        assert!(text.contains(part), "{part:?} not in: {text}");
     }
+    assert_eq!(format_of(&dir), 3, "left as it was");
+}
+
+#[test]
+fn a_store_of_a_format_older_than_any_migration_is_refused() {
+    let dir = TempDir::new("format-older");
+    drop(open(&dir));
+    overwrite::<&str>(
+        &dir,
+        "meta",
+        "format",
+        &postcard::to_stdvec(&0u32).expect("encodes"),
+    );
+
+    let error = open_error(&dir);
+    assert!(
+        matches!(error, StoreError::UnknownFormat { found: 0, .. }),
+        "{error:?}"
+    );
 }
 
 #[test]

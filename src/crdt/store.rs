@@ -199,6 +199,43 @@ impl<K, F, V> Default for Delta<K, F, V> {
 }
 
 impl<K, F, V> Delta<K, F, V> {
+    /// The same delta with every value passed through `f`, or `f`'s first
+    /// error: for values stored in an older encoding (a store migration).
+    pub fn try_map_values<W, E>(
+        self,
+        mut f: impl FnMut(V) -> Result<W, E>,
+    ) -> Result<Delta<K, F, W>, E>
+    where
+        K: Ord,
+        F: Ord,
+    {
+        let mut objects = BTreeMap::new();
+        for (key, fields) in self.objects {
+            let mut mapped = BTreeMap::new();
+            for (field, register) in fields {
+                let entries = register
+                    .0
+                    .into_iter()
+                    .map(|(dot, Stamped { hlc, value })| {
+                        Ok((
+                            dot,
+                            Stamped {
+                                hlc,
+                                value: f(value)?,
+                            },
+                        ))
+                    })
+                    .collect::<Result<_, E>>()?;
+                mapped.insert(field, Register(entries));
+            }
+            objects.insert(key, mapped);
+        }
+        Ok(Delta {
+            objects,
+            context: self.context,
+        })
+    }
+
     /// Every entry as `(key, field, dot, stamped value)`, in order.
     pub fn entries(&self) -> impl Iterator<Item = (&K, &F, Dot, &Stamped<V>)> {
         self.objects.iter().flat_map(|(k, fields)| {

@@ -22,7 +22,7 @@ use super::render::{self, Outcome, Plan, Rendered, RuntimeCommand, Settings, Sta
 use super::socket;
 use super::stats::{StatKind, StatRow, parse_show_stat};
 use crate::activity::{ActivityKind, ActivityLog};
-use crate::config::HaproxyOptions;
+use crate::config::{HaproxyOptions, OnExit};
 use crate::crdt::model::{CfgWord, ConfigView, InvalidValue, LiveRegistrations, RegistrationKey};
 use crate::gossip::ApplyReport;
 use crate::peer::{Handle, wall_clock_ms};
@@ -214,8 +214,8 @@ struct Files {
     dir: PathBuf,
 }
 
-/// Starts the driver; it runs until `shutdown` resolves, then stops
-/// HAProxy.
+/// Starts the driver; it runs until `shutdown` resolves, then leaves
+/// HAProxy serving or stops it, as [`HaproxyOptions::on_exit`] says.
 pub fn spawn(
     config: DriverConfig,
     peer: Handle,
@@ -266,6 +266,7 @@ pub fn spawn(
     let task = DriverTask {
         binary: config.binary,
         stats_interval: config.options.stats_interval,
+        on_exit: config.options.on_exit,
         settings,
         files,
         peer,
@@ -339,6 +340,7 @@ struct Quarantine {
 struct DriverTask {
     binary: Option<Binary>,
     stats_interval: Duration,
+    on_exit: OnExit,
     settings: Settings,
     files: Files,
     peer: Handle,
@@ -412,8 +414,16 @@ impl DriverTask {
                 _ = &mut shutdown => break,
             }
         }
-        if let Some(master) = self.master.take() {
-            master.stop().await;
+        match (self.master.take(), self.on_exit) {
+            (Some(master), OnExit::Keep) => {
+                tracing::info!(
+                    pid = master.pid(),
+                    "leaving HAProxy serving; the next start takes it over"
+                );
+                master.detach();
+            }
+            (Some(master), OnExit::Stop) => master.stop().await,
+            (None, _) => {}
         }
     }
 

@@ -415,12 +415,23 @@ pub enum ReloadOutcome {
 /// One running HAProxy master (`-W`) and, through it, its workers.
 ///
 /// Dropping it kills the master (its workers exit when their master is
-/// gone); [`Master::stop`] stops it gracefully.
+/// gone); [`Master::stop`] stops it gracefully, [`Master::detach`] leaves
+/// it running.
 pub struct Master {
     child: Child,
     pid: u32,
     cli: PathBuf,
     tail: SharedTail,
+    /// Left running when dropped ([`Master::detach`]).
+    detached: bool,
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if !self.detached {
+            let _ = self.child.start_kill();
+        }
+    }
 }
 
 impl Master {
@@ -458,7 +469,10 @@ impl Master {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            // A process group of its own: Ctrl-C in the peer's terminal
+            // (SIGINT to the whole foreground group) stops the peer, which
+            // then keeps or stops HAProxy as configured, not HAProxy itself.
+            .process_group(0)
             .spawn()
             .map_err(|source| ProcessError::Spawn {
                 path: binary.path().to_path_buf(),
@@ -472,24 +486,33 @@ impl Master {
             forward(child.stdout.take(), tail.clone()),
             forward(child.stderr.take(), tail.clone()),
         ];
-        let ready = poll_show_proc(&cli, START_TIMEOUT, "HAProxy start", |proc| {
+        // A master from here on: a start abandoned half-way (its task
+        // dropped) kills it, as dropping any master does.
+        let mut master = Master {
+            child,
+            pid,
+            cli,
+            tail,
+            detached: false,
+        };
+        let ready = poll_show_proc(&master.cli, START_TIMEOUT, "HAProxy start", |proc| {
             proc.current_worker().is_some()
         });
         tokio::select! {
-            status = child.wait() => {
+            status = master.child.wait() => {
                 let status = status.map_err(ProcessError::Io)?;
                 // The pipes close when the master exits (no worker was
                 // forked to inherit them); the bound covers one that was.
                 for forwarder in forwarders {
                     let _ = tokio::time::timeout(DRAIN_TIMEOUT, forwarder).await;
                 }
-                let last_lines = lock(&tail).lines.iter().map(|(_, l)| l.clone()).collect();
+                let last_lines = lock(&master.tail).lines.iter().map(|(_, l)| l.clone()).collect();
                 Err(ProcessError::Exited { status, last_lines })
             }
             ready = ready => match ready {
-                Ok(_) => Ok(Master { child, pid, cli, tail }),
+                Ok(_) => Ok(master),
                 Err(error) => {
-                    let _ = child.kill().await;
+                    let _ = master.child.kill().await;
                     Err(error)
                 }
             },
@@ -558,6 +581,13 @@ impl Master {
     /// a supervisor can `select!` on it.
     pub async fn exited(&mut self) -> Result<ExitStatus, ProcessError> {
         self.child.wait().await.map_err(ProcessError::Io)
+    }
+
+    /// Lets the master outlive this handle and this process: it keeps
+    /// serving its configuration until a new master takes its listeners
+    /// over (a restart of the peer) or someone stops it.
+    pub fn detach(mut self) {
+        self.detached = true;
     }
 
     /// Stops the master: soft (SIGUSR1: workers finish their connections)

@@ -26,6 +26,26 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_aqueduct")
 }
 
+/// The variable naming the previous release's `aqueduct` binary.
+pub const PREVIOUS_BIN_VAR: &str = "AQUEDUCT_PREVIOUS_BIN";
+
+/// The previous release's `aqueduct` binary (the rev in
+/// `tests/fixtures/previous-release.txt`), for mixed-version tests. Never
+/// skipped: without it, the test fails and says how to build it.
+pub fn previous_binary() -> PathBuf {
+    let how = "build it with `export AQUEDUCT_PREVIOUS_BIN=$(bash scripts/build-previous.sh | tail -n 1)` \
+               (scripts/test.sh does this before the tests)";
+    let path = std::env::var_os(PREVIOUS_BIN_VAR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("{PREVIOUS_BIN_VAR} is not set: {how}"));
+    assert!(
+        path.is_file(),
+        "{PREVIOUS_BIN_VAR}={} is not a file: {how}",
+        path.display()
+    );
+    path
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(PathBuf);
 
@@ -102,10 +122,12 @@ impl Cluster {
         }
         PeerSpec {
             name: name.to_owned(),
+            binary: PathBuf::from(binary()),
             data_dir: home.join("data"),
             tls_dir: tls,
             log: home.join("log.txt"),
             api: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            gossip: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             join: Vec::new(),
             extra: Vec::new(),
             haproxy: None,
@@ -122,10 +144,16 @@ impl Cluster {
     /// Starts a peer with its own HAProxy, listening on a loopback address
     /// of its own wherever a frontend binds `*`.
     pub fn start_with_haproxy(&self, name: &str, join: &[&Peer]) -> Peer {
+        self.peer_with_haproxy(name, join).start()
+    }
+
+    /// The settings of a peer with its own HAProxy (see
+    /// [`Cluster::start_with_haproxy`]), not started yet.
+    pub fn peer_with_haproxy(&self, name: &str, join: &[&Peer]) -> PeerSpec {
         let mut spec = self.peer(name);
         spec.join = join.iter().map(|p| p.gossip).collect();
         spec.haproxy = Some(loopback_host());
-        spec.start()
+        spec
     }
 }
 
@@ -133,11 +161,16 @@ impl Cluster {
 #[derive(Clone)]
 pub struct PeerSpec {
     pub name: String,
+    /// The `aqueduct` to run: [`binary`] unless a test runs another
+    /// release ([`previous_binary`]).
+    pub binary: PathBuf,
     pub data_dir: PathBuf,
     pub tls_dir: PathBuf,
     pub log: PathBuf,
     /// The API's address (port 0: an ephemeral one).
     pub api: SocketAddr,
+    /// The gossip address (port 0: an ephemeral one).
+    pub gossip: SocketAddr,
     pub join: Vec<SocketAddr>,
     pub extra: Vec<String>,
     /// Run HAProxy, binding `*` to this address (`None`: `--haproxy off`).
@@ -152,7 +185,7 @@ impl PeerSpec {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut command = Command::new(binary());
+        let mut command = Command::new(&self.binary);
         command
             .args(["run", "--name", &self.name])
             .arg("--data-dir")
@@ -161,7 +194,8 @@ impl PeerSpec {
             .arg(&self.tls_dir)
             .arg("--api")
             .arg(self.api.to_string())
-            .args(["--gossip", "127.0.0.1:0"])
+            .arg("--gossip")
+            .arg(self.gossip.to_string())
             .args(self.extra.iter())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -318,7 +352,8 @@ impl Peer {
         }
     }
 
-    /// Starts the same peer again (same data and TLS dirs, new ports).
+    /// Starts the same peer again (same data and TLS dirs, new ports),
+    /// after a SIGKILL if it still runs.
     pub fn restart(&mut self) {
         self.kill_9();
         self.clean_up_haproxy = false;
@@ -332,8 +367,24 @@ impl Peer {
         self.restart();
     }
 
+    /// Starts the same peer again on the same API and gossip addresses
+    /// (what an operator's restart or upgrade does), running `binary`.
+    pub fn restart_in_place(&mut self, binary: &Path) {
+        self.spec.api = self.api;
+        self.spec.gossip = self.gossip;
+        self.spec.binary = binary.to_path_buf();
+        self.restart();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.spec.log).unwrap_or_default()
+    }
+
+    /// `GET /metrics` (Prometheus text; read with [`counter`]).
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::get(self.url("/metrics"))
+            .and_then(|r| r.text())
+            .expect("GET /metrics")
     }
 
     /// `GET /haproxy/status`.
@@ -362,6 +413,19 @@ impl Peer {
             let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
             (self.haproxy_status()["appliedHash"] == hash.as_str()).then_some(())
         });
+    }
+
+    /// `/haproxy/config` with this peer's own settings (data dir, listen
+    /// address) replaced by placeholders: the same on every peer of a
+    /// converged mesh.
+    pub fn neutral_config(&self) -> String {
+        let text = reqwest::blocking::get(self.url("/haproxy/config"))
+            .expect("config")
+            .text()
+            .expect("text");
+        let host = self.spec.haproxy.expect("a peer with HAProxy").to_string();
+        text.replace(&self.spec.data_dir.display().to_string(), "DATA_DIR")
+            .replace(&host, "BIND_HOST")
     }
 
     /// The address this peer's HAProxy listens on for `*:port`.
@@ -534,4 +598,89 @@ pub fn serve_myapp_v1(peer: &Peer, frontend: &str, port: u16) {
         &format!("/frontends/{frontend}"),
         serde_json::json!({"bind": format!("*:{port}"), "backend": "live"}),
     ));
+}
+
+/// A write load: one client adding members `127.0.0.1:PORT` (a new port
+/// each time, from [`MemberWrites::FIRST_PORT`]) to static backend
+/// `backend`, on each API of `apis` in turn, one write every `pace`, until
+/// stopped (at most [`MemberWrites::WRITES_MAX`] writes, 10 minutes). A
+/// write answered 200 is acknowledged; any other outcome (a peer that is
+/// restarting) is counted as unanswered.
+pub struct MemberWrites {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acknowledged: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl MemberWrites {
+    pub const FIRST_PORT: u16 = 20_000;
+    pub const WRITES_MAX: u16 = 20_000;
+
+    pub fn start(apis: Vec<SocketAddr>, backend: &str, pace: Duration) -> MemberWrites {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop_here, acknowledged_here) = (stop.clone(), acknowledged.clone());
+        let backend = backend.to_owned();
+        let thread = std::thread::spawn(move || {
+            let http = client();
+            let deadline = Instant::now() + Duration::from_secs(600);
+            let mut unanswered = 0;
+            for i in 0..Self::WRITES_MAX {
+                if stop_here.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                    break;
+                }
+                let port = Self::FIRST_PORT + i;
+                let api = apis[usize::from(i) % apis.len()];
+                let url = format!("http://{api}/backends/{backend}/members/127.0.0.1/{port}");
+                match http.put(url).json(&serde_json::json!({})).send() {
+                    Ok(response) if response.status().as_u16() == 200 => {
+                        acknowledged_here.lock().expect("not poisoned").push(port);
+                    }
+                    _ => unanswered += 1,
+                }
+                std::thread::sleep(pace);
+            }
+            unanswered
+        });
+        MemberWrites {
+            stop,
+            acknowledged,
+            thread,
+        }
+    }
+
+    /// Writes acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.acknowledged.lock().expect("not poisoned").len()
+    }
+
+    /// Stops: the ports acknowledged, and how many writes were not.
+    pub fn finish(self) -> (Vec<u16>, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        let unanswered = self.thread.join().expect("the writer");
+        let acknowledged = self.acknowledged.lock().expect("not poisoned").clone();
+        (acknowledged, unanswered)
+    }
+}
+
+/// The member ports of static backend `key` on `peer`.
+pub fn member_ports(peer: &Peer, key: &str) -> std::collections::BTreeSet<u16> {
+    let (status, body) = peer.get(&format!("/backends/{key}"));
+    assert_eq!(status, 200, "GET /backends/{key}: {body}");
+    body["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| u16::try_from(m["port"].as_u64()?).ok())
+        .collect()
+}
+
+/// The value of a counter in Prometheus text (a missing one fails the
+/// test: a renamed metric must not read as zero).
+pub fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{metrics}"))
 }
