@@ -31,6 +31,12 @@ pub const REPORT_NEWS_EVERY: Duration = Duration::from_secs(1);
 /// an idle mesh carries one small report per peer and round, not a table.
 pub const REPORT_RELAYED_FOR: Duration = Duration::from_secs(2);
 
+/// Other peers' reports relayed in one round, at most: the freshest news
+/// first. This caps what reports add to every round (about 40 bytes each),
+/// so that an event that changes every peer's report at once (a write
+/// burst) costs a large mesh a slower spread, not N² relays at once.
+pub const REPORTS_RELAYED_PER_ROUND: usize = 16;
+
 /// The longest text (HAProxy's last error, the applied hash) a report
 /// carries, in bytes. Longer text is cut at a character boundary by its
 /// sender; a report that arrives with more is dropped.
@@ -137,7 +143,8 @@ impl Reports {
     /// What to send in one round: this node's report (a new one if its
     /// digest or HAProxy status changed, at most every
     /// [`REPORT_NEWS_EVERY`]), then the reports of peers in `active` that
-    /// were news here within [`REPORT_RELAYED_FOR`].
+    /// were news here within [`REPORT_RELAYED_FOR`], freshest first, at
+    /// most [`REPORTS_RELAYED_PER_ROUND`].
     pub(super) fn outgoing(
         &mut self,
         now: Time,
@@ -161,17 +168,24 @@ impl Reports {
             });
             self.own_made_at = now;
         }
-        let fresh = |heard: &&HeardReport| now.since(heard.heard_at) <= REPORT_RELAYED_FOR;
+        let mut news: Vec<&HeardReport> = self
+            .others
+            .iter()
+            .filter(|(peer, heard)| {
+                active.contains(peer) && now.since(heard.heard_at) <= REPORT_RELAYED_FOR
+            })
+            .map(|(_, heard)| heard)
+            .collect();
+        // Freshest first; ties by peer id, so a run is reproducible.
+        news.sort_by_key(|heard| (std::cmp::Reverse(heard.heard_at), heard.report.peer));
         self.own
             .iter()
             .cloned()
             .chain(
-                self.others
-                    .iter()
-                    .filter(|(peer, heard)| active.contains(peer) && fresh(heard))
-                    .map(|(_, heard)| heard.report.clone()),
+                news.into_iter()
+                    .take(REPORTS_RELAYED_PER_ROUND)
+                    .map(|heard| heard.report.clone()),
             )
-            .take(REPORTS_MAX)
             .collect()
     }
 
