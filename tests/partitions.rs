@@ -74,7 +74,7 @@ fn all_alive(mesh: &NetMesh) -> bool {
 /// Heals `mesh` and waits until every peer has the same digest, printing
 /// (for `scripts/bench-partitions.sh`) how long that took, and when every
 /// peer saw every other alive again (SWIM) if that came first.
-fn heal_and_time_convergence(mesh: &NetMesh, scenario: &str) {
+fn heal_and_time_convergence(mesh: &NetMesh, scenario: &str, cut_at: Instant) {
     let healed = Instant::now();
     mesh.net.heal();
     let mut swim_healed = None;
@@ -88,8 +88,9 @@ fn heal_and_time_convergence(mesh: &NetMesh, scenario: &str) {
     let took = healed.elapsed();
     let swim = swim_healed.map_or("later".to_owned(), |t| format!("{}", t.as_millis()));
     println!(
-        "partitions: {scenario}: heal-to-convergence-ms {} (all alive in SWIM after {swim} ms)",
-        took.as_millis()
+        "partitions: {scenario}: heal-to-convergence-ms {} (all alive in SWIM after {swim} ms; partitioned for {} ms)",
+        took.as_millis(),
+        (healed - cut_at).as_millis()
     );
 }
 
@@ -146,6 +147,7 @@ fn a_mesh_split_2_3_takes_writes_on_both_sides_and_after_heal_every_peer_has_the
     ok(left.put("/backends/shared", local_backend("roundrobin")));
     wait_for_convergence(&mesh.all());
 
+    let cut_at = Instant::now();
     mesh.net.partition(&[&[0, 1], &[2, 3, 4]]);
     let (left_side, right_side) = (&mesh.all()[..2], &mesh.all()[2..]);
     for p in left_side {
@@ -154,17 +156,23 @@ fn a_mesh_split_2_3_takes_writes_on_both_sides_and_after_heal_every_peer_has_the
     for p in right_side {
         wait_until_not_alive(p, left_side);
     }
-    // Distinct writes on each side (a backend with its member, a frontend,
-    // on peers of the side other than the one that took the first), and
-    // one object written on both sides at once.
+    // Distinct writes on each side (a backend with its member, then,
+    // once it has spread within the side, a frontend in front of it on
+    // another peer of that side), and one object written on both sides
+    // at once.
     ok(left.put("/backends/left", local_backend("roundrobin")));
-    ok(mesh.peers[1].put("/frontends/left", frontend(8081, "left")));
     ok(right.put("/backends/right", local_backend("roundrobin")));
-    ok(mesh.peers[4].put("/frontends/right", frontend(8082, "right")));
+    for (writer, key, port) in [(1, "left", 8081), (4, "right", 8082)] {
+        let peer = &mesh.peers[writer];
+        eventually(&format!("backend {key} to reach peer {writer}"), || {
+            (peer.get(&format!("/backends/{key}")).0 == 200).then_some(())
+        });
+        ok(peer.put(&format!("/frontends/{key}"), frontend(port, key)));
+    }
     ok(left.put("/backends/shared", local_backend("leastconn")));
     ok(right.put("/backends/shared", local_backend("source")));
 
-    heal_and_time_convergence(&mesh, "split 2|3");
+    heal_and_time_convergence(&mesh, "split 2|3", cut_at);
     let config = wait_for_identical_configs(&mesh);
     for peer in &mesh.peers {
         assert_eq!(keys(peer, "frontends"), ["left", "right"]);
@@ -199,6 +207,7 @@ fn an_isolated_peer_keeps_serving_its_last_config_and_taking_writes_then_catches
     let clients = in_netns(&mesh.net.ns(4), || {
         Clients::start(isolated.through_haproxy(8080), "example.com", 1)
     });
+    let cut_at = Instant::now();
     mesh.net.cut(4);
     let others = &mesh.all()[..4];
     // Writes on both sides; the isolated peer's adds a frontend, so its
@@ -224,7 +233,7 @@ fn an_isolated_peer_keeps_serving_its_last_config_and_taking_writes_then_catches
         "requests failed during the isolation: {failures:?}"
     );
 
-    heal_and_time_convergence(&mesh, "isolated peer");
+    heal_and_time_convergence(&mesh, "isolated peer", cut_at);
     wait_for_identical_configs(&mesh);
     for peer in &mesh.peers {
         assert_eq!(keys(peer, "backends"), ["alone", "app", "majority"]);
@@ -236,6 +245,7 @@ fn an_isolated_peer_keeps_serving_its_last_config_and_taking_writes_then_catches
 fn a_one_way_partition_breaks_no_peer_and_writes_on_both_ends_converge_after_heal() {
     let mesh = NetMesh::start("asymmetric", PEERS);
     let (a, b) = (&mesh.peers[0], &mesh.peers[1]);
+    let cut_at = Instant::now();
     mesh.net.drop_packets(0, 1);
     ok(a.put("/backends/from-a", local_backend("roundrobin")));
     ok(b.put("/backends/from-b", local_backend("roundrobin")));
@@ -268,7 +278,7 @@ fn a_one_way_partition_breaks_no_peer_and_writes_on_both_ends_converge_after_hea
         .all(|w| w[0] == w[1]);
     println!("partitions: one-way: digests equal before heal: {converged_during}");
 
-    heal_and_time_convergence(&mesh, "one-way");
+    heal_and_time_convergence(&mesh, "one-way", cut_at);
     wait_for_identical_configs(&mesh);
     for peer in &mesh.peers {
         assert_eq!(keys(peer, "backends"), ["from-a", "from-b"]);
