@@ -75,6 +75,21 @@ fn all_alive(mesh: &NetMesh) -> bool {
 /// (for `scripts/bench-partitions.sh`) how long that took, and when every
 /// peer saw every other alive again (SWIM) if that came first.
 fn heal_and_time_convergence(mesh: &NetMesh, scenario: &str, cut_at: Instant) {
+    // QUIC connections (one per pair, counted from both ends) still open
+    // when the partition ends: those recover by QUIC retransmission,
+    // closed ones by dialling again.
+    let open: usize = mesh
+        .peers
+        .iter()
+        .map(|p| {
+            let (_, list) = p.get("/mesh/peers");
+            list.as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["connected"] == true)
+                .count()
+        })
+        .sum();
     let healed = Instant::now();
     mesh.net.heal();
     let mut swim_healed = None;
@@ -88,9 +103,11 @@ fn heal_and_time_convergence(mesh: &NetMesh, scenario: &str, cut_at: Instant) {
     let took = healed.elapsed();
     let swim = swim_healed.map_or("later".to_owned(), |t| format!("{}", t.as_millis()));
     println!(
-        "partitions: {scenario}: heal-to-convergence-ms {} (all alive in SWIM after {swim} ms; partitioned for {} ms)",
+        "partitions: {scenario}: heal-to-convergence-ms {} (all alive in SWIM after {swim} ms; \
+         partitioned for {} ms; connections open at heal {open} of {})",
         took.as_millis(),
-        (healed - cut_at).as_millis()
+        (healed - cut_at).as_millis(),
+        mesh.peers.len() * (mesh.peers.len() - 1)
     );
 }
 
