@@ -3,10 +3,12 @@
 # tests/partitions.rs RUNS times (default 5), one test at a time, and prints
 # each scenario's times per run, then their median and p90 (nearest rank).
 # Five peers, each with its own HAProxy, each in a network namespace the
-# test creates: needs root, `ip` and `nft`. About a minute per run.
+# test creates: needs root, `ip` and `nft`. About 40 s per run. HOLD_MS
+# (default 0) holds the 2|3 split that much longer before it heals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${RUNS:-5}"
+export AQUEDUCT_PARTITION_HOLD_MS="${HOLD_MS:-0}"
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 cargo test --locked --test partitions --no-run 2>/dev/null

@@ -63,6 +63,17 @@ fn wait_until_not_alive(observer: &Peer, others: &[&Peer]) {
     );
 }
 
+/// Keeps a partition in place `AQUEDUCT_PARTITION_HOLD_MS` longer (default
+/// 0): `scripts/bench-partitions.sh` (`HOLD_MS`) times heals after
+/// partitions that outlast the transport's idle timeout.
+fn hold_partition() {
+    let hold = std::env::var("AQUEDUCT_PARTITION_HOLD_MS").map_or(0, |ms| {
+        ms.parse()
+            .expect("AQUEDUCT_PARTITION_HOLD_MS: milliseconds")
+    });
+    std::thread::sleep(Duration::from_millis(hold));
+}
+
 /// Whether every peer lists every other as alive.
 fn all_alive(mesh: &NetMesh) -> bool {
     mesh.peers.iter().all(|p| {
@@ -189,6 +200,7 @@ fn a_mesh_split_2_3_takes_writes_on_both_sides_and_after_heal_every_peer_has_the
     ok(left.put("/backends/shared", local_backend("leastconn")));
     ok(right.put("/backends/shared", local_backend("source")));
 
+    hold_partition();
     heal_and_time_convergence(&mesh, "split 2|3", cut_at);
     let config = wait_for_identical_configs(&mesh);
     for peer in &mesh.peers {
