@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages Aqueduct runs and is tested with (HAProxy;
 # with `with_browser=1`, as test.sh sets it, also Chromium and its WebDriver
-# for the dashboard's browser tests), with apt, when they are missing.
-# Sourced by run.sh and test.sh.
+# for the dashboard's browser tests; with `with_netns=1`, as test.sh sets it
+# too, iproute2 and nftables for the partition tests' network namespaces),
+# with apt, when they are missing. Sourced by run.sh and test.sh.
 missing=()
 command -v haproxy >/dev/null || missing+=(haproxy)
+if [ "${with_netns:-0}" = 1 ]; then
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v nft >/dev/null || missing+=(nftables)
+fi
 if [ "${with_browser:-0}" = 1 ]; then
     command -v chromium >/dev/null || missing+=(chromium)
     command -v chromedriver >/dev/null || missing+=(chromium-driver)

@@ -3,13 +3,15 @@
 # Needs only the Rust toolchain with rustfmt and clippy; it installs the
 # system packages the suite needs (HAProxy, for the tests that drive real
 # HAProxy processes; Chromium and chromedriver, for the dashboard's browser
-# tests) when they are missing.
+# tests; iproute2 and nftables, for the partition tests, which run as root in
+# network namespaces they create) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
 with_browser=1
+with_netns=1
 source scripts/system-packages.sh
 
 step "format"

@@ -32,9 +32,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(name: &str) -> TestServer {
-        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        TestServer::bind(name, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// A server on `addr`, in the network namespace of the calling thread
+    /// (the socket stays there whichever thread serves it).
+    pub fn bind(name: &str, addr: SocketAddr) -> TestServer {
         let server = RUNTIME
-            .block_on(EchoServer::bind(any_port, name))
+            .block_on(EchoServer::bind(addr, name))
             .expect("a test server listens");
         TestServer {
             name: name.to_owned(),

@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod memory;
+pub mod netns;
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -128,6 +129,7 @@ impl Cluster {
             log: home.join("log.txt"),
             api: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             gossip: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            netns: None,
             join: Vec::new(),
             extra: Vec::new(),
             haproxy: None,
@@ -171,9 +173,13 @@ pub struct PeerSpec {
     pub api: SocketAddr,
     /// The gossip address (port 0: an ephemeral one).
     pub gossip: SocketAddr,
+    /// The network namespace the peer runs in (`ip netns exec`), and that
+    /// the test's HTTP client for it enters; `None`: the test's own.
+    pub netns: Option<String>,
     pub join: Vec<SocketAddr>,
     pub extra: Vec<String>,
-    /// Run HAProxy, binding `*` to this address (`None`: `--haproxy off`).
+    /// Run HAProxy, binding `*` to this address (`None`: `--haproxy off`);
+    /// in a namespace, the namespace's address.
     pub haproxy: Option<Ipv4Addr>,
 }
 
@@ -185,7 +191,14 @@ impl PeerSpec {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut command = Command::new(&self.binary);
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         command
             .args(["run", "--name", &self.name])
             .arg("--data-dir")
@@ -205,6 +218,10 @@ impl PeerSpec {
             command.arg("--join").arg(join.to_string());
         }
         match self.haproxy {
+            // In a namespace of its own, `*` is the peer's one address (and
+            // loopback): no --bind-host, so that every peer renders the
+            // same frontends.
+            Some(_) if self.netns.is_some() => command.args(["--haproxy", "auto"]),
             Some(host) => command.args(["--haproxy", "auto", "--bind-host", &host.to_string()]),
             None => command.args(["--haproxy", "off"]),
         };
@@ -230,7 +247,10 @@ impl PeerSpec {
             clean_up_haproxy: true,
             api: listening.api,
             gossip: listening.gossip,
-            http: client(),
+            http: match &self.netns {
+                Some(ns) => netns::in_netns(ns, client),
+                None => client(),
+            },
         }
     }
 }
@@ -247,6 +267,8 @@ pub struct Peer {
     http: reqwest::blocking::Client,
 }
 
+/// A blocking client: its connections come from a thread it starts now,
+/// in the network namespace of the thread that builds it.
 fn client() -> reqwest::blocking::Client {
     client_with(reqwest::header::HeaderMap::new())
 }
@@ -387,6 +409,17 @@ impl Peer {
             .expect("GET /metrics")
     }
 
+    /// `GET /haproxy/config`: the configuration this peer last rendered
+    /// (`None` if the request fails).
+    pub fn haproxy_config(&self) -> Option<String> {
+        self.http
+            .get(self.url("/haproxy/config"))
+            .send()
+            .ok()?
+            .text()
+            .ok()
+    }
+
     /// `GET /haproxy/status`.
     pub fn haproxy_status(&self) -> Value {
         let (status, body) = self.get("/haproxy/status");
@@ -406,10 +439,7 @@ impl Peer {
     /// before its reload is confirmed and counted).
     pub fn wait_until_applied(&self) {
         eventually("HAProxy to run the last rendered configuration", || {
-            let text = reqwest::blocking::get(self.url("/haproxy/config"))
-                .ok()?
-                .text()
-                .ok()?;
+            let text = self.haproxy_config()?;
             let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
             (self.haproxy_status()["appliedHash"] == hash.as_str()).then_some(())
         });
