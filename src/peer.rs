@@ -663,9 +663,10 @@ impl PeerTask {
     }
 
     /// Records every change of SWIM's belief about a peer since the last
-    /// call. A peer listed under several generations counts as its
-    /// liveliest one (a restarted peer's old identity is down, its new one
-    /// alive).
+    /// call, and closes the connection to a peer declared down (see
+    /// [`Transport::disconnect`]). A peer listed under several generations
+    /// counts as its liveliest one (a restarted peer's old identity is
+    /// down, its new one alive).
     fn note_peer_states(&mut self) {
         let mut states: BTreeMap<PeerId, PeerState> = BTreeMap::new();
         for (member, state) in self.node.peers() {
@@ -684,6 +685,9 @@ impl PeerTask {
                     from: before.map(PeerState::as_str),
                     to: state.as_str(),
                 });
+                if *state == PeerState::Down {
+                    self.transport.disconnect(*peer);
+                }
             }
         }
         self.peer_states = states;

@@ -37,9 +37,12 @@ const RECEIVE_QUEUE_MAX: usize = 8192;
 const RECEIVE_QUEUE_BYTES_MAX: usize = 256 << 20;
 /// How long a dial may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
-/// First and longest wait before dialling an unreachable peer again.
+/// First and longest wait before dialling an unreachable peer again. The
+/// longest is near SWIM's rejoin interval (500 ms), so that a peer reachable
+/// again after a partition is dialled about as soon as SWIM asks for it;
+/// a failing dial is a few small handshake packets.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Keep-alives hold connections open (and notice dead ones) between
 /// bursts of gossip.
 const KEEP_ALIVE: Duration = Duration::from_secs(1);
@@ -244,6 +247,20 @@ impl Transport {
     /// returns the peer its certificate names, with the connection kept.
     pub async fn dial(&self, addr: SocketAddr) -> Result<(PeerId, NodeName), TransportError> {
         self.inner.dial(addr, None).await
+    }
+
+    /// Closes the connection to `peer`, if any; the next send dials a new
+    /// one. For a peer the mesh declared down: its connection may be
+    /// stuck in QUIC's retransmission backoff, which doubles with every
+    /// unanswered probe, so after a long partition it would carry data
+    /// again only about as long after the heal as the partition lasted,
+    /// while a fresh dial gets through within a backoff step.
+    pub fn disconnect(&self, peer: PeerId) {
+        let connection = self.inner.current(peer);
+        if let Some(connection) = connection {
+            connection.close(5u32.into(), b"declared down");
+            self.inner.forget(peer, &connection);
+        }
     }
 
     /// Peers with an open connection.
