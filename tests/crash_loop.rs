@@ -1,15 +1,16 @@
 //! Crash loop between real processes on 127.0.0.1: three peers, each with
 //! its own HAProxy, take a steady write load while random `kill -9`s hit
-//! their `aqueduct` processes (restarted on the same data dir and
-//! addresses) and their HAProxy processes (masters and workers, which the
+//! their `aqueduct` processes (each stays down a random while, then comes
+//! back on the same data dir and addresses) and their HAProxy processes (masters and workers, which the
 //! peer must restart). Afterwards no acknowledged write is missing
 //! anywhere, the peers converge, and every HAProxy serves. And a peer that
 //! comes back while no other peer is up serves its last configuration from
 //! its own state.
 //!
 //! `AQUEDUCT_CRASH_KILLS` sets the number of kills (default
-//! [`KILLS_DEFAULT`]); `AQUEDUCT_CRASH_SEED` replays a run's choices (the
-//! seed is printed).
+//! [`KILLS_DEFAULT`]); `AQUEDUCT_CRASH_SEED` repeats a run's random choices
+//! (which process, how long to pause), though not its timing (the seed is
+//! printed).
 
 mod support;
 
@@ -277,7 +278,7 @@ fn no_acknowledged_write_is_lost_and_every_haproxy_serves_after_random_kill_9s()
     let seed = env_or("AQUEDUCT_CRASH_SEED", || {
         getrandom::u64().expect("randomness")
     });
-    println!("crash loop: seed {seed} (AQUEDUCT_CRASH_SEED replays its choices), {kills} kills");
+    println!("crash loop: seed {seed} (AQUEDUCT_CRASH_SEED repeats its choices), {kills} kills");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let cluster = Cluster::new("crash-loop");
     let server = TestServer::start("app");

@@ -311,8 +311,11 @@ impl Peer {
     /// Starts the same peer again (same data and TLS dirs, new ports).
     pub fn restart(&mut self) {
         self.kill_9();
+        // If the new run does not start, dropping this one still ends the
+        // HAProxy the killed run left.
+        let next = self.spec.start();
         self.clean_up_haproxy = false;
-        *self = self.spec.start();
+        *self = next;
     }
 
     /// Starts the same peer again on the same API address (what a browser
