@@ -63,8 +63,10 @@ const FORMAT: u32 = 2;
 /// answers [`StoreError::Locked`]. A previous run killed with `-9` can leave
 /// its lock behind for a moment: a child it had just forked (to run
 /// `haproxy`) holds a copy of the file descriptor, and with it the lock,
-/// until that child execs — milliseconds, longer on a loaded machine. A
-/// second aqueduct really running on the data dir holds it for good.
+/// until that child execs — milliseconds, longer on a loaded machine. (It
+/// holds the killed run's API and gossip sockets too; the daemon binds
+/// those after the store opens, so this wait covers them.) A second
+/// aqueduct really running on the data dir holds the lock for good.
 pub const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// How often a held lock is tried again within [`LOCK_WAIT`].
 const LOCK_RETRY: Duration = Duration::from_millis(20);
