@@ -39,6 +39,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::Serialize;
@@ -69,6 +70,17 @@ pub const COMPACTION_LOG_BYTES_MIN: u64 = 1 << 20;
 pub const FORMAT: u32 = 2;
 /// The oldest format this version migrates forward.
 pub const FORMAT_OLDEST: u32 = 1;
+/// How long [`Store::open`] waits for a lock held by someone else before it
+/// answers [`StoreError::Locked`]. A previous run killed with `-9` can leave
+/// its lock behind for a moment: a child it had just forked (to run
+/// `haproxy`) holds a copy of the file descriptor, and with it the lock,
+/// until that child execs — milliseconds, longer on a loaded machine. (It
+/// holds the killed run's API and gossip sockets too; the daemon binds
+/// those after the store opens, so this wait covers them.) A second
+/// aqueduct really running on the data dir holds the lock for good.
+pub const LOCK_WAIT: Duration = Duration::from_secs(3);
+/// How often a held lock is tried again within [`LOCK_WAIT`].
+const LOCK_RETRY: Duration = Duration::from_millis(20);
 /// A metadata value is a small number.
 const META_BYTES_MAX: usize = 16;
 /// Metadata: `format` (u32), `replica id` ([`ReplicaId`]), `generation` (u32).
@@ -205,6 +217,26 @@ fn corrupt(path: &Path, record: &str, reason: impl Into<String>) -> StoreError {
     }
 }
 
+/// Opens the database, waiting up to [`LOCK_WAIT`] while its lock is held
+/// by another process.
+fn open_waiting_for_lock(path: &Path) -> Result<Database, StoreError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        // A plain open trusts a file that was shut down cleanly and may
+        // panic on one damaged since; the check turns that into an error.
+        match redb::Builder::new()
+            .set_check_integrity_on_open(true)
+            .open(path)
+            .at(path)
+        {
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                thread::sleep(LOCK_RETRY);
+            }
+            opened => return opened,
+        }
+    }
+}
+
 /// What the peer restores from.
 #[derive(Debug)]
 pub struct Recovered {
@@ -276,19 +308,15 @@ pub struct Store {
 impl Store {
     /// Opens `data_dir/state.redb`, creating the directory and a new store
     /// (with a fresh replica id) if missing, and durably counts this run's
-    /// generation. Reads and checks everything stored.
+    /// generation. Reads and checks everything stored. A file locked by
+    /// another process is waited for, up to [`LOCK_WAIT`].
     pub fn open(data_dir: &Path) -> Result<(Store, Recovered), StoreError> {
         fs::create_dir_all(data_dir).map_err(io_error(data_dir))?;
         let path = data_dir.join(STORE_FILE);
         if !path.try_exists().map_err(io_error(&path))? {
             create(data_dir, &path)?;
         }
-        // A plain open trusts a file that was shut down cleanly and may
-        // panic on one damaged since; the check turns that into an error.
-        let db = redb::Builder::new()
-            .set_check_integrity_on_open(true)
-            .open(&path)
-            .at(&path)?;
+        let db = open_waiting_for_lock(&path)?;
         let txn = db.begin_write().at(&path)?;
         let (replica_id, generation) = next_generation(&txn, &path)?;
         let (deltas, durability) = read_state(&txn, &path)?;

@@ -132,7 +132,7 @@ fn a_member_added_on_another_peer_serves_here_without_a_reload() {
     // Same state, same bytes: the peers' files differ only in their own
     // settings (data dir, listen address).
     wait_until_served_by(&a, "/", "example.com", &second);
-    assert_eq!(a.neutral_config(), b.neutral_config());
+    assert_eq!(a.neutral_haproxy_config(), b.neutral_haproxy_config());
 }
 
 #[test]

@@ -96,10 +96,10 @@ fn wait_for_same_config(peers: &[Peer]) {
     for peer in peers {
         peer.wait_until_applied();
     }
-    let first = peers[0].neutral_config();
+    let first = peers[0].neutral_haproxy_config();
     for peer in &peers[1..] {
         assert_eq!(
-            peer.neutral_config(),
+            peer.neutral_haproxy_config(),
             first,
             "{} renders another configuration than {}",
             peer.spec.name,

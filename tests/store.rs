@@ -9,7 +9,7 @@ use std::time::Duration;
 use aqueduct::crdt::model::{Binds, Frontend, Keepalive, Mode, Name, Natives, Rules};
 use aqueduct::crdt::{Command, ConfigDelta, Replica};
 use aqueduct::store::{
-    Durability, Entry, Recovered, STORE_FILE, Store, StoreError, Writer, spawn_writer,
+    Durability, Entry, LOCK_WAIT, Recovered, STORE_FILE, Store, StoreError, Writer, spawn_writer,
 };
 use tokio::sync::watch;
 
@@ -223,6 +223,21 @@ fn a_garbage_file_is_an_error_naming_it_and_is_left_unchanged() {
         fs::read(dir.store_file()).expect("the file is still there"),
         garbage
     );
+}
+
+#[test]
+fn an_open_waits_for_a_lock_released_within_the_lock_wait() {
+    // What a run killed with -9 leaves for a moment: its lock, held by a
+    // child it had just forked, until that child execs.
+    let dir = TempDir::new("lock-released");
+    let (first, _) = open(&dir);
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(LOCK_WAIT / 10);
+        drop(first);
+    });
+    let (_second, recovered) = open(&dir);
+    assert_eq!(recovered.generation, 2);
+    holder.join().expect("the holder");
 }
 
 #[test]

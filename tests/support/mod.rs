@@ -378,8 +378,11 @@ impl Peer {
     /// after a SIGKILL if it still runs.
     pub fn restart(&mut self) {
         self.kill_9();
+        // If the new run does not start, dropping this one still ends the
+        // HAProxy the killed run left.
+        let next = self.spec.start();
         self.clean_up_haproxy = false;
-        *self = self.spec.start();
+        *self = next;
     }
 
     /// Starts the same peer again on the same API address (what a browser
@@ -396,6 +399,14 @@ impl Peer {
         self.spec.gossip = self.gossip;
         self.spec.binary = binary.to_path_buf();
         self.restart();
+    }
+
+    /// Starts the same peer again on the same API and gossip addresses, as
+    /// a peer with a fixed address in production comes back: the seeds
+    /// others were given for it stay right.
+    pub fn restart_on_same_addresses(&mut self) {
+        let binary = self.spec.binary.clone();
+        self.restart_in_place(&binary);
     }
 
     pub fn log(&self) -> String {
@@ -439,23 +450,18 @@ impl Peer {
     /// before its reload is confirmed and counted).
     pub fn wait_until_applied(&self) {
         eventually("HAProxy to run the last rendered configuration", || {
-            let text = self.haproxy_config()?;
-            let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
-            (self.haproxy_status()["appliedHash"] == hash.as_str()).then_some(())
+            self.runs_what_it_rendered().then_some(())
         });
     }
 
-    /// `/haproxy/config` with this peer's own settings (data dir, listen
-    /// address) replaced by placeholders: the same on every peer of a
-    /// converged mesh.
-    pub fn neutral_config(&self) -> String {
-        let text = reqwest::blocking::get(self.url("/haproxy/config"))
-            .expect("config")
-            .text()
-            .expect("text");
-        let host = self.spec.haproxy.expect("a peer with HAProxy").to_string();
-        text.replace(&self.spec.data_dir.display().to_string(), "DATA_DIR")
-            .replace(&host, "BIND_HOST")
+    /// Whether this peer's HAProxy runs exactly what the peer last
+    /// rendered, as the driver has confirmed it.
+    pub fn runs_what_it_rendered(&self) -> bool {
+        let Some(text) = self.haproxy_config() else {
+            return false;
+        };
+        let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+        self.haproxy_status()["appliedHash"] == hash.as_str()
     }
 
     /// The address this peer's HAProxy listens on for `*:port`.
@@ -464,23 +470,41 @@ impl Peer {
         SocketAddr::from((host, port))
     }
 
-    /// A peer killed with SIGKILL leaves its HAProxy serving (as in
-    /// production); the test ends it here: every process running on this
-    /// peer's HAProxy configuration file.
-    fn kill_leftover_haproxy(&self) {
+    /// The HAProxy processes (masters and workers, of this run or left by
+    /// an earlier one) running on this peer's configuration file.
+    pub fn haproxy_pids(&self) -> Vec<rustix::process::Pid> {
         let config = self.spec.data_dir.join("haproxy/haproxy.cfg");
         let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
+            return Vec::new();
         };
-        for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let ours = cmdline
-                .split(|&b| b == 0)
-                .any(|arg| arg == config.as_os_str().as_encoded_bytes());
-            if let (true, Some(pid)) = (ours, rustix::process::Pid::from_raw(pid)) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                cmdline
+                    .split(|&b| b == 0)
+                    .any(|arg| arg == config.as_os_str().as_encoded_bytes())
+            })
+            .filter_map(rustix::process::Pid::from_raw)
+            .collect()
+    }
+
+    /// A peer killed with SIGKILL leaves its HAProxy serving (as in
+    /// production); this ends it: every process running on this peer's
+    /// HAProxy configuration file.
+    pub fn kill_leftover_haproxy(&self) {
+        for pid in self.haproxy_pids() {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
+    }
+
+    /// `/haproxy/config` with this peer's own settings (data dir, bind
+    /// host) replaced by placeholders: the same on every converged peer.
+    pub fn neutral_haproxy_config(&self) -> String {
+        let text = self.haproxy_config().expect("the rendered configuration");
+        let host = self.spec.haproxy.expect("a peer with HAProxy").to_string();
+        text.replace(&self.spec.data_dir.display().to_string(), "DATA_DIR")
+            .replace(&host, "BIND_HOST")
     }
 }
 
@@ -518,13 +542,21 @@ pub fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
 /// Polls `check` until it returns `Some`, or panics with `what` after
 /// `limit`: for an outcome that must come before a slower mechanism could
 /// produce it too (a graceful leave before failure detection).
-pub fn within<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn within<T>(limit: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    poll(limit, check).unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// Polls `check` until it returns `Some`, or gives up (`None`) after
+/// `limit`: for a test that reports what it saw last before failing.
+pub fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check() {
-            return value;
+            return Some(value);
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
