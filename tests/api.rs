@@ -1497,6 +1497,7 @@ async fn metrics_expose_the_peer_counters_in_openmetrics_text() {
         "aqueduct_gossip_received_bytes_total 1200",
         "aqueduct_gossip_garbage_dropped_total 0",
         "aqueduct_gossip_deltas_refused_total 0",
+        "aqueduct_gossip_frames_refused_total 0",
         "aqueduct_peers{state=\"alive\"} 1",
         "aqueduct_peers{state=\"suspect\"} 1",
         "aqueduct_peers{state=\"down\"} 0",
