@@ -1230,8 +1230,11 @@ async fn flood(
         writers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let key = i % u64::from(load.keys);
-                let body = json!({"type": "static", "members": [{"host": "127.0.0.1", "port": 8000 + i % 1000}]});
+                let keys = u64::from(load.keys);
+                // Each round over the keys writes other ports: every write
+                // is a change (one that changes nothing is not replicated).
+                let (key, round) = (i % keys, i / keys);
+                let body = json!({"type": "static", "members": [{"host": "127.0.0.1", "port": 8000 + round % 1000}]});
                 let answer = http
                     .put(format!("{url}/backends/flood-{key}"))
                     .json(&body)
