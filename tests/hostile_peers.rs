@@ -2,7 +2,8 @@
 //! process dials a peer's gossip port with a certificate the mesh must not
 //! accept (another CA, expired, a name that is no node name, the target's
 //! own name), or with a genuine certificate and broken traffic (garbage,
-//! an oversize length prefix, a frame cut short, a flood). Each is refused
+//! an oversize length prefix, a frame cut short by silence or by the end
+//! of its stream, a flood). Each is refused
 //! or dropped, counted in the target's metrics, and the mesh carries on: a
 //! write on one peer still reaches the others.
 //!
@@ -177,6 +178,22 @@ fn a_frame_cut_short_then_silence_is_refused_after_a_stall_and_closes_the_connec
     assert_eq!(a.metric(FRAMES_REFUSED), 1);
     rss_report("truncated frame", &a, rss_before);
     a_write_travels(&b, &a, "after-the-stall");
+}
+
+#[test]
+fn a_frame_whose_stream_ends_early_is_refused_and_closes_the_connection() {
+    let cluster = Cluster::new("hostile-ended");
+    let (a, b) = two_peers(&cluster);
+    let attacker = mallory(&cluster);
+    let connection = attacker.connect(a.gossip).expect("a member connects");
+    let mut bytes = 1000u32.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&garbage(11, 10));
+    let mut stream = attacker.send_raw(&connection, &bytes).expect("sent");
+    stream.finish().expect("finished");
+    let reason = attacker.closed(&connection);
+    println!("closed: {reason}");
+    assert_eq!(a.metric(FRAMES_REFUSED), 1);
+    a_write_travels(&b, &a, "after-the-cut");
 }
 
 /// The flood: this many small garbage frames, or this long, whichever
