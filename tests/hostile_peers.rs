@@ -3,9 +3,9 @@
 //! accept (another CA, expired, a name that is no node name, the target's
 //! own name), or with a genuine certificate and broken traffic (garbage,
 //! an oversize length prefix, a frame cut short by silence or by the end
-//! of its stream, a flood). Each is refused
-//! or dropped, counted in the target's metrics, and the mesh carries on: a
-//! write on one peer still reaches the others.
+//! of its stream, a flood). Each is refused or dropped, counted in the
+//! target's metrics, and the mesh carries on: a write on one peer still
+//! reaches the others.
 //!
 //! The cluster is its CA: certificates carry no cluster name, and a
 //! certificate of another CA is refused whatever its name says.
