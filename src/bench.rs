@@ -3,7 +3,9 @@
 //! three-peer mesh, durable write throughput, memory and restart time with
 //! a large configuration, and — with one HAProxy per peer — how fast a
 //! member change reaches every HAProxy and how many member changes the
-//! driver applies without a reload.
+//! driver applies without a reload; and a write flood (clients writing to
+//! one peer as fast as they can) with every peer's memory, the API's
+//! latency and replication lag sampled every second.
 //!
 //! Owns the workloads and the statistics. Must not be used as a test:
 //! timings vary with the machine; `scripts/bench-daemon.sh` and
@@ -134,6 +136,23 @@ pub enum Workload {
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(15..=600))]
         seconds: u32,
     },
+    /// Three peers; clients write to the first as fast as they can for a
+    /// while. Every second: each peer's resident memory, how long a write
+    /// on peer 1 takes to be readable on the others; all along, a separate
+    /// client's `GET /health` and `GET /frontends` latency on peer 1; at
+    /// the end, how long the mesh takes to converge.
+    Flood {
+        /// How long the clients write.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
+        seconds: u32,
+        /// Concurrent writing clients.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        clients: u32,
+        /// Backends the writes cycle through: the state stays this size, so
+        /// memory that keeps growing would be a queue's or a buffer's.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        keys: u32,
+    },
     /// One peer with its own HAProxy: its HAProxy master killed with
     /// SIGKILL, time until a request through it is answered again (the
     /// driver restarts it).
@@ -200,6 +219,7 @@ impl Workload {
             Workload::MemberChurn { peers, .. } => *peers,
             Workload::HaproxyRestart { .. } => 1,
             Workload::Heartbeats { .. } => 3,
+            Workload::Flood { .. } => 3,
         }
     }
 
@@ -259,6 +279,19 @@ async fn measure(mesh: &mut LocalMesh, workload: Workload) -> Result<Value, Benc
                 ttl,
             };
             heartbeats(mesh, &http, &urls, load, seconds).await
+        }
+        Workload::Flood {
+            seconds,
+            clients,
+            keys,
+        } => {
+            let pids = (0..urls.len()).map(|i| mesh.pid(i)).collect();
+            let load = FloodLoad {
+                window: Duration::from_secs(u64::from(seconds)),
+                clients,
+                keys,
+            };
+            flood(&http, &urls, pids, load).await
         }
     }
 }
@@ -1151,4 +1184,188 @@ async fn heartbeats(
         },
         "owner_killed_instances_gone_after_ms": gone.as_secs_f64() * 1000.0,
     }))
+}
+
+/// The `flood` benchmark's load.
+#[derive(Clone, Copy)]
+struct FloodLoad {
+    window: Duration,
+    clients: u32,
+    keys: u32,
+}
+
+/// Writes answered during a flood, by outcome.
+#[derive(Default)]
+struct FloodCounts {
+    /// 200.
+    accepted: AtomicU64,
+    /// 429 or 503: the peer said it is busy.
+    refused: AtomicU64,
+    /// Any other answer, or none.
+    failed: AtomicU64,
+}
+
+async fn flood(
+    http: &reqwest::Client,
+    urls: &[String],
+    pids: Vec<Option<u32>>,
+    load: FloodLoad,
+) -> Result<Value, BenchError> {
+    let rss_all = |pids: &[Option<u32>]| -> Result<Vec<f64>, BenchError> {
+        pids.iter().map(|pid| rss_mib(*pid)).collect()
+    };
+    let rss_start = rss_all(&pids)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(FloodCounts::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..load.clients {
+        let (http, url, stop, counts, next) = (
+            http.clone(),
+            urls[0].clone(),
+            stop.clone(),
+            counts.clone(),
+            next.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let keys = u64::from(load.keys);
+                // Each round over the keys writes other ports: every write
+                // is a change (one that changes nothing is not replicated).
+                let (key, round) = (i % keys, i / keys);
+                let body = json!({"type": "static", "members": [{"host": "127.0.0.1", "port": 8000 + round % 1000}]});
+                let answer = http
+                    .put(format!("{url}/backends/flood-{key}"))
+                    .json(&body)
+                    .send()
+                    .await;
+                let counter = match answer.map(|r| r.status().as_u16()) {
+                    Ok(200) => &counts.accepted,
+                    Ok(429 | 503) => &counts.refused,
+                    _ => &counts.failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // A separate client (its own connections) probing peer 1's API.
+    let prober = {
+        let probe = reqwest::Client::builder()
+            .timeout(WAIT_LIMIT)
+            .build()
+            .map_err(|e| BenchError::Run(e.to_string()))?;
+        let (url, stop) = (urls[0].clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut health, mut frontends, mut failures) = (Vec::new(), Vec::new(), 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                for (path, samples) in [("/health", &mut health), ("/frontends", &mut frontends)] {
+                    let asked = Instant::now();
+                    match probe.get(format!("{url}{path}")).send().await {
+                        Ok(r) if r.status().is_success() => samples.push(asked.elapsed()),
+                        _ => failures += 1,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (health, frontends, failures)
+        })
+    };
+    // Every second: memory, accepted writes, replication lag of one write.
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut lags = Vec::new();
+    let mut accepted_before = 0;
+    let mut second = 0u64;
+    while started.elapsed() < load.window {
+        second += 1;
+        let path = format!("/backends/flood-probe-{second}");
+        put(http, &format!("{}{path}", urls[0]), &static_backend(1)).await?;
+        let written = Instant::now();
+        let mut seen = written;
+        for url in &urls[1..] {
+            seen = seen.max(readable(http, format!("{url}{path}")).await?);
+        }
+        lags.push(seen - written);
+        let wait = Duration::from_secs(second).saturating_sub(started.elapsed());
+        tokio::time::sleep(wait).await;
+        let accepted = counts.accepted.load(Ordering::Relaxed);
+        samples.push(json!({
+            "second": second,
+            "rss_mib": rss_all(&pids)?,
+            "writes_accepted": accepted - accepted_before,
+            "replication_lag_ms": (seen - written).as_secs_f64() * 1000.0,
+        }));
+        accepted_before = accepted;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    for writer in writers {
+        writer.await.map_err(|e| BenchError::Run(e.to_string()))?;
+    }
+    let stopped = Instant::now();
+    let rss_end = rss_all(&pids)?;
+    let converged = converged(http, urls)
+        .await?
+        .saturating_duration_since(stopped);
+    let (mut health, mut frontends, probe_failures) =
+        prober.await.map_err(|e| BenchError::Run(e.to_string()))?;
+    let rss_max: Vec<f64> = (0..pids.len())
+        .map(|i| {
+            samples
+                .iter()
+                .filter_map(|s| s["rss_mib"][i].as_f64())
+                .chain([rss_end[i]])
+                .fold(rss_start[i], f64::max)
+        })
+        .collect();
+    let accepted = counts.accepted.load(Ordering::Relaxed);
+    Ok(json!({
+        "benchmark": "flood",
+        "peers": urls.len(),
+        "clients": load.clients,
+        "keys": load.keys,
+        "seconds": elapsed.as_secs_f64(),
+        "writes_accepted": accepted,
+        "writes_refused": counts.refused.load(Ordering::Relaxed),
+        "writes_failed": counts.failed.load(Ordering::Relaxed),
+        "writes_per_second": accepted as f64 / elapsed.as_secs_f64(),
+        "rss_mib": {"start": rss_start, "max": rss_max, "end": rss_end},
+        "health_ms": percentiles(&mut health),
+        "frontends_ms": percentiles(&mut frontends),
+        "probe_failures": probe_failures,
+        "replication_lag_ms": percentiles(&mut lags),
+        "converged_after_flood_ms": converged.as_secs_f64() * 1000.0,
+        "samples": samples,
+    }))
+}
+
+/// Polls until every peer in `urls` reports the same digest; returns when
+/// they first did.
+async fn converged(http: &reqwest::Client, urls: &[String]) -> Result<Instant, BenchError> {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let mut digests = Vec::new();
+        for url in urls {
+            let mesh: Value = http
+                .get(format!("{url}/mesh"))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| BenchError::Run(format!("{url}/mesh: {e}")))?
+                .json()
+                .await
+                .map_err(|e| BenchError::Run(format!("{url}/mesh: {e}")))?;
+            digests.push(mesh["digest"].clone());
+        }
+        if digests.windows(2).all(|w| w[0] == w[1]) {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Run(format!(
+                "the peers did not converge after the flood: {digests:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

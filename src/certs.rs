@@ -9,6 +9,12 @@
 //! identity is the common name of the certificate it presented in the
 //! handshake ([`peer_of`]), never anything it claims afterwards.
 //!
+//! The cluster is its CA: certificates carry no cluster name, and a peer
+//! accepts exactly the certificates its CA signed (and that are in their
+//! validity period, and name a valid node other than itself). Two clusters
+//! therefore must never share a CA; `aqueduct certs init` makes a new one
+//! per cluster.
+//!
 //! Must not open sockets or choose transport parameters: the transport wraps
 //! [`TlsIdentity::server_crypto`] and [`TlsIdentity::client_crypto`] into
 //! quinn configurations. Uses the ring provider explicitly, so nothing here

@@ -62,6 +62,14 @@ pub struct RunArgs {
     /// Token every API write must present as `Authorization: Bearer`.
     #[arg(long, env = "AQUEDUCT_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// API requests in progress at once; one more is answered 503 with
+    /// `Retry-After` (default 256).
+    #[arg(long, env = "AQUEDUCT_API_MAX_REQUESTS")]
+    pub api_max_requests: Option<usize>,
+    /// Largest API request body, bytes; a larger one is answered 413
+    /// (default 1048576).
+    #[arg(long, env = "AQUEDUCT_API_BODY_LIMIT")]
+    pub api_body_limit: Option<usize>,
     /// HAProxy binary to drive, or `off` (default: `haproxy` if found).
     #[arg(long, env = "AQUEDUCT_HAPROXY")]
     pub haproxy: Option<HaproxySetting>,
@@ -120,6 +128,8 @@ struct FileOptions {
     #[serde(default)]
     join: Vec<JoinAddr>,
     api_token: Option<String>,
+    api_max_requests: Option<usize>,
+    api_body_limit: Option<usize>,
     haproxy: Option<String>,
     bind_host: Option<IpAddr>,
     haproxy_maxconn: Option<u32>,
@@ -274,6 +284,10 @@ pub struct RunOptions {
     pub join: Vec<JoinAddr>,
     /// Write token.
     pub api_token: Option<ApiToken>,
+    /// API requests in progress at once.
+    pub api_max_requests: usize,
+    /// Largest API request body, bytes.
+    pub api_body_limit: usize,
     /// HAProxy.
     pub haproxy: HaproxySetting,
     /// How this peer's HAProxy is configured and watched.
@@ -478,6 +492,20 @@ impl RunArgs {
                 .or(file.haproxy_on_exit)
                 .unwrap_or_default(),
         };
+        let api_max_requests = in_range_usize(
+            "api-max-requests",
+            self.api_max_requests.or(file.api_max_requests),
+            crate::api::MAX_REQUESTS_DEFAULT,
+            1..=1_000_000,
+        )?;
+        let api_body_limit = in_range_usize(
+            "api-body-limit",
+            self.api_body_limit.or(file.api_body_limit),
+            crate::api::BODY_LIMIT_DEFAULT,
+            // Room for the largest write (a backend's members, a frontend's
+            // rules) but below what one message between peers may carry.
+            1024..=crate::gossip::wire::MESSAGE_BYTES_MAX,
+        )?;
         let gossip = self.gossip.or(file.gossip).unwrap_or(DEFAULT_GOSSIP);
         let advertise = self.advertise.or(file.advertise);
         check_advertised(gossip, advertise)?;
@@ -490,8 +518,28 @@ impl RunArgs {
             tls,
             join,
             api_token,
+            api_max_requests,
+            api_body_limit,
             haproxy,
             haproxy_options,
+        })
+    }
+}
+
+/// `value`, or `default` if unset, checked against `range`.
+fn in_range_usize(
+    option: &'static str,
+    value: Option<usize>,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    let value = value.unwrap_or(default);
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid {
+            option,
+            reason: format!("{value} is not within {} to {}", range.start(), range.end()),
         })
     }
 }

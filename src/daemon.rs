@@ -181,9 +181,10 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         handle,
         ApiOptions {
             token: options.api_token.clone(),
+            body_limit_bytes: options.api_body_limit,
+            max_requests: options.api_max_requests,
             haproxy: Some(driver),
             activity: activity.clone(),
-            ..ApiOptions::default()
         },
     );
 

@@ -164,6 +164,9 @@ pub struct Counters {
     pub send_queue_drops: u64,
     /// Connections refused or closed because of the peer's certificate.
     pub connections_refused: u64,
+    /// Received frames that broke the framing (too long, stalled or cut
+    /// short); each closed its connection.
+    pub frames_refused: u64,
 }
 
 /// The API's way to the peer task. Cloning is cheap.
@@ -845,6 +848,7 @@ impl PeerTask {
             counters: Counters {
                 send_queue_drops: transport.send_drops + self.dropped_here,
                 connections_refused: transport.connections_refused,
+                frames_refused: transport.frames_refused,
                 ..self.counters.clone()
             },
             uptime_seconds: self.start.elapsed().as_secs_f64(),

@@ -11,6 +11,13 @@
 //! drops the message (counted), because gossip is repaired by anti-entropy
 //! and a stalled peer must not stall the others. A peer that cannot be
 //! reached is dialled again only after a backoff.
+//!
+//! Receiving is bounded the same way: a frame's length is checked before
+//! anything is reserved for it, its buffer grows only with the bytes that
+//! arrive, all frames waiting for the peer task share one byte budget, and
+//! a frame that breaks the framing (too long, or stalled or ended short)
+//! is counted and closes its connection. What a well-framed message says is
+//! the peer task's business (garbage is dropped and counted there).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -69,9 +76,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Frames are written in pieces of this size; each piece restarts
 /// [`WRITE_TIMEOUT`], so a large frame on a slow path is not cut off.
 const WRITE_PIECE: usize = 64 << 10;
-/// Received frames are read in pieces of at most this size, so that a
-/// length prefix alone never makes us allocate a large buffer.
-const READ_CHUNK: usize = 64 << 10;
+/// A frame whose bytes stop coming for this long (a length announced, then
+/// silence) is refused and its connection closed: it holds a share of the
+/// receive budget as large as the length it announced, which must not stay
+/// taken for good. As long as a connection may stay silent: a peer whose
+/// packets stopped for that long is gone anyway.
+const FRAME_STALL_TIMEOUT: Duration = IDLE_TIMEOUT;
 /// After the links are flushed at shutdown, how long closing the endpoint
 /// may take.
 const CLOSE_BUDGET: Duration = Duration::from_millis(500);
@@ -137,6 +147,10 @@ pub struct TransportStats {
     /// Connections refused for their certificate (or that presented the
     /// wrong peer at a known address).
     pub connections_refused: u64,
+    /// Frames refused for breaking the framing (a length over
+    /// [`MESSAGE_BYTES_MAX`], or fewer bytes than announced: the stream
+    /// stalled or ended mid-frame); each closes its connection.
+    pub frames_refused: u64,
 }
 
 /// The transport of one peer. Cloning is cheap; all clones share it.
@@ -157,6 +171,7 @@ struct Inner {
     events: mpsc::Sender<Event>,
     send_drops: AtomicU64,
     connections_refused: AtomicU64,
+    frames_refused: AtomicU64,
 }
 
 /// Everything about one remote peer.
@@ -205,6 +220,7 @@ impl Transport {
             events,
             send_drops: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            frames_refused: AtomicU64::new(0),
         });
         tokio::spawn(accept_loop(inner.clone()));
         Ok((Transport { inner }, receiver))
@@ -284,6 +300,7 @@ impl Transport {
         TransportStats {
             send_drops: self.inner.send_drops.load(Ordering::Relaxed),
             connections_refused: self.inner.connections_refused.load(Ordering::Relaxed),
+            frames_refused: self.inner.frames_refused.load(Ordering::Relaxed),
         }
     }
 
@@ -339,6 +356,15 @@ impl Inner {
 
     fn refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a frame that broke the framing and closes its connection:
+    /// nothing after it on that stream can be told apart from garbage, and
+    /// a peer that sends such frames is broken (it dials again if not).
+    fn refuse_frame(&self, connection: &quinn::Connection, why: FrameError) {
+        self.frames_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(peer = %connection.remote_address(), %why, "refusing a gossip frame; closing the connection");
+        connection.close(3u32.into(), why.to_string().as_bytes());
     }
 
     /// The open connection to `peer`, if any.
@@ -618,8 +644,8 @@ fn frame_len(bytes: &[u8]) -> u32 {
 async fn read_connection(inner: Arc<Inner>, peer: PeerId, connection: quinn::Connection) {
     while let Ok(receive) = connection.accept_uni().await {
         tokio::spawn(read_stream(
-            inner.events.clone(),
-            inner.receive_budget.clone(),
+            inner.clone(),
+            connection.clone(),
             peer,
             receive,
         ));
@@ -627,9 +653,32 @@ async fn read_connection(inner: Arc<Inner>, peer: PeerId, connection: quinn::Con
     inner.forget(peer, &connection);
 }
 
+/// Why a frame was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum FrameError {
+    /// Its length prefix is over [`MESSAGE_BYTES_MAX`].
+    #[error("frame length {0} over the limit")]
+    TooLarge(usize),
+    /// Its bytes stopped coming for [`FRAME_STALL_TIMEOUT`].
+    #[error("frame stalled")]
+    Stalled,
+    /// The stream ended before the frame did.
+    #[error("frame cut short")]
+    Truncated,
+}
+
+/// Why a frame's body could not be read.
+enum BodyError {
+    /// The frame broke the framing.
+    Refused(FrameError),
+    /// The stream or connection broke (reset, closed, lost): nothing to
+    /// blame the frame for.
+    Broken,
+}
+
 async fn read_stream(
-    events: mpsc::Sender<Event>,
-    budget: Arc<tokio::sync::Semaphore>,
+    inner: Arc<Inner>,
+    connection: quinn::Connection,
     from: PeerId,
     mut receive: quinn::RecvStream,
 ) {
@@ -640,39 +689,64 @@ async fn read_stream(
         }
         let len = u32::from_be_bytes(len) as usize;
         if len > MESSAGE_BYTES_MAX {
-            // A peer that breaks framing gets its stream stopped; its
-            // messages are garbage from here on.
-            let _ = receive.stop(3u32.into());
+            // Refused before anything is reserved for it.
+            inner.refuse_frame(&connection, FrameError::TooLarge(len));
             return;
         }
         // Waits for room in the budget (QUIC flow control holds the sender
         // meanwhile). A frame is at most MESSAGE_BYTES_MAX, well within it.
-        let Ok(permit) = budget
+        let Ok(permit) = inner
+            .receive_budget
             .clone()
             .acquire_many_owned(u32::try_from(len).unwrap_or(u32::MAX))
             .await
         else {
             return;
         };
-        // Grown as the bytes arrive: the prefix alone reserves little.
-        let mut bytes = Vec::with_capacity(len.min(READ_CHUNK));
-        while bytes.len() < len {
-            match receive.read_chunk(len - bytes.len(), true).await {
-                Ok(Some(chunk)) => {
-                    // Exactly the frame's size: what the budget counted.
-                    bytes.reserve_exact(len - bytes.len());
-                    bytes.extend_from_slice(&chunk.bytes);
-                }
-                _ => return,
+        let bytes = match read_body(&mut receive, len).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::Refused(why)) => {
+                inner.refuse_frame(&connection, why);
+                return;
             }
-        }
+            Err(BodyError::Broken) => return,
+        };
         let message = Event::Message {
             from,
             bytes,
             budget: ReceiveBudget(permit),
         };
-        if events.send(message).await.is_err() {
+        if inner.events.send(message).await.is_err() {
             return;
         }
     }
+}
+
+/// Reads the `len` bytes of a frame's body. The buffer grows with the bytes
+/// that arrived (doubling, never past `len`), so the length a peer
+/// announces reserves nothing by itself; each piece must come within
+/// [`FRAME_STALL_TIMEOUT`].
+async fn read_body(receive: &mut quinn::RecvStream, len: usize) -> Result<Vec<u8>, BodyError> {
+    let mut bytes = Vec::new();
+    while bytes.len() < len {
+        let chunk = tokio::time::timeout(
+            FRAME_STALL_TIMEOUT,
+            receive.read_chunk(len - bytes.len(), true),
+        )
+        .await
+        .map_err(|_| BodyError::Refused(FrameError::Stalled))?;
+        match chunk {
+            Ok(Some(chunk)) => {
+                let needed = bytes.len() + chunk.bytes.len();
+                if needed > bytes.capacity() {
+                    let target = needed.max(bytes.capacity() * 2).min(len);
+                    bytes.reserve_exact(target - bytes.len());
+                }
+                bytes.extend_from_slice(&chunk.bytes);
+            }
+            Ok(None) => return Err(BodyError::Refused(FrameError::Truncated)),
+            Err(_) => return Err(BodyError::Broken),
+        }
+    }
+    Ok(bytes)
 }

@@ -1323,6 +1323,38 @@ async fn a_body_over_the_limit_is_413() {
 }
 
 #[tokio::test]
+async fn a_request_over_the_limit_in_progress_is_503_with_retry_after_at_once() {
+    let options = ApiOptions {
+        max_requests: 1,
+        ..ApiOptions::default()
+    };
+    let api = Api::with(replica(), Store::Works, options);
+    // A write whose body never finishes arriving holds the only place.
+    let stalled = Request::builder()
+        .method(Method::PUT)
+        .uri("/backends/web")
+        .body(Body::from_stream(futures_util::stream::pending::<
+            Result<Vec<u8>, std::io::Error>,
+        >()))
+        .expect("request");
+    let mut holder = Box::pin(api.router.clone().oneshot(stalled));
+    std::future::poll_fn(|cx| {
+        // Polled until it waits for the body, holding its place.
+        for _ in 0..10 {
+            assert!(holder.as_mut().poll(cx).is_pending(), "the write ended");
+        }
+        std::task::Poll::Ready(())
+    })
+    .await;
+    let busy = api.get("/health").await;
+    let error = busy.assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error["details"]["limitRequests"], 1);
+    assert_eq!(busy.headers[header::RETRY_AFTER], "1");
+    drop(holder);
+    assert_eq!(api.get("/health").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn an_unknown_route_is_a_json_404() {
     Api::new()
         .get("/nothing/here")
@@ -1497,6 +1529,7 @@ async fn metrics_expose_the_peer_counters_in_openmetrics_text() {
         "aqueduct_gossip_received_bytes_total 1200",
         "aqueduct_gossip_garbage_dropped_total 0",
         "aqueduct_gossip_deltas_refused_total 0",
+        "aqueduct_gossip_frames_refused_total 0",
         "aqueduct_peers{state=\"alive\"} 1",
         "aqueduct_peers{state=\"suspect\"} 1",
         "aqueduct_peers{state=\"down\"} 0",

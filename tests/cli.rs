@@ -339,3 +339,45 @@ fn haproxy_options_are_validated_before_anything_starts() {
     let error = args.resolve().expect_err("refused").to_string();
     assert!(error.contains("haproxy-timeout-client"), "{error}");
 }
+
+#[test]
+fn api_limits_have_defaults_come_from_the_file_and_are_range_checked() {
+    let defaults = RunArgs::default().resolve().expect("resolves");
+    assert_eq!(
+        defaults.api_max_requests,
+        aqueduct::api::MAX_REQUESTS_DEFAULT
+    );
+    assert_eq!(defaults.api_body_limit, aqueduct::api::BODY_LIMIT_DEFAULT);
+    let dir = TempDir::new("api-limits");
+    let file = dir.path().join("aqueduct.toml");
+    std::fs::write(&file, "api_max_requests = 64\napi_body_limit = 65536\n").expect("writes");
+    let args = RunArgs {
+        api_max_requests: Some(32),
+        config: Some(file),
+        ..RunArgs::default()
+    };
+    let options = args.resolve().expect("resolves");
+    assert_eq!(
+        (options.api_max_requests, options.api_body_limit),
+        (32, 65536)
+    );
+    for (args, option) in [
+        (
+            RunArgs {
+                api_max_requests: Some(0),
+                ..RunArgs::default()
+            },
+            "api-max-requests",
+        ),
+        (
+            RunArgs {
+                api_body_limit: Some(1 << 30),
+                ..RunArgs::default()
+            },
+            "api-body-limit",
+        ),
+    ] {
+        let error = args.resolve().expect_err("refused").to_string();
+        assert!(error.contains(option), "{error}");
+    }
+}

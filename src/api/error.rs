@@ -61,6 +61,12 @@ pub(crate) enum ApiError {
     /// A write without the right bearer token.
     #[error("writes need a valid bearer token")]
     Unauthorized,
+    /// The API already works on as many requests as it may.
+    #[error("too many requests in progress; retry shortly")]
+    Busy {
+        /// The limit.
+        limit: usize,
+    },
     /// No route has this path.
     #[error("no such route")]
     NoRoute,
@@ -129,7 +135,8 @@ impl ApiError {
             ApiError::Store(_)
             | ApiError::PeerGone(_)
             | ApiError::NotRendered
-            | ApiError::CheckFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::CheckFailed(_)
+            | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -143,6 +150,7 @@ impl ApiError {
                 json!({ "name": service, "version": version })
             }
             ApiError::TooLarge { limit } => json!({ "limitBytes": limit }),
+            ApiError::Busy { limit } => json!({ "limitRequests": limit }),
             ApiError::Store(reason) | ApiError::CheckFailed(reason) => json!({ "reason": reason }),
             ApiError::HaproxyRejected(message) => json!({ "haproxy": message }),
             ApiError::NotRendered => json!({
@@ -192,11 +200,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": self.to_string(), "details": self.details() }));
         let mut response = (self.status(), body).into_response();
-        if matches!(self, ApiError::Unauthorized) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+        match self {
+            ApiError::Unauthorized => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            ApiError::Busy { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }

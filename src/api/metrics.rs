@@ -85,6 +85,11 @@ fn render(status: &Status, haproxy: Option<&ApplyStatus>) -> String {
         counter(counters.connections_refused),
     );
     registry.register(
+        "gossip_frames_refused",
+        "Received frames that broke the framing (over the size limit, stalled or cut short); each closed its connection",
+        counter(counters.frames_refused),
+    );
+    registry.register(
         "gossip_messages_sent",
         "Gossip messages sent",
         counter(node.messages_sent),

@@ -69,6 +69,12 @@
 //!   frontend's `mode` or on the backend's `mode` when a frontend of the
 //!   other mode uses it.
 //! - `/haproxy/*` answers 503 on a peer started without a driver.
+//! - **Requests in progress are bounded** (`--api-max-requests`, 256 by
+//!   default): one more is answered 503 with `Retry-After: 1` at once,
+//!   rather than queued, so that memory stays bounded by the limit times
+//!   the body limit (`--api-body-limit`, 1 MiB) whatever the number of
+//!   clients. A request holds its place until its answer starts: an event
+//!   stream (`/events`, `/haproxy/events`) holds none while it streams.
 //! - Reads show this peer's state as it is in memory: a write that is not
 //!   durable yet (its answer has not been sent) is visible to a concurrent
 //!   read, and is gone again if the peer crashes before the commit. What
@@ -102,6 +108,8 @@ pub use auth::{ApiToken, InvalidToken};
 
 /// Largest request body accepted unless [`ApiOptions`] say otherwise (1 MiB).
 pub const BODY_LIMIT_DEFAULT: usize = 1 << 20;
+/// Requests in progress at once unless [`ApiOptions`] say otherwise.
+pub const MAX_REQUESTS_DEFAULT: usize = 256;
 
 /// How the API is served.
 #[derive(Debug, Clone)]
@@ -111,6 +119,8 @@ pub struct ApiOptions {
     pub token: Option<ApiToken>,
     /// Largest request body, in bytes; larger ones are answered 413.
     pub body_limit_bytes: usize,
+    /// Requests in progress at once; one more is answered 503.
+    pub max_requests: usize,
     /// This peer's HAProxy driver: `/haproxy/*` answers 503 without one,
     /// and writes are not checked against HAProxy.
     pub haproxy: Option<Driver>,
@@ -123,6 +133,7 @@ impl Default for ApiOptions {
         ApiOptions {
             token: None,
             body_limit_bytes: BODY_LIMIT_DEFAULT,
+            max_requests: MAX_REQUESTS_DEFAULT,
             haproxy: None,
             activity: ActivityLog::default(),
         }
@@ -214,7 +225,30 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
         )),
         None => routes,
     };
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_requests));
     routes
         .layer(DefaultBodyLimit::max(options.body_limit_bytes))
+        // Outermost: a request over the limit costs nothing further.
+        .layer(axum::middleware::from_fn_with_state(
+            (slots, options.max_requests),
+            limit_requests,
+        ))
         .with_state(state)
+}
+
+/// Middleware: serves a request if fewer than the limit are in progress
+/// (its place is held until its answer starts), else answers 503.
+async fn limit_requests(
+    axum::extract::State((slots, limit)): axum::extract::State<(
+        Arc<tokio::sync::Semaphore>,
+        usize,
+    )>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match slots.try_acquire() {
+        Ok(_place) => next.run(request).await,
+        Err(_) => ApiError::Busy { limit }.into_response(),
+    }
 }

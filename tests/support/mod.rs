@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod hostile;
 pub mod http;
 pub mod memory;
 pub mod netns;
@@ -330,6 +331,12 @@ impl Peer {
         let status = response.status().as_u16();
         let body = response.json().unwrap_or(Value::Null);
         (status, body)
+    }
+
+    /// One counter of the peer's `/metrics`, e.g.
+    /// `aqueduct_connections_refused_total`.
+    pub fn metric(&self, name: &str) -> u64 {
+        counter(&self.metrics(), name)
     }
 
     /// The peer's view of one mesh field (`/mesh`).
