@@ -422,7 +422,9 @@ impl Peer {
 
     /// `GET /metrics` (Prometheus text; read with [`counter`]).
     pub fn metrics(&self) -> String {
-        reqwest::blocking::get(self.url("/metrics"))
+        self.http
+            .get(self.url("/metrics"))
+            .send()
             .and_then(|r| r.text())
             .expect("GET /metrics")
     }
