@@ -137,7 +137,12 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         });
     }
 
-    let (store, recovered) = Store::open(&options.data_dir)?;
+    // Opening may wait for a lock, check integrity and migrate a large
+    // file: off the async workers, so that a signal is still handled.
+    let data_dir = options.data_dir.clone();
+    let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await
+        .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked.into_panic()))?;
     let (replica, generation) = recovered.into_replica()?;
     let (writer, durability) = store::spawn_writer(store, STORE_QUEUE_MAX)?;
 

@@ -477,7 +477,14 @@ fn next_generation(txn: &WriteTransaction, path: &Path) -> Result<(ReplicaId, u3
 /// Rewrites every record of a store of format `from` in the current
 /// format, within `txn`.
 fn migrate(txn: &WriteTransaction, path: &Path, from: u32) -> Result<(), StoreError> {
-    debug_assert_eq!(from, 1, "the only format before {FORMAT}");
+    // Format 1 is the only one before this; a format added later needs its
+    // own step here, so an unknown one is refused rather than misread.
+    if from != 1 {
+        return Err(StoreError::UnknownFormat {
+            path: path.to_path_buf(),
+            found: from,
+        });
+    }
     for (table, what, limit) in [
         (SNAPSHOT, "snapshot", SNAPSHOT_BYTES_MAX),
         (LOG, "log entry", DELTA_BYTES_MAX),

@@ -7,7 +7,7 @@
 //! hands out views, and reports a fixed, plausible [`Status`].
 
 use aqueduct::activity::{ActivityKind, ActivityLog};
-use aqueduct::api::{ApiOptions, ApiToken, InvalidToken, router};
+use aqueduct::api::{ApiOptions, ApiToken, EVENT_STREAMS_MAX, InvalidToken, router};
 use aqueduct::crdt::model::{
     Host, Lease, Meta, Port, Registration, RegistrationKey, ServiceName, Version,
 };
@@ -1457,6 +1457,32 @@ async fn the_event_stream_carries_activity_also_without_a_driver() {
     assert_eq!(data["from"], "alive");
     assert_eq!(data["to"], "down");
     assert!(data["atMs"].as_u64().is_some_and(|ms| ms > 0), "{data}");
+}
+
+#[tokio::test]
+async fn event_streams_beyond_the_limit_are_refused_until_one_closes() {
+    let api = Api::new();
+    let open = || async {
+        let request = Request::get("/events")
+            .body(Body::empty())
+            .expect("request");
+        api.router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible")
+    };
+    let mut streams = Vec::new();
+    for _ in 0..EVENT_STREAMS_MAX {
+        let response = open().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push(response);
+    }
+    let refused = open().await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    drop(streams.pop());
+    assert_eq!(open().await.status(), StatusCode::OK);
 }
 
 // ---------------------------------------------------------------------------

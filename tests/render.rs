@@ -13,7 +13,7 @@ use std::process::Command as Process;
 use aqueduct::api::{ApiOptions, router};
 use aqueduct::crdt::model::{
     Backend, BackendType, Balance, Binds, CfgWord, ConfigView, Frontend, Health, Host, Keepalive,
-    Member, MemberState, Mode, Name, Port, Weight,
+    Member, MemberState, Mode, Name, NativeLine, Port, Weight,
 };
 use aqueduct::crdt::{Replica, ReplicaId};
 use aqueduct::haproxy::render::{Change, Plan, Rendered, Settings, StatsListener, plan, render};
@@ -373,6 +373,26 @@ fn a_reference_to_a_missing_or_other_mode_backend_is_left_out_and_haproxy_accept
     assert!(text.contains("# default backend left out: backend gone does not exist"));
     assert!(text.contains("# rule rule_1_path_beg left out: backend db is in tcp mode"));
     let file = std::env::temp_dir().join(format!("aqueduct-render-{}.cfg", std::process::id()));
+    std::fs::write(&file, &text).unwrap();
+    haproxy_accepts(&file);
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn a_directive_in_natives_held_from_an_older_release_is_commented_out() {
+    // The API refuses `.if`/`.endif` lines since 2.1, but 2.0 peers and
+    // stores may hold some, and they still decode: an `.if 0` here and an
+    // `.endif` in another object must not switch off what lies between.
+    let mut app = static_backend(&[("10.0.0.1", 80, ready())]);
+    app.natives = vec![NativeLine::new(".if 0").unwrap()].try_into().unwrap();
+    let mut web = frontend("*:8080", "app");
+    web.natives = vec![NativeLine::new(".endif").unwrap()].try_into().unwrap();
+    let mut view = view_with_app(app);
+    view.frontends.insert(name("web"), web);
+    let text = rendered(&view).text();
+    assert!(text.contains("# directive left out: .if 0"), "{text}");
+    assert!(text.contains("# directive left out: .endif"), "{text}");
+    let file = std::env::temp_dir().join(format!("aqueduct-render-dot-{}.cfg", std::process::id()));
     std::fs::write(&file, &text).unwrap();
     haproxy_accepts(&file);
     std::fs::remove_file(&file).unwrap();

@@ -20,8 +20,8 @@ use crate::crdt::Digest;
 use crate::crdt::model::{
     AclValue, Backend, BackendType, Balance, Binds, BoundedList, Frontend, HeaderName, Health,
     HealthMethod, Host, HttpPath, HttpVersion, InvalidValue, Keepalive, Lease, LiveRegistrations,
-    Member, MemberState, Meta, Mode, Name, Natives, Port, Registration, RegistrationKey, Rule,
-    RuleOperation, Rules, ServiceName, Version, Weight,
+    Member, MemberState, Meta, Mode, Name, NativeLine, Natives, Port, Registration,
+    RegistrationKey, Rule, RuleOperation, Rules, ServiceName, Version, Weight,
 };
 use crate::gossip::ApplyReport;
 use crate::peer::{PeerStatus, Status};
@@ -309,8 +309,20 @@ impl FrontendIn {
             mode: self.mode,
             keepalive: self.keepalive,
             rules: Rules::try_from(rules).map_err(|error| ApiError::invalid("rules", error))?,
-            natives: self.natives,
+            natives: without_directives(self.natives)?,
         })
+    }
+}
+
+/// `natives` if none of its lines is a configuration directive, which new
+/// writes may not hold ([`NativeLine::is_directive`] says why).
+fn without_directives(natives: Natives) -> Result<Natives, ApiError> {
+    match natives.as_slice().iter().position(NativeLine::is_directive) {
+        Some(index) => Err(ApiError::invalid(
+            format!("natives[{index}]"),
+            "must not be a configuration directive (a word starting with '.')",
+        )),
+        None => Ok(natives),
     }
 }
 
@@ -519,7 +531,7 @@ impl BackendIn {
             balance: self.balance,
             host: self.host,
             mode: self.mode,
-            natives: self.natives,
+            natives: without_directives(self.natives)?,
             health,
             members: by_address,
         })
@@ -739,7 +751,39 @@ struct ReportOut {
     /// Seconds since the report arrived.
     age_seconds: f64,
     /// Its HAProxy's apply status, if it has a driver.
-    haproxy: Option<ApplyReport>,
+    haproxy: Option<HaproxyReportOut>,
+}
+
+/// A peer's HAProxy as its report tells it (the API's shape, kept apart
+/// from the wire's).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HaproxyReportOut {
+    managed: bool,
+    running: bool,
+    applied_hash: Option<String>,
+    reloads: u64,
+    reload_failures: u64,
+    runtime_changes: u64,
+    rejected: u64,
+    restarts: u64,
+    last_error: Option<String>,
+}
+
+impl From<&ApplyReport> for HaproxyReportOut {
+    fn from(report: &ApplyReport) -> Self {
+        HaproxyReportOut {
+            managed: report.managed,
+            running: report.running,
+            applied_hash: report.applied_hash.clone(),
+            reloads: report.reloads,
+            reload_failures: report.reload_failures,
+            runtime_changes: report.runtime_changes,
+            rejected: report.rejected,
+            restarts: report.restarts,
+            last_error: report.last_error.clone(),
+        }
+    }
 }
 
 impl PeerOut {
@@ -756,7 +800,7 @@ impl PeerOut {
                 digest: report.digest.to_string(),
                 converged: report.digest == mine,
                 age_seconds: *age_seconds,
-                haproxy: report.haproxy.clone(),
+                haproxy: report.haproxy.as_ref().map(HaproxyReportOut::from),
             }),
         }
     }

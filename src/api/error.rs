@@ -67,6 +67,12 @@ pub(crate) enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// As many event streams are open as may be.
+    #[error("too many event streams open; retry later")]
+    TooManyStreams {
+        /// The limit.
+        limit: usize,
+    },
     /// No route has this path.
     #[error("no such route")]
     NoRoute,
@@ -136,7 +142,8 @@ impl ApiError {
             | ApiError::PeerGone(_)
             | ApiError::NotRendered
             | ApiError::CheckFailed(_)
-            | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::Busy { .. }
+            | ApiError::TooManyStreams { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -151,6 +158,7 @@ impl ApiError {
             }
             ApiError::TooLarge { limit } => json!({ "limitBytes": limit }),
             ApiError::Busy { limit } => json!({ "limitRequests": limit }),
+            ApiError::TooManyStreams { limit } => json!({ "limitStreams": limit }),
             ApiError::Store(reason) | ApiError::CheckFailed(reason) => json!({ "reason": reason }),
             ApiError::HaproxyRejected(message) => json!({ "haproxy": message }),
             ApiError::NotRendered => json!({

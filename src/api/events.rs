@@ -13,24 +13,35 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use tokio::sync::{broadcast, watch};
 
-use super::AppState;
+use super::error::ApiError;
+use super::{AppState, EVENT_STREAMS_MAX};
 
 /// `stats` (a snapshot each time one is read, on a peer with a driver)
 /// and `activity` (members up/down, configurations applied or rejected,
 /// reloads, restarts, registrations, peers joining and leaving). A reader
 /// too slow for the activity buffer gets a `lagged` event saying how many
-/// it missed.
+/// it missed. At most [`EVENT_STREAMS_MAX`] streams are open at once.
 pub(crate) async fn stream(
     State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // Held by the stream until it ends.
+    let place =
+        state
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyStreams {
+                limit: EVENT_STREAMS_MAX,
+            })?;
     let stats = state.haproxy.as_ref().map(|driver| {
         let mut stats = driver.watch_stats();
         stats.mark_changed();
         stats
     });
     let activity = state.activity.subscribe();
-    let stream =
-        futures_util::stream::unfold((stats, activity), |(mut stats, mut activity)| async move {
+    let stream = futures_util::stream::unfold(
+        (stats, activity, place),
+        |(mut stats, mut activity, place)| async move {
             let event = tokio::select! {
                 received = activity.recv() => match received {
                     Ok(item) => Event::default().event("activity").json_data(&item).ok()?,
@@ -43,9 +54,10 @@ pub(crate) async fn stream(
                     Event::default().event("stats").json_data(&*snapshot).ok()?
                 }
             };
-            Some((Ok(event), (stats, activity)))
-        });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            Some((Ok(event), (stats, activity, place)))
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 /// The next stats snapshot; pending forever without a driver.

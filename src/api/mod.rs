@@ -110,6 +110,10 @@ pub use auth::{ApiToken, InvalidToken};
 pub const BODY_LIMIT_DEFAULT: usize = 1 << 20;
 /// Requests in progress at once unless [`ApiOptions`] say otherwise.
 pub const MAX_REQUESTS_DEFAULT: usize = 256;
+/// Event streams (`GET /events`) open at once: a stream holds no request
+/// place once it is answered, so it needs a bound of its own (each holds a
+/// connection and a subscription); one more is answered 503.
+pub const EVENT_STREAMS_MAX: usize = 64;
 
 /// How the API is served.
 #[derive(Debug, Clone)]
@@ -147,6 +151,8 @@ struct AppState {
     body_limit_bytes: usize,
     haproxy: Option<Driver>,
     activity: ActivityLog,
+    /// Places for open event streams ([`EVENT_STREAMS_MAX`]).
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -171,6 +177,7 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
         body_limit_bytes: options.body_limit_bytes,
         haproxy: options.haproxy,
         activity: options.activity,
+        streams: Arc::new(tokio::sync::Semaphore::new(EVENT_STREAMS_MAX)),
     };
     let routes = Router::new()
         .route("/frontends", get(config::list_frontends))

@@ -275,18 +275,6 @@ fn check_native_line(input: &str) -> Result<(), InvalidValue> {
             input,
         ));
     }
-    // `.if`/`.endif` blocks span sections: an `.if 0` in one object and an
-    // `.endif` in another would switch off everything rendered between
-    // them (each alone is refused by `haproxy -c`, but a peer without
-    // HAProxy checks nothing). `.diag`, `.notice` and the like are of no
-    // use in one section either.
-    if first_word.starts_with('.') {
-        return Err(InvalidValue::new(
-            "natives line",
-            "must not be a configuration directive (a word starting with '.')",
-            input,
-        ));
-    }
     Ok(())
 }
 
@@ -670,6 +658,20 @@ impl<T, const MAX: usize> From<BoundedList<T, MAX>> for Vec<T> {
 pub type Rules = BoundedList<Rule, 256>;
 /// Raw HAProxy lines of a section, at most 64.
 pub type Natives = BoundedList<NativeLine, 64>;
+
+impl NativeLine {
+    /// Whether the line is a configuration directive (its first word starts
+    /// with `.`: `.if`, `.endif`, `.notice`…). Such a block spans sections:
+    /// an `.if 0` in one object and an `.endif` in another would switch off
+    /// everything rendered between them, and a peer without HAProxy checks
+    /// nothing. New writes refuse them (the API) and the renderer comments
+    /// them out; decoding keeps accepting them, since 2.0 peers and stores
+    /// may hold some (the compatibility policy: a value that decoded once
+    /// always decodes).
+    pub fn is_directive(&self) -> bool {
+        self.as_str().trim_start().starts_with('.')
+    }
+}
 
 /// HTTP method of a health check.
 #[derive(

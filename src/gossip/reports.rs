@@ -58,9 +58,7 @@ pub struct PeerReport {
 }
 
 /// A peer's HAProxy apply status, reduced to what the mesh view shows.
-/// (The field names are the API's; postcard does not encode them.)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct ApplyReport {
     /// Whether the peer runs an HAProxy (false: render only).
     pub managed: bool,
