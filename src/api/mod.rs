@@ -74,6 +74,9 @@ mod config;
 mod dto;
 mod error;
 mod extract;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod haproxy;
 mod mesh;
 mod metrics;
