@@ -6,13 +6,16 @@
 //! Properties: decoding and validation never panic; an accepted body's
 //! command applies to a replica holding one object of each kind (or is
 //! refused by it as the handler would be: not found, not dynamic), and the
-//! result renders with `check_render`'s properties, including a plan from
-//! the rendering before.
+//! view then shows what the command wrote, as written, and renders with
+//! `check_render`'s properties, including a plan from the rendering before.
 
 #![no_main]
 
 use aqueduct::api::fuzzing;
-use aqueduct::crdt::model::{Host, MemberKey, Name, Port, RegistrationKey, ServiceName, Version};
+use aqueduct::crdt::Command;
+use aqueduct::crdt::model::{
+    ConfigView, Host, MemberKey, Name, Port, RegistrationKey, ServiceName, Version,
+};
 use aqueduct_fuzz::{NOW_MS, check_render, populated};
 use libfuzzer_sys::fuzz_target;
 
@@ -51,6 +54,42 @@ fuzz_target!(|input: &[u8]| {
     let mut replica = populated(1);
     let before = check_render(&replica.view(), NOW_MS, None);
     if replica.execute(&command, NOW_MS).is_ok() {
-        check_render(&replica.view(), NOW_MS, Some(&before));
+        let view = replica.view();
+        assert_written(&command, &view);
+        check_render(&view, NOW_MS, Some(&before));
     }
 });
+
+/// The view shows what an applied command wrote, as it was written.
+fn assert_written(command: &Command, view: &ConfigView) {
+    match command {
+        Command::PutFrontend { name, frontend } => {
+            assert_eq!(view.frontends.get(name), Some(frontend));
+        }
+        Command::PutBackend { name, backend } => {
+            assert_eq!(view.backends.get(name), Some(backend));
+        }
+        Command::PutMember { key, member } => {
+            let backend = &view.backends[&key.backend];
+            assert_eq!(
+                backend.members.get(&(key.host.clone(), key.port)),
+                Some(member)
+            );
+        }
+        Command::Register { key, registration } => {
+            assert_eq!(view.registrations.get(key), Some(registration));
+        }
+        Command::SwitchBackend {
+            name,
+            service,
+            version,
+        } => {
+            let backend = &view.backends[name];
+            assert_eq!(backend.version.as_ref(), Some(version));
+            if let Some(service) = service {
+                assert_eq!(backend.service.as_ref(), Some(service));
+            }
+        }
+        _ => unreachable!("no body makes {command:?}"),
+    }
+}

@@ -14,6 +14,7 @@
 #![no_main]
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aqueduct::crdt::model::{
     AclValue, Backend, BackendType, Balance, Binds, Frontend, HeaderName, Health, HealthMethod,
@@ -23,7 +24,7 @@ use aqueduct::crdt::model::{
 };
 use aqueduct::crdt::{Command, Hlc, Replica, ReplicaId};
 use aqueduct::haproxy::render::Rendered;
-use aqueduct_fuzz::check_render;
+use aqueduct_fuzz::{check_render, check_render_with, settings};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 
@@ -404,8 +405,12 @@ enum Step {
     Sync,
     /// The wall clock moves on (leases run out).
     Wait(u32),
-    /// Replica A renders; the driver plans from its last rendering.
-    Render(OwnersIn),
+    /// Replica A renders; the driver plans from its last rendering. With
+    /// a bind host (IPv4 127.0.0.x or IPv6 ::x) in place of `*`.
+    Render {
+        owners: OwnersIn,
+        bind_host: Option<(bool, u8)>,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -445,7 +450,7 @@ fuzz_target!(|input: Input| {
                 );
             }
             Step::Wait(ms) => now_ms = now_ms.saturating_add(u64::from(*ms)),
-            Step::Render(owners) => {
+            Step::Render { owners, bind_host } => {
                 let mut view = a.view();
                 let id = |i: u8| OwnerId(u64::from(i % 4));
                 view.owners.me = owners.me.map(id);
@@ -456,7 +461,15 @@ fuzz_target!(|input: Input| {
                     .map(|(i, ago)| (id(*i), now_ms.saturating_sub(u64::from(*ago))))
                     .collect();
                 view.owners.unknown_up = owners.unknown_up;
-                last = Some(check_render(&view, now_ms, last.as_ref()));
+                let bind_host = bind_host.map(|(v6, x)| -> IpAddr {
+                    if v6 {
+                        Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, u16::from(x)).into()
+                    } else {
+                        Ipv4Addr::new(127, 0, 0, x).into()
+                    }
+                });
+                let settings = settings(bind_host);
+                last = Some(check_render_with(&settings, &view, now_ms, last.as_ref()));
             }
         }
     }

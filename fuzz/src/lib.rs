@@ -3,6 +3,7 @@
 //! text HAProxy would read, not the renderer's own structures).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use aqueduct::crdt::model::{
     AclValue, Backend, BackendType, Balance, Binds, CfgWord, ConfigView, Frontend, Health, Host,
@@ -36,8 +37,9 @@ const SECTION_KEYWORDS: &[&str] = &[
 ];
 
 /// Peer settings with every optional part of the preamble present (a log
-/// target and a stats listener), so that they are rendered too.
-pub fn settings() -> Settings {
+/// target and a stats listener), so that they are rendered too; `bind_host`
+/// replaces `*` in frontend binds.
+pub fn settings(bind_host: Option<IpAddr>) -> Settings {
     let word = |w: &str| CfgWord::new(w).expect("a valid setting");
     Settings {
         log: Some(LogTarget::new("127.0.0.1:514 local0").expect("a valid log target")),
@@ -46,6 +48,7 @@ pub fn settings() -> Settings {
             user: word("admin"),
             password: word("secret"),
         }),
+        bind_host,
         ..Settings::new(
             word("/run/aqueduct/admin.sock"),
             word("/run/aqueduct/state"),
@@ -64,9 +67,18 @@ pub fn settings() -> Settings {
 ///   are single lines, and a runtime plan is exactly what gets HAProxy from
 ///   `previous` to this rendering without a reload.
 pub fn check_render(view: &ConfigView, now_ms: u64, previous: Option<&Rendered>) -> Rendered {
-    let settings = settings();
-    let rendered = render(view, &settings, now_ms);
-    let again = render(view, &settings, now_ms);
+    check_render_with(&settings(None), view, now_ms, previous)
+}
+
+/// [`check_render`] with the given peer settings.
+pub fn check_render_with(
+    settings: &Settings,
+    view: &ConfigView,
+    now_ms: u64,
+    previous: Option<&Rendered>,
+) -> Rendered {
+    let rendered = render(view, settings, now_ms);
+    let again = render(view, settings, now_ms);
     assert_eq!(rendered, again, "rendering is not deterministic");
     let text = rendered.text();
     assert_eq!(text, again.text(), "rendered text is not deterministic");
