@@ -4,6 +4,7 @@
 #
 #   FUZZ_SECONDS=300 bash scripts/fuzz.sh          # 5 minutes per target
 #   FUZZ_TARGETS="render" bash scripts/fuzz.sh     # one target
+#   FUZZ_ARGS="-dict=d.txt" bash scripts/fuzz.sh    # extra libFuzzer flags
 #
 # Not run by .ci/run: it takes minutes and needs a nightly toolchain
 # (libFuzzer's instrumentation). It installs cargo-fuzz when missing.
@@ -60,11 +61,13 @@ for target in "${targets[@]}"; do
     step "$target: fuzzing for ${seconds}s"
     before=$(find "$artifacts" -type f | sort)
     log="$artifacts/last-run.log"
-    status=0
+    set +e
+    # shellcheck disable=SC2086 # FUZZ_ARGS: extra libFuzzer flags, split
     fuzz "${feature_args[@]}" "$target" "$corpus" -- \
-        -max_total_time="$seconds" -timeout=25 -print_final_stats=1 2>&1 |
-        tee "$log" | grep --line-buffered -E 'DONE|pulse|panicked|ERROR|SUMMARY' || true
+        -max_total_time="$seconds" -timeout=25 -print_final_stats=1 ${FUZZ_ARGS:-} 2>&1 |
+        tee "$log" | grep --line-buffered -E 'DONE|pulse|panicked|ERROR|SUMMARY'
     status=${PIPESTATUS[0]}
+    set -e
 
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
@@ -73,6 +76,6 @@ for target in "${targets[@]}"; do
     summary+=("$(printf '%-12s %8s %14s %10s %8s %7s' "$target" "${seconds}s" "${runs:-?}" "${speed:-?}" "$new" "$status")")
 done
 
-step "summary (FUZZ_SECONDS=$seconds, sanitizer $sanitizer)"
+step "summary (FUZZ_SECONDS=$seconds, sanitizer $sanitizer; crashes: new files in fuzz/artifacts/<target>/)"
 printf '%-12s %8s %14s %10s %8s %7s\n' target time executions execs/s crashes status
 printf '%s\n' "${summary[@]}"

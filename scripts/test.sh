@@ -17,6 +17,9 @@ cargo fmt --all -- --check
 
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fuzz targets' entry points (feature `fuzzing`): only fuzz/ builds them,
+# so lint them here to keep them compiling.
+cargo clippy --lib --features fuzzing --locked -- -D warnings
 
 step "tests (unit, property, dson oracle, tidy, simulator smoke matrix)"
 cargo test --workspace --locked
