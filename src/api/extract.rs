@@ -39,13 +39,18 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                     ApiError::invalid(WHOLE_BODY, rejection.body_text())
                 }
             })?;
-        let text: &[u8] = if bytes.trim_ascii().is_empty() {
-            b"{}"
-        } else {
-            &bytes
-        };
-        decode(text).map(JsonBody)
+        decode_body(&bytes).map(JsonBody)
     }
+}
+
+/// Decodes a request body; an empty (or all-blank) body counts as `{}`.
+pub(crate) fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text: &[u8] = if bytes.trim_ascii().is_empty() {
+        b"{}"
+    } else {
+        bytes
+    };
+    decode(text)
 }
 
 /// Decodes `text`, naming the first offending field by its JSON path.

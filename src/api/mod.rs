@@ -86,6 +86,9 @@ mod dto;
 mod error;
 mod events;
 mod extract;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod haproxy;
 mod mesh;
 mod metrics;
