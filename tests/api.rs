@@ -955,6 +955,21 @@ async fn a_natives_line_cannot_be_a_dot_directive() {
 }
 
 #[tokio::test]
+async fn a_natives_line_cannot_open_a_section_of_a_kind_added_in_2_1() {
+    let api = Api::new();
+    for line in ["log-forward x", "fcgi-app php"] {
+        let body = json!({"type": "static", "natives": [line]});
+        let answer = api.put("/backends/web", body).await;
+        answer.assert_invalid("natives[0]");
+        assert!(
+            answer.text.contains("opens a new section"),
+            "{}",
+            answer.text
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_backend_has_at_most_4096_members_also_when_added_one_by_one() {
     let api = Api::new();
     let members = |count: u16| -> Vec<Value> {

@@ -390,12 +390,32 @@ fn a_directive_in_natives_held_from_an_older_release_is_commented_out() {
     let mut view = view_with_app(app);
     view.frontends.insert(name("web"), web);
     let text = rendered(&view).text();
-    assert!(text.contains("# directive left out: .if 0"), "{text}");
-    assert!(text.contains("# directive left out: .endif"), "{text}");
+    assert!(
+        text.contains("# left out, a configuration directive"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# left out, a configuration directive"),
+        "{text}"
+    );
     let file = std::env::temp_dir().join(format!("aqueduct-render-dot-{}.cfg", std::process::id()));
     std::fs::write(&file, &text).unwrap();
     haproxy_accepts(&file);
     std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn a_section_keyword_added_in_2_1_decodes_but_is_commented_out() {
+    // `log-forward` opens a section; 2.0 did not know it, so it may be
+    // stored, and must still decode, but never reach HAProxy as a line.
+    let line = NativeLine::new("log-forward sneaky").expect("decodes as in 2.0");
+    let mut app = static_backend(&[("10.0.0.1", 80, ready())]);
+    app.natives = vec![line].try_into().unwrap();
+    let text = rendered(&view_with_app(app)).text();
+    assert!(
+        text.contains("# left out, a line that opens a new section: log-forward sneaky"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -8,33 +8,11 @@ use std::net::IpAddr;
 use aqueduct::crdt::model::{
     AclValue, Backend, BackendType, Balance, Binds, CfgWord, ConfigView, Frontend, Health, Host,
     Keepalive, Lease, LogTarget, Member, Meta, Mode, Name, Natives, Port, Registration,
-    RegistrationKey, Rule, RuleOperation, Rules, ServiceName, Version,
+    RegistrationKey, Rule, RuleOperation, Rules, SECTION_KEYWORDS, ServiceName, Version,
 };
 use aqueduct::crdt::{Command, Replica, ReplicaId};
 use aqueduct::haproxy::render::{Plan, Rendered, Settings, StatsListener, plan, render};
 
-/// Keywords that open a section in `haproxy.cfg`, wherever they stand on a
-/// line (HAProxy ignores indentation): from HAProxy's configuration manual,
-/// section 2 ("global", "defaults", proxies and the other section kinds).
-const SECTION_KEYWORDS: &[&str] = &[
-    "global",
-    "defaults",
-    "frontend",
-    "backend",
-    "listen",
-    "peers",
-    "resolvers",
-    "userlist",
-    "program",
-    "cache",
-    "mailers",
-    "ring",
-    "http-errors",
-    "crt-store",
-    "traces",
-    "log-forward",
-    "fcgi-app",
-];
 
 /// Peer settings with every optional part of the preamble present (a log
 /// target and a stats listener), so that they are rendered too; `bind_host`

@@ -20,8 +20,8 @@ use crate::crdt::Digest;
 use crate::crdt::model::{
     AclValue, Backend, BackendType, Balance, Binds, BoundedList, Frontend, HeaderName, Health,
     HealthMethod, Host, HttpPath, HttpVersion, InvalidValue, Keepalive, Lease, LiveRegistrations,
-    Member, MemberState, Meta, Mode, Name, NativeLine, Natives, Port, Registration,
-    RegistrationKey, Rule, RuleOperation, Rules, ServiceName, Version, Weight,
+    Member, MemberState, Meta, Mode, Name, Natives, Port, Registration, RegistrationKey, Rule,
+    RuleOperation, Rules, ServiceName, Version, Weight,
 };
 use crate::gossip::ApplyReport;
 use crate::peer::{PeerStatus, Status};
@@ -314,13 +314,18 @@ impl FrontendIn {
     }
 }
 
-/// `natives` if none of its lines is a configuration directive, which new
-/// writes may not hold ([`NativeLine::is_directive`] says why).
+/// `natives` if none of its lines is one that new writes may not hold
+/// ([`crate::crdt::model::NativeLine::left_out`] says which and why).
 fn without_directives(natives: Natives) -> Result<Natives, ApiError> {
-    match natives.as_slice().iter().position(NativeLine::is_directive) {
-        Some(index) => Err(ApiError::invalid(
+    let refused = natives
+        .as_slice()
+        .iter()
+        .enumerate()
+        .find_map(|(index, line)| Some((index, line.left_out()?)));
+    match refused {
+        Some((index, what)) => Err(ApiError::invalid(
             format!("natives[{index}]"),
-            "must not be a configuration directive (a word starting with '.')",
+            format!("must not be {what}"),
         )),
         None => Ok(natives),
     }

@@ -235,9 +235,14 @@ fn check_printable(
     Ok(())
 }
 
-/// Keywords that open a section in `haproxy.cfg`: a natives line starting
-/// with one would end the section it was meant for.
-const SECTION_KEYWORDS: &[&str] = &[
+/// Keywords that open a section in `haproxy.cfg` (HAProxy's manual,
+/// section 2): a natives line starting with one would end the section it
+/// was meant for. The first [`SECTION_KEYWORDS_SINCE_2_0`] are refused
+/// wherever a natives line comes from, as since 2.0; the others were found
+/// missing in 2.1 (by fuzzing) and, since a value that decoded once must
+/// always decode, are refused for new writes only and rendered as comments
+/// ([`NativeLine::left_out`]).
+pub const SECTION_KEYWORDS: &[&str] = &[
     "global",
     "defaults",
     "frontend",
@@ -253,7 +258,17 @@ const SECTION_KEYWORDS: &[&str] = &[
     "http-errors",
     "crt-store",
     "traces",
+    "log-forward",
+    "fcgi-app",
 ];
+
+/// How many of [`SECTION_KEYWORDS`] every decode refuses.
+const SECTION_KEYWORDS_SINCE_2_0: usize = 15;
+
+/// Whether `word` opens a section, among `keywords`.
+fn opens_section(word: &str, keywords: &[&str]) -> bool {
+    keywords.iter().any(|k| word.eq_ignore_ascii_case(k))
+}
 
 fn check_native_line(input: &str) -> Result<(), InvalidValue> {
     check_printable("natives line", input, 512, |_| true)?;
@@ -265,10 +280,7 @@ fn check_native_line(input: &str) -> Result<(), InvalidValue> {
             input,
         ));
     }
-    if SECTION_KEYWORDS
-        .iter()
-        .any(|k| first_word.eq_ignore_ascii_case(k))
-    {
+    if opens_section(first_word, &SECTION_KEYWORDS[..SECTION_KEYWORDS_SINCE_2_0]) {
         return Err(InvalidValue::new(
             "natives line",
             "must not open a new section",
@@ -660,16 +672,25 @@ pub type Rules = BoundedList<Rule, 256>;
 pub type Natives = BoundedList<NativeLine, 64>;
 
 impl NativeLine {
-    /// Whether the line is a configuration directive (its first word starts
-    /// with `.`: `.if`, `.endif`, `.notice`…). Such a block spans sections:
-    /// an `.if 0` in one object and an `.endif` in another would switch off
-    /// everything rendered between them, and a peer without HAProxy checks
-    /// nothing. New writes refuse them (the API) and the renderer comments
-    /// them out; decoding keeps accepting them, since 2.0 peers and stores
-    /// may hold some (the compatibility policy: a value that decoded once
-    /// always decodes).
-    pub fn is_directive(&self) -> bool {
-        self.as_str().trim_start().starts_with('.')
+    /// Why this line is left out of the rendered configuration (as a
+    /// comment) and refused for new writes, if it is: a configuration
+    /// directive (a first word starting with `.`: `.if`, `.endif`,
+    /// `.notice`…), whose block would span sections — an `.if 0` in one
+    /// object and an `.endif` in another would switch off everything
+    /// rendered between them, and a peer without HAProxy checks nothing —
+    /// or a section keyword this release added to [`SECTION_KEYWORDS`].
+    /// Decoding keeps accepting both, since 2.0 peers and stores may hold
+    /// some (the compatibility policy: a value that decoded once always
+    /// decodes).
+    pub fn left_out(&self) -> Option<&'static str> {
+        let first_word = self.as_str().split_whitespace().next().unwrap_or("");
+        if first_word.starts_with('.') {
+            Some("a configuration directive (a word starting with '.')")
+        } else if opens_section(first_word, SECTION_KEYWORDS) {
+            Some("a line that opens a new section")
+        } else {
+            None
+        }
     }
 }
 
