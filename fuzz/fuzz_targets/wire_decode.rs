@@ -6,12 +6,15 @@
 //! decodes to the same message; a decoded delta is refused or joined,
 //! never a panic, by an empty replica and by one with content; joining it
 //! again changes nothing; a joined state renders with `check_render`'s
-//! properties, and its full state is accepted by a fresh peer.
+//! properties, and its full state is accepted by a fresh peer; peer
+//! reports are merged by a node (`Node::handle_message`), which keeps at
+//! most one report per peer and never its own.
 
 #![no_main]
 
 use aqueduct::crdt::{ConfigDelta, Replica, ReplicaId};
 use aqueduct::gossip::wire::{self, Message};
+use aqueduct::gossip::{Config, MemberId, Node, PeerId, Time};
 use aqueduct_fuzz::{NOW_MS, check_render, populated};
 use libfuzzer_sys::fuzz_target;
 
@@ -30,6 +33,23 @@ fuzz_target!(|bytes: &[u8]| {
         Message::SyncRequest { summary } => {
             let _ = Replica::new(ReplicaId::new(1).expect("non-zero")).missing_for_peer(summary);
             let _ = populated(1).missing_for_peer(summary);
+        }
+        Message::Reports { reports } => {
+            let me = PeerId(1);
+            let identity = MemberId {
+                peer: me,
+                generation: 0,
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000)),
+            };
+            let replica = Replica::new(ReplicaId::new(1).expect("non-zero"));
+            let mut node = Node::new(Config::lan(3), identity, replica, 1, Time::ZERO);
+            node.handle_message(Time::ZERO, PeerId(2), bytes);
+            let kept: Vec<PeerId> = node.reports().map(|heard| heard.report.peer).collect();
+            assert!(!kept.contains(&me), "a node keeps a report about itself");
+            let mut unique = kept.clone();
+            unique.dedup();
+            assert_eq!(unique, kept, "two reports kept for one peer");
+            assert!(kept.iter().all(|peer| reports.iter().any(|r| r.peer == *peer)));
         }
         Message::Swim(_) | Message::BroadcastAck { .. } | Message::Digest { .. } => {}
     }
