@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use aqueduct::crdt::{Dot, ReplicaId};
-use aqueduct::gossip::PeerId;
+use aqueduct::gossip::{ApplyReport, PeerId, PeerReport};
 use aqueduct::gossip::wire::{self, Message, RingRange};
 use aqueduct_fuzz::populated;
 
@@ -42,6 +42,30 @@ fn main() -> std::io::Result<()> {
             delta: replica.full_state(),
             reply_to: Some(replica.summary()),
             sender_digest: replica.digest(),
+        },
+        Message::Reports {
+            reports: vec![
+                PeerReport {
+                    peer: PeerId(2),
+                    generation: 1,
+                    seq: 3,
+                    digest: replica.digest(),
+                    haproxy: Some(ApplyReport {
+                        managed: true,
+                        running: true,
+                        reloads: 2,
+                        last_error: Some("x".to_owned()),
+                        ..ApplyReport::default()
+                    }),
+                },
+                PeerReport {
+                    peer: PeerId(3),
+                    generation: 0,
+                    seq: 0,
+                    digest: replica.digest(),
+                    haproxy: None,
+                },
+            ],
         },
     ];
     for (i, message) in messages.iter().enumerate() {
