@@ -9,8 +9,8 @@ use std::fs;
 use std::path::Path;
 
 use aqueduct::crdt::{Dot, ReplicaId};
-use aqueduct::gossip::{ApplyReport, PeerId, PeerReport};
 use aqueduct::gossip::wire::{self, Message, RingRange};
+use aqueduct::gossip::{ApplyReport, PeerId, PeerReport};
 use aqueduct_fuzz::populated;
 
 fn main() -> std::io::Result<()> {

@@ -49,7 +49,10 @@ fuzz_target!(|bytes: &[u8]| {
             let mut unique = kept.clone();
             unique.dedup();
             assert_eq!(unique, kept, "two reports kept for one peer");
-            assert!(kept.iter().all(|peer| reports.iter().any(|r| r.peer == *peer)));
+            assert!(
+                kept.iter()
+                    .all(|peer| reports.iter().any(|r| r.peer == *peer))
+            );
         }
         Message::Swim(_) | Message::BroadcastAck { .. } | Message::Digest { .. } => {}
     }

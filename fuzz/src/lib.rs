@@ -13,7 +13,6 @@ use aqueduct::crdt::model::{
 use aqueduct::crdt::{Command, Replica, ReplicaId};
 use aqueduct::haproxy::render::{Plan, Rendered, Settings, StatsListener, plan, render};
 
-
 /// Peer settings with every optional part of the preamble present (a log
 /// target and a stats listener), so that they are rendered too; `bind_host`
 /// replaces `*` in frontend binds.
