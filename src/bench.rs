@@ -679,17 +679,7 @@ async fn haproxy_statuses(
 ) -> Result<Vec<Value>, BenchError> {
     let mut statuses = Vec::new();
     for url in urls {
-        let url = format!("{url}/haproxy/status");
-        let status = http
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| BenchError::Run(format!("{url}: {e}")))?
-            .json::<Value>()
-            .await
-            .map_err(|e| BenchError::Run(format!("{url}: {e}")))?;
-        statuses.push(status);
+        statuses.push(get_json(http, &format!("{url}/haproxy/status")).await?);
     }
     Ok(statuses)
 }
@@ -1138,15 +1128,7 @@ async fn heartbeats(
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut left = 0;
         for url in survivors {
-            let list: Value = http
-                .get(format!("{url}/registrations/bench/1.0.0"))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| BenchError::Run(format!("{url}: {e}")))?
-                .json()
-                .await
-                .map_err(|e| BenchError::Run(format!("{url}: {e}")))?;
+            let list = get_json(http, &format!("{url}/registrations/bench/1.0.0")).await?;
             left += list.as_array().map_or(0, Vec::len);
         }
         let expected = 2 * (load.instances - owned_by_first) as usize;
@@ -1340,6 +1322,19 @@ async fn flood(
     }))
 }
 
+/// `GET url` as JSON; any failure is a run error naming the URL.
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, BenchError> {
+    let fail = |e: reqwest::Error| BenchError::Run(format!("{url}: {e}"));
+    http.get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(fail)?
+        .json()
+        .await
+        .map_err(fail)
+}
+
 /// Polls until every peer in `urls` reports the same digest; returns when
 /// they first did.
 async fn converged(http: &reqwest::Client, urls: &[String]) -> Result<Instant, BenchError> {
@@ -1347,15 +1342,7 @@ async fn converged(http: &reqwest::Client, urls: &[String]) -> Result<Instant, B
     loop {
         let mut digests = Vec::new();
         for url in urls {
-            let mesh: Value = http
-                .get(format!("{url}/mesh"))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| BenchError::Run(format!("{url}/mesh: {e}")))?
-                .json()
-                .await
-                .map_err(|e| BenchError::Run(format!("{url}/mesh: {e}")))?;
+            let mesh = get_json(http, &format!("{url}/mesh")).await?;
             digests.push(mesh["digest"].clone());
         }
         if digests.windows(2).all(|w| w[0] == w[1]) {

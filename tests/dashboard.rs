@@ -349,12 +349,8 @@ fn choosing_a_version_in_the_selector_switches_the_dynamic_backend() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let setup = setup("dashboard-switch");
     let browser = Browser::open(&setup.second.url("/ui"));
-    let selector = "select[data-version-select=\"live\"]";
-    eventually("the selector to offer 2.0.0", || {
-        browser
-            .has(&format!("{selector} option[value=\"2.0.0\"]"))
-            .then_some(())
-    });
+    let selector = VERSION_SELECT;
+    wait_for_version_offer(&browser);
 
     browser.select(selector, "2.0.0");
     eventually("live to follow 2.0.0 on the other peer", || {
@@ -419,10 +415,7 @@ fn the_activity_feed_shows_a_member_going_down() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let mut setup = setup("dashboard-activity");
     let browser = Browser::open(&setup.second.url("/ui"));
-    eventually("the page to be live", || {
-        (browser.attribute("#connection", "data-state").as_deref() == Some("connected"))
-            .then_some(())
-    });
+    wait_until_live(&browser);
 
     let dead = setup.web.remove(0);
     let server = format!("web/127.0.0.1:{}", dead.port());
@@ -430,6 +423,18 @@ fn the_activity_feed_shows_a_member_going_down() {
     eventually("the member's fall in the activity feed", || {
         let text = browser.text("#activity-list li[data-type=\"member\"]")?;
         (text.contains(&server) && text.contains("DOWN")).then_some(())
+    });
+}
+
+/// The version selector of the dynamic backend `live`.
+const VERSION_SELECT: &str = "select[data-version-select=\"live\"]";
+
+/// Waits until the selector of `live` offers version 2.0.0.
+fn wait_for_version_offer(browser: &Browser) {
+    eventually("the selector to offer 2.0.0", || {
+        browser
+            .has(&format!("{VERSION_SELECT} option[value=\"2.0.0\"]"))
+            .then_some(())
     });
 }
 
@@ -598,13 +603,9 @@ fn a_switch_on_a_token_protected_peer_needs_the_token_and_shows_the_refusal() {
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let setup = setup_with("dashboard-token", &["--api-token", "s3cret-token"]);
     let browser = Browser::open(&setup.second.url("/ui"));
-    let selector = "select[data-version-select=\"live\"]";
+    let selector = VERSION_SELECT;
     let error = "[data-switch-error=\"live\"]";
-    eventually("the selector to offer 2.0.0", || {
-        browser
-            .has(&format!("{selector} option[value=\"2.0.0\"]"))
-            .then_some(())
-    });
+    wait_for_version_offer(&browser);
 
     browser.select(selector, "2.0.0");
     eventually("the refusal on the page", || {

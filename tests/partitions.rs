@@ -123,18 +123,15 @@ fn heal_and_time_convergence(mesh: &NetMesh, scenario: &str, cut_at: Instant) {
 }
 
 /// Waits until every peer renders byte-identical HAProxy configuration,
-/// once each peer's own data directory (the admin socket's and the server
-/// state file's paths: the one per-peer setting in the file, the same on
-/// every machine of a real deployment) reads `DATA_DIR`.
+/// once each peer's own settings (its data directory: the admin socket's and
+/// the server state file's paths, the same on every machine of a real
+/// deployment) read as placeholders.
 fn wait_for_identical_configs(mesh: &NetMesh) -> String {
     eventually("every peer to render the same haproxy.cfg", || {
         let configs: Vec<String> = mesh
             .peers
             .iter()
-            .map(|p| {
-                let own_dir = p.spec.data_dir.to_str().expect("utf-8");
-                Some(p.haproxy_config()?.replace(own_dir, "DATA_DIR"))
-            })
+            .map(Peer::try_neutral_haproxy_config)
             .collect::<Option<_>>()?;
         configs
             .windows(2)

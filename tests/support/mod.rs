@@ -510,10 +510,18 @@ impl Peer {
     /// `/haproxy/config` with this peer's own settings (data dir, bind
     /// host) replaced by placeholders: the same on every converged peer.
     pub fn neutral_haproxy_config(&self) -> String {
-        let text = self.haproxy_config().expect("the rendered configuration");
+        self.try_neutral_haproxy_config()
+            .expect("the rendered configuration")
+    }
+
+    /// [`Peer::neutral_haproxy_config`], `None` if the request fails.
+    pub fn try_neutral_haproxy_config(&self) -> Option<String> {
+        let text = self.haproxy_config()?;
         let host = self.spec.haproxy.expect("a peer with HAProxy").to_string();
-        text.replace(&self.spec.data_dir.display().to_string(), "DATA_DIR")
-            .replace(&host, "BIND_HOST")
+        Some(
+            text.replace(&self.spec.data_dir.display().to_string(), "DATA_DIR")
+                .replace(&host, "BIND_HOST"),
+        )
     }
 }
 
