@@ -774,16 +774,22 @@ impl DriverTask {
             return false;
         }
         let leftovers = self.leftover_masters().await;
-        match Master::start(&binary, &self.files.config, &self.files.dir).await {
+        let (config, dir) = (&self.files.config, &self.files.dir);
+        let started = if leftovers.is_empty() {
+            Master::start(&binary, config, dir).await
+        } else {
+            Master::take_over(&binary, config, dir, &self.files.admin_socket).await
+        };
+        match started {
             Ok(master) => {
                 let pid = master.pid();
                 for old in leftovers
                     .into_iter()
                     .filter(|old| old.as_raw_nonzero().get() as u32 != pid)
                 {
-                    // Listeners use SO_REUSEPORT, so the new HAProxy was
-                    // already accepting: the old one may stop listening and
-                    // finish its connections (a soft stop).
+                    // The new HAProxy accepts on the old one's sockets (or
+                    // its own, with SO_REUSEPORT): the old one may stop
+                    // listening and finish its connections (a soft stop).
                     tracing::info!(
                         old = old.as_raw_nonzero().get(),
                         "taking over from the HAProxy a previous run left"

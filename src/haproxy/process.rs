@@ -442,6 +442,32 @@ impl Master {
         config: &Path,
         run_dir: &Path,
     ) -> Result<Master, ProcessError> {
+        Master::launch(binary, config, run_dir, None).await
+    }
+
+    /// [`Master::start`], taking the listening sockets over from the
+    /// HAProxy that answers on `old_socket` (its stats socket, with
+    /// `expose-fd listeners`: `haproxy -x`). The new HAProxy then accepts
+    /// on the very sockets the old one did, so a connection waiting in
+    /// their accept queues when the old one stops is not reset, as it can
+    /// be when both merely bind with `SO_REUSEPORT`. If the old one does
+    /// not hand them over, HAProxy binds its own (master-worker mode goes
+    /// on past that failure).
+    pub async fn take_over(
+        binary: &Binary,
+        config: &Path,
+        run_dir: &Path,
+        old_socket: &Path,
+    ) -> Result<Master, ProcessError> {
+        Master::launch(binary, config, run_dir, Some(old_socket)).await
+    }
+
+    async fn launch(
+        binary: &Binary,
+        config: &Path,
+        run_dir: &Path,
+        old_socket: Option<&Path>,
+    ) -> Result<Master, ProcessError> {
         let cli = run_dir.join("master.sock");
         let cli_text = cli.to_str().filter(|p| !p.contains(','));
         let Some(cli_text) = cli_text else {
@@ -459,13 +485,17 @@ impl Master {
             path: cli.clone(),
             source,
         })?;
-        let mut child = binary
-            .command()
+        let mut command = binary.command();
+        command
             .arg("-W")
             .arg("-S")
             .arg(format!("{cli_text},mode,600"))
             .arg("-f")
-            .arg(config)
+            .arg(config);
+        if let Some(old_socket) = old_socket {
+            command.arg("-x").arg(old_socket);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
