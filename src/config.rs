@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::api::ApiToken;
+use crate::api::{ApiAccess, ApiToken, SiteRules};
 use crate::certs::NodeName;
 use crate::crdt::model::{CfgWord, InvalidValue, LogTarget};
 
@@ -59,9 +59,35 @@ pub struct RunArgs {
     /// join through (repeatable).
     #[arg(long = "join", env = "AQUEDUCT_JOIN", value_delimiter = ',')]
     pub join: Vec<JoinAddr>,
-    /// Token every API write must present as `Authorization: Bearer`.
+    /// The write token: with it, every API route but `/health` and the
+    /// dashboard's files needs `Authorization: Bearer <token>` (this one
+    /// for writes, this or the read token for reads). Prefer
+    /// --api-token-file: a flag shows in `ps`.
     #[arg(long, env = "AQUEDUCT_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// A file holding the write token (one line).
+    #[arg(long, env = "AQUEDUCT_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// The read token: reads every route, writes nothing. Needs a write
+    /// token too.
+    #[arg(long, env = "AQUEDUCT_API_READ_TOKEN", hide_env_values = true)]
+    pub api_read_token: Option<String>,
+    /// A file holding the read token (one line).
+    #[arg(long, env = "AQUEDUCT_API_READ_TOKEN_FILE")]
+    pub api_read_token_file: Option<PathBuf>,
+    /// Serve the API on a non-loopback address without a token (anyone
+    /// who reaches it may read and write everything); said in the log at
+    /// every start.
+    #[arg(long, env = "AQUEDUCT_API_INSECURE")]
+    pub api_insecure: bool,
+    /// Host names (besides the API's own addresses and, on loopback,
+    /// `localhost`) that a request's `Host` may carry (comma-separated).
+    #[arg(long, env = "AQUEDUCT_API_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub api_allowed_hosts: Vec<String>,
+    /// Origins (`https://ops.example.com`) besides the API's own that may
+    /// send requests, e.g. a dashboard served elsewhere (comma-separated).
+    #[arg(long, env = "AQUEDUCT_API_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub api_allowed_origins: Vec<String>,
     /// API requests in progress at once; one more is answered 503 with
     /// `Retry-After` (default 256).
     #[arg(long, env = "AQUEDUCT_API_MAX_REQUESTS")]
@@ -128,6 +154,14 @@ struct FileOptions {
     #[serde(default)]
     join: Vec<JoinAddr>,
     api_token: Option<String>,
+    api_token_file: Option<PathBuf>,
+    api_read_token: Option<String>,
+    api_read_token_file: Option<PathBuf>,
+    api_insecure: Option<bool>,
+    #[serde(default)]
+    api_allowed_hosts: Vec<String>,
+    #[serde(default)]
+    api_allowed_origins: Vec<String>,
     api_max_requests: Option<usize>,
     api_body_limit: Option<usize>,
     haproxy: Option<String>,
@@ -282,8 +316,13 @@ pub struct RunOptions {
     pub tls: TlsSource,
     /// Join addresses.
     pub join: Vec<JoinAddr>,
-    /// Write token.
-    pub api_token: Option<ApiToken>,
+    /// The API's tokens.
+    pub api_access: ApiAccess,
+    /// Whether the API may listen beyond loopback without a token.
+    pub api_insecure: bool,
+    /// The `Host` names and `Origin`s the API accepts besides its own
+    /// (`listen` is set by the daemon, once the API is bound).
+    pub api_site: SiteRules,
     /// API requests in progress at once.
     pub api_max_requests: usize,
     /// Largest API request body, bytes.
@@ -376,16 +415,39 @@ impl RunArgs {
             Some(dir) => TlsSource::Given(dir),
             None => TlsSource::SelfMade(data_dir.join("tls")),
         };
-        let api_token = self
-            .api_token
-            .or(file.api_token)
-            .map(|token| {
-                ApiToken::new(&token).map_err(|e| ConfigError::Invalid {
-                    option: "api-token",
-                    reason: e.to_string(),
-                })
-            })
-            .transpose()?;
+        let api_access = ApiAccess {
+            write: token_from(
+                "api-token",
+                self.api_token.or(file.api_token),
+                self.api_token_file.or(file.api_token_file),
+            )?,
+            read: token_from(
+                "api-read-token",
+                self.api_read_token.or(file.api_read_token),
+                self.api_read_token_file.or(file.api_read_token_file),
+            )?,
+        };
+        if api_access.read.is_some() && api_access.write.is_none() {
+            return Err(ConfigError::Invalid {
+                option: "api-read-token",
+                reason: "a read token needs a write token too (--api-token or --api-token-file)"
+                    .to_owned(),
+            });
+        }
+        let api_insecure = self.api_insecure || file.api_insecure.unwrap_or(false);
+        let api_site = SiteRules {
+            listen: None,
+            allowed_hosts: allowed_hosts(if self.api_allowed_hosts.is_empty() {
+                file.api_allowed_hosts
+            } else {
+                self.api_allowed_hosts
+            })?,
+            allowed_origins: allowed_origins(if self.api_allowed_origins.is_empty() {
+                file.api_allowed_origins
+            } else {
+                self.api_allowed_origins
+            })?,
+        };
         let haproxy = match (self.haproxy, file.haproxy) {
             (Some(setting), _) => setting,
             (None, Some(text)) => {
@@ -509,21 +571,110 @@ impl RunArgs {
         let gossip = self.gossip.or(file.gossip).unwrap_or(DEFAULT_GOSSIP);
         let advertise = self.advertise.or(file.advertise);
         check_advertised(gossip, advertise)?;
+        let api = self.api.or(file.api).unwrap_or(DEFAULT_API);
+        if !api.ip().is_loopback() && api_access.is_open() && !api_insecure {
+            return Err(ConfigError::Invalid {
+                option: "api",
+                reason: format!(
+                    "{api} is not a loopback address: give --api-token-file (or --api-token) so \
+                     that not everyone who reaches it can write, or --api-insecure to serve it \
+                     without a token"
+                ),
+            });
+        }
         Ok(RunOptions {
             name,
             data_dir,
-            api: self.api.or(file.api).unwrap_or(DEFAULT_API),
+            api,
             gossip,
             advertise,
             tls,
             join,
-            api_token,
+            api_access,
+            api_insecure,
+            api_site,
             api_max_requests,
             api_body_limit,
             haproxy,
             haproxy_options,
         })
     }
+}
+
+/// A token given as a value or in a file (not both), validated. A file
+/// holds the token on its first line; surrounding whitespace (the final
+/// newline an editor adds) is not part of it.
+pub fn token_from(
+    option: &'static str,
+    value: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<ApiToken>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { option, reason };
+    let text = match (value, file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(format!(
+                "give --{option} or --{option}-file, not both"
+            )));
+        }
+        (Some(value), None) => value,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    ApiToken::new(&text)
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// `--api-allowed-hosts`: host names or IP addresses, without port.
+fn allowed_hosts(hosts: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    hosts
+        .into_iter()
+        .map(|host| {
+            let host = host.trim().to_ascii_lowercase();
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            if is_host_name(&host) || bare.parse::<IpAddr>().is_ok() {
+                Ok(bare.to_owned())
+            } else {
+                Err(ConfigError::Invalid {
+                    option: "api-allowed-hosts",
+                    reason: format!("{host:?} is not a host name or IP address (no port)"),
+                })
+            }
+        })
+        .collect()
+}
+
+/// `--api-allowed-origins`: `http://` or `https://` with a host and an
+/// optional port, nothing else (an origin has no path).
+fn allowed_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    origins
+        .into_iter()
+        .map(|origin| {
+            let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+            let authority = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let valid = authority.is_some_and(|authority| {
+                let host = match authority.rsplit_once(':') {
+                    Some((host, port)) if port.parse::<u16>().is_ok() => host,
+                    _ => authority,
+                };
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                is_host_name(host) || bare.parse::<IpAddr>().is_ok()
+            });
+            if valid {
+                Ok(origin)
+            } else {
+                Err(ConfigError::Invalid {
+                    option: "api-allowed-origins",
+                    reason: format!("{origin:?} is not an origin like https://ops.example.com"),
+                })
+            }
+        })
+        .collect()
 }
 
 /// `value`, or `default` if unset, checked against `range`.

@@ -8,6 +8,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::client::{ApiClient, ClientError, TokenArgs};
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::{Value, json};
 
@@ -21,9 +26,9 @@ pub struct CtlArgs {
         default_value = "http://127.0.0.1:10000"
     )]
     pub api: String,
-    /// Write token (`Authorization: Bearer`).
-    #[arg(long, env = "AQUEDUCT_API_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    /// The API token.
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -168,22 +173,9 @@ pub enum RegistrationCommand {
 /// Why a `ctl` command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
-    /// The peer could not be reached.
-    #[error("cannot reach {url}: {reason}")]
-    Unreachable {
-        /// The URL.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// The peer answered with an error.
-    #[error("{status}: {message}")]
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// The API's error (and details).
-        message: String,
-    },
+    /// The request failed (unreachable, refused, a bad URL or token).
+    #[error(transparent)]
+    Client(#[from] ClientError),
     /// A local problem (reading a file, bad JSON).
     #[error("{0}")]
     Input(String),
@@ -191,7 +183,7 @@ pub enum CtlError {
 
 /// Runs one `ctl` command, printing its result on stdout.
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
-    let client = Client::new(&args.api, args.token.clone())?;
+    let client = ApiClient::new(&args.api, args.token.resolve()?, REQUEST_TIMEOUT)?;
     let (value, shape) = match args.command {
         CtlCommand::Frontends(command) => object(&client, "frontends", command).await?,
         CtlCommand::Backends(command) => object(&client, "backends", command).await?,
@@ -212,7 +204,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             let path = ["backends", backend.as_str()];
             (
                 client
-                    .send(reqwest::Method::POST, &path, Some(body))
+                    .send(reqwest::Method::POST, &path, Some(&body))
                     .await?,
                 Shape::Backends,
             )
@@ -253,7 +245,7 @@ pub enum Shape {
 }
 
 async fn object(
-    client: &Client,
+    client: &ApiClient,
     kind: &str,
     command: ObjectCommand,
 ) -> Result<(Value, Shape), CtlError> {
@@ -269,7 +261,9 @@ async fn object(
             let body = read_json(&file)?;
             let path = [kind, key.as_str()];
             (
-                client.send(reqwest::Method::PUT, &path, Some(body)).await?,
+                client
+                    .send(reqwest::Method::PUT, &path, Some(&body))
+                    .await?,
                 shape,
             )
         }
@@ -283,7 +277,7 @@ async fn object(
     })
 }
 
-async fn member(client: &Client, command: MemberCommand) -> Result<(Value, Shape), CtlError> {
+async fn member(client: &ApiClient, command: MemberCommand) -> Result<(Value, Shape), CtlError> {
     Ok(match command {
         MemberCommand::List { backend } => (
             client
@@ -308,7 +302,9 @@ async fn member(client: &Client, command: MemberCommand) -> Result<(Value, Shape
             let port = port.to_string();
             let path = member_path(&backend, &host, &port);
             (
-                client.send(reqwest::Method::PUT, &path, Some(body)).await?,
+                client
+                    .send(reqwest::Method::PUT, &path, Some(&body))
+                    .await?,
                 Shape::Members,
             )
         }
@@ -328,7 +324,7 @@ async fn member(client: &Client, command: MemberCommand) -> Result<(Value, Shape
 }
 
 async fn registration(
-    client: &Client,
+    client: &ApiClient,
     command: RegistrationCommand,
 ) -> Result<(Value, Shape), CtlError> {
     Ok(match command {
@@ -351,7 +347,7 @@ async fn registration(
             let body = json!({ "secondsToExpire": ttl });
             (
                 client
-                    .send(reqwest::Method::POST, &path, Some(body))
+                    .send(reqwest::Method::POST, &path, Some(&body))
                     .await?,
                 Shape::Registrations,
             )
@@ -395,82 +391,6 @@ fn read_json(file: &PathBuf) -> Result<Value, CtlError> {
             .map_err(|e| CtlError::Input(format!("{}: {e}", file.display())))?
     };
     serde_json::from_str(&text).map_err(|e| CtlError::Input(format!("{}: {e}", file.display())))
-}
-
-struct Client {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
-}
-
-impl Client {
-    fn new(base: &str, token: Option<String>) -> Result<Client, CtlError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| CtlError::Input(e.to_string()))?;
-        Ok(Client {
-            base: base.trim_end_matches('/').to_owned(),
-            token,
-            http,
-        })
-    }
-
-    async fn get(&self, path: &[&str]) -> Result<Value, CtlError> {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-
-    /// Sends a request to the path made of `segments`, each
-    /// percent-encoded (a key with `/` or `?` stays one segment).
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        segments: &[&str],
-        body: Option<Value>,
-    ) -> Result<Value, CtlError> {
-        // A URL path drops `.` and `..` segments: a key like that would
-        // silently address something else.
-        if let Some(dots) = segments.iter().find(|s| matches!(**s, "." | "..")) {
-            return Err(CtlError::Input(format!("{dots:?} is not a key")));
-        }
-        let not_a_base = |reason: String| CtlError::Unreachable {
-            url: self.base.clone(),
-            reason,
-        };
-        let mut url = reqwest::Url::parse(&self.base).map_err(|e| not_a_base(e.to_string()))?;
-        url.path_segments_mut()
-            .map_err(|()| not_a_base("not an http URL".into()))?
-            .pop_if_empty()
-            .extend(segments);
-        let url = url.to_string();
-        let mut request = self.http.request(method, &url);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let unreachable = |e: reqwest::Error| CtlError::Unreachable {
-            url: url.clone(),
-            reason: e.to_string(),
-        };
-        let response = request.send().await.map_err(unreachable)?;
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(value)
-        } else {
-            let message = match (&value["error"], &value["details"]) {
-                (Value::String(error), Value::Null) => error.clone(),
-                (Value::String(error), details) => format!("{error} {details}"),
-                _ => value.to_string(),
-            };
-            Err(CtlError::Api {
-                status: status.as_u16(),
-                message,
-            })
-        }
-    }
 }
 
 /// Turns one object of the answer into a table row.

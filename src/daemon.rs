@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::activity::ActivityLog;
-use crate::api::{self, ApiOptions};
+use crate::api::{self, ApiOptions, SiteRules};
 use crate::certs::{self, CertError, NodeName, TlsIdentity};
 use crate::config::{HaproxySetting, RunOptions, TlsSource};
 use crate::gossip::{Config, MemberId, Node, Time};
@@ -185,7 +185,11 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let app = api::router(
         handle,
         ApiOptions {
-            token: options.api_token.clone(),
+            access: options.api_access.clone(),
+            site: SiteRules {
+                listen: Some(api_addr),
+                ..options.api_site.clone()
+            },
             body_limit_bytes: options.api_body_limit,
             max_requests: options.api_max_requests,
             haproxy: Some(driver),
@@ -198,6 +202,13 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         api: api_addr,
         gossip,
     };
+    if options.api_access.is_open() && !api_addr.ip().is_loopback() {
+        tracing::warn!(
+            api = %api_addr,
+            "the API listens beyond loopback WITHOUT A TOKEN (--api-insecure): anyone who \
+             reaches it can read and change the whole mesh's configuration"
+        );
+    }
     tracing::info!(
         generation,
         peer = %identity.peer_id(),

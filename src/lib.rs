@@ -19,6 +19,8 @@ pub mod bench;
 #[cfg(feature = "shell")]
 pub mod certs;
 #[cfg(feature = "shell")]
+pub mod client;
+#[cfg(feature = "shell")]
 pub mod config;
 #[cfg(feature = "shell")]
 pub mod ctl;

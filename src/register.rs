@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::client::{ApiClient, ClientError, TokenArgs};
 use crate::crdt::model::{Host, Lease, Port, ServiceName, Version};
 use crate::daemon::ShutdownSignals;
 
@@ -38,6 +39,9 @@ pub struct RegisterArgs {
     /// Metadata, `key=value` (repeatable; values are strings).
     #[arg(long = "meta", value_parser = parse_meta)]
     pub meta: Vec<(String, String)>,
+    /// The write token of the peers' API.
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 /// Why the sidecar stopped with an error.
@@ -122,19 +126,26 @@ pub async fn run(args: RegisterArgs) -> Result<(), RegisterError> {
         None => Duration::from_millis(u64::from(ttl_ms / 3)),
     };
     let mut signals = ShutdownSignals::new().map_err(RegisterError::Signals)?;
-    let http = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT_MAX.min(period / 2))
-        .build()
+    let token = args
+        .token
+        .resolve()
         .map_err(|e| RegisterError::Invalid(e.to_string()))?;
+    let timeout = REQUEST_TIMEOUT_MAX.min(period / 2);
+    let clients = args
+        .apis
+        .iter()
+        .map(|api| ApiClient::new(api, token.clone(), timeout))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| RegisterError::Invalid(format!("--api: {e}")))?;
     let mut body: Map<String, Value> = args
         .meta
         .into_iter()
         .map(|(key, value)| (key, Value::String(value)))
         .collect();
     body.insert("secondsToExpire".to_owned(), Value::from(args.ttl));
-    let mut client = Client {
-        http,
-        apis: args.apis,
+    let body = Value::Object(body);
+    let mut client = Peers {
+        clients,
         path: instance_path(&args.instance),
         current: 0,
     };
@@ -173,62 +184,64 @@ pub async fn run(args: RegisterArgs) -> Result<(), RegisterError> {
 }
 
 /// The peers, and which one is in use.
-struct Client {
-    http: reqwest::Client,
-    apis: Vec<String>,
-    path: String,
+struct Peers {
+    clients: Vec<ApiClient>,
+    path: Vec<String>,
     current: usize,
 }
 
-impl Client {
+impl Peers {
     /// Sends to the peer in use, then to the others in order; returns the
     /// peer that answered with success (and keeps using it), `None` if none
-    /// did, or the refusal of a request no peer would accept.
+    /// did, or the refusal of a request no peer would accept (an invalid
+    /// instance, or a missing or wrong token).
     async fn send(
         &mut self,
         method: reqwest::Method,
-        body: Option<&Map<String, Value>>,
+        body: Option<&Value>,
     ) -> Result<Option<String>, RegisterError> {
-        for attempt in 0..self.apis.len() {
-            let index = (self.current + attempt) % self.apis.len();
-            let api = self.apis[index].trim_end_matches('/');
-            let mut request = self
-                .http
-                .request(method.clone(), format!("{api}{}", self.path));
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            match request.send().await {
+        let path: Vec<&str> = self.path.iter().map(String::as_str).collect();
+        for attempt in 0..self.clients.len() {
+            let index = (self.current + attempt) % self.clients.len();
+            let client = &self.clients[index];
+            let error = match client.send(method.clone(), &path, body).await {
+                Ok(_) => None,
                 // A deregistration the peer does not know of is done.
-                Ok(response)
-                    if response.status().is_success()
-                        || (method == reqwest::Method::DELETE
-                            && response.status() == reqwest::StatusCode::NOT_FOUND) =>
-                {
+                Err(ClientError::Api { status: 404, .. }) if method == reqwest::Method::DELETE => {
+                    None
+                }
+                Err(e) => Some(e),
+            };
+            match error {
+                None => {
                     self.current = index;
-                    return Ok(Some(api.to_owned()));
+                    return Ok(Some(client.base().to_owned()));
                 }
-                Ok(response) => {
-                    let status = response.status();
-                    let text = response.text().await.unwrap_or_default();
-                    if status == reqwest::StatusCode::BAD_REQUEST {
-                        // Every peer would say the same: retrying cannot help.
-                        return Err(RegisterError::Refused(format!("{api}: {text}")));
-                    }
-                    tracing::warn!("{api}: {status} {text}");
+                // Every peer would say the same: retrying cannot help.
+                Some(e @ ClientError::Api { status: 400, .. }) => {
+                    return Err(RegisterError::Refused(format!("{}: {e}", client.base())));
                 }
-                Err(e) => tracing::warn!("{api}: {e}"),
+                Some(e) if e.is_access_refused() => {
+                    return Err(RegisterError::Refused(format!(
+                        "{}: {e} (give the write token with --token-file, --token or \
+                         AQUEDUCT_API_TOKEN)",
+                        client.base()
+                    )));
+                }
+                Some(e) => tracing::warn!("{}: {e}", client.base()),
             }
         }
         Ok(None)
     }
 }
 
-/// `/registrations/NAME/VERSION/HOST/PORT` (every part is a validated
-/// name, host or port: nothing to escape).
-fn instance_path(instance: &Instance) -> String {
-    format!(
-        "/registrations/{}/{}/{}/{}",
-        instance.name, instance.version, instance.host, instance.port
-    )
+/// `/registrations/NAME/VERSION/HOST/PORT`, as path segments.
+fn instance_path(instance: &Instance) -> Vec<String> {
+    vec![
+        "registrations".to_owned(),
+        instance.name.to_string(),
+        instance.version.to_string(),
+        instance.host.to_string(),
+        instance.port.to_string(),
+    ]
 }

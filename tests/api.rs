@@ -7,7 +7,10 @@
 //! hands out views, and reports a fixed, plausible [`Status`].
 
 use aqueduct::activity::{ActivityKind, ActivityLog};
-use aqueduct::api::{ApiOptions, ApiToken, EVENT_STREAMS_MAX, InvalidToken, router};
+use aqueduct::api::{
+    ApiAccess, ApiOptions, ApiToken, EVENT_STREAMS_MAX, InvalidToken, PUBLIC_PATHS, Scope,
+    SiteRules, router, scope_needed,
+};
 use aqueduct::crdt::model::{
     Host, Lease, Meta, Port, Registration, RegistrationKey, ServiceName, Version,
 };
@@ -89,7 +92,10 @@ impl Api {
 
     fn with_token() -> Api {
         let options = ApiOptions {
-            token: Some(ApiToken::new(TOKEN).expect("valid token")),
+            access: ApiAccess {
+                write: Some(ApiToken::new(TOKEN).expect("valid token")),
+                read: None,
+            },
             ..ApiOptions::default()
         };
         Api::with(replica(), Store::Works, options)
@@ -1229,14 +1235,45 @@ async fn a_backend_named_in_a_frontends_natives_is_in_use() {
 // ---------------------------------------------------------------------------
 // Access control
 
+const READ_TOKEN: &str = "r3ad-only-token";
+
 fn with_bearer(method: Method, uri: &str, token: Option<&str>) -> Request<Body> {
-    let mut request = Request::builder().method(method).uri(uri);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json");
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     request
         .body(Body::from(json!({"type": "static"}).to_string()))
         .expect("request")
+}
+
+impl Api {
+    /// A router with a write token and a read token.
+    fn with_both_tokens() -> Api {
+        let options = ApiOptions {
+            access: ApiAccess {
+                write: Some(ApiToken::new(TOKEN).expect("valid token")),
+                read: Some(ApiToken::new(READ_TOKEN).expect("valid token")),
+            },
+            ..ApiOptions::default()
+        };
+        Api::with(replica(), Store::Works, options)
+    }
+
+    /// The status of one request, without reading the body (an event
+    /// stream's never ends).
+    async fn status_of(&self, request: Request<Body>) -> StatusCode {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        response.status()
+    }
 }
 
 #[tokio::test]
@@ -1247,7 +1284,10 @@ async fn a_write_without_the_token_is_401() {
         .await;
     answer.assert_error(StatusCode::UNAUTHORIZED);
     assert_eq!(answer.headers[header::WWW_AUTHENTICATE], "Bearer");
-    assert_eq!(api.get("/backends").await.json(), json!([]));
+    let listed = api
+        .send(with_bearer(Method::GET, "/backends", Some(TOKEN)))
+        .await;
+    assert_eq!(listed.json(), json!([]));
 }
 
 #[tokio::test]
@@ -1278,17 +1318,283 @@ async fn a_write_with_the_token_succeeds() {
 }
 
 #[tokio::test]
-async fn reads_need_no_token() {
+async fn with_a_token_configured_reads_need_a_token_too() {
     let api = Api::with_token();
     for uri in [
         "/frontends",
         "/backends",
         "/registrations",
         "/mesh",
-        "/health",
         "/metrics",
+        "/haproxy/config",
     ] {
+        let answer = api.send(with_bearer(Method::GET, uri, None)).await;
+        answer.assert_error(StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn health_and_the_dashboard_files_need_no_token() {
+    let api = Api::with_token();
+    for uri in ["/health", "/ui", "/ui/app.js", "/ui/style.css"] {
         assert_eq!(api.get(uri).await.status, StatusCode::OK, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn the_read_token_reads_but_cannot_write() {
+    let api = Api::with_both_tokens();
+    let read = api
+        .send(with_bearer(Method::GET, "/backends", Some(READ_TOKEN)))
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+    let write = api
+        .send(with_bearer(Method::PUT, "/backends/web", Some(READ_TOKEN)))
+        .await;
+    write.assert_error(StatusCode::FORBIDDEN);
+    let listed = api
+        .send(with_bearer(Method::GET, "/backends", Some(TOKEN)))
+        .await;
+    assert_eq!(
+        listed.json(),
+        json!([]),
+        "the refused write changed nothing"
+    );
+}
+
+/// A request to every route the router has (its path parameters filled
+/// in), with every method, as `token` presents.
+fn every_route_request(token: Option<&str>) -> Vec<(String, Method, Request<Body>)> {
+    const METHODS: [Method; 7] = [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    let paths = aqueduct::api::route_paths();
+    assert!(paths.len() >= 20, "the router lists its routes: {paths:?}");
+    let mut requests = Vec::new();
+    for path in paths {
+        let uri = path
+            .replace("{key}", "web")
+            .replace("{host}", "10.0.0.1")
+            .replace("{port}", "80")
+            .replace("{name}", "shop")
+            .replace("{version}", "1.0.0");
+        assert!(
+            !uri.contains('{'),
+            "a route parameter the test does not fill: {path}"
+        );
+        for method in METHODS {
+            requests.push((
+                uri.clone(),
+                method.clone(),
+                with_bearer(method, &uri, token),
+            ));
+        }
+    }
+    requests
+}
+
+#[tokio::test]
+async fn every_route_and_method_needs_the_scope_it_should_with_each_token() {
+    let api = Api::with_both_tokens();
+    for (who, token) in [
+        ("no token", None),
+        ("read token", Some(READ_TOKEN)),
+        ("write token", Some(TOKEN)),
+    ] {
+        for (uri, method, request) in every_route_request(token) {
+            let status = api.status_of(request).await;
+            let public = PUBLIC_PATHS.contains(&uri.as_str());
+            let allowed = match token {
+                _ if public => true,
+                None => false,
+                Some(READ_TOKEN) => scope_needed(&method) == Scope::Read,
+                Some(_) => true,
+            };
+            let expected_refusal = match token {
+                None => StatusCode::UNAUTHORIZED,
+                Some(_) => StatusCode::FORBIDDEN,
+            };
+            if allowed {
+                assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{who}: {method} {uri} was refused ({status})"
+                );
+            } else {
+                assert_eq!(status, expected_refusal, "{who}: {method} {uri}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_tokens_every_route_is_open() {
+    let api = Api::new();
+    for (uri, method, request) in every_route_request(None) {
+        let status = api.status_of(request).await;
+        assert!(
+            status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+            "{method} {uri}: {status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refused_requests_are_counted_by_reason() {
+    let api = Api::with_both_tokens();
+    api.send(with_bearer(Method::GET, "/backends", None)).await;
+    api.send(with_bearer(Method::PUT, "/backends/web", Some(READ_TOKEN)))
+        .await;
+    let metrics = api
+        .send(with_bearer(Method::GET, "/metrics", Some(READ_TOKEN)))
+        .await
+        .text;
+    assert!(
+        metrics.contains(r#"aqueduct_api_requests_refused_total{reason="no_token"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"aqueduct_api_requests_refused_total{reason="read_token_on_write"} 1"#),
+        "{metrics}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Cross-site requests
+
+/// A write of a static backend with these headers.
+fn cross_site_put(headers: &[(header::HeaderName, &str)], body: &str) -> Request<Body> {
+    let mut request = Request::builder().method(Method::PUT).uri("/backends/web");
+    for (name, value) in headers {
+        request = request.header(name, *value);
+    }
+    request.body(Body::from(body.to_owned())).expect("request")
+}
+
+#[tokio::test]
+async fn a_text_plain_write_is_415_and_changes_nothing() {
+    let api = Api::new();
+    let answer = api
+        .send(cross_site_put(
+            &[(header::CONTENT_TYPE, "text/plain")],
+            r#"{"type":"static"}"#,
+        ))
+        .await;
+    answer.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(api.get("/backends").await.json(), json!([]));
+}
+
+#[tokio::test]
+async fn a_body_without_a_content_type_is_415() {
+    let api = Api::new();
+    let answer = api
+        .send(cross_site_put(
+            &[(header::CONTENT_LENGTH, "17")],
+            r#"{"type":"static"}"#,
+        ))
+        .await;
+    answer.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(api.get("/backends").await.json(), json!([]));
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_403_and_changes_nothing() {
+    let api = Api::new();
+    let answer = api
+        .send(cross_site_put(
+            &[
+                (header::HOST, "127.0.0.1:10000"),
+                (header::ORIGIN, "http://evil.example"),
+                (header::CONTENT_TYPE, "application/json"),
+            ],
+            r#"{"type":"static"}"#,
+        ))
+        .await;
+    answer.assert_error(StatusCode::FORBIDDEN);
+    assert_eq!(api.get("/backends").await.json(), json!([]));
+}
+
+#[tokio::test]
+async fn the_pages_own_origin_may_write() {
+    let api = Api::new();
+    let answer = api
+        .send(cross_site_put(
+            &[
+                (header::HOST, "127.0.0.1:10000"),
+                (header::ORIGIN, "http://127.0.0.1:10000"),
+                (header::CONTENT_TYPE, "application/json"),
+            ],
+            r#"{"type":"static"}"#,
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+}
+
+#[tokio::test]
+async fn an_allowed_origin_may_write() {
+    let options = ApiOptions {
+        site: SiteRules {
+            allowed_origins: vec!["https://ops.example".to_owned()],
+            ..SiteRules::default()
+        },
+        ..ApiOptions::default()
+    };
+    let api = Api::with(replica(), Store::Works, options);
+    let answer = api
+        .send(cross_site_put(
+            &[
+                (header::HOST, "127.0.0.1:10000"),
+                (header::ORIGIN, "https://ops.example"),
+                (header::CONTENT_TYPE, "application/json"),
+            ],
+            r#"{"type":"static"}"#,
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+}
+
+#[tokio::test]
+async fn a_foreign_host_is_403_even_on_health() {
+    let options = ApiOptions {
+        site: SiteRules {
+            listen: Some("127.0.0.1:10000".parse().expect("address")),
+            ..SiteRules::default()
+        },
+        ..ApiOptions::default()
+    };
+    let api = Api::with(replica(), Store::Works, options);
+    for uri in ["/health", "/backends"] {
+        let request = Request::builder()
+            .uri(uri)
+            .header(header::HOST, "rebound.evil.example:10000")
+            .body(Body::empty())
+            .expect("request");
+        api.send(request).await.assert_error(StatusCode::FORBIDDEN);
+    }
+    let own = Request::builder()
+        .uri("/health")
+        .header(header::HOST, "localhost:10000")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(api.send(own).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_dashboard_allows_only_itself_and_no_framing() {
+    let api = Api::new();
+    for uri in ["/ui", "/ui/app.js", "/ui/style.css"] {
+        let answer = api.get(uri).await;
+        let policy = answer.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("ASCII");
+        assert!(policy.contains("default-src 'self'"), "{uri}: {policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{uri}: {policy}");
+        assert_eq!(answer.headers[header::X_FRAME_OPTIONS], "DENY", "{uri}");
     }
 }
 
@@ -1313,7 +1619,10 @@ fn a_token_is_1_to_256_visible_ascii_characters() {
 fn a_token_is_not_shown_by_debug() {
     let token = ApiToken::new(TOKEN).expect("valid token");
     let options = ApiOptions {
-        token: Some(token.clone()),
+        access: ApiAccess {
+            write: Some(token.clone()),
+            read: Some(token.clone()),
+        },
         ..ApiOptions::default()
     };
     assert!(!format!("{token:?}").contains(TOKEN));

@@ -1,7 +1,14 @@
-//! Write access control: a bearer token that every write must present.
+//! API access control: two bearer tokens (read scope and write scope) and
+//! which routes stay public.
 //!
-//! Owns the token's rules and its constant-time check. Must not let the
-//! secret reach a log, a `Debug` output or an error message.
+//! Owns the tokens' rules, their constant-time check and the access rule of
+//! every route: with no token configured everything is open (the API then
+//! listens on loopback only, unless the operator said `--api-insecure`);
+//! with any token configured, every route but the public ones (`/health`
+//! and the dashboard's static files) needs a token — the read token for
+//! reads (`GET`, `HEAD`, `OPTIONS`), the write token for anything, reads
+//! included. Must not let a secret reach a log, a `Debug` output or an
+//! error message.
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,8 +21,9 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::refusals::{Refusal, Refusals};
 
-/// The secret that writes must present as `Authorization: Bearer <token>`.
+/// A secret that requests present as `Authorization: Bearer <token>`.
 ///
 /// 1–256 bytes of visible ASCII (no spaces: HTTP trims whitespace around
 /// header values, so a token could not round-trip through a header).
@@ -54,22 +62,16 @@ impl ApiToken {
         }
     }
 
-    /// Whether `headers` carry `Authorization: Bearer <this token>`. The
-    /// comparison takes the same time wherever the first difference is
-    /// (only a length difference answers early, which reveals the length
-    /// at most).
-    fn is_presented_in(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-        else {
-            return false;
-        };
-        let Some((scheme, presented)) = value.split_once(' ') else {
-            return false;
-        };
-        scheme.eq_ignore_ascii_case("Bearer")
-            && bool::from(self.0.as_bytes().ct_eq(presented.trim_start().as_bytes()))
+    /// The secret, for a client that sends it. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `presented` is this token. The comparison takes the same
+    /// time wherever the first difference is (only a length difference
+    /// answers early, which reveals the length at most).
+    fn matches(&self, presented: &str) -> bool {
+        bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
     }
 }
 
@@ -86,20 +88,89 @@ impl fmt::Debug for ApiToken {
     }
 }
 
-/// Middleware: reads pass; anything else needs the token (answered 401
-/// with `WWW-Authenticate: Bearer` before the body is read).
-pub(crate) async fn require_token_for_writes(
-    State(token): State<Arc<ApiToken>>,
+/// What a request may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Read every route.
+    Read,
+    /// Read and write every route.
+    Write,
+}
+
+/// The tokens a peer's API takes. With neither, every route is open.
+#[derive(Debug, Clone, Default)]
+pub struct ApiAccess {
+    /// Reads and writes.
+    pub write: Option<ApiToken>,
+    /// Reads only. Configured only together with [`ApiAccess::write`]
+    /// (the options refuse a read token alone: nobody could write).
+    pub read: Option<ApiToken>,
+}
+
+impl ApiAccess {
+    /// Whether every route is open (no token configured).
+    pub fn is_open(&self) -> bool {
+        self.write.is_none() && self.read.is_none()
+    }
+
+    /// The scope the `Authorization: Bearer` header of `headers` grants,
+    /// if it carries a configured token. Both tokens are compared whatever
+    /// the first one gives, so the time taken does not tell which matched.
+    fn scope_of(&self, headers: &HeaderMap) -> Option<Scope> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+            .map(|(_, token)| token.trim_start())?;
+        let writes = self.write.as_ref().is_some_and(|t| t.matches(presented));
+        let reads = self.read.as_ref().is_some_and(|t| t.matches(presented));
+        if writes {
+            Some(Scope::Write)
+        } else if reads {
+            Some(Scope::Read)
+        } else {
+            None
+        }
+    }
+}
+
+/// Routes that answer without a token: liveness, and the dashboard's page,
+/// script and style sheet (static files holding nothing of the peer's; the
+/// page asks for a token and sends it with every request it makes).
+pub const PUBLIC_PATHS: &[&str] = &["/health", "/", "/ui", "/ui/style.css", "/ui/app.js"];
+
+/// The scope a request needs: reads need [`Scope::Read`], anything else
+/// [`Scope::Write`].
+pub fn scope_needed(method: &Method) -> Scope {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        Scope::Read
+    } else {
+        Scope::Write
+    }
+}
+
+/// Middleware: answers 401 (with `WWW-Authenticate: Bearer`) without a
+/// valid token and 403 for a read token on a write, before the body is
+/// read; public routes and an open API pass.
+pub(crate) async fn require_scope(
+    State((access, refusals)): State<(Arc<ApiAccess>, Refusals)>,
     request: Request,
     next: Next,
 ) -> Response {
-    let is_read = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
-    if is_read || token.is_presented_in(request.headers()) {
-        next.run(request).await
-    } else {
-        ApiError::Unauthorized.into_response()
+    if access.is_open() || PUBLIC_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let needed = scope_needed(request.method());
+    match access.scope_of(request.headers()) {
+        Some(granted) if granted >= needed => next.run(request).await,
+        Some(_) => {
+            refusals.count(Refusal::ReadTokenOnWrite);
+            ApiError::ReadScopeOnly.into_response()
+        }
+        None => {
+            refusals.count(Refusal::NoToken);
+            ApiError::Unauthorized.into_response()
+        }
     }
 }

@@ -58,9 +58,28 @@ pub(crate) enum ApiError {
         /// The limit.
         limit: usize,
     },
-    /// A write without the right bearer token.
-    #[error("writes need a valid bearer token")]
+    /// A request without a configured bearer token, on a route that
+    /// needs one.
+    #[error("this route needs a valid bearer token (Authorization: Bearer <token>)")]
     Unauthorized,
+    /// A write with the read token.
+    #[error("the read token cannot write; writes need the write token")]
+    ReadScopeOnly,
+    /// A `Host` that names none of the API's addresses or allowed names.
+    #[error(
+        "the Host header names none of this API's addresses or allowed names \
+         (--api-allowed-hosts)"
+    )]
+    ForeignHost,
+    /// An `Origin` other than the API's own or an allowed one.
+    #[error(
+        "requests from another site are refused: the Origin is not this API's own \
+         (--api-allowed-origins)"
+    )]
+    ForeignOrigin,
+    /// A write whose body is not declared `application/json`.
+    #[error("a write's body must be sent as Content-Type: application/json")]
+    NotJson,
     /// The API already works on as many requests as it may.
     #[error("too many requests in progress; retry shortly")]
     Busy {
@@ -137,6 +156,10 @@ impl ApiError {
             }
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::ReadScopeOnly | ApiError::ForeignHost | ApiError::ForeignOrigin => {
+                StatusCode::FORBIDDEN
+            }
+            ApiError::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Store(_)
             | ApiError::PeerGone(_)
@@ -166,6 +189,10 @@ impl ApiError {
             }),
             ApiError::NotFound(_)
             | ApiError::Unauthorized
+            | ApiError::ReadScopeOnly
+            | ApiError::ForeignHost
+            | ApiError::ForeignOrigin
+            | ApiError::NotJson
             | ApiError::NoRoute
             | ApiError::MethodNotAllowed
             | ApiError::PeerGone(_) => json!({}),

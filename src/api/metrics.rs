@@ -8,13 +8,14 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::AppState;
 use super::error::ApiError;
+use super::refusals::Refusals;
 use crate::gossip::PeerState;
 use crate::haproxy::driver::{ApplyStatus, Driver};
 use crate::peer::Status;
@@ -28,12 +29,12 @@ pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, Ap
     let haproxy = state.haproxy.as_ref().map(Driver::status);
     Ok((
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        render(&status, haproxy.as_ref()),
+        render(&status, haproxy.as_ref(), &state.refusals),
     )
         .into_response())
 }
 
-fn render(status: &Status, haproxy: Option<&ApplyStatus>) -> String {
+fn render(status: &Status, haproxy: Option<&ApplyStatus>, refusals: &Refusals) -> String {
     let mut registry = Registry::with_prefix("aqueduct");
     let counters = &status.counters;
     let node = &status.node;
@@ -135,6 +136,19 @@ fn render(status: &Status, haproxy: Option<&ApplyStatus>) -> String {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
     registry.register("peers", "Peers known to SWIM, by state", peers);
+
+    let refused = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (refusal, count) in refusals.counts() {
+        refused
+            .get_or_create(&[("reason", refusal.label())])
+            .inc_by(count);
+    }
+    registry.register(
+        "api_requests_refused",
+        "API requests refused before any handler: no or unknown token, a read token on a write, \
+         a foreign Host or Origin, a write body not declared JSON",
+        refused,
+    );
 
     // Absent until a digest exchange has found this peer in sync: a
     // missing series, not a made-up number.

@@ -89,9 +89,11 @@ mod extract;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod guard;
 mod haproxy;
 mod mesh;
 mod metrics;
+mod refusals;
 mod registry;
 mod ui;
 
@@ -99,7 +101,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, put};
+use axum::routing::{MethodRouter, get, post, put};
 
 use crate::activity::ActivityLog;
 use crate::crdt::model::ConfigView;
@@ -107,7 +109,9 @@ use crate::haproxy::driver::Driver;
 use crate::peer::Handle;
 use error::ApiError;
 
-pub use auth::{ApiToken, InvalidToken};
+pub use auth::{ApiAccess, ApiToken, InvalidToken, PUBLIC_PATHS, Scope, scope_needed};
+pub use guard::SiteRules;
+use refusals::Refusals;
 
 /// Largest request body accepted unless [`ApiOptions`] say otherwise (1 MiB).
 pub const BODY_LIMIT_DEFAULT: usize = 1 << 20;
@@ -121,9 +125,11 @@ pub const EVENT_STREAMS_MAX: usize = 64;
 /// How the API is served.
 #[derive(Debug, Clone)]
 pub struct ApiOptions {
-    /// When set, every write (any method but GET, HEAD and OPTIONS) needs
-    /// `Authorization: Bearer <token>`; reads stay open.
-    pub token: Option<ApiToken>,
+    /// The tokens: with any, every route but [`PUBLIC_PATHS`] needs
+    /// `Authorization: Bearer <token>` of the scope it needs.
+    pub access: ApiAccess,
+    /// The `Host` and `Origin` requests may carry.
+    pub site: SiteRules,
     /// Largest request body, in bytes; larger ones are answered 413.
     pub body_limit_bytes: usize,
     /// Requests in progress at once; one more is answered 503.
@@ -138,7 +144,8 @@ pub struct ApiOptions {
 impl Default for ApiOptions {
     fn default() -> Self {
         ApiOptions {
-            token: None,
+            access: ApiAccess::default(),
+            site: SiteRules::default(),
             body_limit_bytes: BODY_LIMIT_DEFAULT,
             max_requests: MAX_REQUESTS_DEFAULT,
             haproxy: None,
@@ -156,6 +163,8 @@ struct AppState {
     activity: ActivityLog,
     /// Places for open event streams ([`EVENT_STREAMS_MAX`]).
     streams: Arc<tokio::sync::Semaphore>,
+    /// Requests refused before a handler, for `/metrics`.
+    refusals: Refusals,
 }
 
 impl AppState {
@@ -173,71 +182,93 @@ impl AppState {
     }
 }
 
+/// Every route: its path and what it answers. The router is built from
+/// this list, and the access tests enumerate it, so that no route can be
+/// added without being checked.
+fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/frontends", get(config::list_frontends)),
+        (
+            "/frontends/{key}",
+            get(config::get_frontend)
+                .put(config::put_frontend)
+                .delete(config::delete_frontend),
+        ),
+        ("/backends", get(config::list_backends)),
+        (
+            "/backends/{key}",
+            get(config::get_backend)
+                .put(config::put_backend)
+                .delete(config::delete_backend)
+                .post(config::switch_backend),
+        ),
+        ("/backends/{key}/members", get(config::list_members)),
+        (
+            "/backends/{key}/members/{host}/{port}",
+            put(config::put_member).delete(config::delete_member),
+        ),
+        ("/registrations", get(registry::list_all)),
+        ("/registrations/{name}", get(registry::list_by_name)),
+        (
+            "/registrations/{name}/{version}",
+            get(registry::list_by_version),
+        ),
+        (
+            "/registrations/{name}/{version}/{host}/{port}",
+            post(registry::register).delete(registry::deregister),
+        ),
+        ("/haproxy/config", get(haproxy::config)),
+        ("/haproxy/status", get(haproxy::status)),
+        ("/haproxy/stats", get(haproxy::stats)),
+        ("/haproxy/events", get(events::stream)),
+        ("/events", get(events::stream)),
+        ("/mesh", get(mesh::this_peer)),
+        ("/mesh/peers", get(mesh::peers)),
+        ("/health", get(mesh::health)),
+        ("/metrics", get(metrics::scrape)),
+        ("/", get(ui::root)),
+        ("/ui", get(ui::page)),
+        ("/ui/style.css", get(ui::style)),
+        ("/ui/app.js", get(ui::script)),
+    ]
+}
+
+/// The path of every route the router has, with `{parameters}` as
+/// written (for tests that must cover every route).
+pub fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(path, _)| path).collect()
+}
+
 /// The API's routes, answering through `handle`.
 pub fn router(handle: Handle, options: ApiOptions) -> Router {
+    let refusals = Refusals::default();
     let state = AppState {
         handle,
         body_limit_bytes: options.body_limit_bytes,
         haproxy: options.haproxy,
         activity: options.activity,
         streams: Arc::new(tokio::sync::Semaphore::new(EVENT_STREAMS_MAX)),
+        refusals: refusals.clone(),
     };
-    let routes = Router::new()
-        .route("/frontends", get(config::list_frontends))
-        .route(
-            "/frontends/{key}",
-            get(config::get_frontend)
-                .put(config::put_frontend)
-                .delete(config::delete_frontend),
-        )
-        .route("/backends", get(config::list_backends))
-        .route(
-            "/backends/{key}",
-            get(config::get_backend)
-                .put(config::put_backend)
-                .delete(config::delete_backend)
-                .post(config::switch_backend),
-        )
-        .route("/backends/{key}/members", get(config::list_members))
-        .route(
-            "/backends/{key}/members/{host}/{port}",
-            put(config::put_member).delete(config::delete_member),
-        )
-        .route("/registrations", get(registry::list_all))
-        .route("/registrations/{name}", get(registry::list_by_name))
-        .route(
-            "/registrations/{name}/{version}",
-            get(registry::list_by_version),
-        )
-        .route(
-            "/registrations/{name}/{version}/{host}/{port}",
-            axum::routing::post(registry::register).delete(registry::deregister),
-        )
-        .route("/haproxy/config", get(haproxy::config))
-        .route("/haproxy/status", get(haproxy::status))
-        .route("/haproxy/stats", get(haproxy::stats))
-        .route("/haproxy/events", get(events::stream))
-        .route("/events", get(events::stream))
-        .route("/mesh", get(mesh::this_peer))
-        .route("/mesh/peers", get(mesh::peers))
-        .route("/health", get(mesh::health))
-        .route("/metrics", get(metrics::scrape))
-        .route("/", get(ui::root))
-        .route("/ui", get(ui::page))
-        .route("/ui/style.css", get(ui::style))
-        .route("/ui/app.js", get(ui::script))
+    let routes = routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, route)| {
+            router.route(path, route)
+        })
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_route);
-    let routes = match options.token {
-        Some(token) => routes.layer(axum::middleware::from_fn_with_state(
-            Arc::new(token),
-            auth::require_token_for_writes,
-        )),
-        None => routes,
-    };
     let slots = Arc::new(tokio::sync::Semaphore::new(options.max_requests));
     routes
         .layer(DefaultBodyLimit::max(options.body_limit_bytes))
+        // Before any body is read: who may ask, then from where.
+        .layer(axum::middleware::from_fn_with_state(
+            (Arc::new(options.access), refusals.clone()),
+            auth::require_scope,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            (Arc::new(options.site), refusals),
+            guard::same_site,
+        ))
         // Outermost: a request over the limit costs nothing further.
         .layer(axum::middleware::from_fn_with_state(
             (slots, options.max_requests),

@@ -19,6 +19,13 @@ const STYLE: &str = include_str!("ui/style.css");
 /// Its script.
 const SCRIPT: &str = include_str!("ui/app.js");
 
+/// What the page may do: load and connect to this peer only, run no inline
+/// script, never be framed (clickjacking of the A/B switch), send no
+/// referrer and submit no form.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 /// One embedded asset with its type; browsers revalidate each time, so a
 /// new binary's page is never mixed with an old script.
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -26,6 +33,19 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+            ),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
         ],
         body,
     )

@@ -16,6 +16,7 @@ const state = {
   signatures: new Map(), // backend -> what its card was built from
   pollOk: true,
   streamOk: null,
+  needsToken: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -35,16 +36,25 @@ function el(tag, attrs, ...children) {
 
 // --- API ------------------------------------------------------------------
 
+// Every request carries the token typed into the page, if any: a peer with
+// tokens answers nothing but /health and these files without one. The token
+// lives in sessionStorage (this tab only, gone when it closes), never in a URL.
+function withToken(headers) {
+  const token = $("api-token").value.trim();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return headers;
+}
+
 async function get(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  const response = await fetch(path, { headers: withToken({ Accept: "application/json" }) });
+  if (response.status === 401) state.needsToken = true;
   if (!response.ok) throw new Error(`${path}: ${response.status}`);
+  state.needsToken = false;
   return response.json();
 }
 
 async function write(method, path, body) {
-  const headers = { "Content-Type": "application/json", Accept: "application/json" };
-  const token = $("api-token").value.trim();
-  if (token) headers.Authorization = `Bearer ${token}`;
+  const headers = withToken({ "Content-Type": "application/json", Accept: "application/json" });
   const response = await fetch(path, { method, headers, body: JSON.stringify(body) });
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(answer.error || `${response.status} ${response.statusText}`);
@@ -57,10 +67,17 @@ function showConnection() {
   const node = $("connection");
   // streamOk is null until the stream has answered or failed once.
   let value = "connecting";
-  if (!state.pollOk || state.streamOk === false) value = "disconnected";
+  if (state.needsToken) value = "token";
+  else if (!state.pollOk || state.streamOk === false) value = "disconnected";
   else if (state.streamOk) value = "connected";
   node.dataset.state = value;
-  node.textContent = value === "connected" ? "live" : value === "connecting" ? "connecting…" : "disconnected";
+  const labels = {
+    connected: "live",
+    connecting: "connecting…",
+    disconnected: "disconnected",
+    token: "this peer needs an API token",
+  };
+  node.textContent = labels[value];
 }
 
 // --- health -------------------------------------------------------------------
@@ -392,42 +409,93 @@ async function refresh() {
   showConnection();
 }
 
+// The event stream is read with fetch, not EventSource, so that it can
+// carry the token in a header. `stream` aborts the one open.
 let stream = null;
 
-function connect() {
-  stream = new EventSource("/events");
-  stream.addEventListener("open", () => {
-    state.streamOk = true;
-    showConnection();
-  });
-  stream.addEventListener("stats", (event) => {
-    state.stats = JSON.parse(event.data);
+const streamHandlers = {
+  stats(data) {
+    state.stats = JSON.parse(data);
     recordHistory(state.stats);
     renderHealth();
     drawCharts();
-  });
-  stream.addEventListener("activity", (event) => {
-    const item = JSON.parse(event.data);
+  },
+  activity(data) {
+    const item = JSON.parse(data);
     addActivity(item.type, describe(item), item.atMs);
-  });
-  stream.addEventListener("lagged", (event) => {
-    addActivity("lagged", `missed ${event.data} events`, Date.now());
-  });
-  stream.addEventListener("error", () => {
-    // The browser retries by itself only while the answers are event
-    // streams; a peer that is restarting may answer otherwise, so the page
-    // reconnects on its own.
-    state.streamOk = false;
+  },
+  lagged(data) {
+    addActivity("lagged", `missed ${data} events`, Date.now());
+  },
+};
+
+// One server-sent event ("event: x\ndata: ...\n" lines) to its handler.
+function dispatch(block) {
+  let type = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith(":")) continue;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") type = value;
+    else if (field === "data") data.push(value);
+  }
+  const handler = streamHandlers[type];
+  if (handler && data.length) handler(data.join("\n"));
+}
+
+async function connect() {
+  const controller = new AbortController();
+  stream = controller;
+  try {
+    const response = await fetch("/events", {
+      headers: withToken({ Accept: "text/event-stream" }),
+      signal: controller.signal,
+    });
+    if (response.status === 401) state.needsToken = true;
+    if (!response.ok) throw new Error(`/events: ${response.status}`);
+    state.streamOk = true;
     showConnection();
-    stream.close();
-    setTimeout(connect, 1000);
-  });
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        dispatch(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+      }
+    }
+  } catch (e) {
+    // Aborted for a new token, or the peer went away: reconnect below.
+  }
+  if (stream !== controller) return; // replaced by a newer connection
+  // A peer that is restarting answers nothing for a while: the page
+  // reconnects on its own.
+  state.streamOk = false;
+  showConnection();
+  setTimeout(() => {
+    if (stream === controller) connect();
+  }, 1000);
+}
+
+function reconnect() {
+  if (stream) stream.abort();
+  connect();
 }
 
 function start() {
   const token = $("api-token");
-  token.value = localStorage.getItem(TOKEN_KEY) || "";
-  token.addEventListener("change", () => localStorage.setItem(TOKEN_KEY, token.value.trim()));
+  token.value = sessionStorage.getItem(TOKEN_KEY) || "";
+  token.addEventListener("change", () => {
+    sessionStorage.setItem(TOKEN_KEY, token.value.trim());
+    refresh();
+    reconnect();
+  });
   $("activity-filter").addEventListener("input", () => {
     for (const item of $("activity-list").children) filterItem(item);
   });
