@@ -381,3 +381,87 @@ fn api_limits_have_defaults_come_from_the_file_and_are_range_checked() {
         assert!(error.contains(option), "{error}");
     }
 }
+
+#[test]
+fn an_api_beyond_loopback_needs_a_token_or_an_explicit_insecure_flag() {
+    let beyond = || RunArgs {
+        api: Some("0.0.0.0:10000".parse().expect("addr")),
+        ..RunArgs::default()
+    };
+    let error = beyond().resolve().expect_err("refused").to_string();
+    assert!(
+        error.contains("loopback") && error.contains("--api-insecure"),
+        "{error}"
+    );
+    let with_token = RunArgs {
+        api_token: Some("a-token".into()),
+        ..beyond()
+    };
+    assert!(with_token.resolve().is_ok());
+    let insecure = RunArgs {
+        api_insecure: true,
+        ..beyond()
+    };
+    assert!(insecure.resolve().expect("resolves").api_insecure);
+}
+
+#[test]
+fn a_token_file_gives_its_first_line_and_cannot_be_combined_with_the_flag() {
+    let dir = TempDir::new("token-file");
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-the-file\n").expect("writes");
+    let args = RunArgs {
+        api_token_file: Some(file.clone()),
+        ..RunArgs::default()
+    };
+    let options = args.resolve().expect("resolves");
+    let token = options.api_access.write.expect("a write token");
+    assert_eq!(token.expose(), "from-the-file");
+    let both = RunArgs {
+        api_token: Some("from-the-flag".into()),
+        api_token_file: Some(file),
+        ..RunArgs::default()
+    };
+    let error = both.resolve().expect_err("refused").to_string();
+    assert!(error.contains("not both"), "{error}");
+    let missing = RunArgs {
+        api_token_file: Some(dir.path().join("nothing-here")),
+        ..RunArgs::default()
+    };
+    let error = missing.resolve().expect_err("refused").to_string();
+    assert!(error.contains("cannot read"), "{error}");
+}
+
+#[test]
+fn a_read_token_alone_is_refused() {
+    let args = RunArgs {
+        api_read_token: Some("reader".into()),
+        ..RunArgs::default()
+    };
+    let error = args.resolve().expect_err("refused").to_string();
+    assert!(error.contains("write token"), "{error}");
+}
+
+#[test]
+fn allowed_hosts_and_origins_are_validated() {
+    let args = RunArgs {
+        api_allowed_hosts: vec!["LB-1.Internal".into(), "10.0.0.5".into()],
+        api_allowed_origins: vec!["https://Ops.example.com/".into()],
+        ..RunArgs::default()
+    };
+    let site = args.resolve().expect("resolves").api_site;
+    assert_eq!(site.allowed_hosts, ["lb-1.internal", "10.0.0.5"]);
+    assert_eq!(site.allowed_origins, ["https://ops.example.com"]);
+    for (hosts, origins) in [
+        (vec!["lb-1:10000".to_owned()], vec![]),
+        (vec![], vec!["ops.example.com".to_owned()]),
+        (vec![], vec!["https://ops.example.com/path".to_owned()]),
+    ] {
+        let args = RunArgs {
+            api_allowed_hosts: hosts,
+            api_allowed_origins: origins,
+            ..RunArgs::default()
+        };
+        assert!(args.resolve().is_err());
+    }
+}

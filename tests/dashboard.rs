@@ -229,17 +229,17 @@ fn setup_with(label: &str, extra: &[&str]) -> Setup {
         spec.extra.extend(extra.iter().map(|s| s.to_string()));
         spec.start()
     };
-    let first = start("first", &[]);
-    let second = start("second", &[&first]);
-    support::wait_for_mesh(&[&first, &second]);
     let token = extra
         .iter()
         .position(|s| *s == "--api-token")
         .map(|i| extra[i + 1]);
-    let first = match token {
-        Some(token) => first.with_token(token),
-        None => first,
+    let with_token = |peer: Peer| match token {
+        Some(token) => peer.with_token(token),
+        None => peer,
     };
+    let first = with_token(start("first", &[]));
+    let second = with_token(start("second", &[&first]));
+    support::wait_for_mesh(&[&first, &second]);
 
     let web: Vec<TestServer> = (0..2)
         .map(|i| TestServer::start(&format!("web#{i}")))
@@ -599,14 +599,33 @@ fn the_charts_draw_each_frontend_and_backend_from_the_stream() {
 }
 
 #[test]
-fn a_switch_on_a_token_protected_peer_needs_the_token_and_shows_the_refusal() {
+fn a_token_protected_peer_shows_nothing_until_the_token_is_typed_and_the_read_token_cannot_switch()
+{
     let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
-    let setup = setup_with("dashboard-token", &["--api-token", "s3cret-token"]);
+    let setup = setup_with(
+        "dashboard-token",
+        &[
+            "--api-token",
+            "s3cret-token",
+            "--api-read-token",
+            "r3ad-token",
+        ],
+    );
     let browser = Browser::open(&setup.second.url("/ui"));
+    eventually("the page to ask for a token", || {
+        (browser.attribute("#connection", "data-state").as_deref() == Some("token")).then_some(())
+    });
+    assert!(
+        !browser.has("[data-backend=\"live\"]"),
+        "the page showed the configuration without a token"
+    );
+
+    // The read token shows everything, the event stream included.
+    browser.type_into("#api-token", "r3ad-token");
+    wait_until_live(&browser);
+    wait_for_version_offer(&browser);
     let selector = VERSION_SELECT;
     let error = "[data-switch-error=\"live\"]";
-    wait_for_version_offer(&browser);
-
     browser.select(selector, "2.0.0");
     eventually("the refusal on the page", || {
         let text = browser.text(error)?;
@@ -626,4 +645,9 @@ fn a_switch_on_a_token_protected_peer_needs_the_token_and_shows_the_refusal() {
     eventually("live to follow 2.0.0", || {
         (setup.first.get("/backends/live").1["version"] == "2.0.0").then_some(())
     });
+    assert_eq!(
+        browser.script("return localStorage.length"),
+        json!(0),
+        "the token is kept for this tab only (sessionStorage)"
+    );
 }

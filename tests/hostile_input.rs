@@ -19,7 +19,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use support::http::{TestServer, fetch, raw_request};
+use support::http::{TestServer, fetch, raw_request_with};
 use support::{Cluster, Peer, eventually, ok, wait_for_convergence, wait_for_mesh};
 
 /// The port of the frontend set up before the table.
@@ -46,6 +46,8 @@ struct Case {
     /// The request target, sent as is.
     target: String,
     content_type: Option<&'static str>,
+    /// Further headers (`Origin`, `Host`).
+    headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
     /// The status the peer must answer.
     status: u16,
@@ -89,10 +91,17 @@ impl Case {
             method,
             target: target.into(),
             content_type,
+            headers: Vec::new(),
             body: body.into(),
             status,
             says,
         }
+    }
+
+    /// This case with one more header.
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Case {
+        self.headers.push((name, value.into()));
+        self
     }
 }
 
@@ -828,36 +837,36 @@ fn body_cases() -> Vec<Case> {
             "a form as text/plain",
             Some("text/plain"),
             form,
-            400,
-            "not valid JSON",
+            415,
+            "application/json",
         ),
         raw_put(
             "a form as a form",
             Some("application/x-www-form-urlencoded"),
             form,
-            400,
-            "not valid JSON",
+            415,
+            "application/json",
         ),
         raw_put(
             "a form without content type",
             None,
             form,
-            400,
-            "not valid JSON",
+            415,
+            "application/json",
         ),
         raw_put(
             "multipart form data",
             Some("multipart/form-data; boundary=x"),
             multipart,
-            400,
-            "not valid JSON",
+            415,
+            "application/json",
         ),
         raw_put(
             "XML",
             Some("application/xml"),
             "<frontend bind=\"*:18101\"/>",
-            400,
-            "not valid JSON",
+            415,
+            "application/json",
         ),
         raw_put(
             "truncated JSON",
@@ -1415,10 +1424,110 @@ fn cases() -> Vec<Case> {
         key_cases(),
         method_cases(),
         meaning_cases(),
+        cross_site_cases(),
     ]
     .into_iter()
     .flatten()
     .collect()
+}
+
+/// What a web page an operator visits could send (cross-site writes: a
+/// browser sends a `text/plain` or form POST without asking first) and a
+/// DNS-rebinding page (its own host name pointed at the peer).
+fn cross_site_cases() -> Vec<Case> {
+    let register = "/registrations/shop/2.0.0/203.0.113.9/80";
+    let meta = r#"{"secondsToExpire": 86400}"#;
+    vec![
+        Case::raw(
+            "a cross-site text/plain registration",
+            "POST",
+            register,
+            Some("text/plain"),
+            meta,
+            403,
+            "Origin",
+        )
+        .header("Origin", "http://evil.example"),
+        Case::raw(
+            "a cross-site form A/B switch",
+            "POST",
+            "/backends/live",
+            Some("application/x-www-form-urlencoded"),
+            "version=2.0.0",
+            403,
+            "Origin",
+        )
+        .header("Origin", "http://evil.example"),
+        Case::raw(
+            "a text/plain registration (no Origin: a page that hides it)",
+            "POST",
+            register,
+            Some("text/plain"),
+            meta,
+            415,
+            "application/json",
+        ),
+        Case::raw(
+            "a cross-site JSON registration",
+            "POST",
+            register,
+            Some("application/json"),
+            meta,
+            403,
+            "Origin",
+        )
+        .header("Origin", "http://evil.example"),
+        Case::raw(
+            "a cross-site JSON switch from a null origin",
+            "POST",
+            "/backends/live",
+            Some("application/json"),
+            r#"{"version": "2.0.0", "force": true}"#,
+            403,
+            "Origin",
+        )
+        .header("Origin", "null"),
+        Case::raw(
+            "a write from another port of the same host",
+            "PUT",
+            "/backends/other",
+            Some("application/json"),
+            r#"{"type": "static"}"#,
+            403,
+            "Origin",
+        )
+        .header("Origin", "http://127.0.0.1:1"),
+        Case::raw(
+            "a rebinding page's registration",
+            "POST",
+            register,
+            Some("application/json"),
+            meta,
+            403,
+            "Host",
+        )
+        .header("Host", "rebound.evil.example"),
+        Case::raw(
+            "a rebinding page's read",
+            "GET",
+            "/backends",
+            None,
+            "",
+            403,
+            "Host",
+        )
+        .header("Host", "rebound.evil.example:10000"),
+        Case::raw(
+            "a Host with a path",
+            "GET",
+            "/backends",
+            None,
+            "",
+            403,
+            "Host",
+        )
+        .header("Host", "evil.example/127.0.0.1"),
+    ]
 }
 
 /// What a hostile request must not change on a peer.
@@ -1559,13 +1668,15 @@ fn every_hostile_input_is_refused_clearly_and_changes_nothing_on_either_peer() {
     for (index, case) in cases.iter().enumerate() {
         // Alternate peers, so that both APIs take hostile input.
         let peer = if index % 2 == 0 { &a } else { &b };
-        let answer = raw_request(
-            peer.api,
-            case.method,
-            &case.target,
-            case.content_type,
-            &case.body,
-        );
+        let mut headers: Vec<(&str, &str)> = case
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        if let Some(content_type) = case.content_type {
+            headers.push(("Content-Type", content_type));
+        }
+        let answer = raw_request_with(peer.api, case.method, &case.target, &headers, &case.body);
         let verdict = match &answer {
             Ok((status, body)) => {
                 *by_status.entry(*status).or_default() += 1;

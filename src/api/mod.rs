@@ -40,9 +40,24 @@
 //!   write; `lastKnown` is the last renewal in the replicated state, up to
 //!   15 s plus one heartbeat interval behind the last heartbeat.
 //! - An empty request body counts as `{}`, so a heartbeat needs no body and
-//!   a forgotten one is answered with the first missing field. The
-//!   `Content-Type` is not checked (`curl -d` sends a form type): a body
-//!   that is not JSON is a 400 saying so, whatever its type claims.
+//!   a forgotten one is answered with the first missing field. **A write
+//!   with a body must declare it `Content-Type: application/json`** (the
+//!   original clients do; `curl -d` needs `-H 'content-type:
+//!   application/json'`): anything else is a 415, since a `text/plain` or
+//!   form body is what a web page can send cross-site without asking.
+//! - **Access** (`auth`): with no token configured every route is open, and
+//!   the peer refuses to listen beyond loopback so unless `--api-insecure`
+//!   is given. With a token, every route but `/health` and the dashboard's
+//!   files needs one: the read token (`--api-read-token`) for `GET`,
+//!   `HEAD` and `OPTIONS`, the write token for anything (401 without a
+//!   token, 403 for the read token on a write).
+//! - **Cross-site requests** (`guard`): a `Host` that names none of the
+//!   API's addresses (nor `localhost` on loopback, nor a name of
+//!   `--api-allowed-hosts`) is a 403 — a DNS-rebinding page cannot reach a
+//!   loopback API; an `Origin` other than the API's own (same host and
+//!   port as the `Host`) or one of `--api-allowed-origins` is a 403.
+//! - `/haproxy/config` shows the configuration with the stats page's
+//!   password `<redacted>`.
 //! - **A body is one JSON object, with no key given twice** at any depth
 //!   (also inside a heartbeat's `meta`, where the last value would
 //!   otherwise win silently); unknown fields are refused. Error answers

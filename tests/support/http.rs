@@ -128,16 +128,39 @@ pub fn raw_request(
     content_type: Option<&str>,
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|content_type| ("Content-Type", content_type))
+        .into_iter()
+        .collect();
+    raw_request_with(addr, method, target, &headers, body)
+}
+
+/// [`raw_request`] with any headers; `Host` is the address unless
+/// `headers` give one.
+pub fn raw_request_with(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+    let mut head = format!("{method} {target} HTTP/1.1\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    head.push_str(&format!(
+        "Connection: close\r\nContent-Length: {}\r\n",
         body.len()
-    );
-    if let Some(content_type) = content_type {
-        head.push_str(&format!("Content-Type: {content_type}\r\n"));
+    ));
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     let mut writer = stream.try_clone()?;

@@ -625,8 +625,23 @@ impl Sidecar {
     /// Starts one for `instance` (`NAME@VERSION:HOST:PORT`) on `apis`, with
     /// `extra` options; returns it and its first line ("registered ...").
     pub fn start(apis: &[String], instance: &str, extra: &[&str]) -> (Sidecar, String) {
+        Sidecar::start_with_env(apis, instance, extra, &[])
+    }
+
+    /// [`Sidecar::start`] with these environment variables set (and
+    /// `AQUEDUCT_API_TOKEN*` unset unless given).
+    pub fn start_with_env(
+        apis: &[String],
+        instance: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Sidecar, String) {
         let mut command = Command::new(binary());
-        command.arg("register");
+        command
+            .env_remove("AQUEDUCT_API_TOKEN")
+            .env_remove("AQUEDUCT_API_TOKEN_FILE")
+            .envs(env.iter().copied())
+            .arg("register");
         for api in apis {
             command.args(["--api", api]);
         }
