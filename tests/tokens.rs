@@ -35,10 +35,44 @@ fn guarded_peer(cluster: &Cluster) -> Peer {
     spec.start().with_token(WRITE_TOKEN)
 }
 
-fn token_file(cluster: &Cluster) -> String {
-    let path = cluster.dir.path().join("client-token");
-    std::fs::write(&path, format!("{WRITE_TOKEN}\n")).expect("client token file");
-    path.display().to_string()
+/// One way a client may be given the write token.
+struct TokenWay {
+    name: &'static str,
+    args: Vec<String>,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+/// The three ways: a flag, a file (written under `cluster`), the
+/// environment.
+fn token_ways(cluster: &Cluster) -> [TokenWay; 3] {
+    let file = cluster.dir.path().join("client-token");
+    std::fs::write(&file, format!("{WRITE_TOKEN}\n")).expect("client token file");
+    [
+        TokenWay {
+            name: "flag",
+            args: vec!["--token".into(), WRITE_TOKEN.into()],
+            env: vec![],
+        },
+        TokenWay {
+            name: "file",
+            args: vec!["--token-file".into(), file.display().to_string()],
+            env: vec![],
+        },
+        TokenWay {
+            name: "environment",
+            args: vec![],
+            env: vec![("AQUEDUCT_API_TOKEN", WRITE_TOKEN)],
+        },
+    ]
+}
+
+impl TokenWay {
+    /// The way's arguments followed by `more`.
+    fn args_with<'a>(&'a self, more: &[&'a str]) -> Vec<&'a str> {
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        args.extend(more);
+        args
+    }
 }
 
 #[test]
@@ -94,20 +128,11 @@ fn tokens_from_files_show_neither_in_ps_nor_in_the_log() {
 fn the_sidecar_registers_with_a_token_from_a_flag_a_file_or_the_environment() {
     let cluster = Cluster::new("tokens-register");
     let peer = guarded_peer(&cluster);
-    let file = token_file(&cluster);
-    let ways: [(&str, Vec<&str>, Vec<(&str, &str)>); 3] = [
-        ("flag", vec!["--token", WRITE_TOKEN], vec![]),
-        ("file", vec!["--token-file", &file], vec![]),
-        (
-            "environment",
-            vec![],
-            vec![("AQUEDUCT_API_TOKEN", WRITE_TOKEN)],
-        ),
-    ];
-    for (way, args, env) in ways {
-        let mut extra = vec!["--ttl", "5"];
-        extra.extend(args);
-        let (mut sidecar, line) = Sidecar::start_with_env(&[peer.url("")], INSTANCE, &extra, &env);
+    for way in token_ways(&cluster) {
+        let extra = way.args_with(&["--ttl", "5"]);
+        let (mut sidecar, line) =
+            Sidecar::start_with_env(&[peer.url("")], INSTANCE, &extra, &way.env);
+        let way = way.name;
         assert!(line.starts_with("registered"), "{way}: {line}");
         let (_, listed) = peer.get("/registrations/shop/1.0.0");
         assert_eq!(listed.as_array().map(Vec::len), Some(1), "{way}: {listed}");
@@ -160,25 +185,13 @@ fn ctl(peer: &Peer, args: &[&str], env: &[(&str, &str)]) -> (bool, String, Strin
 fn ctl_reads_and_writes_with_a_token_from_a_flag_a_file_or_the_environment() {
     let cluster = Cluster::new("tokens-ctl");
     let peer = guarded_peer(&cluster);
-    let file = token_file(&cluster);
-    let ways: [(&str, Vec<&str>, Vec<(&str, &str)>); 3] = [
-        ("flag", vec!["--token", WRITE_TOKEN], vec![]),
-        ("file", vec!["--token-file", &file], vec![]),
-        (
-            "environment",
-            vec![],
-            vec![("AQUEDUCT_API_TOKEN", WRITE_TOKEN)],
-        ),
-    ];
-    for (way, token, env) in ways {
-        let key = format!("by-{way}");
-        let mut args = token.clone();
-        args.extend(["switch", "nothing", "--version", "1.0.0"]);
+    for way in token_ways(&cluster) {
+        let (name, env) = (way.name, &way.env);
         // A write the API refuses for what it is, not for the token.
-        let (ok, _, stderr) = ctl(&peer, &args, &env);
-        assert!(!ok && stderr.contains("404"), "{way}: {stderr}");
-        let mut args = token.clone();
-        args.extend([
+        let args = way.args_with(&["switch", "nothing", "--version", "1.0.0"]);
+        let (ok, _, stderr) = ctl(&peer, &args, env);
+        assert!(!ok && stderr.contains("404"), "{name}: {stderr}");
+        let args = way.args_with(&[
             "registrations",
             "register",
             "shop",
@@ -186,13 +199,12 @@ fn ctl_reads_and_writes_with_a_token_from_a_flag_a_file_or_the_environment() {
             "10.0.0.9",
             "80",
         ]);
-        let (ok, _, stderr) = ctl(&peer, &args, &env);
-        assert!(ok, "{way}: {stderr}");
-        let mut args = token.clone();
-        args.extend(["--json", "backends", "list"]);
-        let (ok, stdout, stderr) = ctl(&peer, &args, &env);
-        assert!(ok, "{way} ({key}): {stderr}");
-        assert!(stdout.trim_start().starts_with('['), "{way}: {stdout}");
+        let (ok, _, stderr) = ctl(&peer, &args, env);
+        assert!(ok, "{name}: {stderr}");
+        let args = way.args_with(&["--json", "backends", "list"]);
+        let (ok, stdout, stderr) = ctl(&peer, &args, env);
+        assert!(ok, "{name}: {stderr}");
+        assert!(stdout.trim_start().starts_with('['), "{name}: {stdout}");
     }
     let (ok, _, stderr) = ctl(&peer, &["backends", "list"], &[]);
     assert!(!ok && stderr.contains("401"), "without a token: {stderr}");
