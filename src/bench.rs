@@ -601,11 +601,9 @@ async fn serve_bench_backend(
 async fn applied_everything(http: &reqwest::Client, url: &str) -> Result<(), BenchError> {
     let deadline = Instant::now() + WAIT_LIMIT;
     loop {
-        let rendered = http
-            .get(format!("{url}/haproxy/config"))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status);
+        let config = format!("{url}/haproxy/config");
+        let rendered =
+            crate::client::exchange(http, reqwest::Method::GET, &config, None, None).await;
         let hash = match rendered {
             Ok(response) => response
                 .text()
@@ -1023,11 +1021,9 @@ impl HeartbeatLoad {
 async fn gossip_sent(http: &reqwest::Client, urls: &[String]) -> Result<(u64, u64), BenchError> {
     let mut totals = (0, 0);
     for url in urls {
-        let text = http
-            .get(format!("{url}/metrics"))
-            .send()
+        let metrics = format!("{url}/metrics");
+        let text = crate::client::exchange(http, reqwest::Method::GET, &metrics, None, None)
             .await
-            .and_then(reqwest::Response::error_for_status)
             .map_err(|e| BenchError::Run(format!("{url}/metrics: {e}")))?
             .text()
             .await
@@ -1324,15 +1320,13 @@ async fn flood(
 
 /// `GET url` as JSON; any failure is a run error naming the URL.
 async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, BenchError> {
-    let fail = |e: reqwest::Error| BenchError::Run(format!("{url}: {e}"));
-    http.get(url)
-        .send()
+    let fail = |e: String| BenchError::Run(format!("{url}: {e}"));
+    crate::client::exchange(http, reqwest::Method::GET, url, None, None)
         .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(fail)?
+        .map_err(|e| fail(e.to_string()))?
         .json()
         .await
-        .map_err(fail)
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// Polls until every peer in `urls` reports the same digest; returns when

@@ -159,35 +159,48 @@ impl ApiClient {
         body: Option<&Value>,
     ) -> Result<reqwest::Response, ClientError> {
         let url = self.url(segments)?;
-        let mut request = self.http.request(method, url.clone());
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose());
-        }
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        let message = match (&value["error"], &value["details"]) {
-            (Value::String(error), Value::Null) => error.clone(),
-            (Value::String(error), details)
-                if details.as_object().is_some_and(|d| d.is_empty()) =>
-            {
-                error.clone()
-            }
-            (Value::String(error), details) => format!("{error} {details}"),
-            _ => status.to_string(),
-        };
-        Err(ClientError::Api {
-            status: status.as_u16(),
-            message,
-        })
+        exchange(&self.http, method, url.as_str(), self.token.as_ref(), body).await
     }
+}
+
+/// Sends one request to `url` (with `token` and a JSON `body`, if any) and
+/// returns the successful response, or the API's error answer as
+/// [`ClientError::Api`]. [`ApiClient`] sends through this; so do the
+/// benchmarks and the demo, which address many peers by URL with one
+/// connection pool.
+pub async fn exchange(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&ApiToken>,
+    body: Option<&Value>,
+) -> Result<reqwest::Response, ClientError> {
+    let mut request = http.request(method, url);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token.expose());
+    }
+    let response = request.send().await.map_err(|e| ClientError::Unreachable {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let value: Value = response.json().await.unwrap_or(Value::Null);
+    let message = match (&value["error"], &value["details"]) {
+        (Value::String(error), Value::Null) => error.clone(),
+        (Value::String(error), details) if details.as_object().is_some_and(|d| d.is_empty()) => {
+            error.clone()
+        }
+        (Value::String(error), details) => format!("{error} {details}"),
+        _ => status.to_string(),
+    };
+    Err(ClientError::Api {
+        status: status.as_u16(),
+        message,
+    })
 }

@@ -132,12 +132,10 @@ async fn serve(
         send(&http, method.clone(), url, body).await?;
     }
     wait_until_everywhere(&http, peers).await?;
-    let managed = http
-        .get(format!("{first}/haproxy/status"))
-        .send()
+    let status = format!("{first}/haproxy/status");
+    let managed = crate::client::exchange(&http, reqwest::Method::GET, &status, None, None)
         .await
-        .ok()
-        .and_then(|r| r.error_for_status().ok());
+        .ok();
     let managed = match managed {
         Some(r) => r
             .json::<Value>()

@@ -308,25 +308,17 @@ async fn stop(peer: &mut LocalPeer) {
     }
 }
 
-/// Sends `body` as JSON to `url` with `method`; an answer other than 2xx is
-/// an error carrying the status and the API's error body.
+/// Sends `body` as JSON to `url` with `method` (to a peer of a local mesh,
+/// which has no token); an answer other than 2xx is an error carrying the
+/// status and the API's error.
 pub async fn send_json(
     http: &reqwest::Client,
     method: reqwest::Method,
     url: &str,
     body: &serde_json::Value,
 ) -> Result<(), String> {
-    let response = http
-        .request(method, url)
-        .json(body)
-        .send()
+    crate::client::exchange(http, method, url, None, Some(body))
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        Err(format!("{url}: {status} {text}"))
-    }
+        .map(drop)
+        .map_err(|e| format!("{url}: {e}"))
 }

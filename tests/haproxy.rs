@@ -562,7 +562,7 @@ fn haproxys_own_stats_page_listens_where_configured_behind_basic_auth() {
     ]
     .map(String::from)
     .to_vec();
-    let _peer = spec.start();
+    let peer = spec.start();
     let client = reqwest::blocking::Client::new();
     let url = format!("http://{page}/");
 
@@ -578,4 +578,15 @@ fn haproxys_own_stats_page_listens_where_configured_behind_basic_auth() {
     assert_eq!(status, 200);
     let anonymous = client.get(&url).send().expect("answer").status().as_u16();
     assert_eq!(anonymous, 401);
+    let shown = peer.haproxy_config().expect("the rendered configuration");
+    assert!(shown.contains("stats auth <redacted>"), "{shown}");
+    assert!(
+        !shown.contains("s3cret"),
+        "the API shows the stats password"
+    );
+    // The applied hash is of the text as shown, so clients can still
+    // compare the two.
+    eventually("the peer to confirm what it runs", || {
+        peer.runs_what_it_rendered().then_some(())
+    });
 }

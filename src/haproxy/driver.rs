@@ -83,7 +83,8 @@ pub struct ApplyStatus {
     pub running: bool,
     /// Its process id.
     pub pid: Option<u32>,
-    /// xxh3 of the configuration HAProxy runs (hex).
+    /// xxh3 of the configuration HAProxy runs, as `/haproxy/config` shows
+    /// it (secrets redacted; hex).
     pub applied_hash: Option<String>,
     /// Wall-clock ms of the last change applied (either way).
     pub applied_at_ms: Option<u64>,
@@ -714,7 +715,11 @@ impl DriverTask {
     }
 
     fn record_applied(&self, text: &str, how: &'static str, changes: usize) {
-        let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+        // Of the text `/haproxy/config` shows (secrets redacted), so that
+        // clients can compare the two and nobody can test guesses of a
+        // secret against it.
+        let shown = crate::haproxy::render::redacted(text);
+        let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(shown.as_bytes()));
         let servers = self.active.as_ref().map_or(0, Rendered::server_count);
         // An error stays visible while a structure is held back.
         let clear_error = self.quarantine.is_none();

@@ -517,3 +517,43 @@ fn operation_keyword(operation: RuleOperation) -> &'static str {
         RuleOperation::HdrReg => "hdr_reg",
     }
 }
+
+/// What [`redacted`] puts in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// `text` (a rendered configuration) with every secret the peer itself put
+/// in it replaced by [`REDACTED`]: the stats page's `stats auth
+/// USER:PASSWORD`. What `/haproxy/config` shows, and what the applied hash
+/// covers, so that neither hands out the password nor a way to guess it
+/// offline. (Lines a writer put in `natives` are the writer's own.)
+pub fn redacted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_start();
+        let indent = &line[..line.len() - body.len()];
+        let mut words = body.split_whitespace();
+        if words.next() == Some("stats") && words.next() == Some("auth") {
+            out.push_str(indent);
+            out.push_str("stats auth ");
+            out.push_str(REDACTED);
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_stats_password_is_redacted_and_nothing_else_changes() {
+        let text = "global\n    maxconn 10\n\nlisten stats\n    stats auth admin:hunter2\n    stats uri /\n";
+        assert_eq!(
+            super::redacted(text),
+            "global\n    maxconn 10\n\nlisten stats\n    stats auth <redacted>\n    stats uri /\n"
+        );
+    }
+}
