@@ -129,16 +129,6 @@ impl ApiClient {
         self.send(reqwest::Method::GET, segments, None).await
     }
 
-    /// `GET` of a text answer (`/metrics`, `/haproxy/config`).
-    pub async fn get_text(&self, segments: &[&str]) -> Result<String, ClientError> {
-        let response = self.answer(reqwest::Method::GET, segments, None).await?;
-        let url = response.url().to_string();
-        response.text().await.map_err(|e| ClientError::Unreachable {
-            url,
-            reason: e.to_string(),
-        })
-    }
-
     /// Any request with an optional JSON body; the answer's JSON (`null`
     /// when it has none).
     pub async fn send(
