@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::api::{ApiAccess, ApiToken, SiteRules};
 use crate::certs::NodeName;
-use crate::crdt::model::{CfgWord, InvalidValue, LogTarget};
+use crate::crdt::model::{CfgWord, InvalidValue, LogTarget, NativesPolicy};
 
 /// The API port of the original Aqueduct, kept so that existing scripts
 /// keep working.
@@ -136,6 +136,13 @@ pub struct RunArgs {
     /// next start takes it over without a gap; the default) or `stop` it.
     #[arg(long, env = "AQUEDUCT_HAPROXY_ON_EXIT", value_enum)]
     pub haproxy_on_exit: Option<OnExit>,
+    /// Which `natives` lines API writes may hold and HAProxy gets:
+    /// `restricted` (the allow-list of docs/natives.md; the default) or
+    /// `unrestricted` (any line that opens no section: lines that read
+    /// files, open sockets or run programs included; logged at every
+    /// start). Set on the peer only, never through the API.
+    #[arg(long, env = "AQUEDUCT_NATIVES")]
+    pub natives: Option<NativesPolicy>,
     /// A TOML file with the same options (keys as the flags, with `_`).
     #[arg(long, env = "AQUEDUCT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -176,6 +183,7 @@ struct FileOptions {
     haproxy_stats_auth: Option<String>,
     stats_interval: Option<u64>,
     haproxy_on_exit: Option<OnExit>,
+    natives: Option<String>,
 }
 
 /// What a peer's stop (SIGTERM, SIGINT) does to its HAProxy.
@@ -358,6 +366,8 @@ pub struct HaproxyOptions {
     pub stats_interval: Duration,
     /// What the peer's stop does to HAProxy.
     pub on_exit: OnExit,
+    /// Which `natives` lines are taken and rendered.
+    pub natives: NativesPolicy,
 }
 
 /// Why the options are unusable.
@@ -553,6 +563,14 @@ impl RunArgs {
                 .haproxy_on_exit
                 .or(file.haproxy_on_exit)
                 .unwrap_or_default(),
+            natives: match (self.natives, file.natives) {
+                (Some(policy), _) => policy,
+                (None, Some(text)) => text.parse().map_err(|reason| ConfigError::Invalid {
+                    option: "natives",
+                    reason,
+                })?,
+                (None, None) => NativesPolicy::default(),
+            },
         };
         let api_max_requests = in_range_usize(
             "api-max-requests",

@@ -465,3 +465,37 @@ fn allowed_hosts_and_origins_are_validated() {
         assert!(args.resolve().is_err());
     }
 }
+
+#[test]
+fn natives_are_restricted_unless_the_file_or_a_flag_says_unrestricted() {
+    use aqueduct::crdt::model::NativesPolicy;
+    let natives = |args: RunArgs| args.resolve().map(|o| o.haproxy_options.natives);
+    assert_eq!(
+        natives(RunArgs::default()).ok(),
+        Some(NativesPolicy::Restricted)
+    );
+    let dir = TempDir::new("natives");
+    let file = dir.path().join("aqueduct.toml");
+    std::fs::write(&file, "natives = \"unrestricted\"\n").expect("writes");
+    let from_file = RunArgs {
+        config: Some(file.clone()),
+        ..RunArgs::default()
+    };
+    assert_eq!(natives(from_file).ok(), Some(NativesPolicy::Unrestricted));
+    let flag_over_file = RunArgs {
+        config: Some(file.clone()),
+        natives: Some(NativesPolicy::Restricted),
+        ..RunArgs::default()
+    };
+    assert_eq!(
+        natives(flag_over_file).ok(),
+        Some(NativesPolicy::Restricted)
+    );
+    std::fs::write(&file, "natives = \"open\"\n").expect("writes");
+    let error = natives(RunArgs {
+        config: Some(file),
+        ..RunArgs::default()
+    })
+    .expect_err("an unknown value is refused");
+    assert!(error.to_string().contains("natives"), "{error}");
+}

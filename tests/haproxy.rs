@@ -230,7 +230,7 @@ fn no_request_fails_during_50_reloads_and_200_member_changes() {
 }
 
 #[test]
-fn a_bad_natives_line_is_refused_with_haproxys_message_and_changes_nothing() {
+fn a_natives_line_haproxy_refuses_is_a_400_naming_the_line_and_changes_nothing() {
     let cluster = Cluster::new("haproxy-refused");
     let peer = cluster.start_with_haproxy("peer-a", &[]);
     let server = TestServer::start("only");
@@ -245,15 +245,18 @@ fn a_bad_natives_line_is_refused_with_haproxys_message_and_changes_nothing() {
 
     let (status, body) = peer.put(
         "/backends/broken",
-        json!({"type": "static", "natives": ["bogus-keyword on"]}),
+        json!({"type": "static", "natives": ["timeout server bogus"]}),
     );
 
     assert_eq!(status, 400, "{body}");
-    let message = body["details"]["haproxy"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("unknown keyword 'bogus-keyword'"),
+    // The writer's own line, not HAProxy's words (which quote what HAProxy
+    // read); those are in the peer's log.
+    assert_eq!(
+        body["details"]["lines"],
+        json!(["timeout server bogus"]),
         "{body}"
     );
+    assert!(!body.to_string().contains("ALERT"), "{body}");
     assert_eq!(peer.get("/backends/broken").0, 404);
     let after = reqwest::blocking::get(peer.url("/haproxy/config"))
         .expect("config")

@@ -15,8 +15,12 @@ use aqueduct::crdt::model::{
     Backend, BackendType, Balance, Binds, CfgWord, ConfigView, Frontend, Health, Host, Keepalive,
     Member, MemberState, Mode, Name, NativeLine, Port, Weight,
 };
+use aqueduct::crdt::model::{NativesPolicy, Section};
 use aqueduct::crdt::{Replica, ReplicaId};
-use aqueduct::haproxy::render::{Change, Plan, Rendered, Settings, StatsListener, plan, render};
+use aqueduct::haproxy::render::{
+    Change, Plan, Rendered, Settings, StatsListener, left_out_natives, lines_in_section, plan,
+    render,
+};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::Value;
@@ -391,11 +395,15 @@ fn a_directive_in_natives_held_from_an_older_release_is_commented_out() {
     view.frontends.insert(name("web"), web);
     let text = rendered(&view).text();
     assert!(
-        text.contains("# left out, a configuration directive"),
+        text.contains(
+            r#"# left out, ".if" is not allowed in a backend (a configuration directive"#
+        ),
         "{text}"
     );
     assert!(
-        text.contains("# left out, a configuration directive"),
+        text.contains(
+            r#"# left out, ".endif" is not allowed in a frontend (a configuration directive"#
+        ),
         "{text}"
     );
     let file = std::env::temp_dir().join(format!("aqueduct-render-dot-{}.cfg", std::process::id()));
@@ -413,9 +421,110 @@ fn a_section_keyword_added_in_2_1_decodes_but_is_commented_out() {
     app.natives = vec![line].try_into().unwrap();
     let text = rendered(&view_with_app(app)).text();
     assert!(
-        text.contains("# left out, a line that opens a new section: log-forward sneaky"),
+        text.contains(
+            r#"# left out, "log-forward" is not allowed in a backend (opens a new section): log-forward sneaky"#
+        ),
         "{text}"
     );
+}
+
+/// Lines an older release took, which the allow-list refuses: each reads a
+/// file, opens a listener or hides a word in quotes.
+const REFUSED_STORED_LINES: [&str; 4] = [
+    "filter spoe engine x config /etc/shadow",
+    "http-request return status 200 content-type text/plain file /etc/passwd",
+    "b\"in\"d 127.0.0.1:1",
+    "acl x src -f /etc/passwd",
+];
+
+fn natives(lines: &[&str]) -> aqueduct::crdt::model::Natives {
+    lines
+        .iter()
+        .map(|line| NativeLine::new(line).expect("decodes as in 2.0 and 2.1"))
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap()
+}
+
+#[test]
+fn a_stored_natives_line_the_allow_list_refuses_is_a_comment_and_haproxy_loads_the_rest() {
+    let mut app = static_backend(&[("10.0.0.1", 80, ready())]);
+    app.natives = natives(&REFUSED_STORED_LINES);
+    let mut view = view_with_app(app);
+    view.frontends.get_mut(&name("web")).unwrap().natives = natives(&[
+        REFUSED_STORED_LINES[1],
+        "http-response set-header X-Test yes",
+    ]);
+
+    let text = rendered(&view).text();
+
+    assert!(
+        text.contains(
+            "    # left out, \"filter\" is not allowed in a backend (loads a filter, which reads a \
+             configuration file): filter spoe engine x config /etc/shadow\n"
+        ),
+        "{text}"
+    );
+    for line in REFUSED_STORED_LINES {
+        assert!(
+            !text.contains(&format!("    {line}\n")),
+            "{line:?} rendered:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("\n    http-response set-header X-Test yes\n"),
+        "{text}"
+    );
+    let left_out = left_out_natives(&view, &settings());
+    assert_eq!(
+        left_out.len(),
+        REFUSED_STORED_LINES.len() + 1,
+        "{left_out:?}"
+    );
+    let file = std::env::temp_dir().join(format!(
+        "aqueduct-render-refused-{}.cfg",
+        std::process::id()
+    ));
+    std::fs::write(&file, &text).unwrap();
+    haproxy_accepts(&file);
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn an_unrestricted_peer_renders_any_line_that_opens_no_section() {
+    let mut app = static_backend(&[("10.0.0.1", 80, ready())]);
+    app.natives = natives(&["errorfile 503 /dev/null", "log-forward sneaky"]);
+    let mut unrestricted = settings();
+    unrestricted.natives = NativesPolicy::Unrestricted;
+
+    let text = render(&view_with_app(app), &unrestricted, 0).text();
+
+    assert!(text.contains("\n    errorfile 503 /dev/null\n"), "{text}");
+    assert!(text.contains("# left out, \"log-forward\""), "{text}");
+}
+
+#[test]
+fn a_refusal_quotes_only_lines_of_the_written_section() {
+    let mut app = static_backend(&[("10.0.0.1", 80, ready())]);
+    app.natives = natives(&["timeout server 5s"]);
+    let text = rendered(&view_with_app(app)).text();
+    let every_line: Vec<usize> = (1..=text.lines().count()).collect();
+
+    let quoted = lines_in_section(&text, Section::Backend, &name("app"), &every_line);
+
+    assert_eq!(quoted.first().map(String::as_str), Some("backend app"));
+    assert!(
+        quoted.contains(&"timeout server 5s".to_owned()),
+        "{quoted:?}"
+    );
+    // The stats listener's password and the frontend are other sections.
+    assert!(
+        quoted
+            .iter()
+            .all(|line| !line.contains("secret") && !line.contains("frontend")),
+        "{quoted:?}"
+    );
+    assert!(lines_in_section(&text, Section::Frontend, &name("app"), &every_line).is_empty());
 }
 
 #[test]

@@ -21,8 +21,9 @@ use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
 use crate::crdt::model::{
     Backend, BackendType, BindHost, ConfigView, Frontend, Host, LiveRegistrations, MemberKey, Name,
-    ServiceName,
+    Section, ServiceName,
 };
+use crate::crdt::natives;
 use crate::crdt::{Command, CommandError, ViewPart};
 use crate::peer::wall_clock_ms;
 
@@ -100,7 +101,7 @@ pub(crate) async fn put_frontend(
     JsonBody(body): JsonBody<FrontendIn>,
 ) -> Result<Json<FrontendOut>, ApiError> {
     let name = key_to_create(&key)?;
-    let frontend = body.into_model(&name)?;
+    let frontend = body.into_model(&name, state.natives())?;
     // The backends it routes to, and any its natives name (`use_backend
     // x if ...`): HAProxy checks those references too.
     let referenced = std::iter::once(frontend.backend.clone())
@@ -120,7 +121,9 @@ pub(crate) async fn put_frontend(
     check_binds_are_free(&name, &frontend, &would_be)?;
     // Other frontends are not part of what this write changes.
     would_be.frontends = BTreeMap::from([(name.clone(), frontend.clone())]);
-    state.check_with_haproxy(&would_be).await?;
+    state
+        .check_with_haproxy(&would_be, (Section::Frontend, &name))
+        .await?;
     state
         .handle
         .write(Command::PutFrontend {
@@ -131,14 +134,15 @@ pub(crate) async fn put_frontend(
     Ok(Json(FrontendOut::new(&name, &frontend)))
 }
 
-/// The words of a frontend's natives that could name a backend.
+/// The words of a frontend's natives that could name a backend, as
+/// HAProxy reads them (quotes removed).
 fn native_words(frontend: &Frontend) -> impl Iterator<Item = Name> + '_ {
     frontend
         .natives
         .as_slice()
         .iter()
-        .flat_map(|line| line.as_str().split_whitespace())
-        .filter_map(|word| Name::new(word).ok())
+        .flat_map(|line| natives::words(line.as_str()).unwrap_or_default())
+        .filter_map(|word| Name::new(&word).ok())
 }
 
 /// Two frontends listening on one port of one address would share its
@@ -252,7 +256,7 @@ pub(crate) async fn put_backend(
     JsonBody(body): JsonBody<BackendIn>,
 ) -> Result<Json<BackendOut>, ApiError> {
     let name = key_to_create(&key)?;
-    let backend = body.into_model(&name)?;
+    let backend = body.into_model(&name, state.natives())?;
     let frontends = state.handle.view_of(vec![ViewPart::Frontends]).await?;
     let other_mode = frontends
         .frontends
@@ -270,7 +274,9 @@ pub(crate) async fn put_backend(
         backends: BTreeMap::from([(name.clone(), backend.clone())]),
         ..ConfigView::default()
     };
-    state.check_with_haproxy(&would_be).await?;
+    state
+        .check_with_haproxy(&would_be, (Section::Backend, &name))
+        .await?;
     state
         .handle
         .write(Command::PutBackend {

@@ -20,8 +20,8 @@ use crate::crdt::Digest;
 use crate::crdt::model::{
     AclValue, Backend, BackendType, Balance, Binds, BoundedList, Frontend, HeaderName, Health,
     HealthMethod, Host, HttpPath, HttpVersion, InvalidValue, Keepalive, Lease, LiveRegistrations,
-    Member, MemberState, Meta, Mode, Name, Natives, Port, Registration, RegistrationKey, Rule,
-    RuleOperation, Rules, ServiceName, Version, Weight,
+    Member, MemberState, Meta, Mode, Name, Natives, NativesPolicy, Port, Registration,
+    RegistrationKey, Rule, RuleOperation, Rules, Section, ServiceName, Version, Weight,
 };
 use crate::gossip::ApplyReport;
 use crate::peer::{PeerStatus, Status};
@@ -294,8 +294,13 @@ pub(crate) struct FrontendIn {
 }
 
 impl FrontendIn {
-    /// The frontend to store under `key` (from the path).
-    pub(crate) fn into_model(self, key: &Name) -> Result<Frontend, ApiError> {
+    /// The frontend to store under `key` (from the path), its `natives`
+    /// held to `natives`.
+    pub(crate) fn into_model(
+        self,
+        key: &Name,
+        natives: NativesPolicy,
+    ) -> Result<Frontend, ApiError> {
         check_body_key(self.key.as_deref(), key)?;
         let rules = self
             .rules
@@ -309,24 +314,26 @@ impl FrontendIn {
             mode: self.mode,
             keepalive: self.keepalive,
             rules: Rules::try_from(rules).map_err(|error| ApiError::invalid("rules", error))?,
-            natives: without_directives(self.natives)?,
+            natives: accepted_natives(self.natives, Section::Frontend, natives)?,
         })
     }
 }
 
-/// `natives` if none of its lines is one that new writes may not hold
-/// ([`crate::crdt::model::NativeLine::left_out`] says which and why).
-fn without_directives(natives: Natives) -> Result<Natives, ApiError> {
+/// `natives` if every line may be written into a section of `section`'s
+/// kind under `policy`; else a 400 naming the first line that may not
+/// ([`crate::crdt::natives::check`] says why).
+fn accepted_natives(
+    natives: Natives,
+    section: Section,
+    policy: NativesPolicy,
+) -> Result<Natives, ApiError> {
     let refused = natives
         .as_slice()
         .iter()
         .enumerate()
-        .find_map(|(index, line)| Some((index, line.left_out()?)));
+        .find_map(|(index, line)| Some((index, line.refusal(section, policy)?)));
     match refused {
-        Some((index, what)) => Err(ApiError::invalid(
-            format!("natives[{index}]"),
-            format!("must not be {what}"),
-        )),
+        Some((index, refusal)) => Err(ApiError::invalid(format!("natives[{index}]"), refusal)),
         None => Ok(natives),
     }
 }
@@ -460,8 +467,13 @@ pub(crate) struct BackendIn {
 }
 
 impl BackendIn {
-    /// The backend to store under `key` (from the path).
-    pub(crate) fn into_model(self, key: &Name) -> Result<Backend, ApiError> {
+    /// The backend to store under `key` (from the path), its `natives`
+    /// held to `natives`.
+    pub(crate) fn into_model(
+        self,
+        key: &Name,
+        natives: NativesPolicy,
+    ) -> Result<Backend, ApiError> {
         check_body_key(self.key.as_deref(), key)?;
         match self.kind {
             BackendType::Static => {
@@ -536,7 +548,7 @@ impl BackendIn {
             balance: self.balance,
             host: self.host,
             mode: self.mode,
-            natives: without_directives(self.natives)?,
+            natives: accepted_natives(self.natives, Section::Backend, natives)?,
             health,
             members: by_address,
         })

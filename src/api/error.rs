@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::crdt::CommandError;
 use crate::crdt::model::{Name, ServiceName, Version};
-use crate::haproxy::process::CheckError;
+use crate::haproxy::driver::{HAPROXY_REFUSED, WriteCheckError};
 use crate::peer::{PeerGone, WriteError};
 
 /// The `field` of an error about the body as a whole (malformed JSON, not
@@ -107,10 +107,19 @@ pub(crate) enum ApiError {
     /// Nothing has rendered an HAProxy configuration.
     #[error("no HAProxy configuration has been rendered by this peer")]
     NotRendered,
-    #[error("HAProxy would not load this configuration: {0}")]
-    HaproxyRejected(String),
-    #[error("the configuration could not be checked: {0}")]
-    CheckFailed(String),
+    /// HAProxy refused the configuration the write would produce: the
+    /// answer names the writer's own lines it pointed to, never HAProxy's
+    /// words (which quote whatever HAProxy read: a file it was pointed at).
+    #[error("{}", refused_message(lines))]
+    HaproxyRejected {
+        /// The section written (`backend web`).
+        section: String,
+        /// Its lines HAProxy pointed to, as rendered.
+        lines: Vec<String>,
+    },
+    /// HAProxy could not be run to check the write.
+    #[error("{0}")]
+    CheckFailed(WriteCheckError),
 }
 
 /// Longest `field` in an answer, in characters.
@@ -123,6 +132,17 @@ fn cut(text: String, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text,
+    }
+}
+
+/// The fixed sentence of a write HAProxy refused, with the lines it
+/// pointed to.
+fn refused_message(lines: &[String]) -> String {
+    if lines.is_empty() {
+        HAPROXY_REFUSED.to_owned()
+    } else {
+        let quoted: Vec<String> = lines.iter().map(|line| format!("{line:?}")).collect();
+        format!("{HAPROXY_REFUSED} (it points to {})", quoted.join(", "))
     }
 }
 
@@ -149,7 +169,7 @@ impl ApiError {
 
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::Invalid { .. } | ApiError::HaproxyRejected(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid { .. } | ApiError::HaproxyRejected { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::BackendInUse { .. } | ApiError::NoLiveInstances { .. } => {
                 StatusCode::CONFLICT
@@ -182,8 +202,11 @@ impl ApiError {
             ApiError::TooLarge { limit } => json!({ "limitBytes": limit }),
             ApiError::Busy { limit } => json!({ "limitRequests": limit }),
             ApiError::TooManyStreams { limit } => json!({ "limitStreams": limit }),
-            ApiError::Store(reason) | ApiError::CheckFailed(reason) => json!({ "reason": reason }),
-            ApiError::HaproxyRejected(message) => json!({ "haproxy": message }),
+            ApiError::Store(reason) => json!({ "reason": reason }),
+            ApiError::HaproxyRejected { section, lines } => {
+                json!({ "section": section, "lines": lines })
+            }
+            ApiError::CheckFailed(_) => json!({}),
             ApiError::NotRendered => json!({
                 "reason": "nothing rendered yet, or this peer runs without the HAProxy driver"
             }),
@@ -212,11 +235,13 @@ impl From<CommandError> for ApiError {
     }
 }
 
-impl From<CheckError> for ApiError {
-    fn from(error: CheckError) -> Self {
+impl From<WriteCheckError> for ApiError {
+    fn from(error: WriteCheckError) -> Self {
         match error {
-            CheckError::Rejected(rejected) => ApiError::HaproxyRejected(rejected.message),
-            CheckError::Process(e) => ApiError::CheckFailed(e.to_string()),
+            WriteCheckError::Refused { section, lines } => {
+                ApiError::HaproxyRejected { section, lines }
+            }
+            unavailable @ WriteCheckError::Unavailable => ApiError::CheckFailed(unavailable),
         }
     }
 }

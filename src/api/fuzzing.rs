@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::dto::{self, BackendIn, FrontendIn, MemberSettingsIn, SwitchIn};
 use super::extract::decode_body;
 use crate::crdt::Command;
-use crate::crdt::model::{MemberKey, Name, RegistrationKey};
+use crate::crdt::model::{MemberKey, Name, NativesPolicy, RegistrationKey};
 
 /// Why a body was refused: the API's error message.
 pub type Refusal = String;
@@ -22,7 +22,9 @@ pub type Refusal = String;
 /// `PUT /frontends/{name}` with `body`.
 pub fn frontend_put(name: &Name, body: &[u8]) -> Result<Command, Refusal> {
     let body: FrontendIn = decode_body(body).map_err(|e| e.to_string())?;
-    let frontend = body.into_model(name).map_err(|e| e.to_string())?;
+    let frontend = body
+        .into_model(name, NativesPolicy::Restricted)
+        .map_err(|e| e.to_string())?;
     Ok(Command::PutFrontend {
         name: name.clone(),
         frontend,
@@ -32,7 +34,9 @@ pub fn frontend_put(name: &Name, body: &[u8]) -> Result<Command, Refusal> {
 /// `PUT /backends/{name}` with `body`.
 pub fn backend_put(name: &Name, body: &[u8]) -> Result<Command, Refusal> {
     let body: BackendIn = decode_body(body).map_err(|e| e.to_string())?;
-    let backend = body.into_model(name).map_err(|e| e.to_string())?;
+    let backend = body
+        .into_model(name, NativesPolicy::Restricted)
+        .map_err(|e| e.to_string())?;
     Ok(Command::PutBackend {
         name: name.clone(),
         backend,

@@ -68,7 +68,9 @@
 //! - **Writes that shape `haproxy.cfg` are checked by HAProxy first**: a
 //!   frontend (with the backends it names) or a backend, as it would be
 //!   after the write, is rendered and run through `haproxy -c`; a refusal
-//!   is a 400 carrying HAProxy's own message, and nothing is written. Only
+//!   is a 400 naming the lines of the written section HAProxy pointed to,
+//!   never HAProxy's own words (they quote whatever HAProxy read, a file
+//!   included; the peer logs them), and nothing is written. Only
 //!   the touched sections are checked, so the cost does not grow with the
 //!   configuration; the driver checks the whole file again before any
 //!   reload and never activates one HAProxy refuses. A render-only peer
@@ -79,6 +81,12 @@
 //!   random): a 400 on `bind`; `*` overlaps every address.
 //! - **A backend named in a frontend's `natives`** (`use_backend x if ...`)
 //!   is in use like one named by a rule.
+//! - **`natives` lines are an allow-list** of directives per section that
+//!   cannot read, write or execute files, open sockets or listeners, read
+//!   the environment or serve an admin page (`crdt::natives`,
+//!   `docs/natives.md`); another line is a 400 naming `natives[i]` and the
+//!   word. A peer started with `--natives unrestricted` takes any line that
+//!   opens no section; the API cannot switch that.
 //! - **A frontend and the backends it routes to share one mode** (HAProxy
 //!   refuses an http frontend in front of a tcp backend): a 400 on the
 //!   frontend's `mode` or on the backend's `mode` when a frontend of the
@@ -119,7 +127,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, get, post, put};
 
 use crate::activity::ActivityLog;
-use crate::crdt::model::ConfigView;
+use crate::crdt::model::{ConfigView, Name, NativesPolicy, Section};
 use crate::haproxy::driver::Driver;
 use crate::peer::Handle;
 use error::ApiError;
@@ -184,12 +192,25 @@ struct AppState {
 
 impl AppState {
     /// Checks the configuration a write would produce (the objects it
-    /// touches and what they name) against HAProxy before it is made.
-    async fn check_with_haproxy(&self, would_be: &ConfigView) -> Result<(), ApiError> {
+    /// touches and what they name) against HAProxy before it is made;
+    /// `touched` is the section written.
+    async fn check_with_haproxy(
+        &self,
+        would_be: &ConfigView,
+        touched: (Section, &Name),
+    ) -> Result<(), ApiError> {
         match &self.haproxy {
-            Some(driver) => Ok(driver.check(would_be).await?),
+            Some(driver) => Ok(driver.check(would_be, touched).await?),
             None => Ok(()),
         }
+    }
+
+    /// Which `natives` lines writes may hold: the peer's own setting
+    /// (`--natives`), restricted without a driver.
+    fn natives(&self) -> NativesPolicy {
+        self.haproxy
+            .as_ref()
+            .map_or(NativesPolicy::Restricted, Driver::natives)
     }
 
     fn driver(&self) -> Result<&Driver, ApiError> {

@@ -26,6 +26,7 @@ mod dot;
 mod hlc;
 mod leases;
 pub mod model;
+pub mod natives;
 mod replica;
 mod store;
 

@@ -241,7 +241,7 @@ fn check_printable(
 /// wherever a natives line comes from, as since 2.0; the others were found
 /// missing in 2.1 (by fuzzing) and, since a value that decoded once must
 /// always decode, are refused for new writes only and rendered as comments
-/// ([`NativeLine::left_out`]).
+/// ([`NativeLine::refusal`]).
 pub const SECTION_KEYWORDS: &[&str] = &[
     "global",
     "defaults",
@@ -266,7 +266,7 @@ pub const SECTION_KEYWORDS: &[&str] = &[
 const SECTION_KEYWORDS_SINCE_2_0: usize = 15;
 
 /// Whether `word` opens a section, among `keywords`.
-fn opens_section(word: &str, keywords: &[&str]) -> bool {
+pub(super) fn opens_section(word: &str, keywords: &[&str]) -> bool {
     keywords.iter().any(|k| word.eq_ignore_ascii_case(k))
 }
 
@@ -671,26 +671,17 @@ pub type Rules = BoundedList<Rule, 256>;
 /// Raw HAProxy lines of a section, at most 64.
 pub type Natives = BoundedList<NativeLine, 64>;
 
+pub use super::natives::{NativesPolicy, Refusal as NativeRefusal, Section};
+
 impl NativeLine {
-    /// Why this line is left out of the rendered configuration (as a
-    /// comment) and refused for new writes, if it is: a configuration
-    /// directive (a first word starting with `.`: `.if`, `.endif`,
-    /// `.notice`…), whose block would span sections — an `.if 0` in one
-    /// object and an `.endif` in another would switch off everything
-    /// rendered between them, and a peer without HAProxy checks nothing —
-    /// or a section keyword this release added to [`SECTION_KEYWORDS`].
-    /// Decoding keeps accepting both, since 2.0 peers and stores may hold
-    /// some (the compatibility policy: a value that decoded once always
-    /// decodes).
-    pub fn left_out(&self) -> Option<&'static str> {
-        let first_word = self.as_str().split_whitespace().next().unwrap_or("");
-        if first_word.starts_with('.') {
-            Some("a configuration directive (a word starting with '.')")
-        } else if opens_section(first_word, SECTION_KEYWORDS) {
-            Some("a line that opens a new section")
-        } else {
-            None
-        }
+    /// Why this line may not be rendered into a section of `section`'s
+    /// kind under `policy` ([`super::natives::check`]), if it may not: new
+    /// API writes refuse it and the renderer writes it as a comment.
+    /// Decoding keeps accepting every line 2.0 accepted, since peers and
+    /// stores may hold some (the compatibility policy: a value that
+    /// decoded once always decodes).
+    pub fn refusal(&self, section: Section, policy: NativesPolicy) -> Option<NativeRefusal> {
+        super::natives::check(self.as_str(), section, policy).err()
     }
 }
 

@@ -18,12 +18,17 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::process::{Binary, CheckError, Master, ProcessError, ReloadOutcome};
-use super::render::{self, Outcome, Plan, Rendered, RuntimeCommand, Settings, StatsListener};
+use super::render::{
+    self, LeftOut, Outcome, Plan, Rendered, RuntimeCommand, Settings, StatsListener,
+};
 use super::socket;
 use super::stats::{StatKind, StatRow, parse_show_stat};
 use crate::activity::{ActivityKind, ActivityLog};
 use crate::config::{HaproxyOptions, OnExit};
-use crate::crdt::model::{CfgWord, ConfigView, InvalidValue, LiveRegistrations, RegistrationKey};
+use crate::crdt::model::{
+    CfgWord, ConfigView, InvalidValue, LiveRegistrations, Name, NativesPolicy, RegistrationKey,
+    Section,
+};
 use crate::gossip::ApplyReport;
 use crate::peer::{Handle, wall_clock_ms};
 
@@ -34,6 +39,9 @@ const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Durat
 /// When a structure whose reload failed (not one `haproxy -c` refused) is
 /// tried again.
 const RELOAD_RETRY: Duration = Duration::from_secs(30);
+/// Left-out `natives` lines remembered as logged; beyond this, the memory
+/// starts again (and each is logged once more).
+const LOGGED_LEFT_OUT_MAX: usize = 4096;
 /// Deletions waiting for connections to finish; beyond this, a reload.
 const PENDING_DELETIONS_MAX: usize = 10_000;
 /// An HAProxy that stayed up this long resets the restart backoff (one that
@@ -189,10 +197,22 @@ impl Driver {
         self.stats.clone()
     }
 
+    /// Which `natives` lines this peer takes (`--natives`).
+    pub fn natives(&self) -> NativesPolicy {
+        self.checker.settings.natives
+    }
+
     /// Checks that `view` — the objects a write touches, as they would be
     /// after it, with the backends they name — renders to a configuration
-    /// HAProxy loads. Render-only peers accept everything (nothing to ask).
-    pub async fn check(&self, view: &ConfigView) -> Result<(), CheckError> {
+    /// HAProxy loads. `touched` is the section the write changes: a refusal
+    /// quotes only its lines. HAProxy's own words go to the log, never into
+    /// the error: they quote whatever HAProxy read. Render-only peers
+    /// accept everything (nothing to ask).
+    pub async fn check(
+        &self,
+        view: &ConfigView,
+        touched: (Section, &Name),
+    ) -> Result<(), WriteCheckError> {
         let Some(binary) = &self.checker.binary else {
             return Ok(());
         };
@@ -203,8 +223,46 @@ impl Driver {
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        binary.check(&text, &self.checker.scratch).await
+        let (section, key) = touched;
+        match binary.check(&text, &self.checker.scratch).await {
+            Ok(()) => Ok(()),
+            Err(CheckError::Rejected(rejected)) => {
+                tracing::warn!(
+                    "HAProxy refused the configuration a write to {section} {key} would produce: {}",
+                    rejected.message
+                );
+                Err(WriteCheckError::Refused {
+                    section: format!("{section} {key}"),
+                    lines: render::lines_in_section(&text, section, key, &rejected.lines),
+                })
+            }
+            Err(CheckError::Process(e)) => {
+                tracing::warn!("checking a write to {section} {key} with HAProxy: {e}");
+                Err(WriteCheckError::Unavailable)
+            }
+        }
     }
+}
+
+/// What an API client is told when HAProxy refuses what its write would
+/// produce.
+pub const HAPROXY_REFUSED: &str = "HAProxy refused the configuration this write would produce; the peer's log has HAProxy's message";
+
+/// Why a write's configuration did not pass [`Driver::check`], in words
+/// an API client may read: none of HAProxy's own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteCheckError {
+    /// HAProxy refused the configuration.
+    #[error("{HAPROXY_REFUSED}")]
+    Refused {
+        /// The section written (`backend web`).
+        section: String,
+        /// The lines of that section HAProxy pointed to, as rendered.
+        lines: Vec<String>,
+    },
+    /// HAProxy could not be run to check.
+    #[error("HAProxy could not be run to check this write; the peer's log says why")]
+    Unavailable,
 }
 
 /// Files of one HAProxy under the driver's directory.
@@ -246,6 +304,12 @@ pub fn spawn(
         word(&files.admin_socket)?,
         word(&files.server_state)?,
     );
+    if settings.natives == NativesPolicy::Unrestricted {
+        tracing::warn!(
+            "--natives unrestricted: API writers may send any natives line that opens no \
+             section, including lines that make HAProxy read files, open sockets or run programs"
+        );
+    }
     let (status_tx, status) = watch::channel(ApplyStatus {
         managed: config.binary.is_some(),
         ..ApplyStatus::default()
@@ -286,6 +350,7 @@ pub fn spawn(
         stats: stats_tx,
         activity,
         live_registrations: None,
+        logged_left_out: BTreeSet::new(),
     };
     Ok((driver, tokio::spawn(task.run(changes, shutdown))))
 }
@@ -328,6 +393,7 @@ fn settings_of(options: &HaproxyOptions, admin_socket: CfgWord, server_state: Cf
             password,
         });
     settings.bind_host = options.bind_host;
+    settings.natives = options.natives;
     settings
 }
 
@@ -370,6 +436,8 @@ struct DriverTask {
     /// The registrations live at the last render (`None` before the
     /// first), for registration activity.
     live_registrations: Option<BTreeSet<RegistrationKey>>,
+    /// The left-out `natives` lines already logged.
+    logged_left_out: BTreeSet<LeftOut>,
 }
 
 impl DriverTask {
@@ -450,6 +518,26 @@ impl DriverTask {
         self.live_registrations = Some(live);
     }
 
+    /// Logs each stored `natives` line rendered as a comment, once.
+    fn note_left_out(&mut self, left_out: Vec<LeftOut>) {
+        for line in left_out {
+            if self.logged_left_out.contains(&line) {
+                continue;
+            }
+            tracing::warn!(
+                "natives line of {} {} left out of haproxy.cfg as a comment, {}: {}",
+                line.section,
+                line.key,
+                line.why,
+                line.line
+            );
+            if self.logged_left_out.len() >= LOGGED_LEFT_OUT_MAX {
+                self.logged_left_out.clear();
+            }
+            self.logged_left_out.insert(line);
+        }
+    }
+
     fn fail(&self, message: String) {
         tracing::warn!("HAProxy: {message}");
         self.status.send_modify(|s| s.last_error = Some(message));
@@ -471,12 +559,14 @@ impl DriverTask {
                 .all()
                 .map(|(key, _)| key.clone())
                 .collect();
-            (next, expiry, live)
+            let left_out = render::left_out_natives(&view, &settings);
+            (next, expiry, live, left_out)
         })
         .await;
-        let Ok((next, expiry, live)) = rendered else {
+        let Ok((next, expiry, live, left_out)) = rendered else {
             return;
         };
+        self.note_left_out(left_out);
         self.next_expiry_ms = expiry;
         self.note_live_registrations(live);
         self.rendered.send_replace(Some(next.text().into()));

@@ -109,8 +109,13 @@ pub enum ProcessError {
 #[error("HAProxy rejected the configuration:\n{message}")]
 pub struct Rejected {
     /// HAProxy's `[ALERT]` lines without their process id, with the
-    /// checked file named `haproxy.cfg`.
+    /// checked file named `haproxy.cfg`. HAProxy quotes what it read in
+    /// them (a file it was pointed at included): for the peer's log, never
+    /// for an API client.
     pub message: String,
+    /// The lines of the checked text the alerts point to (from 1), in the
+    /// order they are named, without repeats.
+    pub lines: Vec<usize>,
 }
 
 /// Why a configuration did not pass [`Binary::check`].
@@ -186,8 +191,10 @@ impl Binary {
         if output.status.success() {
             Ok(())
         } else {
+            let message = rejection_message(&output.stderr, &file.0);
             Err(Rejected {
-                message: rejection_message(&output.stderr, &file.0),
+                lines: alert_lines(&message),
+                message,
             }
             .into())
         }
@@ -301,6 +308,20 @@ fn rejection_message(stderr: &str, file: &Path) -> String {
     } else {
         alerts.join("\n")
     }
+}
+
+/// The line numbers a rejection message points to: HAProxy names a line
+/// as `[haproxy.cfg:LINE]`.
+fn alert_lines(message: &str) -> Vec<usize> {
+    let mut lines = Vec::new();
+    for rest in message.split("[haproxy.cfg:").skip(1) {
+        if let Some(number) = rest.split(']').next().and_then(|n| n.parse().ok())
+            && !lines.contains(&number)
+        {
+            lines.push(number);
+        }
+    }
+    lines
 }
 
 /// `"    (1234) : config : …"` → `"config : …"`.
@@ -872,6 +893,16 @@ mod tests {
             "config : parsing [haproxy.cfg:2] : unknown keyword 'bogus-keyword' in 'backend' section\n\
              config : Error(s) found in configuration file : haproxy.cfg"
         );
+    }
+
+    #[test]
+    fn the_lines_a_rejection_points_to_are_read_once_each_in_order() {
+        let message = "config : parsing [haproxy.cfg:12] : a\n\
+                       config : parsing [haproxy.cfg:3] : b\n\
+                       config : parsing [haproxy.cfg:12] : c\n\
+                       config : parsing [haproxy.cfg:x] : d\n\
+                       config : Error(s) found in configuration file : haproxy.cfg";
+        assert_eq!(alert_lines(message), [12, 3]);
     }
 
     #[test]

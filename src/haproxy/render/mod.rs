@@ -20,7 +20,7 @@ use askama::Template;
 use crate::crdt::model::{
     AclValue, Backend, BackendType, Balance, BindHost, CfgWord, ConfigView, Frontend, HealthMethod,
     Host, HttpPath, HttpVersion, Keepalive, LiveRegistrations, LogTarget, MemberState, Mode, Name,
-    NativeLine, Port, RuleOperation, Weight,
+    NativeLine, NativeRefusal, Natives, NativesPolicy, Port, RuleOperation, Section, Weight,
 };
 
 pub use plan::{Change, Outcome, Plan, RuntimeCommand, ServerChange, plan};
@@ -50,12 +50,14 @@ pub struct Settings {
     /// The address that replaces `*` in frontend binds (several peers on one
     /// machine each listen on their own address).
     pub bind_host: Option<IpAddr>,
+    /// Which `natives` lines are rendered; the others are comments.
+    pub natives: NativesPolicy,
 }
 
 impl Settings {
     /// The defaults of the original Aqueduct's template (maxconn 4096,
-    /// timeouts 5 s / 50 s / 50 s), with the given files, no log target and
-    /// no stats listener.
+    /// timeouts 5 s / 50 s / 50 s), with the given files, no log target, no
+    /// stats listener and restricted natives.
     pub fn new(admin_socket: CfgWord, server_state_file: CfgWord) -> Settings {
         Settings {
             admin_socket,
@@ -68,6 +70,7 @@ impl Settings {
             log: None,
             stats: None,
             bind_host: None,
+            natives: NativesPolicy::Restricted,
         }
     }
 }
@@ -273,13 +276,88 @@ pub fn render(view: &ConfigView, settings: &Settings, now_ms: u64) -> Rendered {
     let backends = view
         .backends
         .iter()
-        .map(|(key, backend)| (key.clone(), render_backend(key, backend, &live)))
+        .map(|(key, backend)| {
+            let section = render_backend(key, backend, &live, settings.natives);
+            (key.clone(), section)
+        })
         .collect();
     Rendered {
         preamble,
         frontends,
         backends,
     }
+}
+
+/// A stored `natives` line that the renderer writes as a comment.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LeftOut {
+    /// The kind of section it belongs to.
+    pub section: Section,
+    /// The frontend or backend.
+    pub key: Name,
+    /// The line.
+    pub line: NativeLine,
+    /// Why it is left out.
+    pub why: String,
+}
+
+/// The `natives` lines of `view` that [`render`] writes as comments under
+/// `settings`, in section order.
+pub fn left_out_natives(view: &ConfigView, settings: &Settings) -> Vec<LeftOut> {
+    let frontends = view
+        .frontends
+        .iter()
+        .map(|(key, f)| (Section::Frontend, key, &f.natives));
+    let backends = view
+        .backends
+        .iter()
+        .map(|(key, b)| (Section::Backend, key, &b.natives));
+    frontends
+        .chain(backends)
+        .flat_map(|(section, key, natives)| {
+            natives_out(natives, section, settings.natives)
+                .into_iter()
+                .filter_map(move |out| {
+                    Some(LeftOut {
+                        section,
+                        key: key.clone(),
+                        line: out.line.clone(),
+                        why: out.left_out?.to_string(),
+                    })
+                })
+        })
+        .collect()
+}
+
+/// How many lines [`lines_in_section`] quotes at most.
+pub const QUOTED_LINES_MAX: usize = 16;
+
+/// The lines of a rendered `text` numbered `numbers` (from 1, as HAProxy
+/// counts them) that lie in the section of kind `section` named `key`,
+/// trimmed, in file order, at most [`QUOTED_LINES_MAX`]: what the author
+/// of a write may be shown of a configuration HAProxy refused. Lines of
+/// any other section are never quoted (the preamble holds the stats
+/// password; other objects are not the writer's concern).
+pub fn lines_in_section(
+    text: &str,
+    section: Section,
+    key: &Name,
+    numbers: &[usize],
+) -> Vec<String> {
+    let header = format!("{section} {key}");
+    let mut inside = false;
+    let mut quoted = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        // Every section starts with an unindented line; everything the
+        // renderer writes inside one is indented.
+        if !line.is_empty() && !line.starts_with(' ') {
+            inside = line == header;
+        }
+        if inside && numbers.contains(&(index + 1)) && quoted.len() < QUOTED_LINES_MAX {
+            quoted.push(line.trim().to_owned());
+        }
+    }
+    quoted
 }
 
 /// A template's text as whole lines (askama drops the file's last newline).
@@ -306,7 +384,26 @@ struct FrontendTemplate<'a> {
     keepalive: Keepalive,
     rules: Vec<RuleLines<'a>>,
     default_backend: Result<&'a Name, String>,
-    natives: &'a [NativeLine],
+    natives: Vec<NativeOut<'a>>,
+}
+
+/// A `natives` line as rendered: as it is, or as a comment saying why it
+/// is left out.
+struct NativeOut<'a> {
+    line: &'a NativeLine,
+    left_out: Option<NativeRefusal>,
+}
+
+/// The lines of `natives` as rendered into a section of `section`'s kind.
+fn natives_out(natives: &Natives, section: Section, policy: NativesPolicy) -> Vec<NativeOut<'_>> {
+    natives
+        .as_slice()
+        .iter()
+        .map(|line| NativeOut {
+            line,
+            left_out: line.refusal(section, policy),
+        })
+        .collect()
 }
 
 /// One routing rule: its ACL and the backend it selects, or why it is left
@@ -327,7 +424,7 @@ struct BackendTemplate<'a> {
     consistent_hash: bool,
     host_rewrite: Option<&'a Host>,
     http_check: Option<HttpCheck<'a>>,
-    natives: &'a [NativeLine],
+    natives: Vec<NativeOut<'a>>,
 }
 
 struct HttpCheck<'a> {
@@ -380,7 +477,7 @@ fn render_frontend(key: &Name, frontend: &Frontend, view: &ConfigView, s: &Setti
         },
         rules,
         default_backend: reference(&frontend.backend, frontend.mode, view),
-        natives: frontend.natives.as_slice(),
+        natives: natives_out(&frontend.natives, Section::Frontend, s.natives),
     })
 }
 
@@ -400,7 +497,12 @@ fn reference<'a>(backend: &'a Name, mode: Mode, view: &ConfigView) -> Result<&'a
     }
 }
 
-fn render_backend(key: &Name, backend: &Backend, live: &LiveRegistrations<'_>) -> BackendSection {
+fn render_backend(
+    key: &Name,
+    backend: &Backend,
+    live: &LiveRegistrations<'_>,
+    policy: NativesPolicy,
+) -> BackendSection {
     let http = backend.mode == Mode::Http;
     let health = &backend.health;
     let head = section(&BackendTemplate {
@@ -426,7 +528,7 @@ fn render_backend(key: &Name, backend: &Backend, live: &LiveRegistrations<'_>) -
                 .as_ref()
                 .filter(|_| health.http_version() == HttpVersion::Http11),
         }),
-        natives: backend.natives.as_slice(),
+        natives: natives_out(&backend.natives, Section::Backend, policy),
     });
     let check_inter_ms = health.interval_ms();
     let servers = match (backend.kind, &backend.service, &backend.version) {
