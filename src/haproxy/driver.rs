@@ -17,12 +17,14 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::privileges::{self, PrivilegeError};
 use super::process::{Binary, CheckError, Master, ProcessError, ReloadOutcome};
 use super::render::{self, Outcome, Plan, Rendered, RuntimeCommand, Settings, StatsListener};
 use super::socket;
 use super::stats::{StatKind, StatRow, parse_show_stat};
 use crate::activity::{ActivityKind, ActivityLog};
 use crate::config::{HaproxyOptions, OnExit};
+use crate::files;
 use crate::crdt::model::{CfgWord, ConfigView, InvalidValue, LiveRegistrations, RegistrationKey};
 use crate::gossip::ApplyReport;
 use crate::peer::{Handle, wall_clock_ms};
@@ -61,6 +63,9 @@ pub enum DriverError {
         /// Why.
         source: std::io::Error,
     },
+    /// HAProxy cannot be given an unprivileged user.
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
     /// A path cannot appear in `haproxy.cfg`.
     #[error("HAProxy directory {dir} cannot be named in haproxy.cfg: {source}")]
     Path {
@@ -224,7 +229,7 @@ pub fn spawn(
     shutdown: oneshot::Receiver<()>,
 ) -> Result<(Driver, tokio::task::JoinHandle<()>), DriverError> {
     let dir = std::path::absolute(&config.dir).unwrap_or_else(|_| config.dir.clone());
-    std::fs::create_dir_all(&dir).map_err(|source| DriverError::Dir {
+    files::private_dir(&dir).map_err(|source| DriverError::Dir {
         dir: dir.clone(),
         source,
     })?;
@@ -234,17 +239,46 @@ pub fn spawn(
         admin_socket: dir.join("admin.sock"),
         dir: dir.clone(),
     };
+    // Rewritten private at the first apply; until then, not readable by
+    // others either if an older release left them so.
+    for file in [&files.config, &files.server_state] {
+        files::private_file(file).map_err(|source| DriverError::Dir {
+            dir: file.clone(),
+            source,
+        })?;
+    }
     let word = |path: &Path| {
         CfgWord::new(&path.to_string_lossy()).map_err(|source| DriverError::Path {
             dir: dir.clone(),
             source,
         })
     };
-    let settings = settings_of(
+    // A render-only peer writes a file for someone else to run: whoever
+    // runs it decides whom as.
+    let privileges = match &config.binary {
+        Some(_) => privileges::resolve(
+            config.options.user.as_ref(),
+            config.options.group.as_ref(),
+            &dir,
+        )?,
+        None => None,
+    };
+    let mut settings = settings_of(
         &config.options,
         word(&files.admin_socket)?,
         word(&files.server_state)?,
     );
+    match &privileges {
+        Some(p) => tracing::info!(user = %p.user, group = %p.group, chroot = %p.chroot, "HAProxy's workers drop root"),
+        None if config.binary.is_some() => tracing::info!("HAProxy runs as this peer's own user (not root: no user, group or chroot)"),
+        None => {}
+    }
+    if privileges.is_some()
+        && let Some(log) = settings.log.as_ref().filter(|log| log.as_str().starts_with('/'))
+    {
+        tracing::warn!(%log, "HAProxy's workers are chrooted: a log socket given by path is out of their reach; log to an address (or stdout) instead");
+    }
+    settings.privileges = privileges;
     let (status_tx, status) = watch::channel(ApplyStatus {
         managed: config.binary.is_some(),
         ..ApplyStatus::default()
@@ -952,17 +986,13 @@ fn health_only(state: &str) -> String {
     out
 }
 
-/// Writes `text` to `path` through a temporary file beside it, synced
-/// before the rename: `path` holds the old text or the new, never a part.
+/// [`files::write_atomically`] off the async workers: `path` is private
+/// (it may hold the stats password) and holds the old text or the new.
 async fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let mut file = tokio::fs::File::create(&tmp).await?;
-    file.write_all(text.as_bytes()).await?;
-    file.sync_all().await?;
-    tokio::fs::rename(&tmp, path).await
+    let (path, text) = (path.to_path_buf(), text.to_owned());
+    tokio::task::spawn_blocking(move || files::write_atomically(&path, text.as_bytes()))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 async fn sleep_until(at: Option<Instant>) {
