@@ -134,6 +134,7 @@ impl Cluster {
             join: Vec::new(),
             extra: Vec::new(),
             haproxy: None,
+            run_as: None,
         }
     }
 
@@ -168,6 +169,8 @@ pub struct PeerSpec {
     /// release ([`previous_binary`]).
     pub binary: PathBuf,
     pub data_dir: PathBuf,
+    /// Given with `--tls-dir`, unless it is `data_dir/tls`: there a peer
+    /// started without `--tls-dir` makes its own.
     pub tls_dir: PathBuf,
     pub log: PathBuf,
     /// The API's address (port 0: an ephemeral one).
@@ -182,6 +185,9 @@ pub struct PeerSpec {
     /// Run HAProxy, binding `*` to this address (`None`: `--haproxy off`);
     /// in a namespace, the namespace's address.
     pub haproxy: Option<Ipv4Addr>,
+    /// The uid and gid the peer runs as, without supplementary groups
+    /// (`None`: the test's own, root).
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl PeerSpec {
@@ -204,8 +210,6 @@ impl PeerSpec {
             .args(["run", "--name", &self.name])
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .arg("--tls-dir")
-            .arg(&self.tls_dir)
             .arg("--api")
             .arg(self.api.to_string())
             .arg("--gossip")
@@ -217,6 +221,14 @@ impl PeerSpec {
             .stderr(log);
         for join in &self.join {
             command.arg("--join").arg(join.to_string());
+        }
+        if self.tls_dir != self.data_dir.join("tls") {
+            command.arg("--tls-dir").arg(&self.tls_dir);
+        }
+        if let Some((uid, gid)) = self.run_as {
+            // std drops the supplementary groups too when root sets a uid.
+            std::os::unix::process::CommandExt::uid(&mut command, uid);
+            std::os::unix::process::CommandExt::gid(&mut command, gid);
         }
         match self.haproxy {
             // In a namespace of its own, `*` is the peer's one address (and
