@@ -105,10 +105,8 @@ mod tests {
     use super::*;
 
     fn scratch(label: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "aqueduct-files-{label}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("aqueduct-files-{label}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }

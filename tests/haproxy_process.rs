@@ -521,7 +521,10 @@ async fn wait_until_member_up(dir: &Path) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_root_haproxy_is_taken_over_by_one_whose_workers_drop_root_into_a_chroot_and_reload() {
     let dir = TempDir::new("privileges");
-    let (port, member) = (free_port(), TcpListener::bind("127.0.0.1:0").expect("member"));
+    let (port, member) = (
+        free_port(),
+        TcpListener::bind("127.0.0.1:0").expect("member"),
+    );
     let member_port = member.local_addr().expect("address").port();
     let run_dirs = [dir.path().join("old-run"), dir.path().join("new-run")];
     for run_dir in &run_dirs {
@@ -547,9 +550,14 @@ async fn a_root_haproxy_is_taken_over_by_one_whose_workers_drop_root_into_a_chro
         "new.cfg",
         peer_like_config(dir.path(), port, "new", member_port, true),
     );
-    let mut new = Master::take_over(&haproxy(), &new_config, &run_dirs[1], &admin_socket(dir.path()))
-        .await
-        .expect("the new HAProxy takes the listeners over");
+    let mut new = Master::take_over(
+        &haproxy(),
+        &new_config,
+        &run_dirs[1],
+        &admin_socket(dir.path()),
+    )
+    .await
+    .expect("the new HAProxy takes the listeners over");
     old.stop().await;
 
     assert_eq!(http_get(port), Ok("new".to_owned()));
@@ -568,7 +576,10 @@ async fn a_root_haproxy_is_taken_over_by_one_whose_workers_drop_root_into_a_chro
         peer_like_config(dir.path(), port, "reloaded", member_port, true),
     );
     let outcome = new.reload().await.expect("reload");
-    assert!(matches!(outcome, ReloadOutcome::Applied { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, ReloadOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
     assert_eq!(http_get(port), Ok("reloaded".to_owned()));
     let reloaded = current_worker(&new).await;
     assert_ne!(reloaded.pid, worker.pid);

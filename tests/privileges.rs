@@ -49,7 +49,11 @@ fn chown_all(path: &Path, (uid, gid): (u32, u32)) {
 fn unprivileged_peer(cluster: &Cluster) -> PeerSpec {
     let mut spec = cluster.peer_with_haproxy("peer-a", &[]);
     let owner = nobody();
-    let home = spec.tls_dir.parent().expect("the peer's home").to_path_buf();
+    let home = spec
+        .tls_dir
+        .parent()
+        .expect("the peer's home")
+        .to_path_buf();
     chown_all(&home, owner);
     let binary = cluster.dir.path().join("aqueduct");
     std::fs::copy(support::binary(), &binary).expect("binary copied");
@@ -105,7 +109,11 @@ fn a_peer_run_as_an_unprivileged_user_serves_the_demo_story_through_its_own_hapr
     ));
     wait_until_answers(&peer, PORT, "example.com", &["first", "second"]);
     peer.wait_until_applied();
-    assert_eq!(peer.haproxy_count("reloads"), reloads, "a member change reloaded");
+    assert_eq!(
+        peer.haproxy_count("reloads"),
+        reloads,
+        "a member change reloaded"
+    );
 
     // Registrations, a dynamic backend following one version, the switch.
     let (v1, v2) = (TestServer::start("1.0.0"), TestServer::start("2.0.0"));
@@ -219,7 +227,10 @@ fn a_peers_store_configuration_server_state_and_keys_are_private_in_private_dire
     let peer = root_peer(&cluster, &member);
     let data_dir = peer.spec.data_dir.clone();
     let config = std::fs::read_to_string(data_dir.join("haproxy/haproxy.cfg")).expect("config");
-    assert!(config.contains("s3cret"), "the file holds the stats password");
+    assert!(
+        config.contains("s3cret"),
+        "the file holds the stats password"
+    );
 
     assert_eq!(modes(&data_dir), expected_modes(&data_dir));
 }
@@ -252,7 +263,8 @@ fn modes_an_older_release_left_looser_are_tightened_on_start() {
 
     assert_eq!(modes(&data_dir), expected_modes(&data_dir));
     assert!(
-        peer.log().contains("tightening the mode an older release left"),
+        peer.log()
+            .contains("tightening the mode an older release left"),
         "{}",
         peer.log()
     );
@@ -272,7 +284,10 @@ fn a_root_peer_refuses_to_run_haproxy_as_a_user_that_does_not_exist() {
     let mut spec = cluster.peer_with_haproxy("peer-a", &[]);
     spec.extra = vec!["--haproxy-user".into(), "no-such-user".into()];
     let log = failed_start(&spec);
-    assert!(log.contains("--haproxy-user no-such-user: no such user"), "{log}");
+    assert!(
+        log.contains("--haproxy-user no-such-user: no such user"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -24,8 +24,8 @@ use super::socket;
 use super::stats::{StatKind, StatRow, parse_show_stat};
 use crate::activity::{ActivityKind, ActivityLog};
 use crate::config::{HaproxyOptions, OnExit};
-use crate::files;
 use crate::crdt::model::{CfgWord, ConfigView, InvalidValue, LiveRegistrations, RegistrationKey};
+use crate::files;
 use crate::gossip::ApplyReport;
 use crate::peer::{Handle, wall_clock_ms};
 
@@ -269,12 +269,19 @@ pub fn spawn(
         word(&files.server_state)?,
     );
     match &privileges {
-        Some(p) => tracing::info!(user = %p.user, group = %p.group, chroot = %p.chroot, "HAProxy's workers drop root"),
-        None if config.binary.is_some() => tracing::info!("HAProxy runs as this peer's own user (not root: no user, group or chroot)"),
+        Some(p) => {
+            tracing::info!(user = %p.user, group = %p.group, chroot = %p.chroot, "HAProxy's workers drop root")
+        }
+        None if config.binary.is_some() => tracing::info!(
+            "HAProxy runs as this peer's own user (not root: no user, group or chroot)"
+        ),
         None => {}
     }
     if privileges.is_some()
-        && let Some(log) = settings.log.as_ref().filter(|log| log.as_str().starts_with('/'))
+        && let Some(log) = settings
+            .log
+            .as_ref()
+            .filter(|log| log.as_str().starts_with('/'))
     {
         tracing::warn!(%log, "HAProxy's workers are chrooted: a log socket given by path is out of their reach; log to an address (or stdout) instead");
     }
