@@ -310,9 +310,9 @@ impl Store {
     /// Opens `data_dir/state.redb`, creating the directory and a new store
     /// (with a fresh replica id) if missing — both private, and tightened if
     /// an older release left them readable by others ([`crate::files`]) —
-    /// and durably counts this run's
-    /// generation. Reads and checks everything stored. A file locked by
-    /// another process is waited for, up to [`LOCK_WAIT`].
+    /// and durably counts this run's generation. Reads and checks
+    /// everything stored. A file locked by another process is waited for,
+    /// up to [`LOCK_WAIT`].
     pub fn open(data_dir: &Path) -> Result<(Store, Recovered), StoreError> {
         files::private_dir(data_dir).map_err(io_error(data_dir))?;
         let path = data_dir.join(STORE_FILE);

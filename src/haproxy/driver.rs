@@ -63,6 +63,14 @@ pub enum DriverError {
         /// Why.
         source: std::io::Error,
     },
+    /// A file an older release left cannot be made private.
+    #[error("cannot make {path} private: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// HAProxy cannot be given an unprivileged user.
     #[error(transparent)]
     Privileges(#[from] PrivilegeError),
@@ -241,9 +249,9 @@ pub fn spawn(
     };
     // Rewritten private at the first apply; until then, not readable by
     // others either if an older release left them so.
-    for file in [&files.config, &files.server_state] {
-        files::private_file(file).map_err(|source| DriverError::Dir {
-            dir: file.clone(),
+    for path in [&files.config, &files.server_state] {
+        crate::files::private_file(path).map_err(|source| DriverError::File {
+            path: path.clone(),
             source,
         })?;
     }
@@ -268,23 +276,7 @@ pub fn spawn(
         word(&files.admin_socket)?,
         word(&files.server_state)?,
     );
-    match &privileges {
-        Some(p) => {
-            tracing::info!(user = %p.user, group = %p.group, chroot = %p.chroot, "HAProxy's workers drop root")
-        }
-        None if config.binary.is_some() => tracing::info!(
-            "HAProxy runs as this peer's own user (not root: no user, group or chroot)"
-        ),
-        None => {}
-    }
-    if privileges.is_some()
-        && let Some(log) = settings
-            .log
-            .as_ref()
-            .filter(|log| log.as_str().starts_with('/'))
-    {
-        tracing::warn!(%log, "HAProxy's workers are chrooted: a log socket given by path is out of their reach; log to an address (or stdout) instead");
-    }
+    log_privileges(privileges.as_ref(), config.binary.is_some(), &settings);
     settings.privileges = privileges;
     let (status_tx, status) = watch::channel(ApplyStatus {
         managed: config.binary.is_some(),
@@ -338,6 +330,33 @@ async fn report_status(mut status: watch::Receiver<ApplyStatus>, peer: Handle) {
         if peer.report_haproxy(report).await.is_err() || status.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Says whom HAProxy's workers run as, and warns of a log target they
+/// cannot reach from their chroot.
+fn log_privileges(privileges: Option<&render::Privileges>, managed: bool, settings: &Settings) {
+    match privileges {
+        Some(p) => {
+            tracing::info!(user = %p.user, group = %p.group, chroot = %p.chroot, "HAProxy's workers drop root");
+            if let Some(log) = settings
+                .log
+                .as_ref()
+                .filter(|log| log.as_str().starts_with('/'))
+            {
+                tracing::warn!(
+                    %log,
+                    "HAProxy's workers are chrooted: a log socket named by path is out of their \
+                     reach; log to an address instead"
+                );
+            }
+        }
+        None if managed => {
+            tracing::info!(
+                "HAProxy runs as this peer's own user (not root: no user, group or chroot)"
+            );
+        }
+        None => {}
     }
 }
 
