@@ -129,9 +129,11 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let mut signals = ShutdownSignals::new().map_err(DaemonError::Signals)?;
     // Private before anything is written into it (a self-made TLS key, the
     // store): only this peer's user reads its data.
-    files::private_dir(&options.data_dir).map_err(|source| DaemonError::DataDir {
-        dir: options.data_dir.clone(),
-        source,
+    files::private_own_dir(&options.data_dir, store::STORE_FILE).map_err(|source| {
+        DaemonError::DataDir {
+            dir: options.data_dir.clone(),
+            source,
+        }
     })?;
     let tls_dir = match &options.tls {
         TlsSource::Given(dir) => dir.clone(),

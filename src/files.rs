@@ -51,10 +51,20 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
 ///
 /// A directory this user does not own, or a sticky one (`/tmp`), is shared
 /// with others and left as it is, with a warning: the data directory should
-/// be one of the peer's own.
+/// be one of the peer's own. So is a symbolic link (never followed).
 pub fn private_dir(dir: &Path) -> io::Result<()> {
-    match fs::metadata(dir) {
+    // Not followed: a link's target is someone else's to set (and a link
+    // planted where a directory of ours belongs must not turn a chmod on,
+    // say, `/`).
+    match fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => tighten(dir, &meta, DIR_MODE),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            tracing::warn!(
+                path = %dir.display(),
+                "a symbolic link: its target's mode is left as it is"
+            );
+            Ok(())
+        }
         Ok(_) => Err(io::Error::new(
             io::ErrorKind::NotADirectory,
             format!("{} is not a directory", dir.display()),
@@ -63,6 +73,29 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
             DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// [`private_dir`] for a directory the operator names (the data
+/// directory): an existing one is tightened only if it is empty or already
+/// holds `marker` (a file only this peer writes there), since one holding
+/// anything else is not the peer's alone — `--data-dir /var/lib` must not
+/// close `/var/lib` to every other service. That one is left as it is, with
+/// a warning.
+pub fn private_own_dir(dir: &Path, marker: &str) -> io::Result<()> {
+    let ours = match fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none() || dir.join(marker).try_exists()?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e),
+    };
+    if ours {
+        private_dir(dir)
+    } else {
+        tracing::warn!(
+            path = %dir.display(),
+            "holds files of others (no {marker}): its mode is left as it is; give the peer a directory of its own"
+        );
+        Ok(())
     }
 }
 
@@ -135,6 +168,39 @@ mod tests {
         private_dir(&root).expect("tightened");
         private_file(&file).expect("tightened");
         assert_eq!((mode(&root), mode(&file)), (DIR_MODE, FILE_MODE));
+        fs::remove_dir_all(&root).expect("removed");
+    }
+
+    #[test]
+    fn a_named_directory_is_tightened_only_if_empty_or_holding_the_marker() {
+        let root = scratch("named");
+        let (empty, ours, shared) = (root.join("empty"), root.join("ours"), root.join("shared"));
+        for dir in [&empty, &ours, &shared] {
+            fs::create_dir_all(dir).expect("created");
+            fs::set_permissions(dir, Permissions::from_mode(0o755)).expect("chmod");
+        }
+        fs::write(ours.join("state.redb"), "").expect("written");
+        fs::write(shared.join("other"), "").expect("written");
+        for dir in [&empty, &ours, &shared] {
+            private_own_dir(dir, "state.redb").expect("no error");
+        }
+        assert_eq!(
+            [mode(&empty), mode(&ours), mode(&shared)],
+            [DIR_MODE, DIR_MODE, 0o755]
+        );
+        fs::remove_dir_all(&root).expect("removed");
+    }
+
+    #[test]
+    fn a_link_to_a_directory_is_not_followed() {
+        let root = scratch("link");
+        let target = root.join("target");
+        fs::create_dir_all(&target).expect("created");
+        fs::set_permissions(&target, Permissions::from_mode(0o755)).expect("chmod");
+        let link = root.join("link");
+        std::os::unix::fs::symlink(&target, &link).expect("linked");
+        private_dir(&link).expect("no error");
+        assert_eq!(mode(&target), 0o755);
         fs::remove_dir_all(&root).expect("removed");
     }
 

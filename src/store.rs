@@ -314,7 +314,7 @@ impl Store {
     /// everything stored. A file locked by another process is waited for,
     /// up to [`LOCK_WAIT`].
     pub fn open(data_dir: &Path) -> Result<(Store, Recovered), StoreError> {
-        files::private_dir(data_dir).map_err(io_error(data_dir))?;
+        files::private_own_dir(data_dir, STORE_FILE).map_err(io_error(data_dir))?;
         let path = data_dir.join(STORE_FILE);
         if path.try_exists().map_err(io_error(&path))? {
             files::private_file(&path).map_err(io_error(&path))?;

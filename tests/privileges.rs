@@ -298,3 +298,29 @@ fn a_root_peer_refuses_to_run_haproxy_as_root() {
     let log = failed_start(&spec);
     assert!(log.contains("HAProxy never runs as root"), "{log}");
 }
+
+#[test]
+fn a_root_peer_refuses_a_chroot_that_is_a_link_or_not_roots_alone() {
+    let cluster = Cluster::new("unsafe-chroot");
+    let spec = cluster.peer_with_haproxy("peer-a", &[]);
+    let chroot = spec.data_dir.join("haproxy/chroot");
+    std::fs::create_dir_all(chroot.parent().expect("the HAProxy dir")).expect("created");
+    // Where the link points, a directory as `/` is: root's, 0755.
+    let target = cluster.dir.path().join("elsewhere");
+    std::fs::create_dir(&target).expect("created");
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::symlink(&target, &chroot).expect("a link");
+    let log = failed_start(&spec);
+    assert!(log.contains("must be a directory of root's"), "{log}");
+    let mode = std::fs::metadata(&target).expect("target").mode() & 0o7777;
+    assert_eq!(mode, 0o755, "the link's target was changed");
+
+    std::fs::remove_file(&chroot).expect("link removed");
+    std::fs::create_dir(&chroot).expect("created");
+    chown_all(&chroot, nobody());
+    let log = failed_start(&spec);
+    assert!(
+        log.matches("must be a directory of root's").count() == 2,
+        "{log}"
+    );
+}

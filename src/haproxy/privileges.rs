@@ -16,6 +16,7 @@
 //! 600: the peer, root too, reaches them, and so does the next run of the
 //! peer taking the listeners over with `haproxy -x`.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::unistd::{Group, User};
@@ -88,6 +89,14 @@ pub enum PrivilegeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The chroot is not a directory only root can change: a symbolic
+    /// link (HAProxy would enter its target) or a directory someone else
+    /// owns or may write (the workers' user could place files in it).
+    #[error(
+        "HAProxy's chroot {0} must be a directory of root's that only root can write \
+         (not a symbolic link); remove it and the peer makes it anew"
+    )]
+    UnsafeChroot(std::path::PathBuf),
     /// A name or path cannot be written into `haproxy.cfg`.
     #[error("{what} cannot be named in haproxy.cfg: {source}")]
     Unwritable {
@@ -145,10 +154,14 @@ pub fn resolve(
         });
     }
     let chroot = haproxy_dir.join(CHROOT_DIR);
-    files::private_dir(&chroot).map_err(|source| PrivilegeError::Chroot {
+    let prepared = files::private_dir(&chroot).and_then(|()| std::fs::symlink_metadata(&chroot));
+    let meta = prepared.map_err(|source| PrivilegeError::Chroot {
         dir: chroot.clone(),
         source,
     })?;
+    if !meta.is_dir() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        return Err(PrivilegeError::UnsafeChroot(chroot));
+    }
     let word = |what: &str, value: &str| {
         CfgWord::new(value).map_err(|source| PrivilegeError::Unwritable {
             what: format!("{what} {value}"),
