@@ -23,7 +23,7 @@
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -47,6 +47,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::time::ASN1Time;
 
+use crate::files;
 use crate::gossip::PeerId;
 use crate::gossip::wire::ALPN;
 
@@ -76,7 +77,7 @@ const NODE_VALIDITY: Duration = YEAR.saturating_mul(2);
 const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(60 * 60);
 /// Longest DNS label.
 const NAME_LEN_MAX: usize = 63;
-const KEY_MODE: u32 = 0o600;
+const KEY_MODE: u32 = files::FILE_MODE;
 const CERT_MODE: u32 = 0o644;
 
 /// Why a certificate operation failed. Variants involving a file carry its
@@ -354,7 +355,16 @@ pub fn issue(ca_dir: &Path, name: &NodeName, out_dir: &Path) -> Result<NodeFiles
 /// it holds only some, fails naming the missing ones. In a complete
 /// directory the certificate's name stands, whatever `name` says: the node
 /// is who its certificate says ([`TlsIdentity::name`]).
+///
+/// The directory and its CA directory are private ([`files::DIR_MODE`]),
+/// tightened if an older release left them readable by others; their keys
+/// are written [`files::FILE_MODE`].
 pub fn ensure_self_made(tls_dir: &Path, name: &NodeName) -> Result<(), CertError> {
+    let ca_dir = tls_dir.join(SELF_MADE_CA_DIR);
+    files::private_dir(tls_dir).map_err(|error| io_error(tls_dir, error))?;
+    if exists(&ca_dir)? {
+        files::private_dir(&ca_dir).map_err(|error| io_error(&ca_dir, error))?;
+    }
     let wanted = [CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE];
     let mut missing = Vec::new();
     for file in wanted {
@@ -371,7 +381,6 @@ pub fn ensure_self_made(tls_dir: &Path, name: &NodeName) -> Result<(), CertError
             missing,
         });
     }
-    let ca_dir = tls_dir.join(SELF_MADE_CA_DIR);
     init_ca(&ca_dir)?;
     issue(&ca_dir, name, tls_dir)?;
     Ok(())
@@ -603,8 +612,14 @@ fn exists(path: &Path) -> Result<bool, CertError> {
     path.try_exists().map_err(|error| io_error(path, error))
 }
 
+/// Creates `dir` and its missing parents private ([`files::DIR_MODE`]): it
+/// holds keys. An existing directory is the operator's and keeps its mode.
 fn create_dir(dir: &Path) -> Result<(), CertError> {
-    fs::create_dir_all(dir).map_err(|error| io_error(dir, error))
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(files::DIR_MODE)
+        .create(dir)
+        .map_err(|error| io_error(dir, error))
 }
 
 /// Checks up front that none of `paths` exists, so that a refused call

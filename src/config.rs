@@ -143,6 +143,15 @@ pub struct RunArgs {
     /// start). Set on the peer only, never through the API.
     #[arg(long, env = "AQUEDUCT_NATIVES")]
     pub natives: Option<NativesPolicy>,
+    /// The user HAProxy's workers run as when the peer runs as root
+    /// (default: `haproxy`, which must then exist; never root). A peer not
+    /// running as root runs HAProxy as its own user and takes no
+    /// --haproxy-user.
+    #[arg(long, env = "AQUEDUCT_HAPROXY_USER")]
+    pub haproxy_user: Option<String>,
+    /// The group HAProxy's workers run as (default: the user's own group).
+    #[arg(long, env = "AQUEDUCT_HAPROXY_GROUP")]
+    pub haproxy_group: Option<String>,
     /// A TOML file with the same options (keys as the flags, with `_`).
     #[arg(long, env = "AQUEDUCT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -184,6 +193,8 @@ struct FileOptions {
     stats_interval: Option<u64>,
     haproxy_on_exit: Option<OnExit>,
     natives: Option<String>,
+    haproxy_user: Option<String>,
+    haproxy_group: Option<String>,
 }
 
 /// What a peer's stop (SIGTERM, SIGINT) does to its HAProxy.
@@ -368,6 +379,11 @@ pub struct HaproxyOptions {
     pub on_exit: OnExit,
     /// Which `natives` lines are taken and rendered.
     pub natives: NativesPolicy,
+    /// The user HAProxy's workers run as (`None`: the default), when the
+    /// peer runs as root ([`crate::haproxy::privileges`]).
+    pub user: Option<CfgWord>,
+    /// Their group (`None`: the user's own).
+    pub group: Option<CfgWord>,
 }
 
 /// Why the options are unusable.
@@ -505,6 +521,16 @@ impl RunArgs {
                 ))
             }
         };
+        let user = self
+            .haproxy_user
+            .or(file.haproxy_user)
+            .map(|user| CfgWord::new(&user).map_err(invalid("haproxy-user")))
+            .transpose()?;
+        let group = self
+            .haproxy_group
+            .or(file.haproxy_group)
+            .map(|group| CfgWord::new(&group).map_err(invalid("haproxy-group")))
+            .transpose()?;
         let stats_interval_ms = self.stats_interval.or(file.stats_interval).unwrap_or(1000);
         if !(100..=60_000).contains(&stats_interval_ms) {
             return Err(ConfigError::Invalid {
@@ -571,6 +597,8 @@ impl RunArgs {
                 })?,
                 (None, None) => NativesPolicy::default(),
             },
+            user,
+            group,
         };
         let api_max_requests = in_range_usize(
             "api-max-requests",

@@ -14,6 +14,7 @@ use crate::activity::ActivityLog;
 use crate::api::{self, ApiOptions, SiteRules};
 use crate::certs::{self, CertError, NodeName, TlsIdentity};
 use crate::config::{HaproxySetting, RunOptions, TlsSource};
+use crate::files;
 use crate::gossip::{Config, MemberId, Node, Time};
 use crate::haproxy::{
     self,
@@ -45,6 +46,14 @@ pub enum DaemonError {
         actual: NodeName,
         /// Where the certificate is.
         tls_dir: std::path::PathBuf,
+    },
+    /// The data directory cannot be made (or made private).
+    #[error("data directory {dir}: {source}")]
+    DataDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// The store.
     #[error(transparent)]
@@ -118,6 +127,14 @@ impl std::fmt::Display for Listening {
 /// Runs one peer until SIGTERM or SIGINT.
 pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let mut signals = ShutdownSignals::new().map_err(DaemonError::Signals)?;
+    // Private before anything is written into it (a self-made TLS key, the
+    // store): only this peer's user reads its data.
+    files::private_own_dir(&options.data_dir, store::STORE_FILE).map_err(|source| {
+        DaemonError::DataDir {
+            dir: options.data_dir.clone(),
+            source,
+        }
+    })?;
     let tls_dir = match &options.tls {
         TlsSource::Given(dir) => dir.clone(),
         TlsSource::SelfMade(dir) => {

@@ -31,6 +31,8 @@ pub mod demo;
 #[cfg(feature = "shell")]
 pub mod echo;
 #[cfg(feature = "shell")]
+pub mod files;
+#[cfg(feature = "shell")]
 pub mod local_mesh;
 #[cfg(feature = "shell")]
 pub mod peer;

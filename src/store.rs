@@ -47,6 +47,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 
 use crate::crdt::{ConfigDelta, RemoteDeltaError, Replica, ReplicaId};
+use crate::files;
 use crate::gossip::wire::MESSAGE_BYTES_MAX;
 
 /// The database's file name inside the data directory.
@@ -307,13 +308,17 @@ pub struct Store {
 
 impl Store {
     /// Opens `data_dir/state.redb`, creating the directory and a new store
-    /// (with a fresh replica id) if missing, and durably counts this run's
-    /// generation. Reads and checks everything stored. A file locked by
-    /// another process is waited for, up to [`LOCK_WAIT`].
+    /// (with a fresh replica id) if missing — both private, and tightened if
+    /// an older release left them readable by others ([`crate::files`]) —
+    /// and durably counts this run's generation. Reads and checks
+    /// everything stored. A file locked by another process is waited for,
+    /// up to [`LOCK_WAIT`].
     pub fn open(data_dir: &Path) -> Result<(Store, Recovered), StoreError> {
-        fs::create_dir_all(data_dir).map_err(io_error(data_dir))?;
+        files::private_own_dir(data_dir, STORE_FILE).map_err(io_error(data_dir))?;
         let path = data_dir.join(STORE_FILE);
-        if !path.try_exists().map_err(io_error(&path))? {
+        if path.try_exists().map_err(io_error(&path))? {
+            files::private_file(&path).map_err(io_error(&path))?;
+        } else {
             create(data_dir, &path)?;
         }
         let db = open_waiting_for_lock(&path)?;
@@ -400,9 +405,7 @@ impl Store {
 /// and is overwritten.
 fn create(data_dir: &Path, path: &Path) -> Result<(), StoreError> {
     let fresh = path.with_extension("redb.new");
-    let mut options = File::options();
-    options.read(true).write(true).create(true).truncate(true);
-    let file = options.open(&fresh).map_err(io_error(&fresh))?;
+    let file = files::create(&fresh).map_err(io_error(&fresh))?;
     let backend = redb::backends::FileBackend::new(file).at(&fresh)?;
     let db = redb::Builder::new()
         .create_with_backend(backend)

@@ -121,6 +121,8 @@ fn the_ab_deploy_story_flips_rolls_back_and_retires_without_a_failed_request() {
     // through the runtime API.
     edge.wait_until_applied();
     assert_eq!(edge.haproxy_count("reloads"), reloads);
+    edge.assert_haproxy_workers_unprivileged();
+    control.assert_haproxy_workers_unprivileged();
 }
 
 /// A server that answers `name` after `delay` (a long request in flight).
@@ -183,4 +185,5 @@ fn a_request_in_flight_to_the_old_version_completes_after_the_switch() {
 
     let (status, body) = in_flight.join().expect("request").expect("an answer");
     assert_eq!((status, body.as_str()), (200, "1.0.0#slow"));
+    peer.assert_haproxy_workers_unprivileged();
 }

@@ -7,6 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 
 use aqueduct::config::{DEFAULT_API, OnExit, RunArgs};
+use aqueduct::crdt::model::CfgWord;
 use support::{Cluster, TempDir, aqueduct, binary, first_stdout_line};
 
 /// Runs `aqueduct` with `args` and `envs` in `cwd` until it prints its
@@ -160,6 +161,36 @@ fn haproxy_is_kept_on_exit_unless_the_file_or_a_flag_says_stop() {
             .on_exit,
         OnExit::Keep
     );
+}
+
+#[test]
+fn haproxys_user_and_group_come_from_the_file_and_flags_beat_it() {
+    let dir = TempDir::new("haproxy-user");
+    let file = dir.path().join("aqueduct.toml");
+    std::fs::write(&file, "haproxy_user = \"www\"\nhaproxy_group = \"web\"\n").expect("writes");
+    let options = RunArgs {
+        config: Some(file),
+        haproxy_user: Some("nobody".into()),
+        ..RunArgs::default()
+    }
+    .resolve()
+    .expect("resolves")
+    .haproxy_options;
+    let words = |w: Option<CfgWord>| w.map(|w| w.to_string());
+    assert_eq!(words(options.user).as_deref(), Some("nobody"));
+    assert_eq!(words(options.group).as_deref(), Some("web"));
+}
+
+#[test]
+fn a_haproxy_user_that_cannot_be_written_into_haproxy_cfg_is_refused() {
+    let error = RunArgs {
+        haproxy_user: Some("haproxy\n    chroot /".into()),
+        ..RunArgs::default()
+    }
+    .resolve()
+    .expect_err("refused")
+    .to_string();
+    assert!(error.contains("haproxy-user"), "{error}");
 }
 
 #[test]

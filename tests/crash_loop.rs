@@ -360,6 +360,10 @@ fn no_acknowledged_write_is_lost_and_every_haproxy_serves_after_random_kill_9s()
         peer_kills + haproxy_kills == kills,
         "ran out of time for the kills"
     );
+    // Restarted however they died, HAProxy's workers still drop root.
+    for peer in &peers {
+        peer.assert_haproxy_workers_unprivileged();
+    }
 }
 
 #[test]

@@ -97,6 +97,7 @@ fn requests_reach_the_members_and_rules_route_by_path_and_host_header() {
     wait_until_served_by(&peer, "/", "example.com", &default);
     wait_until_served_by(&peer, "/api/users", "example.com", &api);
     wait_until_served_by(&peer, "/", "staged.example.com", &staged);
+    peer.assert_haproxy_workers_unprivileged();
 }
 
 #[test]
@@ -133,6 +134,8 @@ fn a_member_added_on_another_peer_serves_here_without_a_reload() {
     // settings (data dir, listen address).
     wait_until_served_by(&a, "/", "example.com", &second);
     assert_eq!(a.neutral_haproxy_config(), b.neutral_haproxy_config());
+    a.assert_haproxy_workers_unprivileged();
+    b.assert_haproxy_workers_unprivileged();
 }
 
 #[test]
@@ -227,6 +230,7 @@ fn no_request_fails_during_50_reloads_and_200_member_changes() {
         (1..=50).contains(&reloads),
         "{reloads} reloads for 50 structure changes"
     );
+    peer.assert_haproxy_workers_unprivileged();
 }
 
 #[test]
@@ -286,6 +290,7 @@ fn haproxy_killed_with_sigkill_is_back_and_serving_within_2_s() {
         let restarted = status["restarts"] == 1 && status["pid"].as_i64() != Some(pid);
         (restarted && matches!(fetch(through, "/", "example.com"), Ok((200, _)))).then_some(())
     });
+    peer.assert_haproxy_workers_unprivileged();
 }
 
 #[test]
@@ -314,6 +319,7 @@ fn a_restarted_peer_takes_over_the_haproxy_its_killed_run_left_serving() {
     )));
     let _ = new;
     eventually("the old HAProxy to stop", || gone(old).then_some(()));
+    peer.assert_haproxy_workers_unprivileged();
 }
 
 /// Whether process `pid` has exited: gone, or a zombie nobody reaps (its
@@ -365,6 +371,7 @@ fn sigterm_leaves_haproxy_serving_and_the_next_start_takes_it_over_without_a_fai
         failures.len(),
         &failures[..failures.len().min(10)]
     );
+    peer.assert_haproxy_workers_unprivileged();
 }
 
 #[test]
@@ -548,6 +555,7 @@ fn a_reload_haproxy_cannot_do_keeps_the_old_configuration_and_member_changes_sti
     );
     assert!(on_disk.contains(&format!("127.0.0.1:{}", second.port())));
     drop(holder);
+    peer.assert_haproxy_workers_unprivileged();
 }
 
 #[test]
@@ -592,4 +600,5 @@ fn haproxys_own_stats_page_listens_where_configured_behind_basic_auth() {
     eventually("the peer to confirm what it runs", || {
         peer.runs_what_it_rendered().then_some(())
     });
+    peer.assert_haproxy_workers_unprivileged();
 }

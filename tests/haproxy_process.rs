@@ -18,6 +18,8 @@ use aqueduct::haproxy::process::{Binary, CheckError, Master, ProcessError, Reloa
 use aqueduct::haproxy::socket;
 use aqueduct::haproxy::stats::{StatKind, parse_show_stat};
 
+mod support;
+
 /// How long anything in these tests may take before it is a failure.
 const DEADLINE: Duration = Duration::from_secs(30);
 /// The limit on one test HTTP exchange.
@@ -448,4 +450,140 @@ async fn show_stat_through_the_admin_socket_parses_into_the_frontend_row() {
     assert_eq!(frontend.status, "OPEN");
     assert_eq!(frontend.responses.status_2xx, 1);
     master.stop().await;
+}
+
+/// A configuration as a root-run peer renders it, in essence: the
+/// listeners handed over with `expose-fd listeners`, the server state
+/// loaded from a file, a health-checked member named by host name
+/// (resolved by libc at start), and — when `drop_root` — the workers
+/// dropping to Debian's `haproxy` user in the empty chroot `dir/chroot`.
+fn peer_like_config(dir: &Path, port: u16, body: &str, member: u16, drop_root: bool) -> String {
+    let privileges = if drop_root {
+        let chroot = dir.join("chroot");
+        std::fs::create_dir_all(&chroot).expect("chroot");
+        std::fs::set_permissions(&chroot, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chroot mode");
+        format!(
+            "\x20   user haproxy\n\x20   group haproxy\n\x20   chroot {}\n",
+            chroot.display()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "global\n\
+         {privileges}\
+         \x20   stats socket {admin} mode 600 level admin expose-fd listeners\n\
+         \x20   server-state-file {state}\n\
+         defaults\n\
+         \x20   mode http\n\
+         \x20   timeout connect 5s\n\
+         \x20   timeout client 5s\n\
+         \x20   timeout server 5s\n\
+         \x20   load-server-state-from-file global\n\
+         \x20   default-server init-addr last,libc,none\n\
+         frontend fe\n\
+         \x20   bind 127.0.0.1:{port}\n\
+         \x20   http-request return status 200 content-type text/plain string {body}\n\
+         backend be\n\
+         \x20   server member localhost:{member} check inter 100ms\n",
+        admin = admin_socket(dir).display(),
+        state = dir.join("server-state").display(),
+    )
+}
+
+/// How the current worker of `master` runs.
+async fn current_worker(master: &Master) -> support::ProcessPrivileges {
+    let proc = master.show_proc().await.expect("show proc");
+    let pid = proc.current_worker().expect("a current worker").pid;
+    support::worker_privileges(i32::try_from(pid).expect("a pid")).expect("the worker runs")
+}
+
+/// Waits until `be/member`'s health check, run by a worker, says UP.
+async fn wait_until_member_up(dir: &Path) {
+    let admin = admin_socket(dir);
+    let mut last = String::new();
+    let deadline = Instant::now() + DEADLINE;
+    while Instant::now() < deadline {
+        if let Ok(csv) = socket::send(&admin, "show stat", DEADLINE).await {
+            let rows = parse_show_stat(&csv);
+            let member = rows.iter().find(|r| r.proxy == "be" && r.name == "member");
+            last = member.map(|r| r.status.clone()).unwrap_or_default();
+            if last.starts_with("UP") {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("be/member is not UP: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_haproxy_is_taken_over_by_one_whose_workers_drop_root_into_a_chroot_and_reload() {
+    let dir = TempDir::new("privileges");
+    let (port, member) = (
+        free_port(),
+        TcpListener::bind("127.0.0.1:0").expect("member"),
+    );
+    let member_port = member.local_addr().expect("address").port();
+    let run_dirs = [dir.path().join("old-run"), dir.path().join("new-run")];
+    for run_dir in &run_dirs {
+        std::fs::create_dir_all(run_dir).expect("run dir");
+    }
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("config written");
+        path
+    };
+    // The previous release: HAProxy as root, no chroot.
+    let old_config = write(
+        "old.cfg",
+        peer_like_config(dir.path(), port, "old", member_port, false),
+    );
+    let old = Master::start(&haproxy(), &old_config, &run_dirs[0])
+        .await
+        .expect("the old HAProxy starts");
+    assert_eq!(http_get(port), Ok("old".to_owned()));
+    assert!(!current_worker(&old).await.unprivileged());
+
+    let new_config = write(
+        "new.cfg",
+        peer_like_config(dir.path(), port, "new", member_port, true),
+    );
+    let mut new = Master::take_over(
+        &haproxy(),
+        &new_config,
+        &run_dirs[1],
+        &admin_socket(dir.path()),
+    )
+    .await
+    .expect("the new HAProxy takes the listeners over");
+    old.stop().await;
+
+    assert_eq!(http_get(port), Ok("new".to_owned()));
+    let chroot = dir.path().join("chroot");
+    let worker = current_worker(&new).await;
+    assert!(worker.unprivileged_in(&chroot), "{worker:?}");
+    wait_until_member_up(dir.path()).await;
+    // What the driver does before a reload: the master (root, outside the
+    // chroot) loads this file into the next worker.
+    let state = socket::send(&admin_socket(dir.path()), "show servers state", DEADLINE)
+        .await
+        .expect("show servers state");
+    std::fs::write(dir.path().join("server-state"), state).expect("state written");
+    write(
+        "new.cfg",
+        peer_like_config(dir.path(), port, "reloaded", member_port, true),
+    );
+    let outcome = new.reload().await.expect("reload");
+    assert!(
+        matches!(outcome, ReloadOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(http_get(port), Ok("reloaded".to_owned()));
+    let reloaded = current_worker(&new).await;
+    assert_ne!(reloaded.pid, worker.pid);
+    assert!(reloaded.unprivileged_in(&chroot), "{reloaded:?}");
+    wait_until_member_up(dir.path()).await;
+    new.stop().await;
 }

@@ -1724,6 +1724,8 @@ fn every_hostile_input_is_refused_clearly_and_changes_nothing_on_either_peer() {
         &registration_target(REGISTRATION),
         json!({"secondsToExpire": 60}),
     ));
+    a.assert_haproxy_workers_unprivileged();
+    b.assert_haproxy_workers_unprivileged();
 }
 
 #[test]
@@ -1756,4 +1758,5 @@ fn a_natives_line_cannot_read_the_peers_environment() {
     });
 
     assert_eq!(body, "[|]");
+    peer.assert_haproxy_workers_unprivileged();
 }

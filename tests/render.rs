@@ -18,8 +18,8 @@ use aqueduct::crdt::model::{
 use aqueduct::crdt::model::{NativesPolicy, Section};
 use aqueduct::crdt::{Replica, ReplicaId};
 use aqueduct::haproxy::render::{
-    Change, Plan, Rendered, Settings, StatsListener, left_out_natives, lines_in_section, plan,
-    render,
+    Change, Plan, Privileges, Rendered, Settings, StatsListener, left_out_natives,
+    lines_in_section, plan, render,
 };
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -634,4 +634,34 @@ fn replacing_every_member_adds_the_new_ones_before_removing_the_old() {
         .position(|c| c.starts_with("del server"))
         .unwrap();
     assert!(added < removed, "{commands:?}");
+}
+
+#[test]
+fn a_root_peers_haproxy_drops_to_its_user_and_group_in_its_chroot_and_haproxy_accepts_it() {
+    let mut settings = settings();
+    settings.privileges = Some(Privileges {
+        user: CfgWord::new("haproxy").unwrap(),
+        group: CfgWord::new("haproxy").unwrap(),
+        chroot: CfgWord::new("/var/lib/aqueduct/haproxy/chroot").unwrap(),
+    });
+    let view = view_with_app(static_backend(&[("10.0.0.1", 80, ready())]));
+
+    let text = render(&view, &settings, 0).text();
+
+    assert!(
+        text.contains(
+            "global\n    master-worker\n    user haproxy\n    group haproxy\n    \
+             chroot /var/lib/aqueduct/haproxy/chroot\n"
+        ),
+        "{text}"
+    );
+    // `haproxy -c` resolves the user and group (Debian's haproxy package
+    // creates both); the chroot is entered only by a running worker.
+    let file = std::env::temp_dir().join(format!(
+        "aqueduct-render-privileges-{}.cfg",
+        std::process::id()
+    ));
+    std::fs::write(&file, &text).unwrap();
+    haproxy_accepts(&file);
+    std::fs::remove_file(&file).unwrap();
 }

@@ -182,6 +182,7 @@ fn a_mesh_of_the_previous_release_and_this_one_converges_and_renders_the_same_co
             counter(&metrics, "aqueduct_gossip_garbage_dropped_total")
         );
     }
+    peers[2].assert_haproxy_workers_unprivileged();
 }
 
 #[test]
@@ -207,6 +208,10 @@ fn a_rolling_upgrade_then_a_rolling_restart_under_load_fail_no_request_and_lose_
     });
 
     roll(&mut peers, Stop::Sigkill, &current, &writes);
+    // The previous release ran its HAProxy as root; this one's drops it.
+    for peer in &peers {
+        peer.assert_haproxy_workers_unprivileged();
+    }
     roll(&mut peers, Stop::Sigterm, &current, &writes);
 
     let (acknowledged, unanswered) = writes.finish();
@@ -283,4 +288,5 @@ fn a_restarted_peer_serves_from_its_own_state_before_hearing_from_anyone() {
             .all(|p| p["state"] != "alive"),
         "it heard from someone: {list}"
     );
+    peers[0].assert_haproxy_workers_unprivileged();
 }

@@ -11,11 +11,13 @@ use aqueduct::crdt::model::{
     RegistrationKey, Rule, RuleOperation, Rules, SECTION_KEYWORDS, ServiceName, Version,
 };
 use aqueduct::crdt::{Command, Replica, ReplicaId};
-use aqueduct::haproxy::render::{Plan, Rendered, Settings, StatsListener, plan, render};
+use aqueduct::haproxy::render::{
+    Plan, Privileges, Rendered, Settings, StatsListener, plan, render,
+};
 
 /// Peer settings with every optional part of the preamble present (a log
-/// target and a stats listener), so that they are rendered too; `bind_host`
-/// replaces `*` in frontend binds.
+/// target, a stats listener, a privilege drop), so that they are rendered
+/// too; `bind_host` replaces `*` in frontend binds.
 pub fn settings(bind_host: Option<IpAddr>) -> Settings {
     let word = |w: &str| CfgWord::new(w).expect("a valid setting");
     Settings {
@@ -26,6 +28,11 @@ pub fn settings(bind_host: Option<IpAddr>) -> Settings {
             password: word("secret"),
         }),
         bind_host,
+        privileges: Some(Privileges {
+            user: word("haproxy"),
+            group: word("haproxy"),
+            chroot: word("/run/aqueduct/chroot"),
+        }),
         ..Settings::new(
             word("/run/aqueduct/admin.sock"),
             word("/run/aqueduct/state"),

@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::privileges::{self, PrivilegeError};
 use super::process::{Binary, CheckError, Master, ProcessError, ReloadOutcome};
 use super::render::{
     self, LeftOut, Outcome, Plan, Rendered, RuntimeCommand, Settings, StatsListener,
@@ -29,6 +30,7 @@ use crate::crdt::model::{
     CfgWord, ConfigView, InvalidValue, LiveRegistrations, Name, NativesPolicy, RegistrationKey,
     Section,
 };
+use crate::files;
 use crate::gossip::ApplyReport;
 use crate::peer::{Handle, wall_clock_ms};
 
@@ -69,6 +71,17 @@ pub enum DriverError {
         /// Why.
         source: std::io::Error,
     },
+    /// A file an older release left cannot be made private.
+    #[error("cannot make {path} private: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// HAProxy cannot be given an unprivileged user.
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
     /// A path cannot appear in `haproxy.cfg`.
     #[error("HAProxy directory {dir} cannot be named in haproxy.cfg: {source}")]
     Path {
@@ -283,7 +296,7 @@ pub fn spawn(
     shutdown: oneshot::Receiver<()>,
 ) -> Result<(Driver, tokio::task::JoinHandle<()>), DriverError> {
     let dir = std::path::absolute(&config.dir).unwrap_or_else(|_| config.dir.clone());
-    std::fs::create_dir_all(&dir).map_err(|source| DriverError::Dir {
+    files::private_dir(&dir).map_err(|source| DriverError::Dir {
         dir: dir.clone(),
         source,
     })?;
@@ -293,13 +306,31 @@ pub fn spawn(
         admin_socket: dir.join("admin.sock"),
         dir: dir.clone(),
     };
+    // Rewritten private at the first apply; until then, not readable by
+    // others either if an older release left them so.
+    for path in [&files.config, &files.server_state] {
+        crate::files::private_file(path).map_err(|source| DriverError::File {
+            path: path.clone(),
+            source,
+        })?;
+    }
     let word = |path: &Path| {
         CfgWord::new(&path.to_string_lossy()).map_err(|source| DriverError::Path {
             dir: dir.clone(),
             source,
         })
     };
-    let settings = settings_of(
+    // A render-only peer writes a file for someone else to run: whoever
+    // runs it decides whom as.
+    let privileges = match &config.binary {
+        Some(_) => privileges::resolve(
+            config.options.user.as_ref(),
+            config.options.group.as_ref(),
+            &dir,
+        )?,
+        None => None,
+    };
+    let mut settings = settings_of(
         &config.options,
         word(&files.admin_socket)?,
         word(&files.server_state)?,
@@ -310,6 +341,8 @@ pub fn spawn(
              section, including lines that make HAProxy read files, open sockets or run programs"
         );
     }
+    log_privileges(privileges.as_ref(), config.binary.is_some(), &settings);
+    settings.privileges = privileges;
     let (status_tx, status) = watch::channel(ApplyStatus {
         managed: config.binary.is_some(),
         ..ApplyStatus::default()
@@ -363,6 +396,33 @@ async fn report_status(mut status: watch::Receiver<ApplyStatus>, peer: Handle) {
         if peer.report_haproxy(report).await.is_err() || status.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Says whom HAProxy's workers run as, and warns of a log target they
+/// cannot reach from their chroot.
+fn log_privileges(privileges: Option<&render::Privileges>, managed: bool, settings: &Settings) {
+    match privileges {
+        Some(p) => {
+            tracing::info!(user = %p.user, group = %p.group, chroot = %p.chroot, "HAProxy's workers drop root");
+            if let Some(log) = settings
+                .log
+                .as_ref()
+                .filter(|log| log.as_str().starts_with('/'))
+            {
+                tracing::warn!(
+                    %log,
+                    "HAProxy's workers are chrooted: a log socket named by path is out of their \
+                     reach; log to an address instead"
+                );
+            }
+        }
+        None if managed => {
+            tracing::info!(
+                "HAProxy runs as this peer's own user (not root: no user, group or chroot)"
+            );
+        }
+        None => {}
     }
 }
 
@@ -1047,17 +1107,13 @@ fn health_only(state: &str) -> String {
     out
 }
 
-/// Writes `text` to `path` through a temporary file beside it, synced
-/// before the rename: `path` holds the old text or the new, never a part.
+/// [`files::write_atomically`] off the async workers: `path` is private
+/// (it may hold the stats password) and holds the old text or the new.
 async fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let mut file = tokio::fs::File::create(&tmp).await?;
-    file.write_all(text.as_bytes()).await?;
-    file.sync_all().await?;
-    tokio::fs::rename(&tmp, path).await
+    let (path, text) = (path.to_path_buf(), text.to_owned());
+    tokio::task::spawn_blocking(move || files::write_atomically(&path, text.as_bytes()))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -5,7 +5,8 @@
 //! moves a running HAProxy to it. The rest, behind the `shell` feature, runs
 //! HAProxy and decides nothing about content: [`process`] checks
 //! configurations (`haproxy -c`) and runs, reloads and stops one
-//! master-worker process; [`socket`] talks to the runtime API and the
+//! master-worker process; [`privileges`] decides whom its workers run as
+//! (never root) and prepares their chroot; [`socket`] talks to the runtime API and the
 //! master CLI; [`stats`] parses `show stat`; [`driver`] is the task that
 //! applies each new configuration, supervises HAProxy and reports.
 
@@ -13,6 +14,8 @@ pub mod render;
 
 #[cfg(feature = "shell")]
 pub mod driver;
+#[cfg(feature = "shell")]
+pub mod privileges;
 #[cfg(feature = "shell")]
 pub mod process;
 #[cfg(feature = "shell")]

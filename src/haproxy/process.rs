@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::socket::{self, SocketError};
+use crate::files;
 
 /// How long `haproxy -c` may take: it resolves host names and reads
 /// certificates, which can be slow, but never this slow unless stuck.
@@ -175,7 +176,8 @@ impl Binary {
             NEXT.fetch_add(1, Ordering::Relaxed)
         )));
         let (path, text) = (file.0.clone(), config_text.to_owned());
-        blocking(move || std::fs::write(&path, text))
+        // Private: the text may hold the stats password.
+        blocking(move || files::create(&path)?.write_all(text.as_bytes()))
             .await
             .map_err(|source| ProcessError::File {
                 path: file.0.clone(),

@@ -134,6 +134,7 @@ impl Cluster {
             join: Vec::new(),
             extra: Vec::new(),
             haproxy: None,
+            run_as: None,
         }
     }
 
@@ -168,6 +169,8 @@ pub struct PeerSpec {
     /// release ([`previous_binary`]).
     pub binary: PathBuf,
     pub data_dir: PathBuf,
+    /// Given with `--tls-dir`, unless it is `data_dir/tls`: there a peer
+    /// started without `--tls-dir` makes its own.
     pub tls_dir: PathBuf,
     pub log: PathBuf,
     /// The API's address (port 0: an ephemeral one).
@@ -182,6 +185,9 @@ pub struct PeerSpec {
     /// Run HAProxy, binding `*` to this address (`None`: `--haproxy off`);
     /// in a namespace, the namespace's address.
     pub haproxy: Option<Ipv4Addr>,
+    /// The uid and gid the peer runs as, without supplementary groups
+    /// (`None`: the test's own, root).
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl PeerSpec {
@@ -204,8 +210,6 @@ impl PeerSpec {
             .args(["run", "--name", &self.name])
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .arg("--tls-dir")
-            .arg(&self.tls_dir)
             .arg("--api")
             .arg(self.api.to_string())
             .arg("--gossip")
@@ -217,6 +221,14 @@ impl PeerSpec {
             .stderr(log);
         for join in &self.join {
             command.arg("--join").arg(join.to_string());
+        }
+        if self.tls_dir != self.data_dir.join("tls") {
+            command.arg("--tls-dir").arg(&self.tls_dir);
+        }
+        if let Some((uid, gid)) = self.run_as {
+            // std drops the supplementary groups too when root sets a uid.
+            std::os::unix::process::CommandExt::uid(&mut command, uid);
+            std::os::unix::process::CommandExt::gid(&mut command, gid);
         }
         match self.haproxy {
             // In a namespace of its own, `*` is the peer's one address (and
@@ -498,6 +510,29 @@ impl Peer {
             .collect()
     }
 
+    /// Waits until every HAProxy worker of this peer runs without root —
+    /// no uid of `/proc/<pid>/status` is 0 — inside the peer's chroot
+    /// (`/proc/<pid>/root`), and there is one. Waits, rather than looks
+    /// once, because the workers of an HAProxy just taken over from an older
+    /// release (which ran them as root) finish their connections first.
+    pub fn assert_haproxy_workers_unprivileged(&self) {
+        let chroot = self.spec.data_dir.join("haproxy/chroot");
+        let mut last = Vec::new();
+        let done = poll(DEADLINE, || {
+            last = haproxy_workers(&self.haproxy_pids())
+                .into_iter()
+                .filter_map(worker_privileges)
+                .collect();
+            (!last.is_empty() && last.iter().all(|w| w.unprivileged_in(&chroot))).then_some(())
+        });
+        assert!(
+            done.is_some(),
+            "{}'s HAProxy workers are not all unprivileged in {}: {last:?}",
+            self.spec.name,
+            chroot.display()
+        );
+    }
+
     /// A peer killed with SIGKILL leaves its HAProxy serving (as in
     /// production); this ends it: every process running on this peer's
     /// HAProxy configuration file.
@@ -508,7 +543,9 @@ impl Peer {
     }
 
     /// `/haproxy/config` with this peer's own settings (data dir, bind
-    /// host) replaced by placeholders: the same on every converged peer.
+    /// host) replaced by placeholders and whom its HAProxy runs as (the
+    /// `user`, `group` and `chroot` of `global`, which the previous release
+    /// did not write) left out: the same on every converged peer.
     pub fn neutral_haproxy_config(&self) -> String {
         self.try_neutral_haproxy_config()
             .expect("the rendered configuration")
@@ -518,8 +555,22 @@ impl Peer {
     pub fn try_neutral_haproxy_config(&self) -> Option<String> {
         let text = self.haproxy_config()?;
         let host = self.spec.haproxy.expect("a peer with HAProxy").to_string();
+        let mut in_global = false;
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                if !line.starts_with(' ') && !line.is_empty() {
+                    in_global = *line == "global";
+                }
+                let privilege = ["user ", "group ", "chroot "]
+                    .iter()
+                    .any(|keyword| line.trim_start().starts_with(keyword));
+                !(in_global && privilege)
+            })
+            .collect();
         Some(
-            text.replace(&self.spec.data_dir.display().to_string(), "DATA_DIR")
+            kept.join("\n")
+                .replace(&self.spec.data_dir.display().to_string(), "DATA_DIR")
                 .replace(&host, "BIND_HOST"),
         )
     }
@@ -532,6 +583,70 @@ impl Drop for Peer {
             self.kill_leftover_haproxy();
         }
     }
+}
+
+/// The HAProxy workers among `pids` (masters and workers): those whose
+/// parent is one of them, a master.
+pub fn haproxy_workers(pids: &[rustix::process::Pid]) -> Vec<i32> {
+    let masters: Vec<i32> = pids.iter().map(|pid| pid.as_raw_nonzero().get()).collect();
+    masters
+        .iter()
+        .copied()
+        .filter(|&pid| {
+            proc_status(pid, "PPid")
+                .and_then(|ppid| ppid.trim().parse::<i32>().ok())
+                .is_some_and(|ppid| masters.contains(&ppid))
+        })
+        .collect()
+}
+
+/// How a process runs: its uids and gids (real, effective, saved,
+/// filesystem) and its root directory.
+#[derive(Debug)]
+pub struct ProcessPrivileges {
+    pub pid: i32,
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+    pub root: PathBuf,
+}
+
+impl ProcessPrivileges {
+    /// Whether no uid or gid is root's and the root directory is `chroot`.
+    pub fn unprivileged_in(&self, chroot: &Path) -> bool {
+        self.unprivileged() && self.root == chroot
+    }
+
+    /// Whether no uid or gid is root's.
+    pub fn unprivileged(&self) -> bool {
+        self.uids.len() == 4
+            && self.gids.len() == 4
+            && self.uids.iter().chain(&self.gids).all(|&id| id != 0)
+    }
+}
+
+/// `pid`'s privileges from `/proc` (`None` if it has exited meanwhile).
+pub fn worker_privileges(pid: i32) -> Option<ProcessPrivileges> {
+    let ids = |field| -> Option<Vec<u32>> {
+        proc_status(pid, field)?
+            .split_whitespace()
+            .map(|id| id.parse().ok())
+            .collect()
+    };
+    Some(ProcessPrivileges {
+        pid,
+        uids: ids("Uid")?,
+        gids: ids("Gid")?,
+        root: std::fs::read_link(format!("/proc/{pid}/root")).ok()?,
+    })
+}
+
+/// One field of `/proc/<pid>/status` (`Uid`, `PPid`, …).
+fn proc_status(pid: i32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        (name == field).then(|| value.trim().to_owned())
+    })
 }
 
 /// The first line `child` prints on stdout (empty if it prints none within

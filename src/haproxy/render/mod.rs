@@ -52,12 +52,30 @@ pub struct Settings {
     pub bind_host: Option<IpAddr>,
     /// Which `natives` lines are rendered; the others are comments.
     pub natives: NativesPolicy,
+    /// Whom the workers run as and where they are confined, when the peer
+    /// runs as root (`None`: the workers run as the peer's own user).
+    pub privileges: Option<Privileges>,
+}
+
+/// `global`'s `user`, `group` and `chroot`: HAProxy's master binds the
+/// listeners and sockets and reads the files as root, then each worker
+/// enters `chroot` and drops to `user`/`group`, so that what a worker runs
+/// — the configuration's rules, a request's parsing — can reach no file
+/// and holds no root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Privileges {
+    /// The unprivileged user the workers run as.
+    pub user: CfgWord,
+    /// Their group.
+    pub group: CfgWord,
+    /// Their root directory: empty, and not theirs to write.
+    pub chroot: CfgWord,
 }
 
 impl Settings {
     /// The defaults of the original Aqueduct's template (maxconn 4096,
     /// timeouts 5 s / 50 s / 50 s), with the given files, no log target, no
-    /// stats listener and restricted natives.
+    /// stats listener, restricted natives and no privilege drop.
     pub fn new(admin_socket: CfgWord, server_state_file: CfgWord) -> Settings {
         Settings {
             admin_socket,
@@ -71,6 +89,7 @@ impl Settings {
             stats: None,
             bind_host: None,
             natives: NativesPolicy::Restricted,
+            privileges: None,
         }
     }
 }
