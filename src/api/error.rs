@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::quota::OverQuota;
 use crate::crdt::CommandError;
 use crate::crdt::model::{Name, ServiceName, Version};
 use crate::haproxy::process::CheckError;
@@ -88,6 +89,9 @@ pub(crate) enum ApiError {
     /// Nothing has rendered an HAProxy configuration.
     #[error("no HAProxy configuration has been rendered by this peer")]
     NotRendered,
+    /// A write beyond a quota (nothing was written).
+    #[error(transparent)]
+    OverQuota(#[from] OverQuota),
     #[error("HAProxy would not load this configuration: {0}")]
     HaproxyRejected(String),
     #[error("the configuration could not be checked: {0}")]
@@ -136,6 +140,7 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::OverQuota(over) => over.status(),
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Store(_)
@@ -157,6 +162,7 @@ impl ApiError {
                 json!({ "name": service, "version": version })
             }
             ApiError::TooLarge { limit } => json!({ "limitBytes": limit }),
+            ApiError::OverQuota(over) => over.details(),
             ApiError::Busy { limit } => json!({ "limitRequests": limit }),
             ApiError::TooManyStreams { limit } => json!({ "limitStreams": limit }),
             ApiError::Store(reason) | ApiError::CheckFailed(reason) => json!({ "reason": reason }),

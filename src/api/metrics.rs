@@ -8,13 +8,14 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::AppState;
 use super::error::ApiError;
+use super::quota::Quota;
 use crate::gossip::PeerState;
 use crate::haproxy::driver::{ApplyStatus, Driver};
 use crate::peer::Status;
@@ -26,14 +27,19 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
     let status = state.handle.status().await?;
     let haproxy = state.haproxy.as_ref().map(Driver::status);
+    let refusals: Vec<(Quota, u64)> = state.quotas.refusals().collect();
     Ok((
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        render(&status, haproxy.as_ref()),
+        render(&status, haproxy.as_ref(), &refusals),
     )
         .into_response())
 }
 
-fn render(status: &Status, haproxy: Option<&ApplyStatus>) -> String {
+fn render(
+    status: &Status,
+    haproxy: Option<&ApplyStatus>,
+    quota_refusals: &[(Quota, u64)],
+) -> String {
     let mut registry = Registry::with_prefix("aqueduct");
     let counters = &status.counters;
     let node = &status.node;
@@ -125,6 +131,20 @@ fn render(status: &Status, haproxy: Option<&ApplyStatus>) -> String {
         "gossip_reports_refused",
         "Received peer-report messages over the bounds (dropped)",
         counter(node.reports_refused),
+    );
+
+    // Every quota is listed, refused or not, so that a rate over the
+    // series starts from zero.
+    let refusals = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (quota, count) in quota_refusals {
+        refusals
+            .get_or_create(&[("quota", quota.name())])
+            .inc_by(*count);
+    }
+    registry.register(
+        "api_quota_refusals",
+        "API writes refused by a quota (nothing written), by quota",
+        refusals,
     );
 
     let peers = Family::<[(&'static str, &'static str); 1], Gauge>::default();

@@ -69,6 +69,20 @@
 //!   frontend's `mode` or on the backend's `mode` when a frontend of the
 //!   other mode uses it.
 //! - `/haproxy/*` answers 503 on a peer started without a driver.
+//! - **Quotas bound what writers can store** (`--quota-*`, `quota`
+//!   module): objects per kind, registrations in total and per name, meta
+//!   bytes, the longest lease, natives per object and the document's
+//!   size. A write beyond one is refused with nothing changed: 409 for a
+//!   count, 413 for a size, 400 for the lease (like the model's own bound
+//!   on `secondsToExpire`); the message names the quota and its option,
+//!   and `/metrics` counts it. Like references, quotas are checked against
+//!   this peer's view when the request arrives: writes in flight together
+//!   (on this peer, at most `--api-max-requests`, or on other peers) can
+//!   each pass a count quota and exceed it until the next write is
+//!   refused. Only what a write adds is checked: a replacement that adds
+//!   no object, a heartbeat that repeats the stored meta, and deletes are
+//!   never refused, and stored state above a quota keeps decoding and
+//!   rendering.
 //! - **Requests in progress are bounded** (`--api-max-requests`, 256 by
 //!   default): one more is answered 503 with `Retry-After: 1` at once,
 //!   rather than queued, so that memory stays bounded by the limit times
@@ -92,6 +106,7 @@ pub mod fuzzing;
 mod haproxy;
 mod mesh;
 mod metrics;
+mod quota;
 mod registry;
 mod ui;
 
@@ -108,6 +123,7 @@ use crate::peer::Handle;
 use error::ApiError;
 
 pub use auth::{ApiToken, InvalidToken};
+pub use quota::{Quota, Quotas};
 
 /// Largest request body accepted unless [`ApiOptions`] say otherwise (1 MiB).
 pub const BODY_LIMIT_DEFAULT: usize = 1 << 20;
@@ -133,6 +149,8 @@ pub struct ApiOptions {
     pub haproxy: Option<Driver>,
     /// What `GET /events` streams besides stats.
     pub activity: ActivityLog,
+    /// Limits on what writes may store.
+    pub quotas: Quotas,
 }
 
 impl Default for ApiOptions {
@@ -143,6 +161,7 @@ impl Default for ApiOptions {
             max_requests: MAX_REQUESTS_DEFAULT,
             haproxy: None,
             activity: ActivityLog::default(),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -156,6 +175,8 @@ struct AppState {
     activity: ActivityLog,
     /// Places for open event streams ([`EVENT_STREAMS_MAX`]).
     streams: Arc<tokio::sync::Semaphore>,
+    /// Limits on what writes may store, and their refusals.
+    quotas: quota::QuotaGuard,
 }
 
 impl AppState {
@@ -181,6 +202,7 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
         haproxy: options.haproxy,
         activity: options.activity,
         streams: Arc::new(tokio::sync::Semaphore::new(EVENT_STREAMS_MAX)),
+        quotas: quota::QuotaGuard::new(options.quotas),
     };
     let routes = Router::new()
         .route("/frontends", get(config::list_frontends))
