@@ -75,8 +75,11 @@ impl Quotas {
     /// anti-entropy message can carry to a new peer with room to spare.
     pub fn max_of(quota: Quota) -> u64 {
         let max = match quota {
-            Quota::Frontends | Quota::Backends | Quota::Registrations => 1_000_000,
-            Quota::RegistrationsPerName => 1_000_000,
+            // Beyond a million, the document's quota binds first anyway.
+            Quota::Frontends
+            | Quota::Backends
+            | Quota::Registrations
+            | Quota::RegistrationsPerName => 1_000_000,
             Quota::MembersPerBackend => Backend::MEMBERS_MAX,
             Quota::MetaBytes => Meta::BYTES_MAX,
             Quota::LeaseMax => return u64::from(Lease::TTL_MAX_MS / 1000),
@@ -244,7 +247,7 @@ impl OverQuota {
 struct Refusals([AtomicU64; Quota::ALL.len()]);
 
 /// The quotas and their refusal counts, shared by every handler.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct QuotaGuard {
     quotas: Quotas,
     refusals: Arc<Refusals>,

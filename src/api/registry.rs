@@ -1,7 +1,8 @@
 //! Handlers for the service registry (the original Thalassa server's
 //! `/registrations`): heartbeats, deregistration and listings.
 //!
-//! Owns the wall-clock reading for a lease's renewal. Must not list a
+//! Owns the wall-clock reading for a lease's renewal, and which quotas a
+//! heartbeat is checked against (the rules are `quota`'s). Must not list a
 //! registration whose lease has run out. A heartbeat goes to the peer,
 //! which writes only what other peers need to learn
 //! ([`crate::crdt::LeaseKeeper`]).
@@ -107,26 +108,27 @@ async fn check_quotas(
         return Ok(());
     }
     state.quotas.registration(registration)?;
-    if stored.is_none() {
-        let of_name = Counted::RegistrationsOf(key.service.clone());
-        let held = state.handle.usage(Some(of_name)).await?.objects;
-        state.quotas.count(
-            Quota::RegistrationsPerName,
-            held,
-            held + 1,
-            format_args!("registrations of {}", key.service),
-        )?;
-    }
-    let counted = stored.is_none().then_some(Counted::Registrations);
-    let usage = state.handle.usage(counted).await?;
-    if stored.is_none() {
-        state.quotas.count(
-            Quota::Registrations,
-            usage.objects,
-            usage.objects + 1,
-            "registrations",
-        )?;
-    }
+    let usage = match stored {
+        Some(_) => state.handle.usage(None).await?,
+        None => {
+            let of_name = Counted::RegistrationsOf(key.service.clone());
+            let held = state.handle.usage(Some(of_name)).await?.objects;
+            state.quotas.count(
+                Quota::RegistrationsPerName,
+                held,
+                held + 1,
+                format_args!("registrations of {}", key.service),
+            )?;
+            let usage = state.handle.usage(Some(Counted::Registrations)).await?;
+            state.quotas.count(
+                Quota::Registrations,
+                usage.objects,
+                usage.objects + 1,
+                "registrations",
+            )?;
+            usage
+        }
+    };
     state
         .quotas
         .document(usage.document_bytes, key, stored, registration)
