@@ -125,7 +125,7 @@ pub struct QuotaArgs {
     /// Most frontends (default 1000).
     #[arg(long, env = "AQUEDUCT_QUOTA_FRONTENDS")]
     pub quota_frontends: Option<u64>,
-    /// Most backends (default 5000).
+    /// Most backends (default 10000).
     #[arg(long, env = "AQUEDUCT_QUOTA_BACKENDS")]
     pub quota_backends: Option<u64>,
     /// Most static members of one backend (default and at most 4096).
@@ -134,7 +134,7 @@ pub struct QuotaArgs {
     /// Most registrations, live or not yet swept (default 10000).
     #[arg(long, env = "AQUEDUCT_QUOTA_REGISTRATIONS")]
     pub quota_registrations: Option<u64>,
-    /// Most registrations of one service name (default 1000).
+    /// Most registrations of one service name (default 2000).
     #[arg(long, env = "AQUEDUCT_QUOTA_REGISTRATIONS_PER_NAME")]
     pub quota_registrations_per_name: Option<u64>,
     /// Largest meta of a registration, bytes of JSON (default 1024, at

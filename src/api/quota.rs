@@ -56,10 +56,10 @@ impl Default for Quotas {
     fn default() -> Self {
         Quotas {
             frontends: 1_000,
-            backends: 5_000,
+            backends: 10_000,
             members_per_backend: Backend::MEMBERS_MAX,
             registrations: 10_000,
-            registrations_per_name: 1_000,
+            registrations_per_name: 2_000,
             meta_bytes: 1_024,
             lease_max_seconds: 3_600,
             natives_lines: NATIVES_MAX,
