@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::api::{ApiAccess, ApiToken, SiteRules};
+use crate::api::{ApiAccess, ApiToken, Quota, Quotas, SiteRules};
 use crate::certs::NodeName;
 use crate::crdt::model::{CfgWord, InvalidValue, LogTarget, NativesPolicy};
 
@@ -155,6 +155,50 @@ pub struct RunArgs {
     /// A TOML file with the same options (keys as the flags, with `_`).
     #[arg(long, env = "AQUEDUCT_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Limits on what API writers can store.
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
+}
+
+/// The `--quota-*` flags (defaults and reasons in README, "Quotas"). A
+/// write beyond one is refused and changes nothing.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct QuotaArgs {
+    /// Most frontends (default 1000).
+    #[arg(long, env = "AQUEDUCT_QUOTA_FRONTENDS")]
+    pub quota_frontends: Option<u64>,
+    /// Most backends (default 10000).
+    #[arg(long, env = "AQUEDUCT_QUOTA_BACKENDS")]
+    pub quota_backends: Option<u64>,
+    /// Most static members of one backend (default and at most 4096).
+    #[arg(long, env = "AQUEDUCT_QUOTA_MEMBERS_PER_BACKEND")]
+    pub quota_members_per_backend: Option<u64>,
+    /// Most registrations, live or not yet swept (default 10000).
+    #[arg(long, env = "AQUEDUCT_QUOTA_REGISTRATIONS")]
+    pub quota_registrations: Option<u64>,
+    /// Most registrations of one service name (default 2000).
+    #[arg(long, env = "AQUEDUCT_QUOTA_REGISTRATIONS_PER_NAME")]
+    pub quota_registrations_per_name: Option<u64>,
+    /// Largest meta of a registration, bytes of JSON (default 1024, at
+    /// most 4096).
+    #[arg(long, env = "AQUEDUCT_QUOTA_META_BYTES")]
+    pub quota_meta_bytes: Option<u64>,
+    /// Longest lease (`secondsToExpire`), seconds (default 3600, at most
+    /// 86400).
+    #[arg(long, env = "AQUEDUCT_QUOTA_LEASE_MAX")]
+    pub quota_lease_max: Option<u64>,
+    /// Most natives lines of one frontend or backend (default and at most
+    /// 64).
+    #[arg(long, env = "AQUEDUCT_QUOTA_NATIVES_LINES")]
+    pub quota_natives_lines: Option<u64>,
+    /// Largest natives of one frontend or backend, bytes (default 8192, at
+    /// most 32768).
+    #[arg(long, env = "AQUEDUCT_QUOTA_NATIVES_BYTES")]
+    pub quota_natives_bytes: Option<u64>,
+    /// Largest document, bytes as encoded (default 16777216, at most the
+    /// same: a joining peer receives it in one message).
+    #[arg(long, env = "AQUEDUCT_QUOTA_DOCUMENT_BYTES")]
+    pub quota_document_bytes: Option<u64>,
 }
 
 /// The TOML file: the same options as the flags. Unknown keys are errors.
@@ -195,6 +239,16 @@ struct FileOptions {
     natives: Option<String>,
     haproxy_user: Option<String>,
     haproxy_group: Option<String>,
+    quota_frontends: Option<u64>,
+    quota_backends: Option<u64>,
+    quota_members_per_backend: Option<u64>,
+    quota_registrations: Option<u64>,
+    quota_registrations_per_name: Option<u64>,
+    quota_meta_bytes: Option<u64>,
+    quota_lease_max: Option<u64>,
+    quota_natives_lines: Option<u64>,
+    quota_natives_bytes: Option<u64>,
+    quota_document_bytes: Option<u64>,
 }
 
 /// What a peer's stop (SIGTERM, SIGINT) does to its HAProxy.
@@ -350,6 +404,8 @@ pub struct RunOptions {
     pub haproxy: HaproxySetting,
     /// How this peer's HAProxy is configured and watched.
     pub haproxy_options: HaproxyOptions,
+    /// Limits on what API writers can store.
+    pub quotas: Quotas,
 }
 
 /// The peer-local HAProxy settings (`global`, `defaults`, the stats page)
@@ -423,6 +479,7 @@ impl RunArgs {
             Some(path) => read_file(path)?,
             None => FileOptions::default(),
         };
+        let quotas = resolve_quotas(&self.quotas, &file)?;
         let name = self
             .name
             .or(file.name)
@@ -643,6 +700,7 @@ impl RunArgs {
             api_body_limit,
             haproxy,
             haproxy_options,
+            quotas,
         })
     }
 }
@@ -721,6 +779,70 @@ fn allowed_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
             }
         })
         .collect()
+}
+
+/// The quotas: each flag over its file key over its default, from 1 to
+/// the most it may be ([`Quotas::max_of`]).
+fn resolve_quotas(flags: &QuotaArgs, file: &FileOptions) -> Result<Quotas, ConfigError> {
+    let defaults = Quotas::default();
+    let pick = |quota: Quota, flag: Option<u64>, file: Option<u64>| {
+        let value = flag.or(file).unwrap_or_else(|| defaults.limit(quota));
+        let max = Quotas::max_of(quota);
+        if (1..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::Invalid {
+                option: quota.option(),
+                reason: format!("{value} is not within 1 to {max}"),
+            })
+        }
+    };
+    // Every maximum fits the field's type, so the conversions are exact.
+    Ok(Quotas {
+        frontends: pick(
+            Quota::Frontends,
+            flags.quota_frontends,
+            file.quota_frontends,
+        )? as usize,
+        backends: pick(Quota::Backends, flags.quota_backends, file.quota_backends)? as usize,
+        members_per_backend: pick(
+            Quota::MembersPerBackend,
+            flags.quota_members_per_backend,
+            file.quota_members_per_backend,
+        )? as usize,
+        registrations: pick(
+            Quota::Registrations,
+            flags.quota_registrations,
+            file.quota_registrations,
+        )? as usize,
+        registrations_per_name: pick(
+            Quota::RegistrationsPerName,
+            flags.quota_registrations_per_name,
+            file.quota_registrations_per_name,
+        )? as usize,
+        meta_bytes: pick(
+            Quota::MetaBytes,
+            flags.quota_meta_bytes,
+            file.quota_meta_bytes,
+        )? as usize,
+        lease_max_seconds: pick(Quota::LeaseMax, flags.quota_lease_max, file.quota_lease_max)?
+            as u32,
+        natives_lines: pick(
+            Quota::NativesLines,
+            flags.quota_natives_lines,
+            file.quota_natives_lines,
+        )? as usize,
+        natives_bytes: pick(
+            Quota::NativesBytes,
+            flags.quota_natives_bytes,
+            file.quota_natives_bytes,
+        )? as usize,
+        document_bytes: pick(
+            Quota::DocumentBytes,
+            flags.quota_document_bytes,
+            file.quota_document_bytes,
+        )?,
+    })
 }
 
 /// `value`, or `default` if unset, checked against `range`.

@@ -211,6 +211,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
             max_requests: options.api_max_requests,
             haproxy: Some(driver),
             activity: activity.clone(),
+            quotas: options.quotas,
         },
     );
 

@@ -20,7 +20,9 @@ use crate::config::JoinAddr;
 use crate::crdt::model::{
     ConfigView, FieldId, ObjectKey, OwnerId, Owners, Registration, RegistrationKey,
 };
-use crate::crdt::{Command, CommandError, Digest, LeaseKeeper, ReplicaId, ViewPart};
+use crate::crdt::{
+    Command, CommandError, Counted, Digest, LeaseKeeper, ReplicaId, Usage, ViewPart,
+};
 use crate::gossip::{
     ApplyReport, HeardReport, Node, NodeStats, Output, PeerId, PeerReport, PeerState, Time,
 };
@@ -49,6 +51,14 @@ pub enum Request {
         parts: Option<Vec<ViewPart>>,
         /// Where the view goes.
         reply: oneshot::Sender<Arc<ConfigView>>,
+    },
+    /// How many objects of one kind the document holds, and its size
+    /// (for quotas).
+    Usage {
+        /// The kind to count, if any.
+        counted: Option<Counted>,
+        /// Where the usage goes.
+        reply: oneshot::Sender<Usage>,
     },
     /// Identity, mesh membership and counters.
     Status {
@@ -247,6 +257,14 @@ impl Handle {
     ) -> Result<Arc<ConfigView>, PeerGone> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::View { parts, reply }).await?;
+        answer.await.map_err(|_| PeerGone)
+    }
+
+    /// The number of objects of one kind (if asked) and the document's
+    /// size.
+    pub async fn usage(&self, counted: Option<Counted>) -> Result<Usage, PeerGone> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Usage { counted, reply }).await?;
         answer.await.map_err(|_| PeerGone)
     }
 
@@ -568,6 +586,9 @@ impl PeerTask {
                     ..self.node.replica().view_of(&parts)
                 };
                 let _ = reply.send(Arc::new(view));
+            }
+            Request::Usage { counted, reply } => {
+                let _ = reply.send(self.node.replica().usage(counted));
             }
             Request::Status { reply } => {
                 let _ = reply.send(self.status());

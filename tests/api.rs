@@ -8,7 +8,7 @@
 
 use aqueduct::activity::{ActivityKind, ActivityLog};
 use aqueduct::api::{
-    ApiAccess, ApiOptions, ApiToken, EVENT_STREAMS_MAX, InvalidToken, PUBLIC_PATHS, Scope,
+    ApiAccess, ApiOptions, ApiToken, EVENT_STREAMS_MAX, InvalidToken, PUBLIC_PATHS, Quotas, Scope,
     SiteRules, router, scope_needed,
 };
 use aqueduct::crdt::model::{
@@ -997,9 +997,10 @@ async fn a_backend_has_at_most_4096_members_also_when_added_one_by_one() {
         json!({"type": "static", "members": members(4096)}),
     )
     .await;
+    // The members-per-backend quota (at most 4096, and so by default).
     api.put("/backends/web/members/10.0.0.6/80", json!({}))
         .await
-        .assert_invalid("key");
+        .assert_error(StatusCode::CONFLICT);
     // Changing one of the 4096 is still fine.
     api.ok(
         Method::PUT,
@@ -1891,5 +1892,398 @@ async fn metrics_expose_the_peer_counters_in_openmetrics_text() {
             "no {line:?} in\n{}",
             answer.text
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Quotas
+
+impl Api {
+    fn with_quotas(quotas: Quotas) -> Api {
+        Api::with_replica_and_quotas(replica(), quotas)
+    }
+
+    fn with_replica_and_quotas(replica: Replica, quotas: Quotas) -> Api {
+        let options = ApiOptions {
+            quotas,
+            ..ApiOptions::default()
+        };
+        Api::with(replica, Store::Works, options)
+    }
+
+    /// The state digest: equal before and after means nothing changed.
+    async fn digest(&self) -> Value {
+        self.get("/mesh").await.json()["digest"].clone()
+    }
+
+    /// Asserts that `answer` is a refusal by `quota` (named with its
+    /// option in the message) and that the state is still `before`.
+    async fn assert_refused_by(
+        &self,
+        answer: Answer,
+        status: StatusCode,
+        quota: &str,
+        before: &Value,
+    ) {
+        let body = answer.assert_error(status);
+        assert_eq!(body["details"]["quota"], quota, "{body}");
+        let message = body["error"].as_str().expect("a message");
+        assert!(
+            message.contains(&format!("the quota is {}", body["details"]["limit"]))
+                && message.contains(&format!("(--quota-{quota})")),
+            "{message}"
+        );
+        assert_eq!(
+            &self.digest().await,
+            before,
+            "a refused write changed the state"
+        );
+    }
+}
+
+/// A static backend body with one member per port of `ports`.
+fn backend_with_members(ports: std::ops::RangeInclusive<u16>) -> Value {
+    let members: Vec<Value> = ports
+        .map(|port| json!({"host": "10.0.0.5", "port": port}))
+        .collect();
+    json!({"type": "static", "members": members})
+}
+
+#[tokio::test]
+async fn a_new_frontend_beyond_the_quota_is_a_409_and_a_replacement_at_it_passes() {
+    let api = Api::with_quotas(Quotas {
+        frontends: 1,
+        ..Quotas::default()
+    });
+    api.static_backend("live").await;
+    api.ok(Method::PUT, "/frontends/web", frontend_to("live"))
+        .await;
+    let before = api.digest().await;
+    let answer = api
+        .put("/frontends/api", json!({"bind": "*:81", "backend": "live"}))
+        .await;
+    api.assert_refused_by(answer, StatusCode::CONFLICT, "frontends", &before)
+        .await;
+    let replaced = json!({"bind": "*:8080", "backend": "live"});
+    api.ok(Method::PUT, "/frontends/web", replaced).await;
+}
+
+#[tokio::test]
+async fn a_new_backend_beyond_the_quota_is_a_409_and_a_replacement_at_it_passes() {
+    let api = Api::with_quotas(Quotas {
+        backends: 2,
+        ..Quotas::default()
+    });
+    api.static_backend("a").await;
+    api.static_backend("b").await;
+    let before = api.digest().await;
+    let answer = api.put("/backends/c", json!({"type": "static"})).await;
+    api.assert_refused_by(answer, StatusCode::CONFLICT, "backends", &before)
+        .await;
+    assert_eq!(api.get("/backends/c").await.status, StatusCode::NOT_FOUND);
+    api.ok(
+        Method::PUT,
+        "/backends/a",
+        json!({"type": "static", "balance": "leastconn"}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn members_beyond_the_quota_are_a_409_in_a_backend_and_one_by_one() {
+    let api = Api::with_quotas(Quotas {
+        members_per_backend: 2,
+        ..Quotas::default()
+    });
+    let before = api.digest().await;
+    let answer = api.put("/backends/web", backend_with_members(1..=3)).await;
+    api.assert_refused_by(answer, StatusCode::CONFLICT, "members-per-backend", &before)
+        .await;
+    api.ok(Method::PUT, "/backends/web", backend_with_members(1..=2))
+        .await;
+    let before = api.digest().await;
+    let answer = api.put("/backends/web/members/10.0.0.5/3", json!({})).await;
+    api.assert_refused_by(answer, StatusCode::CONFLICT, "members-per-backend", &before)
+        .await;
+    // At the quota: changing a member, or replacing the backend with as
+    // many, passes.
+    api.ok(
+        Method::PUT,
+        "/backends/web/members/10.0.0.5/1",
+        json!({"weight": 5}),
+    )
+    .await;
+    api.ok(Method::PUT, "/backends/web", backend_with_members(2..=3))
+        .await;
+}
+
+#[tokio::test]
+async fn a_new_registration_beyond_the_quota_is_a_409_and_a_heartbeat_at_it_passes() {
+    let api = Api::with_quotas(Quotas {
+        registrations: 2,
+        ..Quotas::default()
+    });
+    api.heartbeat("1.0.0", "10.0.0.1").await;
+    api.heartbeat("2.0.0", "10.0.0.2").await;
+    let before = api.digest().await;
+    let answer = api
+        .post("/registrations/other/1.0.0/10.0.0.3/8080", json!({}))
+        .await;
+    api.assert_refused_by(answer, StatusCode::CONFLICT, "registrations", &before)
+        .await;
+    assert_eq!(
+        api.get("/registrations")
+            .await
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    api.heartbeat("1.0.0", "10.0.0.1").await;
+    // A heartbeat that changes an existing instance's meta adds nothing.
+    api.ok(
+        Method::POST,
+        "/registrations/myapp/1.0.0/10.0.0.1/8080",
+        json!({"secondsToExpire": 60, "zone": "b"}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_registration_beyond_the_quota_of_its_name_is_a_409() {
+    let api = Api::with_quotas(Quotas {
+        registrations_per_name: 1,
+        ..Quotas::default()
+    });
+    api.heartbeat("1.0.0", "10.0.0.1").await;
+    let before = api.digest().await;
+    // Another version is another instance of the same name.
+    let answer = api
+        .post("/registrations/myapp/2.0.0/10.0.0.2/8080", json!({}))
+        .await;
+    api.assert_refused_by(
+        answer,
+        StatusCode::CONFLICT,
+        "registrations-per-name",
+        &before,
+    )
+    .await;
+    api.heartbeat("1.0.0", "10.0.0.1").await;
+    api.ok(
+        Method::POST,
+        "/registrations/other/1.0.0/10.0.0.2/8080",
+        json!({}),
+    )
+    .await;
+}
+
+/// A heartbeat body whose meta (as stored: compact JSON) is `bytes` long.
+fn meta_of(bytes: usize) -> Value {
+    let bare = json!({"secondsToExpire": 60, "pad": ""}).to_string().len();
+    json!({"secondsToExpire": 60, "pad": "x".repeat(bytes - bare)})
+}
+
+#[tokio::test]
+async fn meta_beyond_the_quota_is_a_413_and_meta_at_it_passes() {
+    let api = Api::with_quotas(Quotas {
+        meta_bytes: 100,
+        ..Quotas::default()
+    });
+    let uri = "/registrations/myapp/1.0.0/10.0.0.1/8080";
+    let before = api.digest().await;
+    let answer = api.post(uri, meta_of(101)).await;
+    api.assert_refused_by(answer, StatusCode::PAYLOAD_TOO_LARGE, "meta-bytes", &before)
+        .await;
+    let stored = api.ok(Method::POST, uri, meta_of(100)).await;
+    assert_eq!(stored["meta"], meta_of(100));
+    api.ok(Method::POST, uri, meta_of(100)).await;
+}
+
+#[tokio::test]
+async fn a_lease_beyond_the_quota_is_a_400_naming_seconds_to_expire() {
+    let api = Api::with_quotas(Quotas {
+        lease_max_seconds: 60,
+        ..Quotas::default()
+    });
+    let uri = "/registrations/myapp/1.0.0/10.0.0.1/8080";
+    let before = api.digest().await;
+    let answer = api.post(uri, json!({"secondsToExpire": 61})).await;
+    assert_eq!(answer.json()["details"]["field"], "secondsToExpire");
+    api.assert_refused_by(answer, StatusCode::BAD_REQUEST, "lease-max", &before)
+        .await;
+    api.ok(Method::POST, uri, json!({"secondsToExpire": 60}))
+        .await;
+    api.ok(Method::POST, uri, json!({"secondsToExpire": 60}))
+        .await;
+}
+
+#[tokio::test]
+async fn the_default_longest_lease_is_an_hour() {
+    let api = Api::new();
+    let uri = "/registrations/myapp/1.0.0/10.0.0.1/8080";
+    let answer = api.post(uri, json!({"secondsToExpire": 3601})).await;
+    let body = answer.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(body["details"]["quota"], "lease-max", "{body}");
+    api.ok(Method::POST, uri, json!({"secondsToExpire": 3600}))
+        .await;
+}
+
+#[tokio::test]
+async fn a_stored_registration_above_a_lowered_quota_is_served_and_its_heartbeats_pass() {
+    // Stored under a longer lease and larger meta than today's quotas.
+    let mut stored = replica();
+    let key = RegistrationKey {
+        service: ServiceName::new("myapp").expect("name"),
+        version: Version::new("1.0.0").expect("version"),
+        host: Host::new("10.0.0.1").expect("host"),
+        port: Port::new(8080).expect("port"),
+    };
+    let meta = json!({"secondsToExpire": 120, "zone": "a"});
+    let registration = Registration {
+        meta: Meta::new(&meta.to_string()).expect("meta"),
+        lease: Lease::new(wall_clock_ms(), 120_000).expect("lease"),
+    };
+    stored
+        .execute(&Command::Register { key, registration }, wall_clock_ms())
+        .expect("registers");
+    let api = Api::with_replica_and_quotas(
+        stored,
+        Quotas {
+            lease_max_seconds: 60,
+            meta_bytes: 16,
+            ..Quotas::default()
+        },
+    );
+    let uri = "/registrations/myapp/1.0.0/10.0.0.1/8080";
+    assert_eq!(
+        api.get("/registrations/myapp").await.json()[0]["meta"],
+        meta
+    );
+    api.ok(Method::POST, uri, meta).await;
+    // Its next change must fit.
+    let before = api.digest().await;
+    let answer = api
+        .post(uri, json!({"secondsToExpire": 120, "zone": "b"}))
+        .await;
+    api.assert_refused_by(answer, StatusCode::PAYLOAD_TOO_LARGE, "meta-bytes", &before)
+        .await;
+}
+
+#[tokio::test]
+async fn natives_beyond_the_quota_of_lines_are_a_413() {
+    let api = Api::with_quotas(Quotas {
+        natives_lines: 2,
+        ..Quotas::default()
+    });
+    let lines = |count: usize| vec!["option forwardfor"; count];
+    let before = api.digest().await;
+    let answer = api
+        .put(
+            "/backends/web",
+            json!({"type": "static", "natives": lines(3)}),
+        )
+        .await;
+    api.assert_refused_by(
+        answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "natives-lines",
+        &before,
+    )
+    .await;
+    api.ok(
+        Method::PUT,
+        "/backends/web",
+        json!({"type": "static", "natives": lines(2)}),
+    )
+    .await;
+    let frontend = json!({"bind": "*:80", "backend": "web", "natives": lines(3)});
+    let answer = api.put("/frontends/web", frontend).await;
+    let before = api.digest().await;
+    api.assert_refused_by(
+        answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "natives-lines",
+        &before,
+    )
+    .await;
+    let frontend = json!({"bind": "*:80", "backend": "web", "natives": lines(2)});
+    api.ok(Method::PUT, "/frontends/web", frontend).await;
+}
+
+#[tokio::test]
+async fn natives_beyond_the_quota_of_bytes_are_a_413() {
+    // "option forwardfor" and "option httplog" are 17 and 14 bytes.
+    let api = Api::with_quotas(Quotas {
+        natives_bytes: 31,
+        ..Quotas::default()
+    });
+    let before = api.digest().await;
+    let over = json!({"type": "static", "natives": ["option forwardfor", "option httplog", "option http-server-close"]});
+    let answer = api.put("/backends/web", over).await;
+    api.assert_refused_by(
+        answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "natives-bytes",
+        &before,
+    )
+    .await;
+    let at = json!({"type": "static", "natives": ["option forwardfor", "option httplog"]});
+    api.ok(Method::PUT, "/backends/web", at).await;
+}
+
+#[tokio::test]
+async fn a_write_that_would_grow_the_document_beyond_the_quota_is_a_413() {
+    let api = Api::with_quotas(Quotas {
+        document_bytes: 1_000,
+        ..Quotas::default()
+    });
+    api.heartbeat("1.0.0", "10.0.0.1").await;
+    // Backends until the document is full: about a hundred bytes each.
+    let mut refused = None;
+    for index in 0..50 {
+        let before = api.digest().await;
+        let answer = api
+            .put(&format!("/backends/b{index}"), json!({"type": "static"}))
+            .await;
+        if answer.status != StatusCode::OK {
+            refused = Some((index, answer, before));
+            break;
+        }
+    }
+    let (index, answer, before) = refused.expect("the document fills up");
+    assert!(index > 1, "only {index} backends fit in 1,000 bytes");
+    api.assert_refused_by(
+        answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "document-bytes",
+        &before,
+    )
+    .await;
+    // What does not grow it passes: a replacement, a heartbeat, a delete.
+    api.ok(Method::PUT, "/backends/b0", json!({"type": "static"}))
+        .await;
+    api.heartbeat("1.0.0", "10.0.0.1").await;
+    assert_eq!(api.delete("/backends/b0").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_count_quota_refusals_by_quota() {
+    let api = Api::with_quotas(Quotas {
+        backends: 1,
+        ..Quotas::default()
+    });
+    api.static_backend("a").await;
+    for key in ["b", "c"] {
+        api.put(&format!("/backends/{key}"), json!({"type": "static"}))
+            .await
+            .assert_error(StatusCode::CONFLICT);
+    }
+    let text = api.get("/metrics").await.text;
+    for line in [
+        "aqueduct_api_quota_refusals_total{quota=\"backends\"} 2",
+        "aqueduct_api_quota_refusals_total{quota=\"frontends\"} 0",
+        "aqueduct_api_quota_refusals_total{quota=\"document-bytes\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
 }

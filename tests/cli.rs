@@ -6,7 +6,8 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use aqueduct::config::{DEFAULT_API, OnExit, RunArgs};
+use aqueduct::api::Quotas;
+use aqueduct::config::{DEFAULT_API, OnExit, QuotaArgs, RunArgs};
 use aqueduct::crdt::model::CfgWord;
 use support::{Cluster, TempDir, aqueduct, binary, first_stdout_line};
 
@@ -498,6 +499,59 @@ fn allowed_hosts_and_origins_are_validated() {
 }
 
 #[test]
+fn quotas_have_defaults_come_from_flags_and_the_file_and_are_range_checked() {
+    let defaults = RunArgs::default().resolve().expect("resolves");
+    assert_eq!(defaults.quotas, Quotas::default());
+    let dir = TempDir::new("quotas");
+    let file = dir.path().join("aqueduct.toml");
+    std::fs::write(&file, "quota_backends = 50\nquota_lease_max = 600\n").expect("writes");
+    let args = RunArgs {
+        quotas: QuotaArgs {
+            quota_backends: Some(20),
+            ..QuotaArgs::default()
+        },
+        config: Some(file),
+        ..RunArgs::default()
+    };
+    let quotas = args.resolve().expect("resolves").quotas;
+    assert_eq!((quotas.backends, quotas.lease_max_seconds), (20, 600));
+    // A quota can only tighten what decoding accepts, and is never 0.
+    for quotas in [
+        QuotaArgs {
+            quota_frontends: Some(0),
+            ..QuotaArgs::default()
+        },
+        QuotaArgs {
+            quota_members_per_backend: Some(4097),
+            ..QuotaArgs::default()
+        },
+        QuotaArgs {
+            quota_meta_bytes: Some(4097),
+            ..QuotaArgs::default()
+        },
+        QuotaArgs {
+            quota_lease_max: Some(86_401),
+            ..QuotaArgs::default()
+        },
+        QuotaArgs {
+            quota_natives_lines: Some(65),
+            ..QuotaArgs::default()
+        },
+        QuotaArgs {
+            quota_document_bytes: Some(1 << 30),
+            ..QuotaArgs::default()
+        },
+    ] {
+        let args = RunArgs {
+            quotas: quotas.clone(),
+            ..RunArgs::default()
+        };
+        let error = args.resolve().expect_err("refused").to_string();
+        assert!(error.contains("option quota-"), "{quotas:?}: {error}");
+    }
+}
+
+#[test]
 fn natives_are_restricted_unless_the_file_or_a_flag_says_unrestricted() {
     use aqueduct::crdt::model::NativesPolicy;
     let natives = |args: RunArgs| args.resolve().map(|o| o.haproxy_options.natives);
@@ -529,4 +583,11 @@ fn natives_are_restricted_unless_the_file_or_a_flag_says_unrestricted() {
     })
     .expect_err("an unknown value is refused");
     assert!(error.to_string().contains("natives"), "{error}");
+}
+
+#[test]
+fn a_quota_out_of_range_stops_the_start_naming_its_flag() {
+    let (ok, stderr) = run_to_exit(&["run", "--quota-backends", "0"]);
+    assert!(!ok);
+    assert!(stderr.contains("quota-backends"), "{stderr}");
 }

@@ -610,6 +610,26 @@ proptest! {
     }
 
     #[test]
+    fn the_running_size_is_the_encoded_size_of_the_live_entries(script in script()) {
+        let h = History::play(&script)?;
+        for node in &h.mesh.peers {
+            let mut encoded = 0;
+            for (key, fields) in node.store.objects() {
+                for (field, register) in fields {
+                    for (dot, stamped) in register.iter() {
+                        let entry = postcard::to_stdvec(&(key, field, dot, stamped))
+                            .expect("entries encode");
+                        encoded += entry.len() as u64;
+                    }
+                }
+            }
+            prop_assert_eq!(node.store.entries_bytes(), encoded);
+            let rebuilt = as_store(&node.store.full_state())?;
+            prop_assert_eq!(rebuilt.entries_bytes(), encoded);
+        }
+    }
+
+    #[test]
     fn digest_depends_only_on_the_state_not_on_how_it_was_reached(script in script()) {
         let h = History::play(&script)?;
         for node in &h.mesh.peers {

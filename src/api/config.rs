@@ -19,12 +19,13 @@ use super::dto::{
 };
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
+use super::quota::Quota;
 use crate::crdt::model::{
     Backend, BackendType, BindHost, ConfigView, Frontend, Host, LiveRegistrations, MemberKey, Name,
     Section, ServiceName,
 };
 use crate::crdt::natives;
-use crate::crdt::{Command, CommandError, ViewPart};
+use crate::crdt::{Command, CommandError, Counted, ViewPart};
 use crate::peer::wall_clock_ms;
 
 /// The entry of `map` under the path key `key`; a key that is not a valid
@@ -102,6 +103,7 @@ pub(crate) async fn put_frontend(
 ) -> Result<Json<FrontendOut>, ApiError> {
     let name = key_to_create(&key)?;
     let frontend = body.into_model(&name, state.natives())?;
+    state.quotas.natives(&frontend.natives)?;
     // The backends it routes to, and any its natives name (`use_backend
     // x if ...`): HAProxy checks those references too.
     let referenced = std::iter::once(frontend.backend.clone())
@@ -119,6 +121,18 @@ pub(crate) async fn put_frontend(
     let mut would_be = state.handle.view_of(referenced).await?.as_ref().clone();
     check_backends_exist(&frontend, &would_be)?;
     check_binds_are_free(&name, &frontend, &would_be)?;
+    let old = would_be.frontends.get(&name);
+    let usage = state.handle.usage(Some(Counted::Frontends)).await?;
+    let added = usize::from(old.is_none());
+    state.quotas.count(
+        Quota::Frontends,
+        usage.objects,
+        usage.objects + added,
+        "frontends",
+    )?;
+    state
+        .quotas
+        .document(usage.document_bytes, &name, old, &frontend)?;
     // Other frontends are not part of what this write changes.
     would_be.frontends = BTreeMap::from([(name.clone(), frontend.clone())]);
     state
@@ -257,6 +271,7 @@ pub(crate) async fn put_backend(
 ) -> Result<Json<BackendOut>, ApiError> {
     let name = key_to_create(&key)?;
     let backend = body.into_model(&name, state.natives())?;
+    state.quotas.natives(&backend.natives)?;
     let frontends = state.handle.view_of(vec![ViewPart::Frontends]).await?;
     let other_mode = frontends
         .frontends
@@ -270,6 +285,7 @@ pub(crate) async fn put_backend(
             ),
         ));
     }
+    check_backend_quotas(&state, &name, &backend).await?;
     let would_be = ConfigView {
         backends: BTreeMap::from([(name.clone(), backend.clone())]),
         ..ConfigView::default()
@@ -290,6 +306,38 @@ pub(crate) async fn put_backend(
     let view = backend_view(&state, &name, None).await.unwrap_or_default();
     let live = LiveRegistrations::new(&view, wall_clock_ms());
     Ok(Json(BackendOut::new(&name, &backend, &live)))
+}
+
+/// The quotas a PUT of backend `name` must fit in, against what is stored
+/// under its name: the members it adds, one more backend if it is new, and
+/// the document's size.
+async fn check_backend_quotas(
+    state: &AppState,
+    name: &Name,
+    backend: &Backend,
+) -> Result<(), ApiError> {
+    let stored = state
+        .handle
+        .view_of(vec![ViewPart::Backend(name.clone())])
+        .await?;
+    let old = stored.backends.get(name);
+    state.quotas.count(
+        Quota::MembersPerBackend,
+        old.map_or(0, |old| old.members.len()),
+        backend.members.len(),
+        format_args!("members in backend {name}"),
+    )?;
+    let usage = state.handle.usage(Some(Counted::Backends)).await?;
+    let added = usize::from(old.is_none());
+    state.quotas.count(
+        Quota::Backends,
+        usage.objects,
+        usage.objects + added,
+        "backends",
+    )?;
+    state
+        .quotas
+        .document(usage.document_bytes, name, old, backend)
 }
 
 /// `DELETE /backends/{key}`: refused while a frontend routes to it.
@@ -398,19 +446,22 @@ pub(crate) async fn put_member(
             format!("backend {name} is dynamic; its members are its service's live registrations"),
         ));
     }
-    // The bound of a backend's `members` (model::Backend::MEMBERS_MAX)
-    // holds for members added one by one too.
-    let is_new = !backend.members.contains_key(&(host.clone(), port));
-    if is_new && backend.members.len() >= Backend::MEMBERS_MAX {
-        return Err(ApiError::invalid(
-            "key",
-            format!(
-                "backend {name} already has {} members, the most one backend may have",
-                Backend::MEMBERS_MAX
-            ),
-        ));
-    }
     let member = body.into_model();
+    // The quota on a backend's `members` holds for members added one by
+    // one too.
+    let address = (host.clone(), port);
+    let old = backend.members.get(&address);
+    let held = backend.members.len();
+    state.quotas.count(
+        Quota::MembersPerBackend,
+        held,
+        held + usize::from(old.is_none()),
+        format_args!("members in backend {name}"),
+    )?;
+    let usage = state.handle.usage(None).await?;
+    state
+        .quotas
+        .document(usage.document_bytes, &address, old, &member)?;
     let answer = MemberJson::new(&host, port, member);
     let key = MemberKey {
         backend: name,

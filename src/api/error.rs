@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::quota::OverQuota;
 use crate::crdt::CommandError;
 use crate::crdt::model::{Name, ServiceName, Version};
 use crate::haproxy::driver::{HAPROXY_REFUSED, WriteCheckError};
@@ -120,6 +121,9 @@ pub(crate) enum ApiError {
     /// HAProxy could not be run to check the write.
     #[error("{0}")]
     CheckFailed(WriteCheckError),
+    /// A write beyond a quota (nothing was written).
+    #[error(transparent)]
+    OverQuota(#[from] OverQuota),
 }
 
 /// Longest `field` in an answer, in characters.
@@ -175,6 +179,7 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::OverQuota(over) => over.status(),
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ReadScopeOnly | ApiError::ForeignHost | ApiError::ForeignOrigin => {
                 StatusCode::FORBIDDEN
@@ -200,6 +205,7 @@ impl ApiError {
                 json!({ "name": service, "version": version })
             }
             ApiError::TooLarge { limit } => json!({ "limitBytes": limit }),
+            ApiError::OverQuota(over) => over.details(),
             ApiError::Busy { limit } => json!({ "limitRequests": limit }),
             ApiError::TooManyStreams { limit } => json!({ "limitStreams": limit }),
             ApiError::Store(reason) => json!({ "reason": reason }),

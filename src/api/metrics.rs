@@ -15,6 +15,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::AppState;
 use super::error::ApiError;
+use super::quota::Quota;
 use super::refusals::Refusals;
 use crate::gossip::PeerState;
 use crate::haproxy::driver::{ApplyStatus, Driver};
@@ -27,14 +28,20 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
     let status = state.handle.status().await?;
     let haproxy = state.haproxy.as_ref().map(Driver::status);
+    let quota_refusals: Vec<(Quota, u64)> = state.quotas.refusals().collect();
     Ok((
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        render(&status, haproxy.as_ref(), &state.refusals),
+        render(&status, haproxy.as_ref(), &state.refusals, &quota_refusals),
     )
         .into_response())
 }
 
-fn render(status: &Status, haproxy: Option<&ApplyStatus>, refusals: &Refusals) -> String {
+fn render(
+    status: &Status,
+    haproxy: Option<&ApplyStatus>,
+    refusals: &Refusals,
+    quota_refusals: &[(Quota, u64)],
+) -> String {
     let mut registry = Registry::with_prefix("aqueduct");
     let counters = &status.counters;
     let node = &status.node;
@@ -126,6 +133,20 @@ fn render(status: &Status, haproxy: Option<&ApplyStatus>, refusals: &Refusals) -
         "gossip_reports_refused",
         "Received peer-report messages over the bounds (dropped)",
         counter(node.reports_refused),
+    );
+
+    // Every quota is listed, refused or not, so that a rate over the
+    // series starts from zero.
+    let by_quota = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (quota, count) in quota_refusals {
+        by_quota
+            .get_or_create(&[("quota", quota.name())])
+            .inc_by(*count);
+    }
+    registry.register(
+        "api_quota_refusals",
+        "API writes refused by a quota (nothing written), by quota",
+        by_quota,
     );
 
     let peers = Family::<[(&'static str, &'static str); 1], Gauge>::default();

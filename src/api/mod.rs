@@ -92,6 +92,20 @@
 //!   frontend's `mode` or on the backend's `mode` when a frontend of the
 //!   other mode uses it.
 //! - `/haproxy/*` answers 503 on a peer started without a driver.
+//! - **Quotas bound what writers can store** (`--quota-*`, `quota`
+//!   module): objects per kind, registrations in total and per name, meta
+//!   bytes, the longest lease, natives per object and the document's
+//!   size. A write beyond one is refused with nothing changed: 409 for a
+//!   count, 413 for a size, 400 for the lease (like the model's own bound
+//!   on `secondsToExpire`); the message names the quota and its option,
+//!   and `/metrics` counts it. Like references, quotas are checked against
+//!   this peer's view when the request arrives: writes in flight together
+//!   (on this peer, at most `--api-max-requests`, or on other peers) can
+//!   each pass a count quota and exceed it until the next write is
+//!   refused. Only what a write adds is checked: a replacement that adds
+//!   no object, a heartbeat that repeats the stored meta, and deletes are
+//!   never refused, and stored state above a quota keeps decoding and
+//!   rendering.
 //! - **Requests in progress are bounded** (`--api-max-requests`, 256 by
 //!   default): one more is answered 503 with `Retry-After: 1` at once,
 //!   rather than queued, so that memory stays bounded by the limit times
@@ -116,6 +130,7 @@ mod guard;
 mod haproxy;
 mod mesh;
 mod metrics;
+mod quota;
 mod refusals;
 mod registry;
 mod ui;
@@ -134,6 +149,7 @@ use error::ApiError;
 
 pub use auth::{ApiAccess, ApiToken, InvalidToken, PUBLIC_PATHS, Scope, scope_needed};
 pub use guard::SiteRules;
+pub use quota::{Quota, Quotas};
 use refusals::Refusals;
 
 /// Largest request body accepted unless [`ApiOptions`] say otherwise (1 MiB).
@@ -162,6 +178,8 @@ pub struct ApiOptions {
     pub haproxy: Option<Driver>,
     /// What `GET /events` streams besides stats.
     pub activity: ActivityLog,
+    /// Limits on what writes may store.
+    pub quotas: Quotas,
 }
 
 impl Default for ApiOptions {
@@ -173,6 +191,7 @@ impl Default for ApiOptions {
             max_requests: MAX_REQUESTS_DEFAULT,
             haproxy: None,
             activity: ActivityLog::default(),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -188,6 +207,8 @@ struct AppState {
     streams: Arc<tokio::sync::Semaphore>,
     /// Requests refused before a handler, for `/metrics`.
     refusals: Refusals,
+    /// Limits on what writes may store, and their refusals.
+    quotas: quota::QuotaGuard,
 }
 
 impl AppState {
@@ -285,6 +306,7 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
         activity: options.activity,
         streams: Arc::new(tokio::sync::Semaphore::new(EVENT_STREAMS_MAX)),
         refusals: refusals.clone(),
+        quotas: quota::QuotaGuard::new(options.quotas),
     };
     let routes = routes()
         .into_iter()

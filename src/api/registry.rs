@@ -1,7 +1,8 @@
 //! Handlers for the service registry (the original Thalassa server's
 //! `/registrations`): heartbeats, deregistration and listings.
 //!
-//! Owns the wall-clock reading for a lease's renewal. Must not list a
+//! Owns the wall-clock reading for a lease's renewal, and which quotas a
+//! heartbeat is checked against (the rules are `quota`'s). Must not list a
 //! registration whose lease has run out. A heartbeat goes to the peer,
 //! which writes only what other peers need to learn
 //! ([`crate::crdt::LeaseKeeper`]).
@@ -14,9 +15,10 @@ use super::AppState;
 use super::dto::{self, RegistrationOut};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParams};
+use super::quota::{self, Quota};
 use crate::crdt::model::LiveRegistrations;
-use crate::crdt::model::{Host, RegistrationKey, ServiceName, Version};
-use crate::crdt::{Command, ViewPart};
+use crate::crdt::model::{Host, Registration, RegistrationKey, ServiceName, Version};
+use crate::crdt::{Command, Counted, ViewPart};
 use crate::peer::wall_clock_ms;
 
 /// The live registrations in `part` that `keep` accepts, in key order.
@@ -82,9 +84,54 @@ pub(crate) async fn register(
         port: dto::path_value("port", &port, dto::parse_port)?,
     };
     let registration = dto::registration_from_meta(meta, wall_clock_ms())?;
+    check_quotas(&state, &key, &registration).await?;
     let answer = RegistrationOut::new(&key, &registration);
     state.handle.heartbeat(key, registration).await?;
     Ok(Json(answer))
+}
+
+/// The quotas a heartbeat must fit in, unless it repeats the stored meta
+/// (the common case, which costs one lookup of the instance): meta and
+/// lease, one more registration of its name and in all if it is new, and
+/// the document's size.
+async fn check_quotas(
+    state: &AppState,
+    key: &RegistrationKey,
+    registration: &Registration,
+) -> Result<(), ApiError> {
+    let view = state
+        .handle
+        .view_of(vec![ViewPart::Registration(key.clone())])
+        .await?;
+    let stored = view.registrations.get(key);
+    if quota::repeats(registration, stored) {
+        return Ok(());
+    }
+    state.quotas.registration(registration)?;
+    let usage = match stored {
+        Some(_) => state.handle.usage(None).await?,
+        None => {
+            let of_name = Counted::RegistrationsOf(key.service.clone());
+            let held = state.handle.usage(Some(of_name)).await?.objects;
+            state.quotas.count(
+                Quota::RegistrationsPerName,
+                held,
+                held + 1,
+                format_args!("registrations of {}", key.service),
+            )?;
+            let usage = state.handle.usage(Some(Counted::Registrations)).await?;
+            state.quotas.count(
+                Quota::Registrations,
+                usage.objects,
+                usage.objects + 1,
+                "registrations",
+            )?;
+            usage
+        }
+    };
+    state
+        .quotas
+        .document(usage.document_bytes, key, stored, registration)
 }
 
 /// `DELETE /registrations/{name}/{version}/{host}/{port}`.

@@ -189,13 +189,18 @@ validated_string!(
     /// is a JSON object); at most 4096 bytes. Never reaches `haproxy.cfg`.
     Meta,
     |s| {
-        if s.len() > 4096 {
+        if s.len() > Meta::BYTES_MAX {
             Err(InvalidValue::new("meta", "longer than 4096 bytes", s))
         } else {
             Ok(())
         }
     }
 );
+
+impl Meta {
+    /// Longest meta, in bytes (a bound of decoding).
+    pub const BYTES_MAX: usize = 4096;
+}
 
 validated_string!(
     /// One word of peer-local HAProxy settings (a socket path, a stats
@@ -271,7 +276,7 @@ pub(super) fn opens_section(word: &str, keywords: &[&str]) -> bool {
 }
 
 fn check_native_line(input: &str) -> Result<(), InvalidValue> {
-    check_printable("natives line", input, 512, |_| true)?;
+    check_printable("natives line", input, NativeLine::BYTES_MAX, |_| true)?;
     let first_word = input.split_whitespace().next().unwrap_or("");
     if first_word.is_empty() {
         return Err(InvalidValue::new(
@@ -668,12 +673,17 @@ impl<T, const MAX: usize> From<BoundedList<T, MAX>> for Vec<T> {
 
 /// A frontend's routing rules, at most 256.
 pub type Rules = BoundedList<Rule, 256>;
-/// Raw HAProxy lines of a section, at most 64.
-pub type Natives = BoundedList<NativeLine, 64>;
+/// Raw HAProxy lines of a section, at most [`NATIVES_MAX`].
+pub type Natives = BoundedList<NativeLine, NATIVES_MAX>;
+/// Most lines one section's natives may hold (a bound of decoding).
+pub const NATIVES_MAX: usize = 64;
 
 pub use super::natives::{NativesPolicy, Refusal as NativeRefusal, Section};
 
 impl NativeLine {
+    /// Longest line, in bytes.
+    pub const BYTES_MAX: usize = 512;
+
     /// Why this line may not be rendered into a section of `section`'s
     /// kind under `policy` ([`super::natives::check`]), if it may not: new
     /// API writes refuse it and the renderer writes it as a comment.
@@ -1050,6 +1060,11 @@ impl ObjectKey {
             host: Host(String::new()),
             port: Port(NonZeroU16::MIN),
         })
+    }
+
+    /// A key ordered before every backend and after every frontend.
+    pub(crate) fn first_backend() -> ObjectKey {
+        ObjectKey::Backend(Name(String::new()))
     }
 
     /// A key ordered before every registration of `service` and after

@@ -33,8 +33,32 @@ pub enum ViewPart {
     Backend(Name),
     /// Every registration of one service.
     Service(ServiceName),
+    /// One registration.
+    Registration(RegistrationKey),
     /// Every registration.
     Registrations,
+}
+
+/// A kind of object whose number [`Replica::usage`] counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Counted {
+    /// Frontends.
+    Frontends,
+    /// Backends.
+    Backends,
+    /// Registrations, live or not yet swept.
+    Registrations,
+    /// Registrations of one service, live or not yet swept.
+    RegistrationsOf(ServiceName),
+}
+
+/// How much of the document is in use, for quotas.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Objects of the kind asked for (0 when none was).
+    pub objects: usize,
+    /// Encoded size of the live entries (see [`Replica::document_bytes`]).
+    pub document_bytes: u64,
 }
 
 /// A 128-bit digest of a replica's live entries and causal context.
@@ -210,6 +234,47 @@ impl Replica {
     /// Number of live register entries (a size measure).
     pub fn entry_count(&self) -> usize {
         self.store.entry_count()
+    }
+
+    /// The document's size: the encoded bytes of its live entries (keys,
+    /// fields, stamps and values), kept up to date by the store as entries
+    /// come and go, so reading it costs nothing. It leaves out the causal
+    /// context (a few intervals per replica) and the in-memory overhead of
+    /// the maps, which grows with it.
+    pub fn document_bytes(&self) -> u64 {
+        self.store.entries_bytes()
+    }
+
+    /// The number of objects of the kind asked for (none: 0) and the
+    /// document's size. Counting walks the ordered keys of that kind only
+    /// (no members, no other kind), so its cost grows with what is counted,
+    /// not with the document.
+    pub fn usage(&self, counted: Option<Counted>) -> Usage {
+        let objects = self.store.objects();
+        let objects = match counted {
+            None => 0,
+            Some(Counted::Frontends) => objects
+                .keys()
+                .take_while(|key| matches!(key, ObjectKey::Frontend(_)))
+                .count(),
+            Some(Counted::Backends) => objects
+                .range(ObjectKey::first_backend()..)
+                .take_while(|(key, _)| matches!(key, ObjectKey::Backend(_)))
+                .count(),
+            Some(Counted::Registrations) => {
+                objects.range(ObjectKey::first_registration()..).count()
+            }
+            Some(Counted::RegistrationsOf(service)) => objects
+                .range(ObjectKey::first_registration_of(&service)..)
+                .take_while(
+                    |(key, _)| matches!(key, ObjectKey::Registration(r) if r.service == service),
+                )
+                .count(),
+        };
+        Usage {
+            objects,
+            document_bytes: self.document_bytes(),
+        }
     }
 
     /// Executes a local command at wall-clock time `now_ms` and returns the
@@ -534,6 +599,10 @@ impl Replica {
                             matches!(key, ObjectKey::Registration(r) if &r.service == service)
                         }),
                 ),
+                ViewPart::Registration(key) => {
+                    let key = ObjectKey::Registration(key.clone());
+                    take(&mut objects.get_key_value(&key).into_iter());
+                }
                 ViewPart::Registrations => {
                     take(&mut objects.range(ObjectKey::first_registration()..));
                 }

@@ -286,6 +286,10 @@ pub struct DotStore<K, F, V> {
     /// Order-independent hash of the live entries (wrapping sum of
     /// per-entry hashes), maintained incrementally.
     entries_hash: u128,
+    /// Encoded size of the live entries (key, field, dot, stamp and value
+    /// each), maintained with the hash from the same encoding: the
+    /// document's size at no cost per write beyond the entries it touches.
+    entries_bytes: u64,
     /// Which dots are live, summarised per bucket, maintained incrementally.
     live: LiveSummary,
 }
@@ -297,6 +301,7 @@ impl<K, F, V> Default for DotStore<K, F, V> {
             index: BTreeMap::new(),
             context: DotSet::new(),
             entries_hash: 0,
+            entries_bytes: 0,
             live: LiveSummary::default(),
         }
     }
@@ -378,6 +383,12 @@ where
     /// Number of live register entries.
     pub fn entry_count(&self) -> usize {
         self.index.len()
+    }
+
+    /// Encoded size of the live entries, in bytes (what a full state
+    /// carries, less the causal context).
+    pub fn entries_bytes(&self) -> u64 {
+        self.entries_bytes
     }
 
     /// The dots currently live in the register of `key.field`.
@@ -587,9 +598,9 @@ where
     }
 
     fn insert_entry(&mut self, key: &K, field: &F, dot: Dot, stamped: &Stamped<V>) {
-        self.entries_hash = self
-            .entries_hash
-            .wrapping_add(entry_hash(key, field, dot, stamped));
+        let (hash, bytes) = entry_hash(key, field, dot, stamped);
+        self.entries_hash = self.entries_hash.wrapping_add(hash);
+        self.entries_bytes += bytes;
         self.index.insert(dot, (key.clone(), field.clone()));
         self.live.add(dot);
         put(
@@ -614,9 +625,9 @@ where
             .expect("index points at a live field");
         let stamped = register.remove(&dot).expect("index points at a live entry");
         self.live.remove(dot);
-        self.entries_hash = self
-            .entries_hash
-            .wrapping_sub(entry_hash(&key, &field, dot, &stamped));
+        let (hash, bytes) = entry_hash(&key, &field, dot, &stamped);
+        self.entries_hash = self.entries_hash.wrapping_sub(hash);
+        self.entries_bytes -= bytes;
         if register.is_empty() {
             fields.remove(&field);
             if fields.is_empty() {
@@ -642,12 +653,13 @@ fn put<K: Ord, F: Ord, V>(
         .insert(dot, stamped);
 }
 
+/// The hash of one live entry's encoding, and the encoding's length.
 fn entry_hash<K: Serialize, F: Serialize, V: Serialize>(
     key: &K,
     field: &F,
     dot: Dot,
     stamped: &Stamped<V>,
-) -> u128 {
+) -> (u128, u64) {
     let bytes = postcard::to_stdvec(&(key, field, dot, stamped)).expect("entries always encode");
-    xxh3_128(&bytes)
+    (xxh3_128(&bytes), bytes.len() as u64)
 }

@@ -65,6 +65,9 @@ pub fn spawn_peer(mut replica: Replica, store: Store) -> Handle {
                         .map_err(WriteError::from);
                     let _ = reply.send(outcome);
                 }
+                PeerRequest::Usage { counted, reply } => {
+                    let _ = reply.send(replica.usage(counted));
+                }
                 PeerRequest::Status { reply } => {
                     let _ = reply.send(status_of(&replica, &counters));
                 }
