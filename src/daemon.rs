@@ -132,8 +132,9 @@ impl std::fmt::Display for Listening {
 /// Runs one peer until SIGTERM or SIGINT.
 pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let mut signals = ShutdownSignals::new().map_err(DaemonError::Signals)?;
-    let open_files = server::raise_open_files_limit(options.api_connections.max);
+    let open_files = server::raise_open_files_limit();
     tracing::debug!(?open_files, "open-files limit");
+    server::check_open_files_limit(open_files, options.api_connections.max);
     let api_tls = options
         .api_tls
         .as_ref()
@@ -177,12 +178,10 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let seed = getrandom::u64().map_err(|e| DaemonError::Random(e.to_string()))?;
     let node = Node::new(Config::lan(MESH_SIZE_HINT), me, replica, seed, Time::ZERO);
 
-    let listener = tokio::net::TcpListener::bind(options.api)
-        .await
-        .map_err(|source| DaemonError::Api {
-            addr: options.api,
-            source,
-        })?;
+    let listener = server::listen(options.api).map_err(|source| DaemonError::Api {
+        addr: options.api,
+        source,
+    })?;
     let api_addr = listener.local_addr().map_err(|source| DaemonError::Api {
         addr: options.api,
         source,

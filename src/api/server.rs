@@ -61,6 +61,11 @@ pub const MAX_CONNECTIONS_PER_IP_DEFAULT: usize = 64;
 /// File descriptors the peer keeps for itself beyond the API's connections
 /// (store, gossip sockets, HAProxy's sockets and pipes, log files).
 const FDS_RESERVED: u64 = 256;
+/// Connections the kernel may hold for the accept loop: a burst of a
+/// thousand connects must not overflow it, or the handshakes of every
+/// other client wait for a retransmission (1 s) too. The kernel caps it at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
 /// A pause after an accept error such as running out of file descriptors,
 /// so that the loop does not spin while it lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -304,6 +309,18 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
+/// A listener for the API on `addr`, with room for bursts of connects.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restart may bind again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Resolves once `shutdown` turns true (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // The guard `wait_for` answers is not `Send`: drop it here.
@@ -481,9 +498,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 /// Raises this process's soft limit on open files to its hard limit, so
 /// that the connection caps, not the file-descriptor limit, decide who is
 /// served (systemd starts services with a soft limit of 1024 and a hard
-/// limit far above). Warns when even the hard limit is below what the caps
-/// may use. Returns the soft limit in force.
-pub fn raise_open_files_limit(max_connections: usize) -> Option<u64> {
+/// limit far above). Returns the soft limit in force (`None`: unlimited).
+pub fn raise_open_files_limit() -> Option<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
@@ -493,10 +509,17 @@ pub fn raise_open_files_limit(max_connections: usize) -> Option<u64> {
             limit = getrlimit(Resource::Nofile);
         }
     }
+    limit.current
+}
+
+/// Warns when the open-files limit is below what `max_connections` API
+/// connections and the rest of the peer may use: the process would run out
+/// of descriptors before the cap refuses anyone, and fail everyone.
+pub fn check_open_files_limit(soft_limit: Option<u64>, max_connections: usize) {
     let needed = u64::try_from(max_connections)
         .unwrap_or(u64::MAX)
         .saturating_add(FDS_RESERVED);
-    if let Some(soft) = limit.current
+    if let Some(soft) = soft_limit
         && soft < needed
     {
         tracing::warn!(
@@ -506,5 +529,4 @@ pub fn raise_open_files_limit(max_connections: usize) -> Option<u64> {
              for itself: lower --api-max-connections or raise LimitNOFILE"
         );
     }
-    limit.current
 }
