@@ -300,6 +300,19 @@ async fn one_address_at_its_event_stream_share_leaves_another_its_stream() {
     assert_eq!(open_stream(&mut dashboard, "/events").await, 200);
 }
 
+#[tokio::test]
+async fn an_event_stream_outlives_the_header_timeout() {
+    let options = quick();
+    let server = Server::start(options.clone()).await;
+    let mut stream = server.connect_from(2).await;
+    assert_eq!(open_stream(&mut stream, "/events").await, 200);
+    // Nothing is sent on an idle stream but a keep-alive every 15 s: the
+    // header clock must not run while an answer is being streamed.
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(options.header_timeout * 3, stream.read(&mut buffer)).await;
+    assert!(read.is_err(), "the stream ended or sent: {read:?}");
+}
+
 // ---------------------------------------------------------------------------
 // HTTPS
 

@@ -1,4 +1,5 @@
-//! Places bounded in total and per client IP address: the API's
+//! Places bounded in total and per client (an IPv4 address, or an IPv6
+//! /64): the API's
 //! connections ([`super::server`]) and its event streams
 //! ([`super::events`]) each take one, so that a single client can hold at
 //! most its share, never all of them.
@@ -7,7 +8,7 @@
 //! caller closes a connection or answers 503) nor do I/O.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Why no place was given.
@@ -68,6 +69,7 @@ impl IpSlots {
         if *taken >= self.total {
             return Err(Refused::Global);
         }
+        let ip = ip.map(client_key);
         if let Some(ip) = ip {
             let held = by_ip.entry(ip).or_insert(0);
             if *held >= self.per_ip {
@@ -85,6 +87,19 @@ impl IpSlots {
     /// Places taken now.
     pub(crate) fn taken(&self) -> usize {
         self.taken.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+}
+
+/// What one client is: its IPv4 address (also when it comes IPv4-mapped
+/// over IPv6), or its IPv6 /64, since a single IPv6 host commonly holds a
+/// whole /64 and could otherwise take a share per address.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
     }
 }
 
@@ -143,10 +158,33 @@ mod tests {
     }
 
     #[test]
+    fn every_address_of_one_ipv6_64_counts_as_one_client() {
+        let slots = IpSlots::new(10, 1);
+        let first = slots.try_acquire(Some("2001:db8:1:2::1".parse().expect("ip")));
+        assert!(first.is_ok());
+        let same_64 = slots.try_acquire(Some("2001:db8:1:2:ffff::9".parse().expect("ip")));
+        assert_eq!(same_64.err(), Some(Refused::PerIp));
+        assert!(
+            slots
+                .try_acquire(Some("2001:db8:1:3::1".parse().expect("ip")))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_its_ipv4_client() {
+        let slots = IpSlots::new(10, 1);
+        let _v4 = slots.try_acquire(ip(2));
+        let mapped = slots.try_acquire(Some("::ffff:127.0.0.2".parse().expect("ip")));
+        assert_eq!(mapped.err(), Some(Refused::PerIp));
+    }
+
+    #[test]
     fn a_caller_without_an_address_counts_towards_the_total_only() {
         let slots = IpSlots::new(3, 1);
         let _held = [slots.try_acquire(None), slots.try_acquire(None)];
-        assert!(slots.try_acquire(ip(2)).is_ok());
+        let another = slots.try_acquire(ip(2));
+        assert!(another.is_ok());
         assert_eq!(slots.try_acquire(None).err(), Some(Refused::Global));
     }
 }

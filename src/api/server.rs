@@ -15,7 +15,8 @@
 //! - **Connection caps**: in total (`--api-max-connections`, 512, which
 //!   keeps the peer's file descriptors within systemd's default soft limit
 //!   of 1024) and per client IP address (`--api-max-connections-per-ip`,
-//!   64), so that one address cannot take every place. A connection beyond
+//!   64; an IPv6 /64 is one client), so that one client cannot take every
+//!   place. A connection beyond
 //!   a cap is accepted and closed at once (the kernel's backlog does not
 //!   fill with it), and counted.
 //!
@@ -504,7 +505,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
         limit.current = limit.maximum;
-        if let Err(e) = setrlimit(Resource::Nofile, limit.clone()) {
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
             tracing::warn!(error = %e, "cannot raise the open-files limit");
             limit = getrlimit(Resource::Nofile);
         }
