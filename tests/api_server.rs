@@ -388,3 +388,21 @@ async fn a_peer_with_api_tls_says_https_and_serves_health_over_it() {
     assert!(line.contains(" api=https://"), "{line}");
     assert_eq!(answer.map(|(status, _)| status), Some(200), "{line}");
 }
+
+#[test]
+fn a_peer_whose_api_certificate_cannot_be_read_refuses_to_start_and_names_the_file() {
+    let cluster = Cluster::new("api-https-missing");
+    let mut spec = cluster.peer("peer-a");
+    let missing = spec.tls_dir.join("no-such-cert.pem");
+    spec.extra = vec![
+        "--api-tls-cert".to_owned(),
+        missing.display().to_string(),
+        "--api-tls-key".to_owned(),
+        spec.tls_dir.join("node.key").display().to_string(),
+    ];
+    let mut child = spec.spawn();
+    let status = support::eventually("the peer exits", || child.try_wait().ok().flatten());
+    assert!(!status.success());
+    let log = std::fs::read_to_string(&spec.log).unwrap_or_default();
+    assert!(log.contains("no-such-cert.pem"), "{log}");
+}
