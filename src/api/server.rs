@@ -7,7 +7,8 @@
 //!   starts whenever hyper waits for a head: on a new connection that sends
 //!   nothing, and on a keep-alive connection between requests, so an idle
 //!   keep-alive connection is closed after it too. With TLS the handshake
-//!   must finish within the same time.
+//!   must finish within the same time first (a client that never sends a
+//!   ClientHello is closed), then the head has its own.
 //! - **An idle timeout** (`--api-idle-timeout`, 60 s): a connection on which
 //!   no byte moved either way for that long is closed: a request body that
 //!   stalls, a client that stops reading its answer or its event stream.
