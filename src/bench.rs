@@ -5,7 +5,8 @@
 //! member change reaches every HAProxy and how many member changes the
 //! driver applies without a reload; and a write flood (clients writing to
 //! one peer as fast as they can) with every peer's memory, the API's
-//! latency and replication lag sampled every second.
+//! latency and replication lag sampled every second; and slow clients
+//! against one peer's API (`slow_clients`).
 //!
 //! Owns the workloads and the statistics. Must not be used as a test:
 //! timings vary with the machine; `scripts/bench-daemon.sh` and
@@ -24,6 +25,8 @@ use crate::echo::{self, Answer, EchoServer};
 use crate::haproxy::driver::STABLE_AFTER;
 use crate::local_mesh::{LocalMesh, LocalMeshError, MeshHaproxy, Ports, send_json};
 use crate::peer::wall_clock_ms;
+
+mod slow_clients;
 
 /// How long any single wait of a benchmark may take before it fails.
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
@@ -153,6 +156,19 @@ pub enum Workload {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         keys: u32,
     },
+    /// One peer: connections that never finish their request head, all
+    /// from 127.0.0.2, while 127.0.0.3 asks `GET /health` every 10 ms
+    /// (its latency, and when each of them was closed); then idle event
+    /// streams from 127.0.0.4 and a dashboard's stream from 127.0.0.5.
+    /// The peer takes its API limits from the `AQUEDUCT_API_*` variables.
+    SlowClients {
+        /// Connections with an unfinished head.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        partial: u32,
+        /// Idle event streams asked for.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        streams: u32,
+    },
     /// One peer with its own HAProxy: its HAProxy master killed with
     /// SIGKILL, time until a request through it is answered again (the
     /// driver restarts it).
@@ -220,6 +236,7 @@ impl Workload {
             Workload::HaproxyRestart { .. } => 1,
             Workload::Heartbeats { .. } => 3,
             Workload::Flood { .. } => 3,
+            Workload::SlowClients { .. } => 1,
         }
     }
 
@@ -292,6 +309,10 @@ async fn measure(mesh: &mut LocalMesh, workload: Workload) -> Result<Value, Benc
                 keys,
             };
             flood(&http, &urls, pids, load).await
+        }
+        Workload::SlowClients { partial, streams } => {
+            let load = slow_clients::SlowClientsLoad { partial, streams };
+            slow_clients::slow_clients(mesh.peers[0].api, load).await
         }
     }
 }

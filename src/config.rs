@@ -96,6 +96,30 @@ pub struct RunArgs {
     /// (default 1048576).
     #[arg(long, env = "AQUEDUCT_API_BODY_LIMIT")]
     pub api_body_limit: Option<usize>,
+    /// Seconds an API client has to send a request head (and finish a TLS
+    /// handshake), also between requests on a kept-alive connection; then
+    /// its connection is closed (default 10, at most 10).
+    #[arg(long, env = "AQUEDUCT_API_HEADER_TIMEOUT")]
+    pub api_header_timeout: Option<u64>,
+    /// Seconds an API connection may move no byte either way before it is
+    /// closed (default 60, at least 20: above the event streams' keep-alive).
+    #[arg(long, env = "AQUEDUCT_API_IDLE_TIMEOUT")]
+    pub api_idle_timeout: Option<u64>,
+    /// API connections open at once; one more is closed at once
+    /// (default 512).
+    #[arg(long, env = "AQUEDUCT_API_MAX_CONNECTIONS")]
+    pub api_max_connections: Option<usize>,
+    /// API connections open at once from one client IP address; one more is
+    /// closed at once (default 64).
+    #[arg(long, env = "AQUEDUCT_API_MAX_CONNECTIONS_PER_IP")]
+    pub api_max_connections_per_ip: Option<usize>,
+    /// PEM certificate chain: serve the API over HTTPS (needs
+    /// --api-tls-key).
+    #[arg(long, env = "AQUEDUCT_API_TLS_CERT")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// PEM private key of --api-tls-cert.
+    #[arg(long, env = "AQUEDUCT_API_TLS_KEY")]
+    pub api_tls_key: Option<PathBuf>,
     /// HAProxy binary to drive, or `off` (default: `haproxy` if found).
     #[arg(long, env = "AQUEDUCT_HAPROXY")]
     pub haproxy: Option<HaproxySetting>,
@@ -224,6 +248,12 @@ struct FileOptions {
     api_allowed_origins: Vec<String>,
     api_max_requests: Option<usize>,
     api_body_limit: Option<usize>,
+    api_header_timeout: Option<u64>,
+    api_idle_timeout: Option<u64>,
+    api_max_connections: Option<usize>,
+    api_max_connections_per_ip: Option<usize>,
+    api_tls_cert: Option<PathBuf>,
+    api_tls_key: Option<PathBuf>,
     haproxy: Option<String>,
     bind_host: Option<IpAddr>,
     haproxy_maxconn: Option<u32>,
@@ -400,12 +430,38 @@ pub struct RunOptions {
     pub api_max_requests: usize,
     /// Largest API request body, bytes.
     pub api_body_limit: usize,
+    /// How the API's connections are bounded.
+    pub api_connections: ApiConnections,
+    /// The API's HTTPS certificate chain and key files, if it serves HTTPS.
+    pub api_tls: Option<ApiTlsFiles>,
     /// HAProxy.
     pub haproxy: HaproxySetting,
     /// How this peer's HAProxy is configured and watched.
     pub haproxy_options: HaproxyOptions,
     /// Limits on what API writers can store.
     pub quotas: Quotas,
+}
+
+/// Bounds on the API's connections (see `api::server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiConnections {
+    /// Time to send a request head.
+    pub header_timeout: Duration,
+    /// Time with no byte moving.
+    pub idle_timeout: Duration,
+    /// Connections at once.
+    pub max: usize,
+    /// Connections at once from one client address.
+    pub max_per_ip: usize,
+}
+
+/// `--api-tls-cert` and `--api-tls-key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// The peer-local HAProxy settings (`global`, `defaults`, the stats page)
@@ -671,6 +727,26 @@ impl RunArgs {
             // rules) but below what one message between peers may carry.
             1024..=crate::gossip::wire::MESSAGE_BYTES_MAX,
         )?;
+        let api_connections = api_connections(
+            self.api_header_timeout.or(file.api_header_timeout),
+            self.api_idle_timeout.or(file.api_idle_timeout),
+            self.api_max_connections.or(file.api_max_connections),
+            self.api_max_connections_per_ip
+                .or(file.api_max_connections_per_ip),
+        )?;
+        let api_tls = match (
+            self.api_tls_cert.or(file.api_tls_cert),
+            self.api_tls_key.or(file.api_tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(ApiTlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    option: "api-tls-cert",
+                    reason: "--api-tls-cert and --api-tls-key go together".to_owned(),
+                });
+            }
+        };
         let gossip = self.gossip.or(file.gossip).unwrap_or(DEFAULT_GOSSIP);
         let advertise = self.advertise.or(file.advertise);
         check_advertised(gossip, advertise)?;
@@ -698,6 +774,8 @@ impl RunArgs {
             api_site,
             api_max_requests,
             api_body_limit,
+            api_connections,
+            api_tls,
             haproxy,
             haproxy_options,
             quotas,
@@ -841,6 +919,53 @@ fn resolve_quotas(flags: &QuotaArgs, file: &FileOptions) -> Result<Quotas, Confi
             Quota::DocumentBytes,
             flags.quota_document_bytes,
             file.quota_document_bytes,
+        )?,
+    })
+}
+
+/// The API's connection bounds, defaults filled in and ranges checked.
+fn api_connections(
+    header_timeout_s: Option<u64>,
+    idle_timeout_s: Option<u64>,
+    max: Option<usize>,
+    max_per_ip: Option<usize>,
+) -> Result<ApiConnections, ConfigError> {
+    use crate::api::server;
+    let seconds = |option, value: Option<u64>, default: Duration, min: u64, max: Duration| {
+        let whole = |s: u64| usize::try_from(s).unwrap_or(usize::MAX);
+        let range = whole(min)..=whole(max.as_secs());
+        in_range_usize(option, value.map(whole), whole(default.as_secs()), range)
+            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(u64::MAX)))
+    };
+    let max = in_range_usize(
+        "api-max-connections",
+        max,
+        server::MAX_CONNECTIONS_DEFAULT,
+        1..=1_000_000,
+    )?;
+    Ok(ApiConnections {
+        header_timeout: seconds(
+            "api-header-timeout",
+            header_timeout_s,
+            server::HEADER_TIMEOUT_DEFAULT,
+            1,
+            server::HEADER_TIMEOUT_MAX,
+        )?,
+        // Above the event streams' keep-alive (15 s), which is all that
+        // moves on an idle stream.
+        idle_timeout: seconds(
+            "api-idle-timeout",
+            idle_timeout_s,
+            server::IDLE_TIMEOUT_DEFAULT,
+            20,
+            Duration::from_secs(86_400),
+        )?,
+        max,
+        max_per_ip: in_range_usize(
+            "api-max-connections-per-ip",
+            max_per_ip,
+            server::MAX_CONNECTIONS_PER_IP_DEFAULT.min(max),
+            1..=max,
         )?,
     })
 }

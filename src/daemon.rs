@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::activity::ActivityLog;
+use crate::api::server::{self, ApiTls, ApiTlsError, ServerOptions};
 use crate::api::{self, ApiOptions, SiteRules};
 use crate::certs::{self, CertError, NodeName, TlsIdentity};
 use crate::config::{HaproxySetting, RunOptions, TlsSource};
@@ -61,6 +62,9 @@ pub enum DaemonError {
     /// The transport.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The API's TLS certificate or key.
+    #[error("API TLS: {0}")]
+    ApiTls(#[from] ApiTlsError),
     /// The API address.
     #[error("cannot listen for the API on {addr}: {source}")]
     Api {
@@ -94,6 +98,8 @@ pub struct Listening {
     pub name: NodeName,
     /// The REST API.
     pub api: SocketAddr,
+    /// Whether the REST API is served over HTTPS (`api=https://...`).
+    pub https: bool,
     /// Gossip.
     pub gossip: SocketAddr,
 }
@@ -104,11 +110,16 @@ impl Listening {
         let field = |key: &str| {
             line.split_whitespace()
                 .find_map(|word| word.strip_prefix(key))
-                .map(|value| value.trim_start_matches("http://"))
+        };
+        let api = field("api=")?;
+        let (https, api) = match api.strip_prefix("https://") {
+            Some(addr) => (true, addr),
+            None => (false, api.trim_start_matches("http://")),
         };
         Some(Listening {
             name: NodeName::new(field("name=")?).ok()?,
-            api: field("api=")?.parse().ok()?,
+            api: api.parse().ok()?,
+            https,
             gossip: field("gossip=")?.parse().ok()?,
         })
     }
@@ -118,8 +129,11 @@ impl std::fmt::Display for Listening {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "aqueduct listening name={} api=http://{} gossip={}",
-            self.name, self.api, self.gossip
+            "aqueduct listening name={} api={}://{} gossip={}",
+            self.name,
+            if self.https { "https" } else { "http" },
+            self.api,
+            self.gossip
         )
     }
 }
@@ -135,6 +149,14 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
             source,
         }
     })?;
+    let open_files = server::raise_open_files_limit();
+    tracing::debug!(?open_files, "open-files limit");
+    server::check_open_files_limit(open_files, options.api_connections.max);
+    let api_tls = options
+        .api_tls
+        .as_ref()
+        .map(|files| ApiTls::load(&files.cert, &files.key))
+        .transpose()?;
     let tls_dir = match &options.tls {
         TlsSource::Given(dir) => dir.clone(),
         TlsSource::SelfMade(dir) => {
@@ -173,12 +195,10 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let seed = getrandom::u64().map_err(|e| DaemonError::Random(e.to_string()))?;
     let node = Node::new(Config::lan(MESH_SIZE_HINT), me, replica, seed, Time::ZERO);
 
-    let listener = tokio::net::TcpListener::bind(options.api)
-        .await
-        .map_err(|source| DaemonError::Api {
-            addr: options.api,
-            source,
-        })?;
+    let listener = server::listen(options.api).map_err(|source| DaemonError::Api {
+        addr: options.api,
+        source,
+    })?;
     let api_addr = listener.local_addr().map_err(|source| DaemonError::Api {
         addr: options.api,
         source,
@@ -218,6 +238,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let listening = Listening {
         name: identity.name().clone(),
         api: api_addr,
+        https: api_tls.is_some(),
         gossip,
     };
     if options.api_access.is_open() && !api_addr.ip().is_loopback() {
@@ -253,14 +274,19 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         activity,
         shutdown: peer_stopped,
     }));
-    let server = tokio::spawn(async move {
-        let mut api_stopped = api_stopped;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = api_stopped.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let connections = &options.api_connections;
+    let server = tokio::spawn(server::serve(
+        listener,
+        app,
+        ServerOptions {
+            header_timeout: connections.header_timeout,
+            idle_timeout: connections.idle_timeout,
+            max_connections: connections.max,
+            max_connections_per_ip: connections.max_per_ip,
+            tls: api_tls,
+        },
+        api_stopped,
+    ));
     tokio::pin!(peer_task);
     let outcome = tokio::select! {
         () = signals.recv() => None,

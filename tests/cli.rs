@@ -552,6 +552,84 @@ fn quotas_have_defaults_come_from_flags_and_the_file_and_are_range_checked() {
 }
 
 #[test]
+fn api_connection_bounds_have_defaults_come_from_the_file_and_are_range_checked() {
+    use aqueduct::api::server;
+    let defaults = RunArgs::default()
+        .resolve()
+        .expect("resolves")
+        .api_connections;
+    assert_eq!(defaults.header_timeout, server::HEADER_TIMEOUT_DEFAULT);
+    assert_eq!(defaults.idle_timeout, server::IDLE_TIMEOUT_DEFAULT);
+    assert_eq!(defaults.max, server::MAX_CONNECTIONS_DEFAULT);
+    assert_eq!(defaults.max_per_ip, server::MAX_CONNECTIONS_PER_IP_DEFAULT);
+    let dir = TempDir::new("api-connections");
+    let file = dir.path().join("aqueduct.toml");
+    std::fs::write(
+        &file,
+        "api_header_timeout = 5\napi_idle_timeout = 30\napi_max_connections = 100\n\
+         api_max_connections_per_ip = 10\n",
+    )
+    .expect("writes");
+    let args = RunArgs {
+        api_max_connections_per_ip: Some(20),
+        config: Some(file),
+        ..RunArgs::default()
+    };
+    let bounds = args.resolve().expect("resolves").api_connections;
+    assert_eq!(
+        (
+            bounds.header_timeout,
+            bounds.idle_timeout,
+            bounds.max,
+            bounds.max_per_ip
+        ),
+        (
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(30),
+            100,
+            20
+        )
+    );
+    for (args, option) in [
+        // The issue's bound on the header timeout.
+        (
+            RunArgs {
+                api_header_timeout: Some(11),
+                ..RunArgs::default()
+            },
+            "api-header-timeout",
+        ),
+        // Below the event streams' keep-alive, every idle stream would go.
+        (
+            RunArgs {
+                api_idle_timeout: Some(10),
+                ..RunArgs::default()
+            },
+            "api-idle-timeout",
+        ),
+        (
+            RunArgs {
+                api_max_connections: Some(0),
+                ..RunArgs::default()
+            },
+            "api-max-connections",
+        ),
+        // A share above the total could never be used.
+        (
+            RunArgs {
+                api_max_connections: Some(10),
+                api_max_connections_per_ip: Some(11),
+                ..RunArgs::default()
+            },
+            "api-max-connections-per-ip",
+        ),
+    ] {
+        let error = args.resolve().expect_err("refused").to_string();
+        assert!(error.contains(option), "{error}");
+    }
+}
+
+#[test]
 fn natives_are_restricted_unless_the_file_or_a_flag_says_unrestricted() {
     use aqueduct::crdt::model::NativesPolicy;
     let natives = |args: RunArgs| args.resolve().map(|o| o.haproxy_options.natives);
@@ -590,4 +668,20 @@ fn a_quota_out_of_range_stops_the_start_naming_its_flag() {
     let (ok, stderr) = run_to_exit(&["run", "--quota-backends", "0"]);
     assert!(!ok);
     assert!(stderr.contains("quota-backends"), "{stderr}");
+}
+
+#[test]
+fn api_tls_needs_both_a_certificate_and_a_key() {
+    let both = RunArgs {
+        api_tls_cert: Some("node.pem".into()),
+        api_tls_key: Some("node.key".into()),
+        ..RunArgs::default()
+    };
+    assert!(both.resolve().expect("resolves").api_tls.is_some());
+    let alone = RunArgs {
+        api_tls_cert: Some("node.pem".into()),
+        ..RunArgs::default()
+    };
+    let error = alone.resolve().expect_err("refused").to_string();
+    assert!(error.contains("api-tls-key"), "{error}");
 }

@@ -6,33 +6,42 @@
 //! not produce either.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::Extension;
+use axum::extract::{ConnectInfo, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use tokio::sync::{broadcast, watch};
 
 use super::error::ApiError;
-use super::{AppState, EVENT_STREAMS_MAX};
+use super::ip_slots::Refused;
+use super::{AppState, EVENT_STREAMS_MAX, EVENT_STREAMS_PER_IP_MAX};
 
 /// `stats` (a snapshot each time one is read, on a peer with a driver)
 /// and `activity` (members up/down, configurations applied or rejected,
 /// reloads, restarts, registrations, peers joining and leaving). A reader
 /// too slow for the activity buffer gets a `lagged` event saying how many
-/// it missed. At most [`EVENT_STREAMS_MAX`] streams are open at once.
+/// it missed. At most [`EVENT_STREAMS_MAX`] streams are open at once, at
+/// most [`EVENT_STREAMS_PER_IP_MAX`] of them from one client address (the
+/// router driven without a server has none: its streams count towards the
+/// total only).
 pub(crate) async fn stream(
     State(state): State<AppState>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let client = client.map(|Extension(ConnectInfo(addr))| addr.ip());
     // Held by the stream until it ends.
-    let place =
-        state
-            .streams
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::TooManyStreams {
-                limit: EVENT_STREAMS_MAX,
-            })?;
+    let place = state
+        .streams
+        .try_acquire(client)
+        .map_err(|refused| ApiError::TooManyStreams {
+            limit: match refused {
+                Refused::Global => EVENT_STREAMS_MAX,
+                Refused::PerIp => EVENT_STREAMS_PER_IP_MAX,
+            },
+        })?;
     let stats = state.haproxy.as_ref().map(|driver| {
         let mut stats = driver.watch_stats();
         stats.mark_changed();

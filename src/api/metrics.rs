@@ -4,6 +4,9 @@
 //! Owns metric names, help texts and units, all prefixed `aqueduct_`. Must
 //! not keep state between scrapes: the peer holds the counters.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +20,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::quota::Quota;
 use super::refusals::Refusals;
+use super::server::{ConnectionCounts, ConnectionStats};
 use crate::gossip::PeerState;
 use crate::haproxy::driver::{ApplyStatus, Driver};
 use crate::peer::Status;
@@ -24,14 +28,25 @@ use crate::peer::Status;
 /// What `prometheus_client`'s text encoder produces.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// `GET /metrics`.
-pub(crate) async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// `GET /metrics`. The connection series come from the server, when the
+/// router is served by one.
+pub(crate) async fn scrape(
+    State(state): State<AppState>,
+    connections: Option<Extension<Arc<ConnectionStats>>>,
+) -> Result<Response, ApiError> {
     let status = state.handle.status().await?;
     let haproxy = state.haproxy.as_ref().map(Driver::status);
     let quota_refusals: Vec<(Quota, u64)> = state.quotas.refusals().collect();
+    let connections = connections.map(|Extension(stats)| stats.read());
     Ok((
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        render(&status, haproxy.as_ref(), &state.refusals, &quota_refusals),
+        render(
+            &status,
+            haproxy.as_ref(),
+            &state.refusals,
+            &quota_refusals,
+            connections,
+        ),
     )
         .into_response())
 }
@@ -41,6 +56,7 @@ fn render(
     haproxy: Option<&ApplyStatus>,
     refusals: &Refusals,
     quota_refusals: &[(Quota, u64)],
+    connections: Option<ConnectionCounts>,
 ) -> String {
     let mut registry = Registry::with_prefix("aqueduct");
     let counters = &status.counters;
@@ -191,6 +207,9 @@ fn render(
     if let Some(haproxy) = haproxy {
         register_haproxy(&mut registry, haproxy);
     }
+    if let Some(connections) = connections {
+        register_connections(&mut registry, connections);
+    }
 
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String cannot fail");
@@ -249,4 +268,39 @@ fn register_haproxy(registry: &mut Registry, status: &ApplyStatus) {
             ConstGauge::new(ms / 1000.0),
         );
     }
+}
+
+/// The API server's connection series, prefixed `aqueduct_api_`.
+fn register_connections(registry: &mut Registry, counts: ConnectionCounts) {
+    let registry = registry.sub_registry_with_prefix("api");
+    registry.register(
+        "connections_open",
+        "API connections open now",
+        ConstGauge::new(i64::try_from(counts.open).unwrap_or(i64::MAX)),
+    );
+    let refused = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (reason, value) in [
+        ("global", counts.refused_global),
+        ("per_ip", counts.refused_per_ip),
+    ] {
+        refused.get_or_create(&[("reason", reason)]).inc_by(value);
+    }
+    registry.register(
+        "connections_refused",
+        "API connections closed at once because a cap was reached (reason: global or per_ip)",
+        refused,
+    );
+    let timed_out = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (reason, value) in [
+        ("header", counts.timed_out_header),
+        ("idle", counts.timed_out_idle),
+    ] {
+        timed_out.get_or_create(&[("reason", reason)]).inc_by(value);
+    }
+    registry.register(
+        "connections_timed_out",
+        "API connections closed for not sending a request head or TLS handshake in time \
+         (reason: header) or for moving no byte for the idle timeout (reason: idle)",
+        timed_out,
+    );
 }

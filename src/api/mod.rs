@@ -128,11 +128,13 @@ mod extract;
 pub mod fuzzing;
 mod guard;
 mod haproxy;
+mod ip_slots;
 mod mesh;
 mod metrics;
 mod quota;
 mod refusals;
 mod registry;
+pub mod server;
 mod ui;
 
 use std::sync::Arc;
@@ -159,7 +161,11 @@ pub const MAX_REQUESTS_DEFAULT: usize = 256;
 /// Event streams (`GET /events`) open at once: a stream holds no request
 /// place once it is answered, so it needs a bound of its own (each holds a
 /// connection and a subscription); one more is answered 503.
-pub const EVENT_STREAMS_MAX: usize = 64;
+pub const EVENT_STREAMS_MAX: usize = 256;
+/// Event streams open at once from one client IP address, well below
+/// [`EVENT_STREAMS_MAX`], so that one client cannot lock every dashboard
+/// out; one more from that address is answered 503.
+pub const EVENT_STREAMS_PER_IP_MAX: usize = 16;
 
 /// How the API is served.
 #[derive(Debug, Clone)]
@@ -203,8 +209,9 @@ struct AppState {
     body_limit_bytes: usize,
     haproxy: Option<Driver>,
     activity: ActivityLog,
-    /// Places for open event streams ([`EVENT_STREAMS_MAX`]).
-    streams: Arc<tokio::sync::Semaphore>,
+    /// Places for open event streams ([`EVENT_STREAMS_MAX`] in total,
+    /// [`EVENT_STREAMS_PER_IP_MAX`] per client address).
+    streams: Arc<ip_slots::IpSlots>,
     /// Requests refused before a handler, for `/metrics`.
     refusals: Refusals,
     /// Limits on what writes may store, and their refusals.
@@ -304,7 +311,7 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
         body_limit_bytes: options.body_limit_bytes,
         haproxy: options.haproxy,
         activity: options.activity,
-        streams: Arc::new(tokio::sync::Semaphore::new(EVENT_STREAMS_MAX)),
+        streams: ip_slots::IpSlots::new(EVENT_STREAMS_MAX, EVENT_STREAMS_PER_IP_MAX),
         refusals: refusals.clone(),
         quotas: quota::QuotaGuard::new(options.quotas),
     };
