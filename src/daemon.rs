@@ -225,6 +225,14 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
             access: options.api_access.clone(),
             site: SiteRules {
                 listen: Some(api_addr),
+                // Clients of an HTTPS API name it as its certificate does.
+                allowed_hosts: options
+                    .api_site
+                    .allowed_hosts
+                    .iter()
+                    .chain(api_tls.iter().flat_map(ApiTls::host_names))
+                    .cloned()
+                    .collect(),
                 ..options.api_site.clone()
             },
             body_limit_bytes: options.api_body_limit,

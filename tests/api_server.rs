@@ -79,7 +79,7 @@ fn quick() -> ServerOptions {
 
 /// Sends `GET path` (connection closed after) and reads the whole answer.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, path: &str) -> (u16, String) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut answer = String::new();
     tokio::time::timeout(DEADLINE, stream.read_to_string(&mut answer))
@@ -119,7 +119,7 @@ async fn closed_by_server(stream: &mut TcpStream) -> bool {
 
 /// The head of an answer to `GET path` on a kept-alive connection.
 async fn open_stream(stream: &mut TcpStream, path: &str) -> u16 {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -156,7 +156,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
 async fn a_connection_with_an_unfinished_head_is_closed_after_the_header_timeout() {
     let server = Server::start(quick()).await;
     let mut slow = server.connect_from(2).await;
-    slow.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n")
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .expect("send");
     assert!(closed_by_server(&mut slow).await);
@@ -179,7 +179,10 @@ async fn a_stalled_request_body_is_closed_after_the_idle_timeout() {
     .await;
     let mut stalled = server.connect_from(2).await;
     stalled
-        .write_all(b"PUT /backends/web HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n{\"ty")
+        .write_all(
+            b"PUT /backends/web HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"ty",
+        )
         .await
         .expect("send");
     assert!(closed_by_server(&mut stalled).await);
@@ -267,7 +270,7 @@ async fn poll_metrics(server: &Server) -> String {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let mut stream = server.connect_from(9).await;
-        let request = "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+        let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
         let _ = stream.write_all(request.as_bytes()).await;
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer).await;
@@ -340,8 +343,14 @@ async fn get_over_tls(addr: SocketAddr, tls: &std::path::Path, path: &str) -> (u
 async fn https_serves_a_client_that_trusts_the_ca() {
     let dir = TempDir::new("api-https");
     let tls = issue_certificate(&dir);
+    let api_tls = ApiTls::load(&tls.join("node.pem"), &tls.join("node.key")).expect("TLS");
+    assert!(
+        api_tls.host_names().iter().any(|name| name == "peer-a"),
+        "the certificate's names are the API's own: {:?}",
+        api_tls.host_names()
+    );
     let server = Server::start(ServerOptions {
-        tls: Some(ApiTls::load(&tls.join("node.pem"), &tls.join("node.key")).expect("TLS")),
+        tls: Some(api_tls),
         ..quick()
     })
     .await;

@@ -113,7 +113,12 @@ impl std::fmt::Debug for ServerOptions {
 
 /// The API's TLS identity (`--api-tls-cert`, `--api-tls-key`).
 #[derive(Clone)]
-pub struct ApiTls(tokio_rustls::TlsAcceptor);
+pub struct ApiTls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// The DNS names of the certificate: clients reach the API by them,
+    /// so they are among the API's own `Host` names.
+    host_names: Vec<String>,
+}
 
 /// Why TLS material is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +148,7 @@ impl ApiTls {
     /// Loads a PEM certificate chain and its private key.
     pub fn load(cert: &Path, key: &Path) -> Result<ApiTls, ApiTlsError> {
         let chain = read_certificates(cert)?;
+        let host_names = dns_names(&chain[0]);
         let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| ApiTlsError::Pem {
             path: key.to_owned(),
             reason: format!("no private key: {e}"),
@@ -154,7 +160,16 @@ impl ApiTls {
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(ApiTls(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+        Ok(ApiTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            host_names,
+        })
+    }
+
+    /// The certificate's DNS names (lower case), which a request's `Host`
+    /// may carry.
+    pub fn host_names(&self) -> &[String] {
+        &self.host_names
     }
 }
 
@@ -197,6 +212,26 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ApiTls
         return Err(pem("no certificate".to_owned()));
     }
     Ok(certificates)
+}
+
+/// The DNS names among `certificate`'s subject alternative names, lower
+/// case (none if it does not parse: rustls refuses it later anyway).
+fn dns_names(certificate: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(certificate) else {
+        return Vec::new();
+    };
+    let Ok(Some(names)) = parsed.subject_alternative_name() else {
+        return Vec::new();
+    };
+    names
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Connections refused, timed out and open, for `/metrics`.
@@ -345,7 +380,7 @@ async fn connection(
     };
     match &shared.options.tls {
         None => http(stream, client, shared, &activity, shutdown).await,
-        Some(ApiTls(acceptor)) => {
+        Some(ApiTls { acceptor, .. }) => {
             match tokio::time::timeout(shared.options.header_timeout, acceptor.accept(stream)).await
             {
                 Ok(Ok(tls)) => http(tls, client, shared, &activity, shutdown).await,

@@ -94,7 +94,7 @@ async fn partial_heads(api: SocketAddr, count: u32) -> Result<PartialOutcome, Be
             let mut stream = connect_from(PARTIAL_CLIENT, api).await.ok()?;
             // A refused connection may be closed before this is written.
             let _ = stream
-                .write_all(b"GET /health HTTP/1.1\r\nHost: bench\r\n")
+                .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
                 .await;
             let sent = Instant::now();
             let mut buffer = [0u8; 512];
@@ -197,7 +197,7 @@ async fn connect_from(source: Ipv4Addr, api: SocketAddr) -> std::io::Result<TcpS
 /// `GET path` from `source` (connection closed after): status and body.
 async fn get_from(source: Ipv4Addr, api: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = connect_from(source, api).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut answer = String::new();
     tokio::time::timeout(WAIT_LIMIT, stream.read_to_string(&mut answer))
@@ -212,7 +212,7 @@ async fn get_from(source: Ipv4Addr, api: SocketAddr, path: &str) -> std::io::Res
 async fn open_stream(source: Ipv4Addr, api: SocketAddr) -> std::io::Result<(u16, TcpStream)> {
     let mut stream = connect_from(source, api).await?;
     stream
-        .write_all(b"GET /events HTTP/1.1\r\nHost: bench\r\n\r\n")
+        .write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
