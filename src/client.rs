@@ -6,7 +6,8 @@
 //! Owns the HTTP details of talking to a peer (URL building with escaped
 //! path segments, the bearer token, timeouts, error mapping) and where a
 //! command-line client takes its token from (`--token`, `--token-file`,
-//! `AQUEDUCT_API_TOKEN`, `AQUEDUCT_API_TOKEN_FILE`). Must not know what a
+//! `AQUEDUCT_API_TOKEN`, `AQUEDUCT_API_TOKEN_FILE`) and which CA it trusts
+//! for an HTTPS API (`--ca`). Must not know what a
 //! route means: its callers do.
 
 use std::path::PathBuf;
@@ -16,11 +17,15 @@ use serde_json::Value;
 
 use crate::api::ApiToken;
 
-/// How a command-line client gets its token. A token given in a file
-/// never shows in `ps`; `--token` does, so prefer the file or the
+/// How long an unused connection stays pooled.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a command-line client reaches a peer's API: its token and, for an
+/// HTTPS API, the CA that signed the API's certificate. A token given in a
+/// file never shows in `ps`; `--token` does, so prefer the file or the
 /// environment.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct TokenArgs {
+pub struct ClientArgs {
     /// The API token (`Authorization: Bearer`): the write token for
     /// writes, the read or write token for reads.
     #[arg(long, env = "AQUEDUCT_API_TOKEN", hide_env_values = true)]
@@ -28,14 +33,35 @@ pub struct TokenArgs {
     /// A file holding the API token (its first line).
     #[arg(long, env = "AQUEDUCT_API_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) an `https://` API's certificate must be
+    /// signed by (the only one trusted: the system's CAs are not).
+    #[arg(long, env = "AQUEDUCT_API_CA")]
+    pub ca: Option<PathBuf>,
 }
 
-impl TokenArgs {
-    /// The token, if one was given; an unreadable file or an invalid token
-    /// is an error, and so is a token given both ways.
-    pub fn resolve(self) -> Result<Option<ApiToken>, ClientError> {
-        crate::config::token_from("token", self.token, self.token_file)
-            .map_err(|e| ClientError::Input(e.to_string()))
+/// What a client presents and trusts.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// Sent with every request.
+    pub token: Option<ApiToken>,
+    /// Trusted for `https://` APIs (`None`: plain HTTP only).
+    pub tls: Option<rustls::ClientConfig>,
+}
+
+impl ClientArgs {
+    /// The token and trust, if given; an unreadable file, an invalid token
+    /// or CA is an error, and so is a token given both ways.
+    pub fn resolve(self) -> Result<Credentials, ClientError> {
+        let token = crate::config::token_from("token", self.token, self.token_file)
+            .map_err(|e| ClientError::Input(e.to_string()))?;
+        let tls = self
+            .ca
+            .map(|ca| {
+                crate::api::server::client_tls_config(&ca)
+                    .map_err(|e| ClientError::Input(format!("--ca: {e}")))
+            })
+            .transpose()?;
+        Ok(Credentials { token, tls })
     }
 }
 
@@ -87,21 +113,34 @@ pub struct ApiClient {
 
 impl ApiClient {
     /// A client of the API at `base` (`http://127.0.0.1:10000`), sending
-    /// `token` with every request; each request may take `timeout`.
+    /// the token of `credentials` with every request and trusting its CA;
+    /// each request may take `timeout`.
     pub fn new(
         base: &str,
-        token: Option<ApiToken>,
+        credentials: &Credentials,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
         let base = reqwest::Url::parse(base.trim_end_matches('/'))
             .ok()
             .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
             .ok_or_else(|| ClientError::Input(format!("{base:?} is not an http(s) URL")))?;
-        let http = reqwest::Client::builder()
+        let builder = match &credentials.tls {
+            Some(tls) => reqwest::Client::builder().tls_backend_preconfigured(tls.clone()),
+            None => reqwest::Client::builder(),
+        };
+        let http = builder
             .timeout(timeout)
+            // Below the API's header timeout (10 s at most), which closes a
+            // kept-alive connection that carries no new request: a pooled
+            // connection older than that may be closed under a request.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()
             .map_err(|e| ClientError::Input(e.to_string()))?;
-        Ok(ApiClient { base, token, http })
+        Ok(ApiClient {
+            base,
+            token: credentials.token.clone(),
+            http,
+        })
     }
 
     /// The base URL, as given.

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::client::{ApiClient, ClientError, TokenArgs};
+use crate::client::{ApiClient, ClientArgs, ClientError};
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,9 +26,9 @@ pub struct CtlArgs {
         default_value = "http://127.0.0.1:10000"
     )]
     pub api: String,
-    /// The API token.
+    /// The API token and, for HTTPS, the CA.
     #[command(flatten)]
-    pub token: TokenArgs,
+    pub client: ClientArgs,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -183,7 +183,7 @@ pub enum CtlError {
 
 /// Runs one `ctl` command, printing its result on stdout.
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
-    let client = ApiClient::new(&args.api, args.token.resolve()?, REQUEST_TIMEOUT)?;
+    let client = ApiClient::new(&args.api, &args.client.resolve()?, REQUEST_TIMEOUT)?;
     let (value, shape) = match args.command {
         CtlCommand::Frontends(command) => object(&client, "frontends", command).await?,
         CtlCommand::Backends(command) => object(&client, "backends", command).await?,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::client::{ApiClient, ClientError, TokenArgs};
+use crate::client::{ApiClient, ClientArgs, ClientError};
 use crate::crdt::model::{Host, Lease, Port, ServiceName, Version};
 use crate::daemon::ShutdownSignals;
 
@@ -39,9 +39,9 @@ pub struct RegisterArgs {
     /// Metadata, `key=value` (repeatable; values are strings).
     #[arg(long = "meta", value_parser = parse_meta)]
     pub meta: Vec<(String, String)>,
-    /// The write token of the peers' API.
+    /// The write token of the peers' API and, for HTTPS, the CA.
     #[command(flatten)]
-    pub token: TokenArgs,
+    pub client: ClientArgs,
 }
 
 /// Why the sidecar stopped with an error.
@@ -126,15 +126,15 @@ pub async fn run(args: RegisterArgs) -> Result<(), RegisterError> {
         None => Duration::from_millis(u64::from(ttl_ms / 3)),
     };
     let mut signals = ShutdownSignals::new().map_err(RegisterError::Signals)?;
-    let token = args
-        .token
+    let credentials = args
+        .client
         .resolve()
         .map_err(|e| RegisterError::Invalid(e.to_string()))?;
     let timeout = REQUEST_TIMEOUT_MAX.min(period / 2);
     let clients = args
         .apis
         .iter()
-        .map(|api| ApiClient::new(api, token.clone(), timeout))
+        .map(|api| ApiClient::new(api, &credentials, timeout))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| RegisterError::Invalid(format!("--api: {e}")))?;
     let mut body: Map<String, Value> = args

@@ -415,3 +415,68 @@ fn a_peer_whose_api_certificate_cannot_be_read_refuses_to_start_and_names_the_fi
     let log = std::fs::read_to_string(&spec.log).unwrap_or_default();
     assert!(log.contains("no-such-cert.pem"), "{log}");
 }
+
+/// Runs `aqueduct ctl` with `args`: (success, stdout, stderr).
+fn ctl(args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(support::binary())
+        .env_remove("AQUEDUCT_API_TOKEN")
+        .env_remove("AQUEDUCT_API_TOKEN_FILE")
+        .env_remove("AQUEDUCT_API_CA")
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("ctl runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ctl_reaches_an_https_api_with_its_ca_and_a_token_and_refuses_it_without_the_ca() {
+    // A peer named as the host clients dial, so that its node certificate
+    // serves for the API too.
+    let cluster = Cluster::new("api-https-ctl");
+    let mut spec = cluster.peer("localhost");
+    spec.extra = vec![
+        "--api-tls-cert".to_owned(),
+        spec.tls_dir.join("node.pem").display().to_string(),
+        "--api-tls-key".to_owned(),
+        spec.tls_dir.join("node.key").display().to_string(),
+        "--api-token".to_owned(),
+        "tls-token".to_owned(),
+    ];
+    let mut child = spec.spawn();
+    let line = first_stdout_line(&mut child);
+    let api = Listening::parse(&line)
+        .map(|listening| format!("https://localhost:{}", listening.api.port()));
+    let ca = spec.tls_dir.join("ca.pem").display().to_string();
+    let answers = api.as_ref().map(|api| {
+        (
+            ctl(&[
+                "--api",
+                api,
+                "--ca",
+                &ca,
+                "--token",
+                "tls-token",
+                "--json",
+                "backends",
+                "list",
+            ]),
+            ctl(&["--api", api, "--token", "tls-token", "backends", "list"]),
+        )
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let Some((trusted, untrusted)) = answers else {
+        panic!("the peer did not start: {line}");
+    };
+    assert!(trusted.0, "with the CA: {}", trusted.2);
+    assert_eq!(trusted.1.trim(), "[]");
+    assert!(
+        !untrusted.0,
+        "without the CA the certificate must not be trusted"
+    );
+}
