@@ -257,7 +257,7 @@ impl Workload {
 
 /// Runs `workload` on `mesh` once every peer sees all the others.
 async fn measure(mesh: &mut LocalMesh, workload: Workload) -> Result<Value, BenchError> {
-    let http = reqwest::Client::builder()
+    let http = crate::client::http_builder()
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| BenchError::Run(e.to_string()))?;
@@ -1250,7 +1250,7 @@ async fn flood(
     }
     // A separate client (its own connections) probing peer 1's API.
     let prober = {
-        let probe = reqwest::Client::builder()
+        let probe = crate::client::http_builder()
             .timeout(WAIT_LIMIT)
             .build()
             .map_err(|e| BenchError::Run(e.to_string()))?;

@@ -126,7 +126,7 @@ impl ApiClient {
             .ok_or_else(|| ClientError::Input(format!("{base:?} is not an http(s) URL")))?;
         let builder = match &credentials.tls {
             Some(tls) => reqwest::Client::builder().tls_backend_preconfigured(tls.clone()),
-            None => reqwest::Client::builder(),
+            None => http_builder(),
         };
         let http = builder
             .timeout(timeout)
@@ -190,6 +190,21 @@ impl ApiClient {
         let url = self.url(segments)?;
         exchange(&self.http, method, url.as_str(), self.token.as_ref(), body).await
     }
+}
+
+/// A reqwest client builder for plain HTTP: reqwest is built with rustls
+/// but no crypto provider of its own (its own would be aws-lc; ours is
+/// ring), so every client is handed a TLS configuration, here one that
+/// trusts nothing (an `https://` URL fails). Every client of this crate
+/// and its tests starts here or from [`ClientArgs::resolve`]'s trust.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().tls_backend_preconfigured(tls_trusting_nothing())
+}
+
+/// A TLS configuration that trusts no certificate (for clients of plain
+/// HTTP APIs: see [`http_builder`]).
+pub fn tls_trusting_nothing() -> rustls::ClientConfig {
+    crate::api::server::client_tls_trusting(rustls::RootCertStore::empty())
 }
 
 /// Sends one request to `url` (with `token` and a JSON `body`, if any) and

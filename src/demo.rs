@@ -111,7 +111,7 @@ async fn serve(
     signals: &mut ShutdownSignals,
 ) -> Result<(), DemoError> {
     let peers = &mesh.peers;
-    let http = reqwest::Client::builder()
+    let http = crate::client::http_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| DemoError::Load(e.to_string()))?;

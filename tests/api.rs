@@ -1503,19 +1503,23 @@ async fn a_body_without_a_content_type_is_415() {
     assert_eq!(api.get("/backends").await.json(), json!([]));
 }
 
+/// A JSON write to the API at 127.0.0.1:10000 from a page of `origin`.
+async fn put_from_origin(api: &Api, origin: &str) -> Answer {
+    api.send(cross_site_put(
+        &[
+            (header::HOST, "127.0.0.1:10000"),
+            (header::ORIGIN, origin),
+            (header::CONTENT_TYPE, "application/json"),
+        ],
+        r#"{"type":"static"}"#,
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn a_foreign_origin_is_403_and_changes_nothing() {
     let api = Api::new();
-    let answer = api
-        .send(cross_site_put(
-            &[
-                (header::HOST, "127.0.0.1:10000"),
-                (header::ORIGIN, "http://evil.example"),
-                (header::CONTENT_TYPE, "application/json"),
-            ],
-            r#"{"type":"static"}"#,
-        ))
-        .await;
+    let answer = put_from_origin(&api, "http://evil.example").await;
     answer.assert_error(StatusCode::FORBIDDEN);
     assert_eq!(api.get("/backends").await.json(), json!([]));
 }
@@ -1523,16 +1527,7 @@ async fn a_foreign_origin_is_403_and_changes_nothing() {
 #[tokio::test]
 async fn the_pages_own_origin_may_write() {
     let api = Api::new();
-    let answer = api
-        .send(cross_site_put(
-            &[
-                (header::HOST, "127.0.0.1:10000"),
-                (header::ORIGIN, "http://127.0.0.1:10000"),
-                (header::CONTENT_TYPE, "application/json"),
-            ],
-            r#"{"type":"static"}"#,
-        ))
-        .await;
+    let answer = put_from_origin(&api, "http://127.0.0.1:10000").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
 }
 
@@ -1546,16 +1541,7 @@ async fn an_allowed_origin_may_write() {
         ..ApiOptions::default()
     };
     let api = Api::with(replica(), Store::Works, options);
-    let answer = api
-        .send(cross_site_put(
-            &[
-                (header::HOST, "127.0.0.1:10000"),
-                (header::ORIGIN, "https://ops.example"),
-                (header::CONTENT_TYPE, "application/json"),
-            ],
-            r#"{"type":"static"}"#,
-        ))
-        .await;
+    let answer = put_from_origin(&api, "https://ops.example").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
 }
 

@@ -416,23 +416,6 @@ fn a_peer_whose_api_certificate_cannot_be_read_refuses_to_start_and_names_the_fi
     assert!(log.contains("no-such-cert.pem"), "{log}");
 }
 
-/// Runs `aqueduct ctl` with `args`: (success, stdout, stderr).
-fn ctl(args: &[&str]) -> (bool, String, String) {
-    let output = std::process::Command::new(support::binary())
-        .env_remove("AQUEDUCT_API_TOKEN")
-        .env_remove("AQUEDUCT_API_TOKEN_FILE")
-        .env_remove("AQUEDUCT_API_CA")
-        .arg("ctl")
-        .args(args)
-        .output()
-        .expect("ctl runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn ctl_reaches_an_https_api_with_its_ca_and_a_token_and_refuses_it_without_the_ca() {
     // A peer named as the host clients dial, so that its node certificate
@@ -454,18 +437,24 @@ fn ctl_reaches_an_https_api_with_its_ca_and_a_token_and_refuses_it_without_the_c
     let ca = spec.tls_dir.join("ca.pem").display().to_string();
     let answers = api.as_ref().map(|api| {
         (
-            ctl(&[
-                "--api",
-                api,
-                "--ca",
-                &ca,
-                "--token",
-                "tls-token",
-                "--json",
-                "backends",
-                "list",
-            ]),
-            ctl(&["--api", api, "--token", "tls-token", "backends", "list"]),
+            support::ctl(
+                &[
+                    "--api",
+                    api,
+                    "--ca",
+                    &ca,
+                    "--token",
+                    "tls-token",
+                    "--json",
+                    "backends",
+                    "list",
+                ],
+                &[],
+            ),
+            support::ctl(
+                &["--api", api, "--token", "tls-token", "backends", "list"],
+                &[],
+            ),
         )
     });
     let _ = child.kill();

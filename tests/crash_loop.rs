@@ -119,7 +119,7 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
-            let http = reqwest::blocking::Client::builder()
+            let http = support::http_builder()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .expect("http client");

@@ -4,23 +4,14 @@
 
 mod support;
 
-use std::process::Command;
-
-use support::{Cluster, Peer, binary};
+use support::{Cluster, Peer};
 
 /// Runs `aqueduct ctl --api <peer> args...`: (success, stdout, stderr).
 fn ctl(peer: &Peer, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(binary())
-        .args(["ctl", "--api", &peer.url("")])
-        .args(args)
-        .env_remove("AQUEDUCT_API_TOKEN")
-        .output()
-        .expect("ctl runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let api = peer.url("");
+    let mut all = vec!["--api", api.as_str()];
+    all.extend(args);
+    support::ctl(&all, &[])
 }
 
 #[test]

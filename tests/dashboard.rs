@@ -49,7 +49,7 @@ impl ChromeDriver {
         let driver = ChromeDriver { child, port };
         eventually("chromedriver to answer", || {
             let url = format!("http://127.0.0.1:{port}/status");
-            reqwest::blocking::get(url)
+            support::http_get(url)
                 .ok()?
                 .status()
                 .is_success()
@@ -360,7 +360,7 @@ fn choosing_a_version_in_the_selector_switches_the_dynamic_backend() {
 
 /// `GET /` with the given `Accept`, without following redirects.
 fn get_root(peer: &Peer, accept: &str) -> reqwest::blocking::Response {
-    reqwest::blocking::Client::builder()
+    support::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("a client")

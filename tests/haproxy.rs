@@ -203,7 +203,7 @@ fn no_request_fails_during_50_reloads_and_200_member_changes() {
     assert_eq!((structure, members), (50, 200));
     // Everything applied: the last round's header is served.
     eventually("the last structure change to be applied", || {
-        let text = reqwest::blocking::get(peer.url("/haproxy/config"))
+        let text = support::http_get(peer.url("/haproxy/config"))
             .ok()?
             .text()
             .ok()?;
@@ -241,7 +241,7 @@ fn a_natives_line_haproxy_refuses_is_a_400_naming_the_line_and_changes_nothing()
     serve(&peer, &[&server]);
     wait_until_served_by(&peer, "/", "example.com", &server);
     peer.wait_until_applied();
-    let config = reqwest::blocking::get(peer.url("/haproxy/config"))
+    let config = support::http_get(peer.url("/haproxy/config"))
         .expect("config")
         .text()
         .expect("text");
@@ -262,7 +262,7 @@ fn a_natives_line_haproxy_refuses_is_a_400_naming_the_line_and_changes_nothing()
     );
     assert!(!body.to_string().contains("ALERT"), "{body}");
     assert_eq!(peer.get("/backends/broken").0, 404);
-    let after = reqwest::blocking::get(peer.url("/haproxy/config"))
+    let after = support::http_get(peer.url("/haproxy/config"))
         .expect("config")
         .text()
         .expect("text");
@@ -426,7 +426,7 @@ fn a_registration_whose_lease_runs_out_leaves_the_dynamic_backend_without_a_relo
 /// The `(event, data)` pairs of `/haproxy/events`, as they arrive.
 fn event_stream(peer: &Peer) -> std::sync::mpsc::Receiver<(String, String)> {
     use std::io::BufRead;
-    let response = reqwest::blocking::Client::builder()
+    let response = support::http_builder()
         .timeout(None)
         .build()
         .expect("client")
@@ -574,7 +574,7 @@ fn haproxys_own_stats_page_listens_where_configured_behind_basic_auth() {
     .map(String::from)
     .to_vec();
     let peer = spec.start();
-    let client = reqwest::blocking::Client::new();
+    let client = support::http_builder().build().expect("http client");
     let url = format!("http://{page}/");
 
     let status = eventually("the stats page", || {

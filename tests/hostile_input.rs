@@ -1548,7 +1548,7 @@ impl Snapshot {
             assert_eq!(status, 200, "GET {path}: {body}");
             body
         };
-        let config = reqwest::blocking::get(peer.url("/haproxy/config"))
+        let config = support::http_get(peer.url("/haproxy/config"))
             .and_then(|r| r.text())
             .expect("the rendered configuration");
         let status = peer.haproxy_status();

@@ -171,7 +171,7 @@ fn a_peer_with_a_certificate_from_another_ca_gets_no_data_and_sends_none() {
 }
 
 fn raw_get(peer: &Peer, path: &str) -> (u16, String) {
-    let response = reqwest::blocking::get(peer.url(path)).expect("the peer answers");
+    let response = support::http_get(peer.url(path)).expect("the peer answers");
     let status = response.status().as_u16();
     (status, response.text().unwrap_or_default())
 }
@@ -241,7 +241,7 @@ fn write_until_killed(peer: &Peer, before_kill: usize) -> Vec<String> {
         for writer in 0..8 {
             let (acknowledged, stop) = (&acknowledged, &stop);
             s.spawn(move || {
-                let client = reqwest::blocking::Client::new();
+                let client = support::http_builder().build().expect("http client");
                 for i in 0.. {
                     if stop.load(std::sync::atomic::Ordering::SeqCst) {
                         break;

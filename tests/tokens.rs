@@ -166,19 +166,10 @@ fn a_sidecar_without_the_token_stops_with_an_error_naming_the_token() {
 /// `aqueduct ctl` against `peer` with `args` and `env`: (success, stdout,
 /// stderr).
 fn ctl(peer: &Peer, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let output = Command::new(binary())
-        .env_remove("AQUEDUCT_API_TOKEN")
-        .env_remove("AQUEDUCT_API_TOKEN_FILE")
-        .envs(env.iter().copied())
-        .args(["ctl", "--api", &peer.url("")])
-        .args(args)
-        .output()
-        .expect("ctl runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let api = peer.url("");
+    let mut all = vec!["--api", api.as_str()];
+    all.extend(args);
+    support::ctl(&all, env)
 }
 
 #[test]

@@ -332,10 +332,27 @@ fn accepted_natives(
         .iter()
         .enumerate()
         .find_map(|(index, line)| Some((index, line.refusal(section, policy)?)));
-    match refused {
-        Some((index, refusal)) => Err(ApiError::invalid(format!("natives[{index}]"), refusal)),
-        None => Ok(natives),
+    if let Some((index, refusal)) = refused {
+        return Err(ApiError::invalid(format!("natives[{index}]"), refusal));
     }
+    let servers: Option<usize> = natives
+        .as_slice()
+        .iter()
+        .map(|line| crate::crdt::natives::servers_declared(line.as_str()))
+        .sum();
+    if policy == NativesPolicy::Restricted
+        && servers.is_none_or(|servers| servers > crate::crdt::natives::SERVERS_MAX)
+    {
+        return Err(ApiError::invalid(
+            "natives",
+            format!(
+                "declares more than {} servers (server lines and server-template ranges \
+                 together): HAProxy's parse time grows with the square of a backend's servers",
+                crate::crdt::natives::SERVERS_MAX
+            ),
+        ));
+    }
+    Ok(natives)
 }
 
 /// A frontend as shown.

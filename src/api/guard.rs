@@ -75,11 +75,23 @@ impl SiteRules {
     }
 }
 
-/// The host part of a `Host` value, lower case, without port or brackets.
+/// The host part of a `Host` value, lower case, without port or brackets
+/// (what follows `]` must be nothing or a port: `[::1]evil.example` is
+/// no host of ours).
 fn host_of(authority: &str) -> String {
     let authority = authority.trim().to_ascii_lowercase();
     if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or("").to_owned();
+        return match rest.split_once(']') {
+            Some((host, "")) => host.to_owned(),
+            Some((host, after))
+                if after
+                    .strip_prefix(':')
+                    .is_some_and(|port| port.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                host.to_owned()
+            }
+            _ => authority,
+        };
     }
     match authority.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_owned(),
@@ -185,6 +197,8 @@ mod tests {
             "10.0.0.1:10000",
             "localhost.evil.example",
             "",
+            "[::1]evil.example",
+            "[::1]:80evil",
         ] {
             assert!(!rules.is_own_host(foreign), "{foreign}");
         }

@@ -327,8 +327,6 @@ const ACTIONS: &[&str] = &[
     "sc-set-gpt",
     "sc-set-gpt0",
     "set-bandwidth-limit",
-    "set-dst",
-    "set-dst-port",
     "set-header",
     "set-log-level",
     "set-mark",
@@ -361,6 +359,14 @@ const ACTIONS: &[&str] = &[
 
 /// Actions refused for a reason worth naming.
 const REFUSED_ACTIONS: &[(&str, &str)] = &[
+    (
+        "set-dst",
+        "sends the connection to an address the client can choose (an open proxy)",
+    ),
+    (
+        "set-dst-port",
+        "sends the connection to a port the client can choose (an open proxy)",
+    ),
     (
         "use-service",
         "serves one of HAProxy's own services (such as the Prometheus exporter)",
@@ -431,11 +437,13 @@ pub fn check(line: &str, section: Section, policy: NativesPolicy) -> Result<(), 
         why,
     };
     if policy == NativesPolicy::Unrestricted {
+        // The first word as HAProxy reads it (`global#` is `global`: `#`
+        // ends a word), written plainly.
         let first = line.split(' ').find(|w| !w.is_empty()).unwrap_or("");
-        if first.contains(['"', '\'', '\\']) {
+        if first.contains(['"', '\'', '\\', '#']) {
             return Err(refuse(
                 first,
-                "a quoted or escaped first word, which this check cannot read as HAProxy does",
+                "a quoted, escaped or commented first word, which this check cannot read as HAProxy does",
             ));
         }
         return check_first_word(first).map_err(|why| refuse(first, why));
@@ -517,6 +525,11 @@ fn check_shape(shape: Shape, words: &[String]) -> Result<(), (&str, &'static str
             {
                 return Err((word(at), PLAIN_ADDRESS));
             }
+            if word(0) == "server-template"
+                && template_size(word(2)).is_none_or(|size| size > SERVERS_MAX)
+            {
+                return Err((word(2), TOO_MANY_SERVERS));
+            }
             match words
                 .iter()
                 .find(|w| REFUSED_SERVER_OPTIONS.contains(&w.as_str()))
@@ -528,7 +541,10 @@ fn check_shape(shape: Shape, words: &[String]) -> Result<(), (&str, &'static str
     }
 }
 
-const PLAIN_ADDRESS: &str = "an address must be a host or IP with a port, not a path or socket";
+const PLAIN_ADDRESS: &str = "an address must be a host name or a specified IP with an optional \
+     port, not a path, a socket, a port offset or the unspecified address";
+
+const TOO_MANY_SERVERS: &str = "a server-template range of 1 to 256 servers (more stalls HAProxy)";
 
 fn check_option(option: &str) -> Result<(), (&str, &'static str)> {
     if OPTIONS.contains(&option) {
@@ -582,6 +598,8 @@ fn check_arguments(arguments: &[String]) -> Result<(), (&str, &'static str)> {
                     Some("reads HAProxy's environment")
                 } else if word == "map" || word.starts_with("map_") {
                     Some("makes HAProxy read a map file")
+                } else if word == "jwt_verify" {
+                    Some("makes HAProxy read a key file")
                 } else if word == "lua" || word.starts_with("lua.") || word.starts_with("lua-") {
                     Some(RUNS_LUA)
                 } else {
@@ -597,12 +615,79 @@ fn check_arguments(arguments: &[String]) -> Result<(), (&str, &'static str)> {
 
 /// A host name or IP address with an optional port (`10.0.0.5:80`,
 /// `app.internal`, `[::1]:8080`, `::1`): no path, no socket prefix, no
-/// variable.
+/// variable, no port offset, and never the unspecified address (`0.0.0.0`,
+/// `::`, `*`, `0`, an empty host), which makes HAProxy connect to wherever
+/// the request was headed — an open proxy with `set-dst`, or a loop. A
+/// name must start with a letter, so that no numeric form the resolver
+/// reads as an address (`0x0`, `127.1`) passes as a name.
 fn is_plain_address(word: &str) -> bool {
-    word.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '[' || c == ':')
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".:[]_+-".contains(c))
+    let (host, port) = split_host_port(word);
+    let port_ok = port.is_none_or(|port| {
+        port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0)
+    });
+    let host_ok = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_unspecified(),
+        Err(_) => {
+            host.starts_with(|c: char| c.is_ascii_alphabetic())
+                && host.len() <= 253
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+        }
+    };
+    port_ok && host_ok
+}
+
+/// `host[:port]`, `[v6][:port]` or a bare IPv6 address, split.
+fn split_host_port(word: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = word.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, after)) => (host, Some(after.strip_prefix(':').unwrap_or(after))),
+            None => (word, None),
+        };
+    }
+    if word.matches(':').count() > 1 {
+        // A bare IPv6 address: no port can be told apart.
+        return (word, None);
+    }
+    match word.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (word, None),
+    }
+}
+
+/// The most servers one backend's `natives` may declare (`server` lines
+/// and the ranges of `server-template`): HAProxy's parse time grows with
+/// the square of a backend's servers (20,000 take seconds, 200,000 over a
+/// minute), which would stall every check, reload and start.
+pub const SERVERS_MAX: usize = 256;
+
+/// How many servers `line` declares: 1 for `server`, the size of the range
+/// of `server-template` (`5` or `1-5`; `None` for a range that does not
+/// parse), 0 for anything else.
+pub fn servers_declared(line: &str) -> Option<usize> {
+    let Ok(words) = words(line) else {
+        return Some(0);
+    };
+    match words.first().map(String::as_str) {
+        Some("server") => Some(1),
+        Some("server-template") => template_size(words.get(2).map_or("", String::as_str)),
+        _ => Some(0),
+    }
+}
+
+/// The number of servers of a `server-template` range: `N` or `A-B`.
+fn template_size(range: &str) -> Option<usize> {
+    match range.split_once('-') {
+        Some((first, last)) => {
+            let (first, last) = (first.parse::<usize>().ok()?, last.parse::<usize>().ok()?);
+            (first >= 1 && last >= first).then(|| last - first + 1)
+        }
+        None => range.parse::<usize>().ok().filter(|n| *n >= 1),
+    }
 }
 
 /// The words of `line` as HAProxy reads them, or the text that could make
@@ -882,6 +967,68 @@ mod tests {
         assert!(unrestricted("log-forward x").is_err());
         assert!(unrestricted("\"backend\" x").is_err());
         assert!(unrestricted("b'ackend' x").is_err());
+        assert!(
+            unrestricted("global#").is_err(),
+            "`#` ends the word: a section"
+        );
+        assert!(unrestricted("defaults#x").is_err());
+    }
+
+    #[test]
+    fn a_client_cannot_choose_where_a_connection_goes() {
+        for line in [
+            "http-request set-dst hdr_ip(x-dst)",
+            "http-request set-dst-port hdr(x-port)",
+            "tcp-request content set-dst-port int(22)",
+            "server x 0.0.0.0:0",
+            "server x :0",
+            "server x 0:0",
+            "server x [::]:0",
+            "server x ::",
+            "server x 0x0:80",
+            "server x 127.1:80",
+            "server x 10.0.0.1:0",
+            "server x 10.0.0.1:+1",
+            "server x *:80",
+            "http-check connect addr 0.0.0.0",
+        ] {
+            assert!(backend(line).is_err(), "{line:?} was accepted");
+        }
+        for line in [
+            "server x 10.0.0.1:80",
+            "server x 10.0.0.1",
+            "server x [::1]:8080",
+            "server x app.internal:80",
+        ] {
+            assert_eq!(backend(line), Ok(()), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn key_files_are_refused_in_converters() {
+        assert!(
+            frontend(
+                "http-request set-var(txn.x) req.hdr(authorization),jwt_verify(RS256,/dev/kmsg)"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_server_template_declares_at_most_256_servers() {
+        assert_eq!(backend("server-template w 1-256 app.internal:80"), Ok(()));
+        assert_eq!(backend("server-template w 256 app.internal:80"), Ok(()));
+        for line in [
+            "server-template w 1-257 app.internal:80",
+            "server-template w 1-1000000 app.internal:80",
+            "server-template w 5-1 app.internal:80",
+            "server-template w x app.internal:80",
+        ] {
+            assert!(backend(line).is_err(), "{line:?} was accepted");
+        }
+        assert_eq!(servers_declared("server-template w 3-7 a:80"), Some(5));
+        assert_eq!(servers_declared("server a 10.0.0.1:80"), Some(1));
+        assert_eq!(servers_declared("timeout server 5s"), Some(0));
     }
 
     #[test]

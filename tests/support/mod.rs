@@ -287,7 +287,7 @@ fn client() -> reqwest::blocking::Client {
 }
 
 fn client_with(headers: reqwest::header::HeaderMap) -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
+    http_builder()
         .timeout(Duration::from_secs(10))
         .default_headers(headers)
         .build()
@@ -892,4 +892,36 @@ pub fn counter(metrics: &str, name: &str) -> u64 {
         .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
         .map(|value| value as u64)
         .unwrap_or_else(|| panic!("no metric {name} in:\n{metrics}"))
+}
+
+/// Runs `aqueduct ctl` with `args` and only the `AQUEDUCT_API_*`
+/// variables of `env` (none of the test's own): (success, stdout, stderr).
+pub fn ctl(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let output = Command::new(binary())
+        .env_remove("AQUEDUCT_API_TOKEN")
+        .env_remove("AQUEDUCT_API_TOKEN_FILE")
+        .env_remove("AQUEDUCT_API_CA")
+        .envs(env.iter().copied())
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("ctl runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A blocking HTTP client builder. reqwest is built with rustls but no
+/// crypto provider of its own, so every client is handed the crate's TLS
+/// configuration (one that trusts nothing: these clients speak plain HTTP).
+pub fn http_builder() -> reqwest::blocking::ClientBuilder {
+    reqwest::blocking::Client::builder()
+        .tls_backend_preconfigured(aqueduct::client::tls_trusting_nothing())
+}
+
+/// `GET url` with a client of [`http_builder`].
+pub fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::blocking::Response> {
+    http_builder().build()?.get(url).send()
 }
