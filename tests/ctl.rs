@@ -101,6 +101,7 @@ fn ctl_shows_this_peers_haproxy() {
     support::eventually("HAProxy to run", || {
         (a.haproxy_status()["running"] == true).then_some(())
     });
+    a.assert_haproxy_workers_unprivileged();
     let (ok, status, _) = ctl(&a, &["haproxy"]);
     assert!(
         ok && status.contains("running") && status.contains("reloads"),

@@ -269,6 +269,9 @@ fn setup_with(label: &str, extra: &[&str]) -> Setup {
     }
     serve_myapp_v1(&first, "app", APP_PORT);
     support::wait_for_convergence(&[&first, &second]);
+    for peer in [&first, &second] {
+        peer.assert_haproxy_workers_unprivileged();
+    }
     Setup {
         _cluster: cluster,
         first,

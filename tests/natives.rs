@@ -273,6 +273,7 @@ fn serving(label: &str, frontend: &[&str], backend: &[&str]) -> (Cluster, Peer, 
         let rendered = peer.haproxy_config()?;
         (rendered.contains("\nfrontend web\n") && peer.runs_what_it_rendered()).then_some(())
     });
+    peer.assert_haproxy_workers_unprivileged();
     (cluster, peer, member)
 }
 

@@ -218,6 +218,7 @@ fn a_mesh_split_2_3_takes_writes_on_both_sides_and_after_heal_every_peer_has_the
     for i in 0..PEERS {
         wait_until_served(&mesh, i, 8081);
         wait_until_served(&mesh, i, 8082);
+        mesh.peers[i].assert_haproxy_workers_unprivileged();
     }
 }
 
