@@ -200,3 +200,40 @@ fn ctl_reads_and_writes_with_a_token_from_a_flag_a_file_or_the_environment() {
     let (ok, _, stderr) = ctl(&peer, &["backends", "list"], &[]);
     assert!(!ok && stderr.contains("401"), "without a token: {stderr}");
 }
+
+#[test]
+fn every_write_is_logged_with_its_token_scope_client_and_result_but_never_the_token() {
+    let cluster = Cluster::new("tokens-audit");
+    let peer = guarded_peer(&cluster);
+    let body = Some(static_backend(9000));
+    let put = |token| {
+        peer.request(
+            reqwest::Method::PUT,
+            "/backends/audited",
+            body.clone(),
+            token,
+        )
+    };
+    assert_eq!(put(Some(WRITE_TOKEN)).0, 200);
+    assert_eq!(put(Some(READ_TOKEN)).0, 403);
+    assert_eq!(put(Some("not-a-token")).0, 401);
+    peer.get("/backends/audited");
+    let log = peer.log();
+    let writes: Vec<&str> = log.lines().filter(|l| l.contains("API write")).collect();
+    let line_with = |token: &str, status: &str| {
+        writes.iter().any(|line| {
+            line.contains("method=PUT")
+                && line.contains("path=/backends/audited")
+                && line.contains(&format!("token={token}"))
+                && line.contains("client=127.0.0.1")
+                && line.contains(&format!("status={status}"))
+        })
+    };
+    assert!(line_with("write", "200"), "{writes:#?}");
+    assert!(line_with("read", "403"), "{writes:#?}");
+    assert!(line_with("none", "401"), "{writes:#?}");
+    assert_eq!(writes.len(), 3, "reads are not audited: {writes:#?}");
+    for token in [WRITE_TOKEN, READ_TOKEN] {
+        assert!(!log.contains(token), "the log shows a token");
+    }
+}

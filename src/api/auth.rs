@@ -150,27 +150,92 @@ pub fn scope_needed(method: &Method) -> Scope {
     }
 }
 
+/// Who a request was served as, for the audit line: what the token
+/// granted, `open` on an API without tokens, `none` where no token was
+/// given or a wrong one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presented {
+    /// No token configured: every request is served.
+    Open,
+    /// No valid token.
+    Nothing,
+    /// A configured token of this scope.
+    Token(Scope),
+}
+
+impl Presented {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Presented::Open => "open",
+            Presented::Nothing => "none",
+            Presented::Token(Scope::Read) => "read",
+            Presented::Token(Scope::Write) => "write",
+        }
+    }
+}
+
 /// Middleware: answers 401 (with `WWW-Authenticate: Bearer`) without a
 /// valid token and 403 for a read token on a write, before the body is
-/// read; public routes and an open API pass.
+/// read; public routes and an open API pass. The answer carries what was
+/// presented ([`Presented`]) for the audit line.
 pub(crate) async fn require_scope(
     State((access, refusals)): State<(Arc<ApiAccess>, Refusals)>,
     request: Request,
     next: Next,
 ) -> Response {
-    if access.is_open() || PUBLIC_PATHS.contains(&request.uri().path()) {
-        return next.run(request).await;
-    }
+    let presented = if access.is_open() {
+        Presented::Open
+    } else {
+        access
+            .scope_of(request.headers())
+            .map_or(Presented::Nothing, Presented::Token)
+    };
     let needed = scope_needed(request.method());
-    match access.scope_of(request.headers()) {
-        Some(granted) if granted >= needed => next.run(request).await,
-        Some(_) => {
+    let mut response = match presented {
+        Presented::Open => next.run(request).await,
+        _ if PUBLIC_PATHS.contains(&request.uri().path()) => next.run(request).await,
+        Presented::Token(granted) if granted >= needed => next.run(request).await,
+        Presented::Token(_) => {
             refusals.count(Refusal::ReadTokenOnWrite);
             ApiError::ReadScopeOnly.into_response()
         }
-        None => {
+        Presented::Nothing => {
             refusals.count(Refusal::NoToken);
             ApiError::Unauthorized.into_response()
         }
+    };
+    response.extensions_mut().insert(presented);
+    response
+}
+
+/// Middleware: one log line per write (any method but `GET`, `HEAD` and
+/// `OPTIONS`) once it is answered, refused ones included: method, path,
+/// what token it came with, the client's address and the status — so
+/// that who changed what can be traced after the fact. Never the token,
+/// the body or the query.
+pub(crate) async fn audit(request: Request, next: Next) -> Response {
+    if scope_needed(request.method()) == Scope::Read {
+        return next.run(request).await;
     }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string());
+    let response = next.run(request).await;
+    let presented = response
+        .extensions()
+        .get::<Presented>()
+        .map_or("none", |presented| presented.label());
+    tracing::info!(
+        target: "aqueduct::audit",
+        %method,
+        path = %path.chars().take(256).collect::<String>(),
+        token = %presented,
+        client = %client.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        "API write"
+    );
+    response
 }

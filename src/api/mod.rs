@@ -334,6 +334,8 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
             (Arc::new(options.site), refusals),
             guard::same_site,
         ))
+        // Sees every write's answer, refusals by the guards included.
+        .layer(axum::middleware::from_fn(auth::audit))
         // Outermost: a request over the limit costs nothing further.
         .layer(axum::middleware::from_fn_with_state(
             (slots, options.max_requests),
