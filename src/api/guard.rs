@@ -13,10 +13,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::auth::{Scope, scope_needed};
 use super::error::ApiError;
 use super::refusals::{Refusal, Refusals};
 
@@ -156,10 +157,7 @@ pub(crate) async fn same_site(
             return ApiError::ForeignOrigin.into_response();
         }
     }
-    let is_write = !matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
+    let is_write = scope_needed(request.method()) == Scope::Write;
     if is_write && !declares_json(request.headers()) {
         refusals.count(Refusal::NotJson);
         return ApiError::NotJson.into_response();
