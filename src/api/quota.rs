@@ -16,13 +16,12 @@
 //! keeps decoding and rendering.
 
 use std::fmt::Display;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::refusals::{Reason, Tally};
 use crate::crdt::model::{Backend, Lease, Meta, NATIVES_MAX, NativeLine, Natives, Registration};
 
 /// The limits on what API writers can store. The defaults fit a large
@@ -242,39 +241,32 @@ impl OverQuota {
     }
 }
 
-/// Refusals per quota since the peer started, in [`Quota::ALL`]'s order.
-#[derive(Debug, Default)]
-struct Refusals([AtomicU64; Quota::ALL.len()]);
+impl Reason for Quota {
+    const ALL: &'static [Quota] = &Quota::ALL;
+}
 
 /// The quotas and their refusal counts, shared by every handler.
 #[derive(Debug, Clone)]
 pub(crate) struct QuotaGuard {
     quotas: Quotas,
-    refusals: Arc<Refusals>,
+    refusals: Tally<Quota>,
 }
 
 impl QuotaGuard {
     pub(crate) fn new(quotas: Quotas) -> Self {
         QuotaGuard {
             quotas,
-            refusals: Arc::default(),
+            refusals: Tally::default(),
         }
     }
 
     /// Refusals so far, per quota.
     pub(crate) fn refusals(&self) -> impl Iterator<Item = (Quota, u64)> + '_ {
-        Quota::ALL
-            .into_iter()
-            .zip(&self.refusals.0)
-            .map(|(quota, count)| (quota, count.load(Ordering::Relaxed)))
+        self.refusals.counts()
     }
 
     fn refuse(&self, quota: Quota, what: impl Display) -> ApiError {
-        let index = Quota::ALL
-            .iter()
-            .position(|q| *q == quota)
-            .expect("every quota is in ALL");
-        self.refusals.0[index].fetch_add(1, Ordering::Relaxed);
+        self.refusals.count(quota);
         ApiError::OverQuota(OverQuota {
             quota,
             limit: self.quotas.limit(quota),
