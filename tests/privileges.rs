@@ -60,6 +60,13 @@ fn unprivileged_peer(cluster: &Cluster) -> PeerSpec {
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     spec.binary = binary;
     spec.run_as = Some(owner);
+    // Started from a directory it may not enter (as from root's home):
+    // nothing it or its HAProxy runs may depend on the directory it
+    // starts in.
+    let closed = cluster.dir.path().join("root-only");
+    std::fs::create_dir_all(&closed).expect("a directory");
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    spec.current_dir = Some(closed);
     spec
 }
 

@@ -154,8 +154,14 @@ impl Binary {
     /// writers: with the peer's environment, a line such as `http-request
     /// return string "${AQUEDUCT_API_TOKEN}"` would serve the peer's
     /// secrets to anyone who can reach a frontend.
+    ///
+    /// It runs in `/`: HAProxy returns to its starting directory after
+    /// reading its files, and refuses the configuration when it cannot
+    /// (an unprivileged peer started from a directory it may not enter,
+    /// such as root's home); every path it is given is absolute.
     fn command(&self) -> Command {
         let mut command = Command::new(&self.path);
+        command.current_dir("/");
         command.env_clear();
         if let Some(path) = std::env::var_os("PATH") {
             command.env("PATH", path);

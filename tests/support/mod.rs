@@ -135,6 +135,7 @@ impl Cluster {
             extra: Vec::new(),
             haproxy: None,
             run_as: None,
+            current_dir: None,
         }
     }
 
@@ -188,6 +189,8 @@ pub struct PeerSpec {
     /// The uid and gid the peer runs as, without supplementary groups
     /// (`None`: the test's own, root).
     pub run_as: Option<(u32, u32)>,
+    /// The directory the peer starts in (`None`: the test's own).
+    pub current_dir: Option<PathBuf>,
 }
 
 impl PeerSpec {
@@ -198,10 +201,25 @@ impl PeerSpec {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut command = match &self.netns {
-            Some(ns) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", ns]).arg(&self.binary);
+        // What runs the binary: in the namespace, as the user (setpriv
+        // switches after the start directory is entered as root, as a
+        // shell started by root and then switched would).
+        let mut wrappers: Vec<String> = Vec::new();
+        if let Some(ns) = &self.netns {
+            wrappers.extend(["ip", "netns", "exec", ns].map(String::from));
+        }
+        if let Some((uid, gid)) = self.run_as {
+            wrappers.extend([
+                "setpriv".to_owned(),
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".to_owned(),
+            ]);
+        }
+        let mut command = match wrappers.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&self.binary);
                 command
             }
             None => Command::new(&self.binary),
@@ -229,10 +247,8 @@ impl PeerSpec {
         if self.tls_dir != self.data_dir.join("tls") {
             command.arg("--tls-dir").arg(&self.tls_dir);
         }
-        if let Some((uid, gid)) = self.run_as {
-            // std drops the supplementary groups too when root sets a uid.
-            std::os::unix::process::CommandExt::uid(&mut command, uid);
-            std::os::unix::process::CommandExt::gid(&mut command, gid);
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
         }
         match self.haproxy {
             // In a namespace of its own, `*` is the peer's one address (and
