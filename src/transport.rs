@@ -230,6 +230,13 @@ struct Turns {
 }
 
 impl Inbox {
+    fn new() -> Inbox {
+        Inbox {
+            turns: Mutex::new(Turns::default()),
+            ready: Notify::new(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Turns> {
         // Every update leaves `queues` and `order` consistent before
         // anything can panic.
@@ -368,10 +375,7 @@ impl Transport {
         let mut endpoint = quinn::Endpoint::server(server, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
         endpoint.set_default_client_config(client);
-        let inbox = Arc::new(Inbox {
-            turns: Mutex::new(Turns::default()),
-            ready: Notify::new(),
-        });
+        let inbox = Arc::new(Inbox::new());
         let inner = Arc::new(Inner {
             endpoint,
             me: identity.peer_id(),
@@ -935,4 +939,42 @@ async fn read_body(receive: &mut quinn::RecvStream, len: usize) -> Result<Vec<u8
         }
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connected(peer: u64, name: &str) -> Event {
+        Event::Connected {
+            peer: PeerId(peer),
+            name: NodeName::new(name).expect("valid name"),
+        }
+    }
+
+    /// The name in the next event `inbox` hands out.
+    fn next_name(inbox: &Inbox) -> String {
+        match inbox.lock().next() {
+            Some(Event::Connected { name, .. }) => name.to_string(),
+            other => panic!("not a connection event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_event_waits_behind_at_most_one_event_of_a_peer_with_a_backlog() {
+        let inbox = Inbox::new();
+        let backlog = 100;
+        for i in 0..backlog {
+            inbox.push(PeerId(1), connected(1, &format!("flood-{i}")), None);
+        }
+        assert_eq!(next_name(&inbox), "flood-0");
+        inbox.push(PeerId(2), connected(2, "honest"), None);
+        assert_eq!(next_name(&inbox), "flood-1");
+        assert_eq!(next_name(&inbox), "honest");
+        for i in 2..backlog {
+            assert_eq!(next_name(&inbox), format!("flood-{i}"));
+        }
+        let turns = inbox.lock();
+        assert!(turns.queues.is_empty() && turns.order.is_empty());
+    }
 }

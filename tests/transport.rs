@@ -150,7 +150,9 @@ async fn a_peer_whose_share_is_full_stops_being_read_while_another_peers_frames_
     let addr = target.transport.local_addr();
     let flood = RECEIVE_PEER_QUEUE_MAX + 1000;
     for i in 0..flood {
-        flooder.transport.send(target.id, addr, i.to_be_bytes().to_vec());
+        flooder
+            .transport
+            .send(target.id, addr, i.to_be_bytes().to_vec());
     }
     // The target's peer task takes the flooder's messages but never
     // finishes handling them: its share fills, and nothing more of its is
