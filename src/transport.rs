@@ -29,10 +29,12 @@
 //! peers (shares times peers would not: a mesh may have thousands). The
 //! share is taken first, so a peer whose share is full waits in a queue of
 //! its own frames only: its reading stops (QUIC flow control slows that
-//! sender alone) and it never holds a place in the common queue. A share is
-//! a quarter of the common budget, so one peer can never take what the
-//! others need; it takes four members flooding at once to fill the common
-//! budget. A share belongs to the peer (its certificate identity), not to a
+//! sender alone) and its frames beyond the share hold no place in the
+//! common budget's queue. A share is a quarter of the common budget, so one
+//! peer can never take what the others need: frames wait for the common
+//! budget only once the other peers hold three quarters of it, and then
+//! behind at most one share of the flooder's; it takes four members
+//! flooding at once to fill it. A share belongs to the peer (its certificate identity), not to a
 //! connection, so dialling again and again gains nothing. Admitted frames
 //! wait in one queue per peer, and the peer task takes them in turns
 //! ([`Events`]): an honest peer's frame waits behind at most one frame of
