@@ -27,7 +27,7 @@ use crate::gossip::{
     ApplyReport, HeardReport, Node, NodeStats, Output, PeerId, PeerReport, PeerState, Time,
 };
 use crate::store::{Durability, Entry, StoreError, Writer};
-use crate::transport::{Event, Transport};
+use crate::transport::{Event, Events, Transport};
 
 /// Requests the API may have in flight towards the peer before senders wait
 /// (back-pressure instead of an unbounded queue).
@@ -303,7 +303,7 @@ pub struct Parts {
     /// The transport and its events.
     pub transport: Transport,
     /// Events from the transport.
-    pub events: mpsc::Receiver<Event>,
+    pub events: Events,
     /// The store's writer and its durability reports.
     pub writer: Writer,
     /// Durability reports.

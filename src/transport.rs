@@ -14,18 +14,39 @@
 //!
 //! Receiving is bounded the same way: a frame's length is checked before
 //! anything is reserved for it, its buffer grows only with the bytes that
-//! arrive, all frames waiting for the peer task share one byte budget, and
-//! a frame that breaks the framing (too long, or stalled or ended short)
-//! is counted and closes its connection. What a well-framed message says is
-//! the peer task's business (garbage is dropped and counted there).
+//! arrive, and a frame that breaks the framing (too long, or stalled or
+//! ended short) is counted and closes its connection. What a well-framed
+//! message says is the peer task's business (garbage is dropped and counted
+//! there).
+//!
+//! Received frames are fair between peers, because a member holding one
+//! certificate must not be able to silence the others by flooding. Until
+//! the peer task has handled it, a frame holds room (one message, and the
+//! bytes its length announces) in two budgets: its peer's own share
+//! ([`RECEIVE_PEER_QUEUE_MAX`], [`RECEIVE_PEER_BYTES_MAX`]), then the
+//! budget of all peers together ([`RECEIVE_QUEUE_MAX`],
+//! [`RECEIVE_QUEUE_BYTES_MAX`]), which bounds memory whatever the number of
+//! peers (shares times peers would not: a mesh may have thousands). The
+//! share is taken first, so a peer whose share is full waits in a queue of
+//! its own frames only: its reading stops (QUIC flow control slows that
+//! sender alone) and its frames beyond the share hold no place in the
+//! common budget's queue. A share is a quarter of the common budget, so one
+//! peer can never take what the others need: frames wait for the common
+//! budget only once the other peers hold three quarters of it, and then
+//! behind at most one share of the flooder's; it takes four members
+//! flooding at once to fill it. A share belongs to the peer (its certificate identity), not to a
+//! connection, so dialling again and again gains nothing. Admitted frames
+//! wait in one queue per peer, and the peer task takes them in turns
+//! ([`Events`]): an honest peer's frame waits behind at most one frame of
+//! each other peer, never behind a flooder's backlog.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::certs::{self, CertError, MESH_SERVER_NAME, NodeName, TlsIdentity};
 use crate::gossip::PeerId;
@@ -35,13 +56,20 @@ use crate::gossip::wire::MESSAGE_BYTES_MAX;
 const SEND_QUEUE_MAX: usize = 4096;
 /// ...and their bytes.
 const SEND_QUEUE_BYTES_MAX: usize = 64 << 20;
-/// Received messages waiting for the peer task before readers wait (QUIC
-/// flow control then slows the senders down)...
+/// Received messages not yet handled by the peer task, from all peers
+/// together, before readers wait (QUIC flow control then slows the senders
+/// down)...
 const RECEIVE_QUEUE_MAX: usize = 8192;
-/// ...and their bytes, from all peers together: a frame is read only once
-/// its length fits in this budget, which it holds until the peer task has
-/// handled it.
+/// ...and their bytes: a frame is read only once its length fits in this
+/// budget, which it holds until the peer task has handled it.
 const RECEIVE_QUEUE_BYTES_MAX: usize = 256 << 20;
+/// One peer's share of [`RECEIVE_QUEUE_MAX`]: a quarter, so that a flooding
+/// peer leaves the others most of it. Public so that tests can fill a share.
+pub const RECEIVE_PEER_QUEUE_MAX: usize = RECEIVE_QUEUE_MAX / 4;
+/// One peer's share of [`RECEIVE_QUEUE_BYTES_MAX`]: a quarter, two of the
+/// largest frames (one being handled while the next is read).
+const RECEIVE_PEER_BYTES_MAX: usize = RECEIVE_QUEUE_BYTES_MAX / 4;
+const _: () = assert!(RECEIVE_PEER_BYTES_MAX >= 2 * MESSAGE_BYTES_MAX);
 /// How long a dial may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and longest wait before dialling an unreachable peer again. The
@@ -108,12 +136,149 @@ pub enum Event {
     },
 }
 
-/// A received message's share of the receive byte budget.
+/// The room a received message holds in its peer's share and in the
+/// common budget, returned when dropped.
 #[derive(Debug)]
-pub struct ReceiveBudget(
-    // Never read: held only for its drop, which returns the bytes.
-    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
-);
+pub struct ReceiveBudget {
+    // Never read: held only for their drop, which returns the room.
+    _peer: Room,
+    _all: Room,
+}
+
+/// One message and its bytes, taken from a [`Budget`].
+#[derive(Debug)]
+struct Room {
+    _message: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+}
+
+/// Room for received messages and their bytes: a peer's share, or the
+/// budget of all peers together.
+struct Budget {
+    messages: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Budget {
+    fn new(messages: usize, bytes: usize) -> Budget {
+        Budget {
+            messages: Arc::new(Semaphore::new(messages)),
+            bytes: Arc::new(Semaphore::new(bytes)),
+        }
+    }
+
+    /// Waits for room for one message of `len` bytes (at most
+    /// [`MESSAGE_BYTES_MAX`], well within every budget).
+    async fn take(&self, len: usize) -> Room {
+        const OPEN: &str = "receive budgets are never closed";
+        let message = self.messages.clone().acquire_owned().await.expect(OPEN);
+        let bytes = self
+            .bytes
+            .clone()
+            .acquire_many_owned(u32::try_from(len).unwrap_or(u32::MAX))
+            .await
+            .expect(OPEN);
+        Room {
+            _message: message,
+            _bytes: bytes,
+        }
+    }
+}
+
+/// The events the transport has for the peer task: each peer's in a queue
+/// of its own, handed out in turns, one event per peer with something
+/// waiting. Bounded by the receive budgets: every queued event holds room.
+pub struct Events {
+    inbox: Arc<Inbox>,
+}
+
+impl Events {
+    /// The next event, taking peers in turns; `None` once the transport is
+    /// gone and nothing is left. Cancel-safe: an event is taken only when
+    /// it is returned.
+    pub async fn recv(&mut self) -> Option<Event> {
+        loop {
+            {
+                let mut turns = self.inbox.lock();
+                if let Some(event) = turns.next() {
+                    return Some(event);
+                }
+                if turns.closed {
+                    return None;
+                }
+            }
+            // A notification sent since the lock was released is kept (one
+            // permit), so none is missed between the check and the wait.
+            self.inbox.ready.notified().await;
+        }
+    }
+}
+
+/// Where admitted events wait for the peer task.
+struct Inbox {
+    turns: Mutex<Turns>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct Turns {
+    /// Each peer's waiting events, with the room they hold if it is not in
+    /// the event itself. Only peers with something waiting.
+    queues: BTreeMap<PeerId, VecDeque<(Event, Option<ReceiveBudget>)>>,
+    /// The peers in `queues`, next turn first.
+    order: VecDeque<PeerId>,
+    /// Set when the transport is gone.
+    closed: bool,
+}
+
+impl Inbox {
+    fn new() -> Inbox {
+        Inbox {
+            turns: Mutex::new(Turns::default()),
+            ready: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Turns> {
+        // Every update leaves `queues` and `order` consistent before
+        // anything can panic.
+        self.turns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, from: PeerId, event: Event, budget: Option<ReceiveBudget>) {
+        let mut turns = self.lock();
+        let queue = turns.queues.entry(from).or_default();
+        queue.push_back((event, budget));
+        if queue.len() == 1 {
+            turns.order.push_back(from);
+        }
+        drop(turns);
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+}
+
+impl Turns {
+    /// The first event of the peer whose turn it is; that peer goes last.
+    fn next(&mut self) -> Option<Event> {
+        let peer = self.order.pop_front()?;
+        let queue = self
+            .queues
+            .get_mut(&peer)
+            .expect("every peer in order has a queue");
+        let (event, _room) = queue.pop_front().expect("queues are never empty");
+        if queue.is_empty() {
+            self.queues.remove(&peer);
+        } else {
+            self.order.push_back(peer);
+        }
+        Some(event)
+    }
+}
 
 /// Why the transport could not start or reach a peer.
 #[derive(Debug, thiserror::Error)]
@@ -163,12 +328,12 @@ struct Inner {
     endpoint: quinn::Endpoint,
     me: PeerId,
     links: Mutex<BTreeMap<PeerId, Link>>,
-    /// Bytes of received messages not yet handled (see
-    /// [`RECEIVE_QUEUE_BYTES_MAX`]).
-    receive_budget: Arc<tokio::sync::Semaphore>,
+    /// Received messages not yet handled, from all peers (see
+    /// [`RECEIVE_QUEUE_MAX`]).
+    receive_budget: Budget,
     /// Set at shutdown: no new link is made from then on.
     closing: std::sync::atomic::AtomicBool,
-    events: mpsc::Sender<Event>,
+    inbox: Arc<Inbox>,
     send_drops: AtomicU64,
     connections_refused: AtomicU64,
     frames_refused: AtomicU64,
@@ -185,6 +350,8 @@ struct Link {
     /// Where to dial it (the latest address the peer task gave).
     addr: SocketAddr,
     connection: Option<Registered>,
+    /// The peer's share of the receive budget, kept across its connections.
+    received: Arc<Budget>,
 }
 
 #[derive(Clone)]
@@ -201,7 +368,7 @@ impl Transport {
     pub fn bind(
         addr: SocketAddr,
         identity: &TlsIdentity,
-    ) -> Result<(Transport, mpsc::Receiver<Event>), TransportError> {
+    ) -> Result<(Transport, Events), TransportError> {
         let transport_config = Arc::new(transport_config());
         let mut server = quinn::ServerConfig::with_crypto(identity.server_crypto()?);
         server.transport_config(transport_config.clone());
@@ -210,20 +377,20 @@ impl Transport {
         let mut endpoint = quinn::Endpoint::server(server, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
         endpoint.set_default_client_config(client);
-        let (events, receiver) = mpsc::channel(RECEIVE_QUEUE_MAX);
+        let inbox = Arc::new(Inbox::new());
         let inner = Arc::new(Inner {
             endpoint,
             me: identity.peer_id(),
             links: Mutex::new(BTreeMap::new()),
-            receive_budget: Arc::new(tokio::sync::Semaphore::new(RECEIVE_QUEUE_BYTES_MAX)),
+            receive_budget: Budget::new(RECEIVE_QUEUE_MAX, RECEIVE_QUEUE_BYTES_MAX),
             closing: std::sync::atomic::AtomicBool::new(false),
-            events,
+            inbox: inbox.clone(),
             send_drops: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             frames_refused: AtomicU64::new(0),
         });
         tokio::spawn(accept_loop(inner.clone()));
-        Ok((Transport { inner }, receiver))
+        Ok((Transport { inner }, Events { inbox }))
     }
 
     /// The address gossip is accepted on (with the real port if 0 was
@@ -417,14 +584,14 @@ impl Inner {
             initiator,
             since: Instant::now(),
         };
-        let loser = {
+        let (loser, share) = {
             let mut links = self.lock_links();
             let Some(link) = self.link(&mut links, peer, addr) else {
                 drop(links);
                 connection.close(0u32.into(), b"shutdown");
                 return;
             };
-            match link.connection.take() {
+            let loser = match link.connection.take() {
                 Some(old) if old.is_open() => {
                     let redial = fresh.initiator == old.initiator;
                     let (keep, lose) =
@@ -449,7 +616,8 @@ impl Inner {
                     link.connection = Some(fresh);
                     None
                 }
-            }
+            };
+            (loser, link.received.clone())
         };
         if let Some(loser) = loser {
             tokio::spawn(async move {
@@ -457,14 +625,33 @@ impl Inner {
                 loser.close(2u32.into(), b"duplicate connection");
             });
         }
-        tokio::spawn(read_connection(self.clone(), peer, connection));
-        let _ = self
-            .events
-            .send(Event::Connected {
-                peer,
-                name: name.clone(),
-            })
-            .await;
+        tokio::spawn(read_connection(
+            self.clone(),
+            peer,
+            share.clone(),
+            connection,
+        ));
+        // Counted as a message of the peer's, so that dialling again and
+        // again fills only its own share.
+        let budget = self.admit(&share, 0).await;
+        let connected = Event::Connected {
+            peer,
+            name: name.clone(),
+        };
+        self.inbox.push(peer, connected, Some(budget));
+    }
+
+    /// Waits for room for a message of `len` bytes from the peer whose
+    /// share is `share`. The share first: a peer whose share is full waits
+    /// there, behind its own frames only, and holds no place in the common
+    /// budget's queue meanwhile.
+    async fn admit(&self, share: &Budget, len: usize) -> ReceiveBudget {
+        let peer = share.take(len).await;
+        let all = self.receive_budget.take(len).await;
+        ReceiveBudget {
+            _peer: peer,
+            _all: all,
+        }
     }
 
     /// Forgets `connection` for `peer` if it is still the registered one.
@@ -478,6 +665,12 @@ impl Inner {
         {
             link.connection = None;
         }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.inbox.close();
     }
 }
 
@@ -516,6 +709,7 @@ fn new_link(inner: &Arc<Inner>, peer: PeerId, addr: SocketAddr) -> Link {
         writer: Some(writer),
         addr,
         connection: None,
+        received: Arc::new(Budget::new(RECEIVE_PEER_QUEUE_MAX, RECEIVE_PEER_BYTES_MAX)),
     }
 }
 
@@ -641,12 +835,19 @@ fn frame_len(bytes: &[u8]) -> u32 {
 }
 
 /// Reads every stream `peer` opens on `connection`, until it closes.
-async fn read_connection(inner: Arc<Inner>, peer: PeerId, connection: quinn::Connection) {
+/// `share` is the peer's share of the receive budget.
+async fn read_connection(
+    inner: Arc<Inner>,
+    peer: PeerId,
+    share: Arc<Budget>,
+    connection: quinn::Connection,
+) {
     while let Ok(receive) = connection.accept_uni().await {
         tokio::spawn(read_stream(
             inner.clone(),
             connection.clone(),
             peer,
+            share.clone(),
             receive,
         ));
     }
@@ -680,6 +881,7 @@ async fn read_stream(
     inner: Arc<Inner>,
     connection: quinn::Connection,
     from: PeerId,
+    share: Arc<Budget>,
     mut receive: quinn::RecvStream,
 ) {
     loop {
@@ -693,16 +895,8 @@ async fn read_stream(
             inner.refuse_frame(&connection, FrameError::TooLarge(len));
             return;
         }
-        // Waits for room in the budget (QUIC flow control holds the sender
-        // meanwhile). A frame is at most MESSAGE_BYTES_MAX, well within it.
-        let Ok(permit) = inner
-            .receive_budget
-            .clone()
-            .acquire_many_owned(u32::try_from(len).unwrap_or(u32::MAX))
-            .await
-        else {
-            return;
-        };
+        // Waits for room (QUIC flow control holds this sender meanwhile).
+        let budget = inner.admit(&share, len).await;
         let bytes = match read_body(&mut receive, len).await {
             Ok(bytes) => bytes,
             Err(BodyError::Refused(why)) => {
@@ -714,11 +908,9 @@ async fn read_stream(
         let message = Event::Message {
             from,
             bytes,
-            budget: ReceiveBudget(permit),
+            budget,
         };
-        if inner.events.send(message).await.is_err() {
-            return;
-        }
+        inner.inbox.push(from, message, None);
     }
 }
 
@@ -749,4 +941,42 @@ async fn read_body(receive: &mut quinn::RecvStream, len: usize) -> Result<Vec<u8
         }
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connected(peer: u64, name: &str) -> Event {
+        Event::Connected {
+            peer: PeerId(peer),
+            name: NodeName::new(name).expect("valid name"),
+        }
+    }
+
+    /// The name in the next event `inbox` hands out.
+    fn next_name(inbox: &Inbox) -> String {
+        match inbox.lock().next() {
+            Some(Event::Connected { name, .. }) => name.to_string(),
+            other => panic!("not a connection event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_event_waits_behind_at_most_one_event_of_a_peer_with_a_backlog() {
+        let inbox = Inbox::new();
+        let backlog = 100;
+        for i in 0..backlog {
+            inbox.push(PeerId(1), connected(1, &format!("flood-{i}")), None);
+        }
+        assert_eq!(next_name(&inbox), "flood-0");
+        inbox.push(PeerId(2), connected(2, "honest"), None);
+        assert_eq!(next_name(&inbox), "flood-1");
+        assert_eq!(next_name(&inbox), "honest");
+        for i in 2..backlog {
+            assert_eq!(next_name(&inbox), format!("flood-{i}"));
+        }
+        let turns = inbox.lock();
+        assert!(turns.queues.is_empty() && turns.order.is_empty());
+    }
 }

@@ -1,7 +1,8 @@
 //! The transport between two in-process peers on 127.0.0.1: messages carry
 //! the sender's certificate identity, simultaneous dials settle on one
-//! connection, a peer answering with the wrong certificate gets nothing, and
-//! a shutdown delivers what was queued.
+//! connection, a peer answering with the wrong certificate gets nothing, a
+//! shutdown delivers what was queued, and a peer that fills its share of the
+//! receive budget stops being read while the others' frames still arrive.
 
 mod support;
 
@@ -9,23 +10,28 @@ use std::time::Duration;
 
 use aqueduct::certs::{self, NodeName, TlsIdentity};
 use aqueduct::gossip::PeerId;
-use aqueduct::transport::{Event, Transport};
+use aqueduct::transport::{Event, Events, RECEIVE_PEER_QUEUE_MAX, ReceiveBudget, Transport};
 use support::TempDir;
-use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 struct Side {
     transport: Transport,
-    events: mpsc::Receiver<Event>,
+    events: Events,
     id: PeerId,
 }
 
 /// Two peers of one cluster CA, listening on ephemeral ports.
 fn pair(dir: &TempDir) -> (Side, Side) {
+    let [a, b] = peers(dir, ["peer-a", "peer-b"]);
+    (a, b)
+}
+
+/// Peers of one cluster CA named `names`, listening on ephemeral ports.
+fn peers<const N: usize>(dir: &TempDir, names: [&str; N]) -> [Side; N] {
     let ca = dir.path().join("ca");
     certs::init_ca(&ca).expect("CA");
-    let side = |name: &str| {
+    names.map(|name| {
         let tls = dir.path().join(name);
         let name = NodeName::new(name).expect("valid name");
         certs::issue(&ca, &name, &tls).expect("issued");
@@ -37,19 +43,29 @@ fn pair(dir: &TempDir) -> (Side, Side) {
             events,
             id: identity.peer_id(),
         }
-    };
-    (side("peer-a"), side("peer-b"))
+    })
 }
 
-/// The next message `side` receives (connection events skipped).
-async fn next_message(side: &mut Side) -> (PeerId, Vec<u8>) {
+/// The next message `side` receives (connection events skipped), with its
+/// room in the receive budget (taken until it is dropped).
+async fn next_held(side: &mut Side) -> (PeerId, Vec<u8>, ReceiveBudget) {
     loop {
         match tokio::time::timeout(WAIT, side.events.recv()).await {
-            Ok(Some(Event::Message { from, bytes, .. })) => return (from, bytes),
+            Ok(Some(Event::Message {
+                from,
+                bytes,
+                budget,
+            })) => return (from, bytes, budget),
             Ok(Some(Event::Connected { .. })) => continue,
             other => panic!("no message: {other:?}"),
         }
     }
+}
+
+/// The next message `side` receives, handled at once.
+async fn next_message(side: &mut Side) -> (PeerId, Vec<u8>) {
+    let (from, bytes, _handled) = next_held(side).await;
+    (from, bytes)
 }
 
 /// Polls `check` every few milliseconds until it holds, or panics.
@@ -124,5 +140,40 @@ async fn shutdown_delivers_what_was_queued_before_closing() {
     a.transport.shutdown(Duration::from_secs(5)).await;
     for i in 0..100u8 {
         assert_eq!(next_message(&mut b).await.1, vec![i; 1000]);
+    }
+}
+
+#[tokio::test]
+async fn a_peer_whose_share_is_full_stops_being_read_while_another_peers_frames_still_arrive() {
+    let dir = TempDir::new("transport-fair");
+    let [mut target, flooder, honest] = peers(&dir, ["target", "flooder", "honest"]);
+    let addr = target.transport.local_addr();
+    let flood = RECEIVE_PEER_QUEUE_MAX + 1000;
+    for i in 0..flood {
+        flooder
+            .transport
+            .send(target.id, addr, i.to_be_bytes().to_vec());
+    }
+    // The target's peer task takes the flooder's messages but never
+    // finishes handling them: its share fills, and nothing more of its is
+    // read.
+    let mut held = Vec::new();
+    for i in 0..RECEIVE_PEER_QUEUE_MAX {
+        let (from, bytes, budget) = next_held(&mut target).await;
+        assert_eq!((from, bytes), (flooder.id, i.to_be_bytes().to_vec()));
+        held.push(budget);
+    }
+    honest.transport.send(target.id, addr, b"honest".to_vec());
+    assert_eq!(
+        next_message(&mut target).await,
+        (honest.id, b"honest".to_vec())
+    );
+    // Once handled, the flooder is read again, from where it stopped.
+    drop(held);
+    for i in RECEIVE_PEER_QUEUE_MAX..flood {
+        assert_eq!(
+            next_message(&mut target).await,
+            (flooder.id, i.to_be_bytes().to_vec())
+        );
     }
 }
