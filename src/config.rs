@@ -96,6 +96,10 @@ pub struct RunArgs {
     /// (default 1048576).
     #[arg(long, env = "AQUEDUCT_API_BODY_LIMIT")]
     pub api_body_limit: Option<usize>,
+    /// Seconds a request body may take to arrive; a slower one is answered
+    /// 408 (default 30).
+    #[arg(long, env = "AQUEDUCT_API_BODY_TIMEOUT")]
+    pub api_body_timeout: Option<u64>,
     /// Seconds an API client has to send a request head (and finish a TLS
     /// handshake), also between requests on a kept-alive connection; then
     /// its connection is closed (default 10, at most 10).
@@ -248,6 +252,7 @@ struct FileOptions {
     api_allowed_origins: Vec<String>,
     api_max_requests: Option<usize>,
     api_body_limit: Option<usize>,
+    api_body_timeout: Option<u64>,
     api_header_timeout: Option<u64>,
     api_idle_timeout: Option<u64>,
     api_max_connections: Option<usize>,
@@ -430,6 +435,8 @@ pub struct RunOptions {
     pub api_max_requests: usize,
     /// Largest API request body, bytes.
     pub api_body_limit: usize,
+    /// How long an API request body may take to arrive.
+    pub api_body_timeout: Duration,
     /// How the API's connections are bounded.
     pub api_connections: ApiConnections,
     /// The API's HTTPS certificate chain and key files, if it serves HTTPS.
@@ -727,6 +734,14 @@ impl RunArgs {
             // rules) but below what one message between peers may carry.
             1024..=crate::gossip::wire::MESSAGE_BYTES_MAX,
         )?;
+        let api_body_timeout = Duration::from_secs(in_range_usize(
+            "api-body-timeout",
+            self.api_body_timeout
+                .or(file.api_body_timeout)
+                .map(|s| usize::try_from(s).unwrap_or(usize::MAX)),
+            usize::try_from(crate::api::BODY_DEADLINE_DEFAULT.as_secs()).unwrap_or(30),
+            1..=3600,
+        )? as u64);
         let api_connections = api_connections(
             self.api_header_timeout.or(file.api_header_timeout),
             self.api_idle_timeout.or(file.api_idle_timeout),
@@ -774,6 +789,7 @@ impl RunArgs {
             api_site,
             api_max_requests,
             api_body_limit,
+            api_body_timeout,
             api_connections,
             api_tls,
             haproxy,

@@ -236,6 +236,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
                 ..options.api_site.clone()
             },
             body_limit_bytes: options.api_body_limit,
+            body_deadline: options.api_body_timeout,
             max_requests: options.api_max_requests,
             haproxy: Some(driver),
             activity: activity.clone(),

@@ -35,12 +35,17 @@ struct Server {
 
 impl Server {
     async fn start(options: ServerOptions) -> Server {
+        Server::start_with(options, ApiOptions::default()).await
+    }
+
+    /// A server whose router has `api` options.
+    async fn start_with(options: ServerOptions, api: ApiOptions) -> Server {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
         let replica = Replica::new(ReplicaId::new(0x1234).expect("non-zero id"));
-        let app = router(spawn_peer(replica, Store::Works), ApiOptions::default());
+        let app = router(spawn_peer(replica, Store::Works), api);
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(server::serve(listener, app, options, stopped));
         Server { addr, _stop: stop }
@@ -194,6 +199,44 @@ async fn a_stalled_request_body_is_closed_after_the_idle_timeout() {
         ),
         1
     );
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_is_answered_408_after_the_body_deadline() {
+    let server = Server::start_with(
+        ServerOptions::default(),
+        ApiOptions {
+            body_deadline: Duration::from_secs(1),
+            ..ApiOptions::default()
+        },
+    )
+    .await;
+    let stream = server.connect_from(2).await;
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(
+            b"PUT /backends/web HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{",
+        )
+        .await
+        .expect("send");
+    // A byte every 100 ms: never idle, never done (100 bytes take 10 s).
+    let trickle = tokio::spawn(async move {
+        for _ in 0..99 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if writer.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut answer = vec![0; 512];
+    let read = tokio::time::timeout(DEADLINE, reader.read(&mut answer))
+        .await
+        .expect("an answer before the body is complete")
+        .expect("read");
+    trickle.abort();
+    let head = String::from_utf8_lossy(&answer[..read]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
 }
 
 // ---------------------------------------------------------------------------

@@ -685,3 +685,18 @@ fn api_tls_needs_both_a_certificate_and_a_key() {
     let error = alone.resolve().expect_err("refused").to_string();
     assert!(error.contains("api-tls-key"), "{error}");
 }
+
+#[test]
+fn the_api_body_timeout_defaults_to_30_s_and_is_range_checked() {
+    let defaults = RunArgs::default().resolve().expect("resolves");
+    assert_eq!(
+        defaults.api_body_timeout,
+        aqueduct::api::BODY_DEADLINE_DEFAULT
+    );
+    let zero = RunArgs {
+        api_body_timeout: Some(0),
+        ..RunArgs::default()
+    };
+    let error = zero.resolve().expect_err("refused").to_string();
+    assert!(error.contains("api-body-timeout"), "{error}");
+}

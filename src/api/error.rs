@@ -53,6 +53,12 @@ pub(crate) enum ApiError {
         /// The version asked for.
         version: Version,
     },
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within {} s", limit.as_secs())]
+    BodyTooSlow {
+        /// The deadline.
+        limit: std::time::Duration,
+    },
     /// The body is larger than the limit.
     #[error("the request body is larger than {limit} bytes")]
     TooLarge {
@@ -179,6 +185,7 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::OverQuota(over) => over.status(),
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ReadScopeOnly | ApiError::ForeignHost | ApiError::ForeignOrigin => {
@@ -205,6 +212,7 @@ impl ApiError {
                 json!({ "name": service, "version": version })
             }
             ApiError::TooLarge { limit } => json!({ "limitBytes": limit }),
+            ApiError::BodyTooSlow { limit } => json!({ "limitSeconds": limit.as_secs() }),
             ApiError::OverQuota(over) => over.details(),
             ApiError::Busy { limit } => json!({ "limitRequests": limit }),
             ApiError::TooManyStreams { limit } => json!({ "limitStreams": limit }),

@@ -28,8 +28,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(request, state)
+        // Within the deadline (`ApiOptions::body_deadline`).
+        let bytes = tokio::time::timeout(state.body_deadline, Bytes::from_request(request, state))
             .await
+            .map_err(|_| ApiError::BodyTooSlow {
+                limit: state.body_deadline,
+            })?
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::TooLarge {

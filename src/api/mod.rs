@@ -111,7 +111,9 @@
 //!   rather than queued, so that memory stays bounded by the limit times
 //!   the body limit (`--api-body-limit`, 1 MiB) whatever the number of
 //!   clients. A request holds its place until its answer starts: an event
-//!   stream (`/events`, `/haproxy/events`) holds none while it streams.
+//!   stream (`/events`, `/haproxy/events`) holds none while it streams. A
+//!   body must arrive within `--api-body-timeout` (30 s; 408 beyond), so
+//!   that a body trickling in never holds a place for long.
 //! - Reads show this peer's state as it is in memory: a write that is not
 //!   durable yet (its answer has not been sent) is visible to a concurrent
 //!   read, and is gone again if the peer crashes before the commit. What
@@ -156,6 +158,12 @@ use refusals::Refusals;
 
 /// Largest request body accepted unless [`ApiOptions`] say otherwise (1 MiB).
 pub const BODY_LIMIT_DEFAULT: usize = 1 << 20;
+/// How long a request body may take to arrive unless [`ApiOptions`] say
+/// otherwise. The server's idle timeout closes a connection on which
+/// nothing moves, but a body sent a byte at a time just under it would hold
+/// a request place for ever; the largest body (1 MiB by default) arrives
+/// well within this even over a slow link.
+pub const BODY_DEADLINE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Requests in progress at once unless [`ApiOptions`] say otherwise.
 pub const MAX_REQUESTS_DEFAULT: usize = 256;
 /// Event streams (`GET /events`) open at once: a stream holds no request
@@ -177,6 +185,9 @@ pub struct ApiOptions {
     pub site: SiteRules,
     /// Largest request body, in bytes; larger ones are answered 413.
     pub body_limit_bytes: usize,
+    /// How long a request body may take to arrive once its handler reads
+    /// it; a slower one is answered 408.
+    pub body_deadline: std::time::Duration,
     /// Requests in progress at once; one more is answered 503.
     pub max_requests: usize,
     /// This peer's HAProxy driver: `/haproxy/*` answers 503 without one,
@@ -194,6 +205,7 @@ impl Default for ApiOptions {
             access: ApiAccess::default(),
             site: SiteRules::default(),
             body_limit_bytes: BODY_LIMIT_DEFAULT,
+            body_deadline: BODY_DEADLINE_DEFAULT,
             max_requests: MAX_REQUESTS_DEFAULT,
             haproxy: None,
             activity: ActivityLog::default(),
@@ -207,6 +219,7 @@ impl Default for ApiOptions {
 struct AppState {
     handle: Handle,
     body_limit_bytes: usize,
+    body_deadline: std::time::Duration,
     haproxy: Option<Driver>,
     activity: ActivityLog,
     /// Places for open event streams ([`EVENT_STREAMS_MAX`] in total,
@@ -309,6 +322,7 @@ pub fn router(handle: Handle, options: ApiOptions) -> Router {
     let state = AppState {
         handle,
         body_limit_bytes: options.body_limit_bytes,
+        body_deadline: options.body_deadline,
         haproxy: options.haproxy,
         activity: options.activity,
         streams: ip_slots::IpSlots::new(EVENT_STREAMS_MAX, EVENT_STREAMS_PER_IP_MAX),
