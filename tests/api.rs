@@ -2273,3 +2273,36 @@ async fn metrics_count_quota_refusals_by_quota() {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_rule_regex_that_backtracks_exponentially_is_refused_and_a_plain_one_taken() {
+    let api = Api::new();
+    api.static_backend("app").await;
+    api.static_backend("other").await;
+    let with_rule = |operation: &str, value: &str| {
+        let mut rule = json!({"type": "header", "header": "x", "operation": operation,
+                              "value": value, "backend": "other"});
+        if operation.starts_with("path") {
+            rule = json!({"type": "path", "operation": operation, "value": value,
+                          "backend": "other"});
+        }
+        json!({"bind": "*:8080", "backend": "app", "rules": [rule]})
+    };
+    for (operation, value) in [
+        ("hdr_reg", "^(a|aa)+$"),
+        ("path_reg", "(a+)+"),
+        ("path_reg", "a*b*c*d"),
+    ] {
+        let answer = api.put("/frontends/web", with_rule(operation, value)).await;
+        answer.assert_invalid("rules[0].value");
+    }
+    assert_eq!(
+        api.get("/frontends").await.json(),
+        json!([]),
+        "nothing was written"
+    );
+    let answer = api
+        .put("/frontends/web", with_rule("path_reg", "^/v[0-9]+/legacy"))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+}

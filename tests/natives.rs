@@ -157,6 +157,32 @@ const HOSTILE: &[(In, &str, &str)] = {
         ),
         (B, "source 0.0.0.0 usesrc clientip", "source"),
         (B, "dispatch 127.0.0.1:80", "dispatch"),
+        // Reach a port or an address the client chooses (an open proxy).
+        (F, "http-request set-dst hdr_ip(x-dst)", "set-dst"),
+        (F, "http-request set-dst-port hdr(x-port)", "set-dst-port"),
+        (B, "server x 0.0.0.0:0", "0.0.0.0:0"),
+        (B, "server x 127.0.0.1", "127.0.0.1"),
+        (B, "server x [::ffff:0.0.0.0]:80", "[::ffff:0.0.0.0]:80"),
+        (B, "default-server init-addr 0.0.0.0", "init-addr"),
+        // Stall or kill HAProxy: a key file read while parsing, a regex one
+        // request makes backtrack until the watchdog kills the worker, a
+        // template whose servers take HAProxy minutes to parse.
+        (
+            F,
+            "http-request set-var(txn.x) req.hdr(a),jwt_verify(RS256,{S})",
+            "jwt_verify",
+        ),
+        (
+            F,
+            "http-request deny if { req.hdr(x) -m reg ^(a|aa)+$ }",
+            "-m",
+        ),
+        (
+            F,
+            "http-request replace-value x ^(a|aa)+$ y",
+            "replace-value",
+        ),
+        (B, "server-template w 1-30000 127.0.0.1:80", "1-30000"),
         (F, "log {D}/log.sock local0", "log"),
         (F, "log unix@{D}/log.sock local0", "log"),
         (F, "log stdout format raw local0", "log"),

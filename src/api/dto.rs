@@ -270,8 +270,12 @@ impl RuleJson {
                 format!("not an operation of rule type {}", self.kind),
             ));
         }
-        Rule::new(self.operation, self.header, self.value, self.backend)
-            .map_err(|error| ApiError::invalid(format!("rules[{index}].header"), error))
+        let rule = Rule::new(self.operation, self.header, self.value, self.backend)
+            .map_err(|error| ApiError::invalid(format!("rules[{index}].header"), error))?;
+        match rule.regex_hazard() {
+            Some(why) => Err(ApiError::invalid(format!("rules[{index}].value"), why)),
+            None => Ok(rule),
+        }
     }
 }
 

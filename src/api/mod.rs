@@ -56,6 +56,13 @@
 //!   `--api-allowed-hosts`) is a 403 — a DNS-rebinding page cannot reach a
 //!   loopback API; an `Origin` other than the API's own (same host and
 //!   port as the `Host`) or one of `--api-allowed-origins` is a 403.
+//! - **A routing rule's regex (`path_reg`, `url_reg`, `hdr_reg`) must not
+//!   backtrack exponentially**: a repetition of something that repeats or
+//!   has alternatives (`(a|aa)+`), more than two unbounded repetitions, or
+//!   a pattern the check cannot read (lookaround, back-references) is a
+//!   400 on `rules[i].value` (`crdt::model::regex_hazard`). One request
+//!   with many values of a header could otherwise hold an HAProxy worker
+//!   until its watchdog kills it. Rules stored before keep decoding.
 //! - `/haproxy/config` shows the configuration with the stats page's
 //!   password `<redacted>`.
 //! - **A body is one JSON object, with no key given twice** at any depth

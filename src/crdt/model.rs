@@ -324,6 +324,70 @@ fn check_host(input: &str) -> Result<(), InvalidValue> {
     }
 }
 
+/// The most unbounded repetitions (`*`, `+`, `{n,}`) one pattern may hold:
+/// with two, matching costs at most the square of the input's length,
+/// which HAProxy's header buffer bounds.
+const REGEX_UNBOUNDED_MAX: usize = 2;
+
+/// Why `pattern` could make HAProxy's regex engine (PCRE2, backtracking)
+/// run to its match limit on a short input, if it could: a repetition of
+/// something that itself repeats or has alternatives (`(a|aa)+`, `(a+)*`:
+/// exponential backtracking), more than [`REGEX_UNBOUNDED_MAX`] unbounded
+/// repetitions, or a pattern this check cannot read (PCRE's lookaround and
+/// back-references among them). One request whose multi-valued header
+/// makes such a pattern backtrack on every value holds a worker until
+/// HAProxy's watchdog kills it, with every frontend of the peer.
+pub fn regex_hazard(pattern: &str) -> Option<&'static str> {
+    use regex_syntax::ast::{Ast, RepetitionKind, RepetitionRange};
+
+    /// Whether `ast` repeats or branches anywhere inside.
+    fn repeats_or_branches(ast: &Ast) -> bool {
+        match ast {
+            Ast::Repetition(_) | Ast::Alternation(_) => true,
+            Ast::Group(group) => repeats_or_branches(&group.ast),
+            Ast::Concat(concat) => concat.asts.iter().any(repeats_or_branches),
+            _ => false,
+        }
+    }
+    /// The unbounded repetitions in `ast`, or a nested repetition.
+    fn walk(ast: &Ast, unbounded: &mut usize) -> Result<(), &'static str> {
+        match ast {
+            Ast::Repetition(repetition) => {
+                if repeats_or_branches(&repetition.ast) {
+                    return Err(
+                        "a repetition of something that repeats or has alternatives \
+                         (exponential backtracking)",
+                    );
+                }
+                if matches!(
+                    repetition.op.kind,
+                    RepetitionKind::ZeroOrMore
+                        | RepetitionKind::OneOrMore
+                        | RepetitionKind::Range(RepetitionRange::AtLeast(_))
+                ) {
+                    *unbounded += 1;
+                }
+                Ok(())
+            }
+            Ast::Group(group) => walk(&group.ast, unbounded),
+            Ast::Concat(concat) => concat.asts.iter().try_for_each(|a| walk(a, unbounded)),
+            Ast::Alternation(alternation) => {
+                alternation.asts.iter().try_for_each(|a| walk(a, unbounded))
+            }
+            _ => Ok(()),
+        }
+    }
+    let Ok(ast) = regex_syntax::ast::parse::Parser::new().parse(pattern) else {
+        return Some("a regular expression this check cannot read (lookaround, back-references…)");
+    };
+    let mut unbounded = 0;
+    if let Err(why) = walk(&ast, &mut unbounded) {
+        return Some(why);
+    }
+    (unbounded > REGEX_UNBOUNDED_MAX)
+        .then_some("more than two unbounded repetitions (*, +, {n,}) in one pattern")
+}
+
 /// A TCP port, 1–65535.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "u16", into = "u16")]
@@ -551,6 +615,11 @@ pub enum RuleOperation {
 }
 
 impl RuleOperation {
+    /// Whether the value is a regular expression.
+    pub fn is_regex(self) -> bool {
+        matches!(self, Self::PathReg | Self::UrlReg | Self::HdrReg)
+    }
+
     /// Whether the operation matches a header (and so needs a header name).
     pub fn is_header(self) -> bool {
         matches!(
@@ -609,6 +678,16 @@ impl Rule {
     /// The ACL pattern.
     pub fn value(&self) -> &AclValue {
         &self.value
+    }
+    /// Why this rule's regular expression could stall HAProxy, if it is
+    /// one that could ([`regex_hazard`]); new API writes refuse it.
+    /// Decoding does not (a value that decoded once always decodes).
+    pub fn regex_hazard(&self) -> Option<&'static str> {
+        if self.operation.is_regex() {
+            regex_hazard(self.value.as_str())
+        } else {
+            None
+        }
     }
     /// Where matching requests go.
     pub fn backend(&self) -> &Name {
@@ -1462,6 +1541,34 @@ mod tests {
         }
         for bad in ["", "a..b", "-a.com", "a b", "exa_mple.com", "1.2.3.4\n"] {
             assert!(Host::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn regexes_that_backtrack_exponentially_are_hazards_and_plain_ones_are_not() {
+        for safe in [
+            "^/api/.*$",
+            "^/(v1|v2)/users$",
+            "^[a-z]+@[a-z]+$",
+            "(ab)+",
+            "x{2,5}",
+            "^/static/",
+        ] {
+            assert_eq!(regex_hazard(safe), None, "{safe}");
+        }
+        for hazard in [
+            "^(a|aa)+$",
+            "(a+)+",
+            "(a*)*b",
+            "(x?)+",
+            "((ab)+)+",
+            "(a|b){2,}",
+            "a*b*c*d",
+            "(?=x)y",
+            "(a)\\1",
+            "[unclosed",
+        ] {
+            assert!(regex_hazard(hazard).is_some(), "{hazard}");
         }
     }
 

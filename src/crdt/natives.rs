@@ -85,6 +85,9 @@ const READS_A_FILE: &str = "makes HAProxy read a file";
 const NAMES_A_SOCKET: &str = "names a socket HAProxy would open";
 const RUNS_LUA: &str = "runs Lua code";
 const NOT_LISTED: &str = "not on the allow-list, see docs/natives.md";
+const REGEX: &str = "matches a regular expression, which one request can make \
+     backtrack until HAProxy's watchdog kills the worker (use the rules' path_reg, url_reg, \
+     hdr_reg, whose patterns are checked)";
 const FRONTEND_ONLY: &str = "a frontend directive";
 const BACKEND_ONLY: &str = "a backend directive";
 
@@ -314,11 +317,6 @@ const ACTIONS: &[&str] = &[
     "normalize-uri",
     "redirect",
     "reject",
-    "replace-header",
-    "replace-path",
-    "replace-pathq",
-    "replace-uri",
-    "replace-value",
     "return",
     "sc-add-gpc",
     "sc-inc-gpc",
@@ -359,6 +357,11 @@ const ACTIONS: &[&str] = &[
 
 /// Actions refused for a reason worth naming.
 const REFUSED_ACTIONS: &[(&str, &str)] = &[
+    ("replace-header", REGEX),
+    ("replace-path", REGEX),
+    ("replace-pathq", REGEX),
+    ("replace-uri", REGEX),
+    ("replace-value", REGEX),
     (
         "set-dst",
         "sends the connection to an address the client can choose (an open proxy)",
@@ -423,7 +426,8 @@ const SOCKET_PREFIXES: &[&str] = &[
 ];
 
 /// Server options that bind source addresses or switch network namespace.
-const REFUSED_SERVER_OPTIONS: &[&str] = &["source", "usesrc", "interface", "namespace"];
+const REFUSED_SERVER_OPTIONS: &[&str] =
+    &["source", "usesrc", "interface", "namespace", "init-addr"];
 
 /// Arguments whose next word HAProxy reads as an address to connect to.
 const ADDRESS_OPTIONS: &[&str] = &["addr", "agent-addr", "socks4"];
@@ -520,10 +524,13 @@ fn check_shape(shape: Shape, words: &[String]) -> Result<(), (&str, &'static str
             "a backend must be named as it is written, not computed when a request comes",
         )),
         Shape::Server { address_at } => {
+            // A server's own address needs its port: without one, HAProxy
+            // connects to the port the client's connection was headed for,
+            // which `expect-proxy` lets the client choose.
             if let Some(at) = address_at
-                && !is_plain_address(word(at))
+                && !(is_plain_address(word(at)) && split_host_port(word(at)).1.is_some())
             {
-                return Err((word(at), PLAIN_ADDRESS));
+                return Err((word(at), SERVER_ADDRESS));
             }
             if word(0) == "server-template"
                 && template_size(word(2)).is_none_or(|size| size > SERVERS_MAX)
@@ -534,6 +541,11 @@ fn check_shape(shape: Shape, words: &[String]) -> Result<(), (&str, &'static str
                 .iter()
                 .find(|w| REFUSED_SERVER_OPTIONS.contains(&w.as_str()))
             {
+                Some(option) if option == "init-addr" => Err((
+                    option,
+                    "sets the address a server starts with (0.0.0.0: wherever the client's \
+                     connection was headed); the peer's defaults resolve servers",
+                )),
                 Some(option) => Err((option, "binds source addresses or switches namespace")),
                 None => Ok(()),
             }
@@ -543,6 +555,9 @@ fn check_shape(shape: Shape, words: &[String]) -> Result<(), (&str, &'static str
 
 const PLAIN_ADDRESS: &str = "an address must be a host name or a specified IP with an optional \
      port, not a path, a socket, a port offset or the unspecified address";
+
+const SERVER_ADDRESS: &str = "a server's address must be a host name or a specified IP with \
+     its port, not a path, a socket, a port offset, a missing port or the unspecified address";
 
 const TOO_MANY_SERVERS: &str = "a server-template range of 1 to 256 servers (more stalls HAProxy)";
 
@@ -579,6 +594,13 @@ fn check_arguments(arguments: &[String]) -> Result<(), (&str, &'static str)> {
         if FILE_ARGUMENTS.contains(&lower.as_str()) || argument == "-f" || argument == "-M" {
             return Err((argument, READS_A_FILE));
         }
+        if argument == "-m"
+            && arguments
+                .get(index + 1)
+                .is_some_and(|method| method.eq_ignore_ascii_case("reg"))
+        {
+            return Err((argument, REGEX));
+        }
         if SOCKET_PREFIXES.iter().any(|p| lower.contains(p)) {
             return Err((argument, NAMES_A_SOCKET));
         }
@@ -600,6 +622,11 @@ fn check_arguments(arguments: &[String]) -> Result<(), (&str, &'static str)> {
                     Some("makes HAProxy read a map file")
                 } else if word == "jwt_verify" {
                     Some("makes HAProxy read a key file")
+                } else if word.ends_with("_reg")
+                    || word == "regsub"
+                    || matches!(word.as_str(), "rstring" | "rstatus" | "rbinary")
+                {
+                    Some(REGEX)
                 } else if word == "lua" || word.starts_with("lua.") || word.starts_with("lua-") {
                     Some(RUNS_LUA)
                 } else {
@@ -626,7 +653,8 @@ fn is_plain_address(word: &str) -> bool {
         port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p != 0)
     });
     let host_ok = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => !ip.is_unspecified(),
+        // `::ffff:0.0.0.0` is 0.0.0.0 to the kernel.
+        Ok(ip) => !ip.to_canonical().is_unspecified(),
         Err(_) => {
             host.starts_with(|c: char| c.is_ascii_alphabetic())
                 && host.len() <= 253
@@ -829,7 +857,7 @@ mod tests {
             "http-request redirect scheme https code 301 if !{ ssl_fc }",
             "http-request return status 200 content-type text/plain string ok",
             "acl api path_beg -i /api",
-            "acl static path_reg ^/static/.*\\.css$",
+            "acl static path_end .css",
             "compression algo gzip",
             "log global",
             "no log",
@@ -991,17 +1019,44 @@ mod tests {
             "server x 10.0.0.1:+1",
             "server x *:80",
             "http-check connect addr 0.0.0.0",
+            "server x 127.0.0.1",
+            "server x app.internal",
+            "server x a.invalid:80 init-addr 0.0.0.0",
+            "default-server init-addr 0.0.0.0",
+            "server s [::ffff:0.0.0.0]:80",
+            "server s ::ffff:0.0.0.0",
         ] {
             assert!(backend(line).is_err(), "{line:?} was accepted");
         }
         for line in [
             "server x 10.0.0.1:80",
-            "server x 10.0.0.1",
             "server x [::1]:8080",
             "server x app.internal:80",
         ] {
             assert_eq!(backend(line), Ok(()), "{line:?}");
         }
+    }
+
+    #[test]
+    fn regular_expressions_are_refused_in_natives() {
+        for line in [
+            "http-request deny if { req.hdr(x) -m reg ^(a|aa)+$ }",
+            "acl slow path_reg ^(a|aa)+$",
+            "acl slow hdr_reg(x) ^(a|aa)+$",
+            "http-request replace-value x ^(a|aa)+$ y",
+            "http-request replace-header x ^(a|aa)+$ y",
+            "http-request replace-path ^(a|aa)+$ /",
+            "http-request set-header y %[req.hdr(x),regsub(^(a|aa)+$,b)]",
+            "http-check expect rstring ^(a|aa)+$",
+            "tcp-check expect rbinary ^(a|aa)+$",
+        ] {
+            assert!(backend(line).is_err(), "{line:?} was accepted");
+        }
+        assert_eq!(backend("acl api path_beg /api"), Ok(()));
+        assert_eq!(
+            backend("http-request deny if { req.hdr(x) -m str bad }"),
+            Ok(())
+        );
     }
 
     #[test]
