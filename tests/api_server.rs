@@ -60,6 +60,15 @@ impl Server {
         socket.connect(self.addr).await.expect("connect")
     }
 
+    /// `count` connections from 127.0.0.`host`, kept open while held.
+    async fn hold(&self, host: u8, count: usize) -> Vec<TcpStream> {
+        let mut held = Vec::with_capacity(count);
+        for _ in 0..count {
+            held.push(self.connect_from(host).await);
+        }
+        held
+    }
+
     /// `GET path` from 127.0.0.`host` on a connection of its own: the
     /// status code and the body.
     async fn get_from(&self, host: u8, path: &str) -> (u16, String) {
@@ -249,10 +258,7 @@ async fn a_connection_beyond_the_per_address_cap_is_closed_at_once_and_counted()
         ..ServerOptions::default()
     })
     .await;
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(server.connect_from(2).await);
-    }
+    let _held = server.hold(2, 4).await;
     let mut one_more = server.connect_from(2).await;
     assert!(closed_by_server(&mut one_more).await);
     let metrics = server.metrics().await;
@@ -274,10 +280,7 @@ async fn another_address_is_served_while_one_holds_its_whole_share() {
         ..ServerOptions::default()
     })
     .await;
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(server.connect_from(2).await);
-    }
+    let _held = server.hold(2, 4).await;
     assert_eq!(server.get_from(3, "/health").await.0, 200);
 }
 

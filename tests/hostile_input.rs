@@ -1733,9 +1733,7 @@ fn a_natives_line_cannot_read_the_peers_environment() {
     // The allow-list refuses `$` in double quotes: the line is written on a
     // peer that takes any line, to show HAProxy's own environment is empty.
     let cluster = Cluster::new("hostile-env");
-    let mut spec = cluster.peer_with_haproxy("a", &[]);
-    spec.extra = vec!["--natives".into(), "unrestricted".into()];
-    let peer = spec.start();
+    let peer = cluster.start_unrestricted_with_haproxy("a");
     let member = TestServer::start("member");
     ok(peer.put(
         "/backends/app",

@@ -497,9 +497,7 @@ fn a_write_haproxy_refuses_is_answered_with_the_writers_lines_not_haproxys_words
 #[test]
 fn an_unrestricted_peer_takes_a_line_the_allow_list_refuses_and_says_so_at_start() {
     let cluster = Cluster::new("natives-unrestricted");
-    let mut spec = cluster.peer_with_haproxy("a", &[]);
-    spec.extra = vec!["--natives".into(), "unrestricted".into()];
-    let peer = spec.start();
+    let peer = cluster.start_unrestricted_with_haproxy("a");
     let member = TestServer::start("member");
 
     ok(peer.put(

@@ -152,6 +152,14 @@ impl Cluster {
         self.peer_with_haproxy(name, join).start()
     }
 
+    /// Starts a peer with its own HAProxy that takes any natives line
+    /// (`--natives unrestricted`).
+    pub fn start_unrestricted_with_haproxy(&self, name: &str) -> Peer {
+        let mut spec = self.peer_with_haproxy(name, &[]);
+        spec.extra = vec!["--natives".into(), "unrestricted".into()];
+        spec.start()
+    }
+
     /// The settings of a peer with its own HAProxy (see
     /// [`Cluster::start_with_haproxy`]), not started yet.
     pub fn peer_with_haproxy(&self, name: &str, join: &[&Peer]) -> PeerSpec {
