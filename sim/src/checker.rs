@@ -1,8 +1,10 @@
 //! End-of-run checkers: identical peers, no lost acknowledged write, no
-//! resurrection, bounded queues.
+//! resurrection, bounded queues; against hostile members, no implausible
+//! claim and no far-future value joined.
 
 use std::collections::BTreeMap;
 
+use aqueduct::crdt::model::FieldValue;
 use aqueduct::crdt::{Digest, Dot, DotSet, Replica};
 
 /// What the simulator remembers of one acknowledged write.
@@ -58,6 +60,35 @@ pub fn lost_and_resurrected(writes: &[WriteRecord], replica: &Replica) -> (usize
         .filter(|(_, _, dot, _)| superseded.contains(*dot))
         .count();
     (lost, resurrected)
+}
+
+/// The highest claimed dot of every replica in `context` whose counter is
+/// at least `at_least`: claims no replica can have issued.
+pub fn implausible_claims(context: &DotSet, at_least: u64) -> Vec<Dot> {
+    let mut claims: BTreeMap<_, Dot> = BTreeMap::new();
+    for (replica, range) in context.ranges() {
+        if *range.end() >= at_least {
+            let top = Dot::new(replica, *range.end()).expect("a valid counter");
+            claims.insert(replica, top);
+        }
+    }
+    claims.into_values().collect()
+}
+
+/// Live values of `replica` stamped, or (leases) renewed, after wall time
+/// `bound_ms`.
+pub fn future_values(replica: &Replica, bound_ms: u64) -> usize {
+    replica
+        .full_state()
+        .entries()
+        .filter(|(_, _, _, stamped)| {
+            let renewed = match &stamped.value {
+                FieldValue::Lease(lease) => lease.renewed_at_ms(),
+                _ => 0,
+            };
+            stamped.hlc.wall_ms > bound_ms || renewed > bound_ms
+        })
+        .count()
 }
 
 #[cfg(test)]
