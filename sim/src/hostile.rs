@@ -180,7 +180,12 @@ pub fn forge(kind: Forgery, scene: &Scene, rng: &mut ChaCha8Rng) -> Forged {
             for value in [meta, lease] {
                 let dot = own_dot(scene, &mut forged);
                 delta.context.insert(dot);
-                delta.insert_entry(key.clone(), value.field(), dot, Stamped { hlc: stamp, value });
+                delta.insert_entry(
+                    key.clone(),
+                    value.field(),
+                    dot,
+                    Stamped { hlc: stamp, value },
+                );
                 last = Some(dot);
             }
             carry(last.expect("two entries"), delta, rng)
@@ -216,7 +221,10 @@ pub fn forge(kind: Forgery, scene: &Scene, rng: &mut ChaCha8Rng) -> Forged {
             } else {
                 rng.random()
             };
-            swim(scene, Member::new(scene.victim, incarnation, State::Suspect))
+            swim(
+                scene,
+                Member::new(scene.victim, incarnation, State::Suspect),
+            )
         }
     };
     forged.bytes = wire::encode(&message).expect("forgeries are small");

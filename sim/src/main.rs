@@ -96,11 +96,17 @@ fn main() -> ExitCode {
         for report in &reports {
             print_failures(report);
             if cli.json {
-                println!("{}", serde_json::to_string(report).expect("reports always serialize"));
+                println!(
+                    "{}",
+                    serde_json::to_string(report).expect("reports always serialize")
+                );
             }
         }
         if cli.json {
-            println!("{}", serde_json::to_string(&summary).expect("sweeps always serialize"));
+            println!(
+                "{}",
+                serde_json::to_string(&summary).expect("sweeps always serialize")
+            );
         } else {
             println!("{summary:#?}");
         }

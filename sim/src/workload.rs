@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 
 use aqueduct::crdt::Command;
-use aqueduct::crdt::model::{FieldValue, ObjectKey};
 use aqueduct::crdt::model::{
     AclValue, Backend, BackendType, Balance, Binds, Frontend, HeaderName, Health, Host, Keepalive,
     Lease, Member, MemberKey, MemberState, Meta, Mode, Name, Natives, Port, Registration,
     RegistrationKey, Rule, RuleOperation, Rules, ServiceName, Version, Weight,
 };
+use aqueduct::crdt::model::{FieldValue, ObjectKey};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use aqueduct::crdt::{ConfigDelta, Digest, Dot, Replica, ReplicaId};
-use aqueduct::gossip::{Config, MemberId, Node, NodeStats, Output, PeerId, Time};
+use aqueduct::gossip::{Config, MemberId, Node, NodeStats, Output, PeerId, PeerState, Time};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -765,8 +765,7 @@ impl World {
         if self.now >= self.forge_until {
             return;
         }
-        let next = self.now
-            + Duration::from_millis(self.rng.random_range(hostile::FORGE_EVERY_MS));
+        let next = self.now + Duration::from_millis(self.rng.random_range(hostile::FORGE_EVERY_MS));
         if next < self.forge_until {
             self.schedule(next, Event::Forge { peer: h });
         }
@@ -839,55 +838,75 @@ impl World {
     fn check_against_forgeries(&mut self) {
         let nodes: Vec<&Node> = self.honest_nodes().collect();
         let mut failures = Vec::new();
-        for node in &nodes {
-            let claims = checker::implausible_claims(node.replica().context(), hostile::FAR_CLAIM_MIN);
-            if let Some(dot) = claims.first() {
+        let mut note = |what: String, peers: Vec<String>| {
+            if !peers.is_empty() {
                 failures.push(format!(
-                    "peer {} joined {} implausible claims, e.g. dot {dot}",
-                    node.peer_id(),
-                    claims.len()
+                    "{} honest peers {what}: {}",
+                    peers.len(),
+                    peers.join("; ")
                 ));
             }
-        }
-        let latest_wall = (0..self.peers.len()).map(|p| self.wall_ms(p)).max().unwrap_or(0);
-        let bound = latest_wall + FUTURE_TOLERANCE_MS;
-        for node in &nodes {
-            let future = checker::future_values(node.replica(), bound);
-            if future > 0 {
-                failures.push(format!(
-                    "peer {} holds {future} live values stamped or renewed more than {FUTURE_TOLERANCE_MS} ms ahead of every clock",
-                    node.peer_id()
-                ));
-            }
-        }
-        for node in &nodes {
-            let shown = node
-                .reports()
-                .filter(|heard| self.forged_digests.contains(&heard.report.digest))
-                .count();
-            if shown > 0 {
-                failures.push(format!(
-                    "peer {} shows {shown} forged reports",
-                    node.peer_id()
-                ));
-            }
-        }
-        let honest: Vec<PeerId> = nodes.iter().map(|n| n.peer_id()).collect();
-        for node in &nodes {
-            let members: BTreeSet<PeerId> = node.members().collect();
-            let down: Vec<String> = honest
+        };
+        note(
+            "joined implausible claims (peer: claims, the first)".to_owned(),
+            nodes
                 .iter()
-                .filter(|&&q| q != node.peer_id() && !members.contains(&q))
-                .map(PeerId::to_string)
-                .collect();
-            if !down.is_empty() {
-                failures.push(format!(
-                    "peer {} does not count honest peers {} as members",
-                    node.peer_id(),
-                    down.join(", ")
-                ));
-            }
-        }
+                .filter_map(|node| {
+                    let claims = checker::implausible_claims(
+                        node.replica().context(),
+                        hostile::FAR_CLAIM_MIN,
+                    );
+                    let first = claims.first()?;
+                    Some(format!("{}: {}, {first}", node.peer_id(), claims.len()))
+                })
+                .collect(),
+        );
+        let latest_wall = (0..self.peers.len())
+            .map(|p| self.wall_ms(p))
+            .max()
+            .unwrap_or(0);
+        let bound = latest_wall + FUTURE_TOLERANCE_MS;
+        note(
+            format!(
+                "hold live values stamped or renewed over {FUTURE_TOLERANCE_MS} ms ahead of every clock (peer: values)"
+            ),
+            nodes
+                .iter()
+                .filter_map(|node| {
+                    let future = checker::future_values(node.replica(), bound);
+                    (future > 0).then(|| format!("{}: {future}", node.peer_id()))
+                })
+                .collect(),
+        );
+        note(
+            "show forged reports (peer: reports)".to_owned(),
+            nodes
+                .iter()
+                .filter_map(|node| {
+                    let shown = node
+                        .reports()
+                        .filter(|heard| self.forged_digests.contains(&heard.report.digest))
+                        .count();
+                    (shown > 0).then(|| format!("{}: {shown}", node.peer_id()))
+                })
+                .collect(),
+        );
+        let honest: Vec<MemberId> = nodes.iter().map(|n| n.identity()).collect();
+        note(
+            "hold an honest peer's current identity down (peer: whom)".to_owned(),
+            nodes
+                .iter()
+                .filter_map(|node| {
+                    let doubted: Vec<String> = node
+                        .peers()
+                        .filter(|(id, state)| honest.contains(id) && *state == PeerState::Down)
+                        .map(|(id, _)| id.peer.to_string())
+                        .collect();
+                    (!doubted.is_empty())
+                        .then(|| format!("{}: {}", node.peer_id(), doubted.join(" ")))
+                })
+                .collect(),
+        );
         self.failures.extend(failures);
     }
 
