@@ -151,4 +151,38 @@ mod tests {
         assert_eq!(divergent_peers(&[a, a, b, a]), 1);
         assert_eq!(divergent_peers(&[a, a]), 0);
     }
+
+    #[test]
+    fn only_claims_at_or_above_the_bound_are_implausible() {
+        let dot = |replica, counter| {
+            Dot::new(ReplicaId::new(replica).expect("non-zero"), counter).expect("valid")
+        };
+        let context: DotSet = [dot(1, 5), dot(2, 1 << 52), dot(2, 3), dot(3, (1 << 52) - 1)]
+            .into_iter()
+            .collect();
+        assert_eq!(implausible_claims(&context, 1 << 52), vec![dot(2, 1 << 52)]);
+    }
+
+    #[test]
+    fn values_stamped_or_leases_renewed_after_the_bound_are_future_values() {
+        let (mut replica, _) = replica_with_writes(1);
+        assert_eq!(future_values(&replica, 1_000), 0);
+        assert_eq!(future_values(&replica, 999), replica.entry_count());
+        let renewed_later = aqueduct::crdt::model::Registration {
+            meta: aqueduct::crdt::model::Meta::new("{}").expect("valid"),
+            lease: aqueduct::crdt::model::Lease::new(5_000, 10_000).expect("valid"),
+        };
+        let key = aqueduct::crdt::model::RegistrationKey {
+            service: aqueduct::crdt::model::ServiceName::new("svc").expect("valid"),
+            version: aqueduct::crdt::model::Version::new("1.0.0").expect("valid"),
+            host: aqueduct::crdt::model::Host::new("10.0.0.1").expect("valid"),
+            port: aqueduct::crdt::model::Port::new(80).expect("valid"),
+        };
+        let command = Command::Register {
+            key,
+            registration: renewed_later,
+        };
+        replica.execute(&command, 1_000).expect("valid command");
+        assert_eq!(future_values(&replica, 1_000), 1);
+    }
 }

@@ -366,3 +366,122 @@ impl HostileReport {
         self.forged.entry(kind.name()).or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aqueduct::gossip::PeerId;
+    use rand::SeedableRng;
+
+    fn member(peer: u64) -> MemberId {
+        MemberId {
+            peer: PeerId(peer),
+            generation: 3,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7946)),
+        }
+    }
+
+    fn scene() -> Scene {
+        Scene {
+            hostile: member(1),
+            hostile_replica: ReplicaId::new(11).expect("non-zero"),
+            hostile_counter: 0,
+            receiver: member(2),
+            victim: member(3),
+            victim_replica: ReplicaId::new(33).expect("non-zero"),
+            victim_counter: 40,
+            wall_ms: 1_767_225_600_000,
+        }
+    }
+
+    fn forge_many(kind: Forgery) -> Vec<Message> {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        (0..50)
+            .map(|_| {
+                let forged = forge(kind, &scene(), &mut rng);
+                wire::decode(&forged.bytes).expect("every forgery is a valid wire message")
+            })
+            .collect()
+    }
+
+    fn deltas(messages: &[Message]) -> Vec<&ConfigDelta> {
+        messages
+            .iter()
+            .map(|m| match m {
+                Message::Broadcast { delta, .. } | Message::SyncDelta { delta, .. } => delta,
+                other => panic!("a delta forgery sent {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn far_claims_reach_beyond_the_plausibility_ceiling() {
+        let victim = scene().victim_replica;
+        for delta in deltas(&forge_many(Forgery::FarContext)) {
+            assert!(delta.context.max_counter(victim) >= FAR_CLAIM_MIN);
+        }
+    }
+
+    #[test]
+    fn near_claims_start_right_after_the_victims_counter() {
+        let victim = scene().victim_replica;
+        for delta in deltas(&forge_many(Forgery::NearContext)) {
+            let (replica, range) = delta.context.ranges().next().expect("a claim");
+            assert_eq!(replica, victim);
+            assert_eq!(*range.start(), 41);
+            assert!(*range.end() <= 40 + NEAR_CLAIM_MAX);
+        }
+    }
+
+    #[test]
+    fn future_stamps_and_leases_lie_at_least_a_day_ahead() {
+        let day_ahead = scene().wall_ms + FUTURE_MIN.as_millis() as u64;
+        for delta in deltas(&forge_many(Forgery::FutureStamp)) {
+            assert!(
+                delta
+                    .entries()
+                    .all(|(_, _, _, s)| s.hlc.wall_ms >= day_ahead)
+            );
+        }
+        for delta in deltas(&forge_many(Forgery::FutureLease)) {
+            let renewed = delta.entries().find_map(|(_, _, _, s)| match &s.value {
+                aqueduct::crdt::model::FieldValue::Lease(lease) => Some(lease.renewed_at_ms()),
+                _ => None,
+            });
+            assert!(renewed.expect("a lease") >= day_ahead);
+        }
+    }
+
+    #[test]
+    fn forged_reports_speak_for_the_victim() {
+        for message in forge_many(Forgery::Report) {
+            let Message::Reports { reports } = message else {
+                panic!("a report forgery sent {message:?}");
+            };
+            assert_eq!(reports[0].peer, scene().victim.peer);
+        }
+    }
+
+    #[test]
+    fn forged_swim_packets_come_from_the_hostile_member_and_name_the_victim() {
+        for message in forge_many(Forgery::SwimDown) {
+            let Message::Swim(packet) = message else {
+                panic!("a SWIM forgery sent {message:?}");
+            };
+            let mut rest = packet.as_slice();
+            let header = Codec::<MemberId>::decode_header(&mut PostcardCodec, &mut rest)
+                .expect("a foca header");
+            assert_eq!(
+                (header.src, header.dst),
+                (scene().hostile, scene().receiver)
+            );
+            assert_eq!(u16::from_be_bytes([rest[0], rest[1]]), 1);
+            let update = Codec::<MemberId>::decode_member(&mut PostcardCodec, &rest[2..])
+                .expect("a foca member");
+            assert_eq!(
+                (*update.id(), update.state()),
+                (scene().victim, State::Down)
+            );
+        }
+    }
+}
