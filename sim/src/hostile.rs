@@ -47,7 +47,8 @@ pub const FORGE_EVERY_MS: std::ops::RangeInclusive<u64> = 5..=40;
 pub const FORGED_REPORT_ERROR: &str = "all good";
 
 /// A kind of forged message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+#[clap(rename_all = "snake_case")]
 pub enum Forgery {
     /// A delta whose causal context claims an honest replica's dots far
     /// beyond anything it can have issued (up to 2^62), with or without an
@@ -235,8 +236,10 @@ pub fn forge(kind: Forgery, scene: &Scene, rng: &mut ChaCha8Rng) -> Forged {
 /// time with a value written under the last of them.
 fn claim(scene: &Scene, first: u64, last: u64, rng: &mut ChaCha8Rng) -> Message {
     let top = Dot::new(scene.victim_replica, last).expect("claims stay within COUNTER_MAX");
-    let mut delta = ConfigDelta::default();
-    delta.context = interval(scene.victim_replica, first, last);
+    let mut delta = ConfigDelta {
+        context: interval(scene.victim_replica, first, last),
+        ..ConfigDelta::default()
+    };
     if rng.random_bool(0.5) {
         let (key, value) = workload::field_write(rng);
         let stamp = Hlc {

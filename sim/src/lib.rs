@@ -67,6 +67,8 @@ pub struct Options {
     /// until the final heal (see `hostile.rs`). The checkers then judge the
     /// honest peers only.
     pub hostile: usize,
+    /// The kinds of forgery hostile members draw from (empty: all).
+    pub forgeries: Vec<Forgery>,
 }
 
 /// Percentiles of a set of durations, in milliseconds.

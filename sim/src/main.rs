@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use aqueduct_sim::{Options, Profile, Report, run, sweep};
+use aqueduct_sim::{Forgery, Options, Profile, Report, run, sweep};
 use clap::Parser;
 
 /// Deterministic whole-mesh simulator for the Aqueduct replication core.
@@ -42,6 +42,10 @@ struct Cli {
     /// at random until the final heal. The checkers judge the others.
     #[arg(long, default_value_t = 0)]
     hostile: usize,
+    /// Only these kinds of forgery (comma-separated; default: all), to
+    /// tell which one a failing seed needs.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    forgeries: Vec<Forgery>,
     /// Runs every seed of an inclusive range `FIRST-LAST` instead of
     /// `--seed`; prints each failure, with `--json` each run's report, and
     /// last a summary of the sweep.
@@ -90,11 +94,12 @@ fn main() -> ExitCode {
         trace_lines: cli.trace_lines,
         swim,
         hostile: cli.hostile,
+        forgeries: cli.forgeries,
     };
     if let Some((first, last)) = cli.seeds {
         let (reports, summary) = sweep(&options, first..=last, cli.jobs);
         for report in &reports {
-            print_failures(report);
+            print_failures(report, &options.forgeries);
             if cli.json {
                 println!(
                     "{}",
@@ -117,7 +122,7 @@ fn main() -> ExitCode {
         };
     }
     let report = run(&options);
-    print_failures(&report);
+    print_failures(&report, &options.forgeries);
     if cli.json {
         println!(
             "{}",
@@ -135,7 +140,7 @@ fn main() -> ExitCode {
 
 /// What a failed run found, its last events and how to reproduce it, on
 /// standard error.
-fn print_failures(report: &Report) {
+fn print_failures(report: &Report, forgeries: &[Forgery]) {
     if !report.failures.is_empty() {
         eprintln!(
             "FAILED: seed {} ({} peers, {:?}, {} writes)",
@@ -149,13 +154,19 @@ fn print_failures(report: &Report) {
             eprintln!("  {line}");
         }
         eprintln!(
-            "reproduce: cargo run --release -p aqueduct-sim -- --seed {} --peers {} --profile {} --writes {} --swim {} --hostile {}",
+            "reproduce: cargo run --release -p aqueduct-sim -- --seed {} --peers {} --profile {} --writes {} --swim {} --hostile {}{}",
             report.seed,
             report.peers,
             report.profile,
             report.writes,
             if report.swim { "on" } else { "off" },
-            report.hostile.as_ref().map_or(0, |h| h.members)
+            report.hostile.as_ref().map_or(0, |h| h.members),
+            if forgeries.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<&str> = forgeries.iter().map(|f| f.name()).collect();
+                format!(" --forgeries {}", names.join(","))
+            }
         );
     }
 }

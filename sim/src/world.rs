@@ -778,7 +778,12 @@ impl World {
         }
         let receiver = honest[self.rng.random_range(0..honest.len())];
         let victim = honest[self.rng.random_range(0..honest.len())];
-        let kind = Forgery::ALL[self.rng.random_range(0..Forgery::ALL.len())];
+        let kinds = if self.options.forgeries.is_empty() {
+            &Forgery::ALL[..]
+        } else {
+            &self.options.forgeries[..]
+        };
+        let kind = kinds[self.rng.random_range(0..kinds.len())];
         let node = |p: usize| self.peers[p].node.as_ref().expect("a live peer");
         let victim_replica = self.peers[victim].replica_id;
         let scene = Scene {

@@ -21,6 +21,7 @@ fn options(seed: u64) -> Options {
         trace_lines: 200,
         swim: true,
         hostile: HOSTILE,
+        forgeries: Vec::new(),
     }
 }
 

@@ -17,6 +17,7 @@ fn simulate(seed: u64, profile: Profile) -> Report {
         trace_lines: 200,
         swim: true,
         hostile: 0,
+        forgeries: Vec::new(),
     })
 }
 
