@@ -101,37 +101,30 @@ fn main() -> ExitCode {
         for report in &reports {
             print_failures(report, &options.forgeries);
             if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(report).expect("reports always serialize")
-                );
+                print_result(report, true);
             }
         }
-        if cli.json {
-            println!(
-                "{}",
-                serde_json::to_string(&summary).expect("sweeps always serialize")
-            );
-        } else {
-            println!("{summary:#?}");
-        }
-        return if summary.failing_seeds.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
+        print_result(&summary, cli.json);
+        return exit_code(summary.failing_seeds.is_empty());
     }
     let report = run(&options);
     print_failures(&report, &options.forgeries);
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("reports always serialize")
-        );
+    print_result(&report, cli.json);
+    exit_code(report.failures.is_empty())
+}
+
+/// Prints a report or a sweep's summary: one JSON line, or pretty.
+fn print_result<T: serde::Serialize + std::fmt::Debug>(result: &T, json: bool) {
+    if json {
+        let line = serde_json::to_string(result).expect("reports always serialize");
+        println!("{line}");
     } else {
-        println!("{report:#?}");
+        println!("{result:#?}");
     }
-    if report.failures.is_empty() {
+}
+
+fn exit_code(passed: bool) -> ExitCode {
+    if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
