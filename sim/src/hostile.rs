@@ -329,9 +329,10 @@ pub struct KindCounts {
     pub sent: u64,
     /// Delivered to a live honest peer (after loss, partitions, duplicates).
     pub delivered: u64,
-    /// Deliveries the receiver refused (some refusal counter moved).
+    /// Deliveries the receiver refused (a refusal counter moved).
     pub refused: u64,
-    /// How much each refusal counter moved.
+    /// How much each counter moved (refusals, and `own_dots_claimed`: a
+    /// plausible claim on the receiver's own dots, joined).
     pub counters: BTreeMap<&'static str, u64>,
 }
 

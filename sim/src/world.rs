@@ -39,10 +39,6 @@ const QUIESCE_LIMIT: Duration = Duration::from_secs(120);
 const OUTPUTS_MAX: usize = 1024;
 /// How often convergence is checked while quiescing.
 const QUIESCE_STEP: Duration = Duration::from_millis(5);
-/// A live stamp or lease renewal further ahead of the latest peer's wall
-/// clock than this at the end of a run was accepted from a forgery (honest
-/// stamps are at most the largest clock skew ahead).
-const FUTURE_TOLERANCE_MS: u64 = 60_000;
 
 enum Event {
     Deliver {
@@ -397,11 +393,12 @@ impl World {
                 }
                 let from_id = self.peers[from].id;
                 let now = self.now;
+                let wall_ms = self.wall_ms(to);
                 let Some(node) = self.peers[to].node.as_mut() else {
                     return;
                 };
                 let before = forged.map(|_| refusal_counters(&node.stats()));
-                node.handle_message(now, from_id, &bytes);
+                node.handle_message(now, wall_ms, from_id, &bytes);
                 if let (Some(kind), Some(before)) = (forged, before) {
                     let after = refusal_counters(&node.stats());
                     self.count_forged_delivery(kind, &before, &after);
@@ -604,15 +601,21 @@ impl World {
             .collect();
         let max_down = (honest.len() / 10).max(1);
         let mut down_until: Vec<Duration> = Vec::new();
+        let mut crashes = 0;
         while t < span {
             down_until.retain(|end| *end > t);
-            if down_until.len() < max_down && self.rng.random_bool(0.3) {
+            // A short span may draw no crash at all: the
+            // last slot then always gets one, so that every chaos run has a
+            // crash.
+            let last_chance = crashes == 0 && t + Duration::from_millis(100) >= span;
+            if down_until.len() < max_down && (last_chance || self.rng.random_bool(0.3)) {
                 let peer = honest[self.rng.random_range(0..honest.len())];
                 let length = Duration::from_millis(self.rng.random_range(100..1500));
                 let wipe = self.rng.random_bool(0.25);
                 self.schedule(from + t, Event::Crash { peer });
                 self.schedule(from + t + length, Event::Restart { peer, wipe });
                 down_until.push(t + length);
+                crashes += 1;
             }
             t += Duration::from_millis(100);
         }
@@ -816,16 +819,16 @@ impl World {
     fn count_forged_delivery(
         &mut self,
         kind: Forgery,
-        before: &[(&'static str, u64)],
-        after: &[(&'static str, u64)],
+        before: &[(&'static str, u64, bool)],
+        after: &[(&'static str, u64, bool)],
     ) {
         let counts = self.hostile.kind(kind);
         counts.delivered += 1;
         let mut refused = false;
-        for ((name, was), (_, is)) in before.iter().zip(after) {
+        for ((name, was, refusal), (_, is, _)) in before.iter().zip(after) {
             let moved = is - was;
             if moved > 0 {
-                refused = true;
+                refused |= refusal;
                 *counts.counters.entry(name).or_default() += moved;
                 match *name {
                     "garbage_dropped" => self.excused.garbage += moved,
@@ -870,10 +873,14 @@ impl World {
             .map(|p| self.wall_ms(p))
             .max()
             .unwrap_or(0);
-        let bound = latest_wall + FUTURE_TOLERANCE_MS;
+        // Every peer refuses a remote stamp or renewal further ahead of its
+        // clock than the skew bound, and stamps its own writes after what it
+        // took: nothing live lies further ahead of the latest clock.
+        let skew_max_ms = self.profile.config.clock_skew_max.as_millis() as u64;
+        let bound = latest_wall + skew_max_ms;
         note(
             format!(
-                "hold live values stamped or renewed over {FUTURE_TOLERANCE_MS} ms ahead of every clock (peer: values)"
+                "hold live values stamped or renewed over {skew_max_ms} ms ahead of every clock (peer: values)"
             ),
             nodes
                 .iter()
@@ -999,13 +1006,28 @@ fn member_id(peer: PeerId, generation: u32) -> MemberId {
     }
 }
 
-/// The counters of [`NodeStats`] that count refused input, by name (what a
-/// forgery can move).
-fn refusal_counters(stats: &NodeStats) -> [(&'static str, u64); 4] {
+/// The counters of [`NodeStats`] a forgery can move, by name, and whether
+/// each counts a refusal (`own_dots_claimed` counts a plausible claim that
+/// was joined).
+fn refusal_counters(stats: &NodeStats) -> [(&'static str, u64, bool); 10] {
     [
-        ("garbage_dropped", stats.garbage_dropped),
-        ("deltas_refused", stats.deltas_refused),
-        ("reports_refused", stats.reports_refused),
-        ("swim_refused", stats.swim_refused),
+        ("garbage_dropped", stats.garbage_dropped, true),
+        ("data_from_non_members", stats.data_from_non_members, true),
+        ("deltas_refused", stats.deltas_refused, true),
+        (
+            "deltas_implausible_dots",
+            stats.deltas_implausible_dots,
+            true,
+        ),
+        ("deltas_ahead_of_clock", stats.deltas_ahead_of_clock, true),
+        ("own_dots_claimed", stats.own_dots_claimed, false),
+        ("reports_refused", stats.reports_refused, true),
+        ("reports_about_others", stats.reports_about_others, true),
+        ("swim_refused", stats.swim_refused, true),
+        (
+            "swim_downs_taken_as_suspicion",
+            stats.swim_downs_taken_as_suspicion,
+            true,
+        ),
     ]
 }
