@@ -32,12 +32,13 @@ pub fn divergent_peers(digests: &[Digest]) -> usize {
     digests.len() - most
 }
 
-/// Counts (lost writes, resurrections) against a converged replica.
+/// The lost writes (by index) and the number of resurrections, against a
+/// converged replica.
 ///
 /// A written value is lost if the replica never saw its dot, or no longer
 /// holds it although no acknowledged write superseded it. A value is
 /// resurrected if an acknowledged write superseded it and it is live.
-pub fn lost_and_resurrected(writes: &[WriteRecord], replica: &Replica) -> (usize, usize) {
+pub fn lost_and_resurrected(writes: &[WriteRecord], replica: &Replica) -> (Vec<usize>, usize) {
     let state = replica.full_state();
     let live: DotSet = state.entries().map(|(_, _, dot, _)| dot).collect();
     let superseded: DotSet = writes
@@ -47,14 +48,16 @@ pub fn lost_and_resurrected(writes: &[WriteRecord], replica: &Replica) -> (usize
         .collect();
     let lost = writes
         .iter()
-        .filter(|w| !w.lost_with_disk)
-        .filter(|w| {
+        .enumerate()
+        .filter(|(_, w)| !w.lost_with_disk)
+        .filter(|(_, w)| {
             !replica.context().contains(w.id)
                 || w.written
                     .iter()
                     .any(|d| !live.contains(*d) && !superseded.contains(*d))
         })
-        .count();
+        .map(|(i, _)| i)
+        .collect();
     let resurrected = state
         .entries()
         .filter(|(_, _, dot, _)| superseded.contains(*dot))
@@ -128,13 +131,13 @@ mod tests {
     #[test]
     fn a_write_missing_without_a_superseding_write_counts_as_lost() {
         let (replica, mut records) = replica_with_writes(2);
-        assert_eq!(lost_and_resurrected(&records, &replica), (0, 0));
+        assert_eq!(lost_and_resurrected(&records, &replica), (Vec::new(), 0));
         let never_applied = Dot::new(ReplicaId::new(9).expect("non-zero"), 1).expect("valid");
         records[1].id = never_applied;
         records[1].written = vec![never_applied];
-        assert_eq!(lost_and_resurrected(&records, &replica).0, 1);
+        assert_eq!(lost_and_resurrected(&records, &replica).0, vec![1]);
         records[1].lost_with_disk = true;
-        assert_eq!(lost_and_resurrected(&records, &replica).0, 0);
+        assert!(lost_and_resurrected(&records, &replica).0.is_empty());
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub struct Forged {
     /// The fake digests of forged reports, to recognise them if an honest
     /// peer ever shows one.
     pub report_digests: Vec<Digest>,
+    /// What it claims, for the trace.
+    pub claims: String,
 }
 
 /// Builds one forgery of `kind`.
@@ -136,6 +138,7 @@ pub fn forge(kind: Forgery, scene: &Scene, rng: &mut ChaCha8Rng) -> Forged {
         bytes: Vec::new(),
         counters_used: 0,
         report_digests: Vec::new(),
+        claims: String::new(),
     };
     let message = match kind {
         Forgery::FarContext => {
@@ -145,11 +148,11 @@ pub fn forge(kind: Forgery, scene: &Scene, rng: &mut ChaCha8Rng) -> Forged {
             } else {
                 scene.victim_counter + 1
             };
-            claim(scene, first, far, rng)
+            claim(scene, first, far, &mut forged, rng)
         }
         Forgery::NearContext => {
             let near = scene.victim_counter + rng.random_range(1..=NEAR_CLAIM_MAX);
-            claim(scene, scene.victim_counter + 1, near, rng)
+            claim(scene, scene.victim_counter + 1, near, &mut forged, rng)
         }
         Forgery::FutureStamp => {
             let dot = own_dot(scene, &mut forged);
@@ -234,7 +237,13 @@ pub fn forge(kind: Forgery, scene: &Scene, rng: &mut ChaCha8Rng) -> Forged {
 
 /// A delta claiming the victim's counters `first..=last`, half of the
 /// time with a value written under the last of them.
-fn claim(scene: &Scene, first: u64, last: u64, rng: &mut ChaCha8Rng) -> Message {
+fn claim(
+    scene: &Scene,
+    first: u64,
+    last: u64,
+    forged: &mut Forged,
+    rng: &mut ChaCha8Rng,
+) -> Message {
     let top = Dot::new(scene.victim_replica, last).expect("claims stay within COUNTER_MAX");
     let mut delta = ConfigDelta {
         context: interval(scene.victim_replica, first, last),
@@ -248,6 +257,15 @@ fn claim(scene: &Scene, first: u64, last: u64, rng: &mut ChaCha8Rng) -> Message 
         };
         delta.insert_entry(key, value.field(), top, Stamped { hlc: stamp, value });
     }
+    forged.claims = format!(
+        "dots {}:{first}..={last}{}",
+        scene.victim_replica,
+        if delta.objects.is_empty() {
+            ""
+        } else {
+            " with a value at the last"
+        }
+    );
     carry(top, delta, rng)
 }
 

@@ -799,13 +799,14 @@ impl World {
             victim_counter: node(victim).replica().context().max_counter(victim_replica),
             wall_ms: self.wall_ms(h),
         };
-        let forged = hostile::forge(kind, &scene, &mut self.rng);
+        let mut forged = hostile::forge(kind, &scene, &mut self.rng);
         self.peers[h].forged_counter += forged.counters_used;
         self.forged_digests.extend(forged.report_digests);
         self.hostile.kind(kind).sent += 1;
+        let claims = std::mem::take(&mut forged.claims);
         self.trace.log(self.now, || {
             format!(
-                "hostile peer {h} forges {} to peer {receiver} about peer {victim}",
+                "hostile peer {h} forges {} to peer {receiver} about peer {victim} {claims}",
                 kind.name()
             )
         });
@@ -980,18 +981,21 @@ impl World {
                 self.refused
             ));
         }
-        let (lost, resurrected) = self
-            .reference()
-            .map_or((0, 0), |r| checker::lost_and_resurrected(&self.writes, r));
-        if lost > 0 {
-            self.failures
-                .push(format!("{lost} acknowledged writes lost"));
+        let (lost, resurrected) = self.reference().map_or((Vec::new(), 0), |r| {
+            checker::lost_and_resurrected(&self.writes, r)
+        });
+        if let Some(first) = lost.first() {
+            self.failures.push(format!(
+                "{} acknowledged writes lost (the first: write {first}, dot {})",
+                lost.len(),
+                self.writes[*first].id
+            ));
         }
         if resurrected > 0 {
             self.failures
                 .push(format!("{resurrected} removed values resurrected"));
         }
-        (lost, resurrected)
+        (lost.len(), resurrected)
     }
 }
 
