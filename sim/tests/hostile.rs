@@ -64,6 +64,46 @@ fn every_kind_of_forgery_reaches_honest_peers() {
 }
 
 #[test]
+fn forged_contexts_stamps_leases_reports_and_downs_are_refused_on_every_delivery() {
+    let forged = &fifty_seeds()
+        .1
+        .hostile
+        .as_ref()
+        .expect("hostile runs")
+        .forged;
+    let refused_by = [
+        (Forgery::FarContext, "deltas_implausible_dots"),
+        (Forgery::FutureStamp, "deltas_ahead_of_clock"),
+        (Forgery::FutureLease, "deltas_ahead_of_clock"),
+        (Forgery::Report, "reports_about_others"),
+        (Forgery::SwimDown, "swim_downs_taken_as_suspicion"),
+    ];
+    for (kind, counter) in refused_by {
+        let counts = &forged[kind.name()];
+        assert_eq!(
+            counts.refused,
+            counts.delivered,
+            "{} forgeries taken: {counts:?}",
+            kind.name()
+        );
+        // A delivery may also find its hostile sender out of the receiver's
+        // membership (refused as such); every other one moves the counter.
+        let by_counter = counts.counters.get(counter).copied().unwrap_or(0);
+        let as_non_member = counts
+            .counters
+            .get("data_from_non_members")
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(
+            by_counter + as_non_member,
+            counts.delivered,
+            "{} forgeries not counted in {counter}: {counts:?}",
+            kind.name()
+        );
+    }
+}
+
+#[test]
 fn a_hostile_run_is_reproducible_from_its_seed() {
     let first = run(&options(3));
     let second = run(&options(3));
