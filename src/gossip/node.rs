@@ -266,8 +266,16 @@ impl Node {
         command: &Command,
     ) -> Result<ConfigDelta, CommandError> {
         let delta = self.replica.execute(command, wall_ms)?;
+        self.publish_local(now, &delta);
+        Ok(delta)
+    }
+
+    /// Makes a local change durable, then pushes it down the broadcast
+    /// tree at once (no batching timer). An empty delta changed nothing and
+    /// goes nowhere.
+    fn publish_local(&mut self, now: Time, delta: &ConfigDelta) {
         if delta.is_empty() {
-            return Ok(delta);
+            return;
         }
         self.push_output(Output::Persist(delta.clone()));
         let me = self.peer_id();
@@ -290,7 +298,6 @@ impl Node {
             self.membership.active(),
         );
         self.transmit(sends);
-        Ok(delta)
     }
 
     /// Handles bytes received from `from` (authenticated by the transport)
@@ -327,7 +334,8 @@ impl Node {
                 self.send(from, &Message::BroadcastAck { id });
                 // A refused delta does not use up its id, so that the
                 // genuine change with that id still gets through.
-                if self.tree.has_seen(id) || self.join_remote(delta.clone(), bounds).is_none() {
+                if self.tree.has_seen(id) || self.join_remote(now, delta.clone(), bounds).is_none()
+                {
                     return;
                 }
                 self.tree.mark_seen(id);
@@ -373,7 +381,7 @@ impl Node {
                 reply_to,
                 sender_digest,
             } => {
-                let Some(changed) = self.join_remote(delta, bounds) else {
+                let Some(changed) = self.join_remote(now, delta, bounds) else {
                     return;
                 };
                 if changed {
@@ -400,12 +408,16 @@ impl Node {
 
     /// Joins a remote delta: whether it changed the state, or `None` if it
     /// was refused (counted, state unchanged).
-    fn join_remote(&mut self, delta: ConfigDelta, bounds: Plausibility) -> Option<bool> {
+    /// Values of this replica's own that a forged claim removed are written
+    /// again at once (see [`Replica::join`]).
+    fn join_remote(&mut self, now: Time, delta: ConfigDelta, bounds: Plausibility) -> Option<bool> {
         let joined =
             Replica::check_plausible(&delta, bounds).and_then(|()| self.replica.join(&delta));
         match joined {
             Ok(true) => {
                 self.push_output(Output::Persist(delta));
+                let rewritten = self.replica.rewrite_claimed(bounds.wall_ms);
+                self.publish_local(now, &rewritten);
                 Some(true)
             }
             Ok(false) => Some(false),
