@@ -501,3 +501,32 @@ fn a_far_future_stamp_is_refused_and_the_honest_value_wins() {
         (b.get("/backends/web").1["balance"] == "first").then_some(())
     });
 }
+
+#[test]
+fn the_event_stream_shows_a_remote_change_with_the_peer_and_replica_it_came_from() {
+    let cluster = Cluster::new("hostile-attribution");
+    let (a, b) = two_peers(&cluster);
+    let events = support::event_stream(&b, "/events");
+    let (_, origin) = ids_of(&a);
+    ok(a.put("/backends/traced", static_backend(9002)));
+    support::expect_event(
+        &events,
+        "activity",
+        &[
+            "\"type\":\"change\"",
+            "\"from\":\"peer-a\"",
+            &format!("\"originReplica\":\"{origin}\""),
+            "backend traced",
+        ],
+    );
+    ok(a.delete("/backends/traced"));
+    support::expect_event(
+        &events,
+        "activity",
+        &[
+            "\"type\":\"change\"",
+            "\"from\":\"peer-a\"",
+            "backend traced",
+        ],
+    );
+}

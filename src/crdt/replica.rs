@@ -4,7 +4,7 @@
 //! remote delta must pass before it is joined, and the read views. Must not
 //! do I/O: wall-clock time comes in as an argument.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -511,7 +511,7 @@ impl Replica {
         if self.store.objects().contains_key(key) {
             Ok(())
         } else {
-            Err(CommandError::NotFound(describe(key)))
+            Err(CommandError::NotFound(key.to_string()))
         }
     }
 
@@ -568,6 +568,17 @@ impl Replica {
             self.claimed_away.extend(own_removed);
         }
         Ok(changed)
+    }
+
+    /// The objects joining `delta` would write to or remove values from
+    /// (for attribution; costs what the join's own removal lookup costs).
+    pub fn objects_touched_by(&self, delta: &ConfigDelta) -> BTreeSet<ObjectKey> {
+        let removed = self
+            .store
+            .removed_by(delta)
+            .into_iter()
+            .filter_map(|dot| self.store.entry(dot).map(|(key, _, _)| key.clone()));
+        delta.objects.keys().cloned().chain(removed).collect()
     }
 
     /// Writes again, at wall-clock `now_ms`, the values of this replica's
@@ -799,18 +810,6 @@ fn winner(register: &super::store::Register<FieldValue>) -> &FieldValue {
         .max_by_key(|entry| rank(*entry))
         .expect("registers in the store are never empty");
     &stamped.value
-}
-
-fn describe(key: &ObjectKey) -> String {
-    match key {
-        ObjectKey::Frontend(n) => format!("frontend {n}"),
-        ObjectKey::Backend(n) => format!("backend {n}"),
-        ObjectKey::Member(m) => format!("member {}:{} of backend {}", m.host, m.port, m.backend),
-        ObjectKey::Registration(r) => format!(
-            "registration /{}/{}/{}/{}",
-            r.service, r.version, r.host, r.port
-        ),
-    }
 }
 
 /// Operations collected while executing one command.
