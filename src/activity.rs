@@ -2,7 +2,8 @@
 //! `GET /events` show it — HAProxy's members going up or down,
 //! configurations applied or rejected, reloads and restarts (from the
 //! HAProxy driver), registrations coming and going (also the driver's: it
-//! follows the live set), and peers joining and leaving (the peer task).
+//! follows the live set), and peers joining and leaving and changes taken
+//! from other peers (the peer task).
 //!
 //! Owns the event types and the bounded channel that carries them. Must not
 //! keep history: a reader that falls behind skips ahead and is told how far.
@@ -105,6 +106,20 @@ pub enum ActivityKind {
         id: String,
         /// Whether it is live now.
         live: bool,
+    },
+    /// A change from another peer was taken: who sent it, whose it was,
+    /// and what it wrote or removed, so that a compromised peer's writes
+    /// and deletions can be traced.
+    Change {
+        /// The peer it came from (its certificate's name, else its id).
+        from: String,
+        /// The replica that made it, for a broadcast (as its id claims);
+        /// `None` for anti-entropy, which merges many changes.
+        origin_replica: Option<String>,
+        /// Objects written or removed (the first few).
+        objects: Vec<String>,
+        /// How many in all.
+        objects_total: usize,
     },
     /// SWIM changed its belief about a peer (a new peer is `alive`, a peer
     /// that left or failed is `down`).

@@ -717,11 +717,39 @@ impl PeerTask {
         self.peer_states = states;
     }
 
+    /// Logs each change taken from another peer (target `aqueduct::audit`,
+    /// like the API's writes) and shows it in the activity stream.
+    fn record_remote_changes(&mut self) {
+        for change in self.node.take_remote_changes() {
+            let from = self
+                .names
+                .get(&change.from)
+                .map_or_else(|| change.from.to_string(), NodeName::to_string);
+            let origin_replica = change.origin.map(|replica| replica.to_string());
+            let objects: Vec<String> = change.objects.iter().map(ToString::to_string).collect();
+            tracing::info!(
+                target: "aqueduct::audit",
+                from = %from,
+                origin_replica = origin_replica.as_deref().unwrap_or("anti-entropy"),
+                objects = ?objects,
+                objects_total = change.objects_total,
+                "remote change"
+            );
+            self.activity.record(ActivityKind::Change {
+                from,
+                origin_replica,
+                objects,
+                objects_total: change.objects_total,
+            });
+        }
+    }
+
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Message { from, bytes, .. } => {
                 let now = self.now();
                 self.node.handle_message(now, wall_clock_ms(), from, &bytes);
+                self.record_remote_changes();
             }
             Event::Connected { peer, name } => {
                 tracing::debug!(%name, %peer, "connected");

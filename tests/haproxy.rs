@@ -423,49 +423,6 @@ fn a_registration_whose_lease_runs_out_leaves_the_dynamic_backend_without_a_relo
     assert_eq!(peer.haproxy_count("reloads"), reloads);
 }
 
-/// The `(event, data)` pairs of `/haproxy/events`, as they arrive.
-fn event_stream(peer: &Peer) -> std::sync::mpsc::Receiver<(String, String)> {
-    use std::io::BufRead;
-    let response = support::http_builder()
-        .timeout(None)
-        .build()
-        .expect("client")
-        .get(peer.url("/haproxy/events"))
-        .send()
-        .expect("the event stream opens");
-    assert_eq!(response.status(), 200);
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut event = String::new();
-        // Ends when the test drops the receiver (the next send fails) or
-        // the peer closes the stream.
-        for line in std::io::BufReader::new(response).lines() {
-            let Ok(line) = line else { return };
-            if let Some(name) = line.strip_prefix("event: ") {
-                event = name.to_owned();
-            } else if let Some(data) = line.strip_prefix("data: ")
-                && sender.send((event.clone(), data.to_owned())).is_err()
-            {
-                return;
-            }
-        }
-    });
-    receiver
-}
-
-/// Waits for an event named `name` whose data contains every one of `parts`.
-fn expect_event(events: &std::sync::mpsc::Receiver<(String, String)>, name: &str, parts: &[&str]) {
-    let deadline = std::time::Instant::now() + support::DEADLINE;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match events.recv_timeout(left) {
-            Ok((event, data)) if event == name && parts.iter().all(|p| data.contains(p)) => return,
-            Ok(_) => {}
-            Err(e) => panic!("no {name} event with {parts:?}: {e}"),
-        }
-    }
-}
-
 #[test]
 fn the_event_stream_carries_stats_member_health_and_applied_changes() {
     let cluster = Cluster::new("haproxy-events");
@@ -487,16 +444,16 @@ fn the_event_stream_carries_stats_member_health_and_applied_changes() {
     );
     assert_eq!(status, 200, "{body}");
     wait_until_served_by(&peer, "/", "example.com", &doomed);
-    let events = event_stream(&peer);
+    let events = support::event_stream(&peer, "/haproxy/events");
 
-    expect_event(
+    support::expect_event(
         &events,
         "stats",
         &["\"proxy\":\"app\"", "\"name\":\"BACKEND\""],
     );
     let doomed_name = format!("127.0.0.1:{}", doomed.port());
     drop(doomed);
-    expect_event(
+    support::expect_event(
         &events,
         "activity",
         &["\"type\":\"member\"", &doomed_name, "\"to\":\"DOWN\""],
@@ -506,7 +463,7 @@ fn the_event_stream_carries_stats_member_health_and_applied_changes() {
         json!({}),
     );
     assert_eq!(status, 200, "{body}");
-    expect_event(
+    support::expect_event(
         &events,
         "activity",
         &["\"type\":\"applied\"", "\"how\":\"runtime\""],

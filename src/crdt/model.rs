@@ -1130,6 +1130,19 @@ pub enum ObjectKey {
     Registration(RegistrationKey),
 }
 
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectKey::Frontend(n) => write!(f, "frontend {n}"),
+            ObjectKey::Backend(n) => write!(f, "backend {n}"),
+            ObjectKey::Member(m) => {
+                write!(f, "member {}:{} of backend {}", m.host, m.port, m.backend)
+            }
+            ObjectKey::Registration(r) => write!(f, "registration {r}"),
+        }
+    }
+}
+
 impl ObjectKey {
     /// A key ordered before every member of `backend` and after every key
     /// that precedes them: the start of a range scan over its members.

@@ -4,7 +4,7 @@
 //! remote delta must pass before it is joined, and the read views. Must not
 //! do I/O: wall-clock time comes in as an argument.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -256,6 +256,10 @@ pub struct Replica {
     /// Remote deltas joined that claimed dots of this replica it had not
     /// issued (see [`Replica::join`]).
     own_dots_claimed: u64,
+    /// Values of this replica's own that such a delta removed, to be
+    /// written again ([`Replica::rewrite_claimed`]). Bounded by the live
+    /// entries of the document.
+    claimed_away: Vec<(ObjectKey, FieldValue)>,
 }
 
 impl Replica {
@@ -267,6 +271,7 @@ impl Replica {
             store: DotStore::default(),
             clock: Hlc::default(),
             own_dots_claimed: 0,
+            claimed_away: Vec::new(),
         }
     }
 
@@ -506,7 +511,7 @@ impl Replica {
         if self.store.objects().contains_key(key) {
             Ok(())
         } else {
-            Err(CommandError::NotFound(describe(key)))
+            Err(CommandError::NotFound(key.to_string()))
         }
     }
 
@@ -534,16 +539,61 @@ impl Replica {
     /// any other and counted ([`Replica::own_dots_claimed`]); since this
     /// replica's counter resumes after the highest dot of its own in its
     /// context, its next writes carry dots nobody has claimed.
+    ///
+    /// Such a claim also covers this replica's values, of before the claim
+    /// was made and of writes made while it travelled here (which every
+    /// peer holding the claim took as already seen): the join removes them,
+    /// and they wait to be written again with fresh dots
+    /// ([`Replica::rewrite_claimed`]), so that no write of this replica is
+    /// lost to a forger.
     pub fn join(&mut self, delta: &ConfigDelta) -> Result<bool, RemoteDeltaError> {
         self.check_entries(delta)?;
         let claims_own =
             delta.context.max_counter(self.id) > self.store.context().max_counter(self.id);
+        let own_removed: Vec<(ObjectKey, FieldValue)> = if claims_own {
+            self.store
+                .removed_by(delta)
+                .into_iter()
+                .filter(|dot| dot.replica == self.id)
+                .filter_map(|dot| self.store.entry(dot))
+                .map(|(key, _, stamped)| (key.clone(), stamped.value.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let changed = self.store.join(delta)?;
         self.observe_clock(delta);
         if claims_own {
             self.own_dots_claimed += 1;
+            self.claimed_away.extend(own_removed);
         }
         Ok(changed)
+    }
+
+    /// The objects joining `delta` would write to or remove values from
+    /// (for attribution; costs what the join's own removal lookup costs).
+    pub fn objects_touched_by(&self, delta: &ConfigDelta) -> BTreeSet<ObjectKey> {
+        let removed = self
+            .store
+            .removed_by(delta)
+            .into_iter()
+            .filter_map(|dot| self.store.entry(dot).map(|(key, _, _)| key.clone()));
+        delta.objects.keys().cloned().chain(removed).collect()
+    }
+
+    /// Writes again, at wall-clock `now_ms`, the values of this replica's
+    /// own that a claim on its unissued dots removed (see
+    /// [`Replica::join`]), where their field holds no other value since;
+    /// the delta to persist and disseminate like a local change (empty when
+    /// there is nothing to write).
+    pub fn rewrite_claimed(&mut self, now_ms: u64) -> ConfigDelta {
+        let mut ops = Ops::default();
+        for (key, value) in std::mem::take(&mut self.claimed_away) {
+            if self.store.field_dots(&key, &value.field()).next().is_none() {
+                ops.write(&key, value);
+            }
+        }
+        self.commit(ops, now_ms)
     }
 
     /// Refuses a remote delta that claims what no honest peer can have
@@ -760,18 +810,6 @@ fn winner(register: &super::store::Register<FieldValue>) -> &FieldValue {
         .max_by_key(|entry| rank(*entry))
         .expect("registers in the store are never empty");
     &stamped.value
-}
-
-fn describe(key: &ObjectKey) -> String {
-    match key {
-        ObjectKey::Frontend(n) => format!("frontend {n}"),
-        ObjectKey::Backend(n) => format!("backend {n}"),
-        ObjectKey::Member(m) => format!("member {}:{} of backend {}", m.host, m.port, m.backend),
-        ObjectKey::Registration(r) => format!(
-            "registration /{}/{}/{}/{}",
-            r.service, r.version, r.host, r.port
-        ),
-    }
 }
 
 /// Operations collected while executing one command.

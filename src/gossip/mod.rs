@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use broadcast::TreeConfig;
 pub use membership::MemberId;
-pub use node::{Node, NodeStats, Output};
+pub use node::{Node, NodeStats, Output, RemoteChange};
 pub use reports::{ApplyReport, HeardReport, PeerReport, REPORT_TEXT_MAX, REPORTS_MAX};
 
 /// A peer's stable identity in the mesh (derived from its certificate in the

@@ -5,15 +5,16 @@
 //! before any message carrying it. Must not do I/O: the driver executes the
 //! [`Output`]s.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::Arc;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::crdt::model::ObjectKey;
 use crate::crdt::{
-    Command, CommandError, ConfigDelta, Dot, Plausibility, RemoteDeltaError, Replica,
+    Command, CommandError, ConfigDelta, Dot, Plausibility, RemoteDeltaError, Replica, ReplicaId,
 };
 
 use super::broadcast::{BroadcastTree, Transmission};
@@ -33,6 +34,30 @@ const FAST_ROUNDS_AFTER_NEWS: u32 = 4;
 
 /// Seeds remembered for re-announcing (the first ones given win).
 const SEEDS_MAX: usize = 16;
+
+/// Remote changes kept for the shell to take ([`Node::take_remote_changes`]);
+/// beyond, the oldest are dropped and counted.
+const REMOTE_CHANGES_MAX: usize = 1024;
+
+/// Objects named per remote change, at most (the rest are only counted).
+const CHANGE_OBJECTS_MAX: usize = 8;
+
+/// A remote delta that changed this node's state: who sent it, and whose
+/// change it was, so that a compromised peer's writes and deletions can be
+/// traced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteChange {
+    /// The peer it came from (authenticated by the transport).
+    pub from: PeerId,
+    /// The replica that made it: a broadcast's origin (as claimed by its
+    /// id; a relay could lie), `None` for anti-entropy, which merges many
+    /// changes.
+    pub origin: Option<ReplicaId>,
+    /// Objects it wrote or removed (at most [`CHANGE_OBJECTS_MAX`]).
+    pub objects: Vec<ObjectKey>,
+    /// How many objects in all.
+    pub objects_total: usize,
+}
 
 /// An effect the driver must carry out, in the order given.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +113,8 @@ pub struct NodeStats {
     pub swim_refused: u64,
     /// Membership updates declaring another peer down, taken as suspicion.
     pub swim_downs_taken_as_suspicion: u64,
+    /// Remote changes dropped before the shell took them.
+    pub remote_changes_dropped: u64,
     /// Local membership calls foca declined (harmless, see `Membership`).
     pub swim_local_errors: u64,
     /// Messages not sent because they would exceed the size limit.
@@ -131,6 +158,7 @@ pub struct Node {
     /// Where the next round's reports go: the active peers in turns, after
     /// this one.
     report_cursor: PeerId,
+    remote_changes: VecDeque<RemoteChange>,
     stats: NodeStats,
 }
 
@@ -157,6 +185,7 @@ impl Node {
             outputs: VecDeque::new(),
             reports: Reports::default(),
             report_cursor: me.peer,
+            remote_changes: VecDeque::new(),
             stats: NodeStats::default(),
         }
     }
@@ -266,8 +295,16 @@ impl Node {
         command: &Command,
     ) -> Result<ConfigDelta, CommandError> {
         let delta = self.replica.execute(command, wall_ms)?;
+        self.publish_local(now, &delta);
+        Ok(delta)
+    }
+
+    /// Makes a local change durable, then pushes it down the broadcast
+    /// tree at once (no batching timer). An empty delta changed nothing and
+    /// goes nowhere.
+    fn publish_local(&mut self, now: Time, delta: &ConfigDelta) {
         if delta.is_empty() {
-            return Ok(delta);
+            return;
         }
         self.push_output(Output::Persist(delta.clone()));
         let me = self.peer_id();
@@ -290,7 +327,6 @@ impl Node {
             self.membership.active(),
         );
         self.transmit(sends);
-        Ok(delta)
     }
 
     /// Handles bytes received from `from` (authenticated by the transport)
@@ -327,7 +363,11 @@ impl Node {
                 self.send(from, &Message::BroadcastAck { id });
                 // A refused delta does not use up its id, so that the
                 // genuine change with that id still gets through.
-                if self.tree.has_seen(id) || self.join_remote(delta.clone(), bounds).is_none() {
+                if self.tree.has_seen(id)
+                    || self
+                        .join_remote(now, from, Some(id.replica), delta.clone(), bounds)
+                        .is_none()
+                {
                     return;
                 }
                 self.tree.mark_seen(id);
@@ -373,7 +413,7 @@ impl Node {
                 reply_to,
                 sender_digest,
             } => {
-                let Some(changed) = self.join_remote(delta, bounds) else {
+                let Some(changed) = self.join_remote(now, from, None, delta, bounds) else {
                     return;
                 };
                 if changed {
@@ -400,12 +440,27 @@ impl Node {
 
     /// Joins a remote delta: whether it changed the state, or `None` if it
     /// was refused (counted, state unchanged).
-    fn join_remote(&mut self, delta: ConfigDelta, bounds: Plausibility) -> Option<bool> {
-        let joined =
-            Replica::check_plausible(&delta, bounds).and_then(|()| self.replica.join(&delta));
+    /// Values of this replica's own that a forged claim removed are written
+    /// again at once (see [`Replica::join`]).
+    fn join_remote(
+        &mut self,
+        now: Time,
+        from: PeerId,
+        origin: Option<ReplicaId>,
+        delta: ConfigDelta,
+        bounds: Plausibility,
+    ) -> Option<bool> {
+        let mut touched = BTreeSet::new();
+        let joined = Replica::check_plausible(&delta, bounds).and_then(|()| {
+            touched = self.replica.objects_touched_by(&delta);
+            self.replica.join(&delta)
+        });
         match joined {
             Ok(true) => {
+                self.note_change(from, origin, touched);
                 self.push_output(Output::Persist(delta));
+                let rewritten = self.replica.rewrite_claimed(bounds.wall_ms);
+                self.publish_local(now, &rewritten);
                 Some(true)
             }
             Ok(false) => Some(false),
@@ -421,6 +476,29 @@ impl Node {
                 None
             }
         }
+    }
+
+    /// The remote changes since the last call, oldest first.
+    pub fn take_remote_changes(&mut self) -> VecDeque<RemoteChange> {
+        std::mem::take(&mut self.remote_changes)
+    }
+
+    fn note_change(
+        &mut self,
+        from: PeerId,
+        origin: Option<ReplicaId>,
+        objects: BTreeSet<ObjectKey>,
+    ) {
+        if self.remote_changes.len() >= REMOTE_CHANGES_MAX {
+            self.remote_changes.pop_front();
+            self.stats.remote_changes_dropped += 1;
+        }
+        self.remote_changes.push_back(RemoteChange {
+            from,
+            origin,
+            objects_total: objects.len(),
+            objects: objects.into_iter().take(CHANGE_OBJECTS_MAX).collect(),
+        });
     }
 
     /// Runs everything due at `now`: membership timers, broadcast

@@ -953,3 +953,51 @@ pub fn http_builder() -> reqwest::blocking::ClientBuilder {
 pub fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::blocking::Response> {
     http_builder().build()?.get(url).send()
 }
+
+/// The `(event, data)` pairs of the event stream at `path` (`/events` or
+/// `/haproxy/events`), as they arrive.
+pub fn event_stream(peer: &Peer, path: &str) -> std::sync::mpsc::Receiver<(String, String)> {
+    use std::io::BufRead;
+    let response = http_builder()
+        .timeout(None)
+        .build()
+        .expect("client")
+        .get(peer.url(path))
+        .send()
+        .expect("the event stream opens");
+    assert_eq!(response.status(), 200);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut event = String::new();
+        // Ends when the test drops the receiver (the next send fails) or
+        // the peer closes the stream.
+        for line in std::io::BufReader::new(response).lines() {
+            let Ok(line) = line else { return };
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_owned();
+            } else if let Some(data) = line.strip_prefix("data: ")
+                && sender.send((event.clone(), data.to_owned())).is_err()
+            {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits for an event named `name` whose data contains every one of `parts`.
+pub fn expect_event(
+    events: &std::sync::mpsc::Receiver<(String, String)>,
+    name: &str,
+    parts: &[&str],
+) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match events.recv_timeout(left) {
+            Ok((event, data)) if event == name && parts.iter().all(|p| data.contains(p)) => return,
+            Ok(_) => {}
+            Err(e) => panic!("no {name} event with {parts:?}: {e}"),
+        }
+    }
+}

@@ -367,6 +367,11 @@ function describe(item) {
     case "restarted": return `HAProxy restarted: ${item.reason}`;
     case "registration": return `registration ${item.id} ${item.live ? "live" : "gone"}`;
     case "peer": return `peer ${item.peer}: ${item.from ?? "new"} → ${item.to}`;
+    case "change": {
+      const more = item.objectsTotal - item.objects.length;
+      const origin = item.originReplica ? `replica ${item.originReplica}` : "anti-entropy";
+      return `change from ${item.from} (${origin}): ${item.objects.join(", ")}${more > 0 ? ` and ${more} more` : ""}`;
+    }
     default: return JSON.stringify(item);
   }
 }
