@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use aqueduct::crdt::model::FieldValue;
+use aqueduct::crdt::model::{FieldId, FieldValue, ObjectKey};
 use aqueduct::crdt::{Digest, Dot, DotSet, Replica};
 
 /// What the simulator remembers of one acknowledged write.
@@ -14,8 +14,8 @@ pub struct WriteRecord {
     pub id: Dot,
     /// Simulated microseconds of its acknowledgment.
     pub acked_at_us: u64,
-    /// Dots of the values it wrote.
-    pub written: Vec<Dot>,
+    /// The values it wrote: dot, object, value.
+    pub written: Vec<(Dot, ObjectKey, FieldValue)>,
     /// Dots of values it removed or overwrote (what its peer had seen).
     pub superseded: Vec<Dot>,
     /// Its only copy died with a wiped disk.
@@ -36,11 +36,28 @@ pub fn divergent_peers(digests: &[Digest]) -> usize {
 /// converged replica.
 ///
 /// A written value is lost if the replica never saw its dot, or no longer
-/// holds it although no acknowledged write superseded it. A value is
-/// resurrected if an acknowledged write superseded it and it is live.
+/// holds it although no acknowledged write superseded it, and its replica
+/// did not write it again: the same value in the same field under a later
+/// dot of its own (what a replica does with its values that a forged claim
+/// on its dots removed). A value is resurrected if an acknowledged write
+/// superseded it and it is live.
 pub fn lost_and_resurrected(writes: &[WriteRecord], replica: &Replica) -> (Vec<usize>, usize) {
     let state = replica.full_state();
     let live: DotSet = state.entries().map(|(_, _, dot, _)| dot).collect();
+    let mut live_values: BTreeMap<(&ObjectKey, FieldId), Vec<(Dot, &FieldValue)>> = BTreeMap::new();
+    for (key, field, dot, stamped) in state.entries() {
+        live_values
+            .entry((key, *field))
+            .or_default()
+            .push((dot, &stamped.value));
+    }
+    let written_again = |dot: Dot, key: &ObjectKey, value: &FieldValue| {
+        live_values.get(&(key, value.field())).is_some_and(|held| {
+            held.iter().any(|(again, held)| {
+                again.replica == dot.replica && again.counter > dot.counter && *held == value
+            })
+        })
+    };
     let superseded: DotSet = writes
         .iter()
         .filter(|w| !w.lost_with_disk)
@@ -52,9 +69,11 @@ pub fn lost_and_resurrected(writes: &[WriteRecord], replica: &Replica) -> (Vec<u
         .filter(|(_, w)| !w.lost_with_disk)
         .filter(|(_, w)| {
             !replica.context().contains(w.id)
-                || w.written
-                    .iter()
-                    .any(|d| !live.contains(*d) && !superseded.contains(*d))
+                || w.written.iter().any(|(dot, key, value)| {
+                    !live.contains(*dot)
+                        && !superseded.contains(*dot)
+                        && !written_again(*dot, key, value)
+                })
         })
         .map(|(i, _)| i)
         .collect();
@@ -116,9 +135,12 @@ mod tests {
                 },
             };
             let delta = replica.execute(&command, 1_000).expect("valid command");
-            let written: Vec<Dot> = delta.entries().map(|(_, _, d, _)| d).collect();
+            let written: Vec<(Dot, ObjectKey, FieldValue)> = delta
+                .entries()
+                .map(|(key, _, dot, stamped)| (dot, key.clone(), stamped.value.clone()))
+                .collect();
             records.push(WriteRecord {
-                id: *written.last().expect("a put writes"),
+                id: written.last().expect("a put writes").0,
                 acked_at_us: 0,
                 written,
                 superseded: Vec::new(),
@@ -134,16 +156,41 @@ mod tests {
         assert_eq!(lost_and_resurrected(&records, &replica), (Vec::new(), 0));
         let never_applied = Dot::new(ReplicaId::new(9).expect("non-zero"), 1).expect("valid");
         records[1].id = never_applied;
-        records[1].written = vec![never_applied];
+        records[1].written[0].0 = never_applied;
+        records[1].written.truncate(1);
         assert_eq!(lost_and_resurrected(&records, &replica).0, vec![1]);
         records[1].lost_with_disk = true;
         assert!(lost_and_resurrected(&records, &replica).0.is_empty());
     }
 
     #[test]
+    fn a_value_its_replica_wrote_again_under_a_later_dot_is_not_lost() {
+        let (mut replica, mut records) = replica_with_writes(2);
+        // Remove fe0: its dots (the first write's) are gone from the state.
+        let delete = Command::DeleteFrontend {
+            name: Name::new("fe0").expect("valid"),
+        };
+        replica.execute(&delete, 1_000).expect("fe0 exists");
+        let gone = records[0].written[0].0;
+        // Pretend the second write's first value (fe1's bind) had been
+        // written under that gone dot: fe1 still holds it, under a later
+        // dot of the same replica.
+        records[0].written = vec![(
+            gone,
+            records[1].written[0].1.clone(),
+            records[1].written[0].2.clone(),
+        )];
+        assert!(lost_and_resurrected(&records, &replica).0.is_empty());
+        // Another value in that field is lost.
+        let other = aqueduct::crdt::model::FieldValue::Mode(aqueduct::crdt::model::Mode::Tcp);
+        records[0].written[0].2 = other;
+        assert_eq!(lost_and_resurrected(&records, &replica).0, vec![0]);
+    }
+
+    #[test]
     fn a_live_value_that_a_write_superseded_counts_as_resurrected() {
         let (replica, mut records) = replica_with_writes(2);
-        records[1].superseded = vec![records[0].written[0]];
+        records[1].superseded = vec![records[0].written[0].0];
         assert_eq!(lost_and_resurrected(&records, &replica).1, 1);
     }
 

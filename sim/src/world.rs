@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use aqueduct::crdt::model::{FieldValue, ObjectKey};
 use aqueduct::crdt::{ConfigDelta, Digest, Dot, Replica, ReplicaId};
 use aqueduct::gossip::{Config, MemberId, Node, NodeStats, Output, PeerId, PeerState, Time};
 use rand::{RngExt, SeedableRng};
@@ -544,12 +545,15 @@ impl World {
             }
             let replica = node.replica().id();
             let id = Dot::new(replica, delta.context.max_counter(replica)).expect("own dot");
-            let written: Vec<Dot> = delta.entries().map(|(_, _, dot, _)| dot).collect();
+            let written: Vec<(Dot, ObjectKey, FieldValue)> = delta
+                .entries()
+                .map(|(key, _, dot, stamped)| (dot, key.clone(), stamped.value.clone()))
+                .collect();
             let superseded: Vec<Dot> = delta
                 .context
                 .ranges()
                 .flat_map(|(r, range)| range.map(move |c| Dot::new(r, c).expect("valid")))
-                .filter(|d| !written.contains(d) && *d != id)
+                .filter(|d| !written.iter().any(|(w, _, _)| w == d) && *d != id)
                 .collect();
             let index = self.writes.len();
             self.writes.push(WriteRecord {
