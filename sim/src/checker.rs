@@ -32,8 +32,9 @@ pub fn divergent_peers(digests: &[Digest]) -> usize {
     digests.len() - most
 }
 
-/// The lost writes (by index) and the number of resurrections, against a
-/// converged replica.
+/// The lost writes (by index, with the first value of each that is gone:
+/// its index in `written`, or `None` when the write's own dot was never
+/// seen) and the number of resurrections, against a converged replica.
 ///
 /// A written value is lost if the replica never saw its dot, or no longer
 /// holds it although no acknowledged write superseded it, and its replica
@@ -41,7 +42,10 @@ pub fn divergent_peers(digests: &[Digest]) -> usize {
 /// dot of its own (what a replica does with its values that a forged claim
 /// on its dots removed). A value is resurrected if an acknowledged write
 /// superseded it and it is live.
-pub fn lost_and_resurrected(writes: &[WriteRecord], replica: &Replica) -> (Vec<usize>, usize) {
+pub fn lost_and_resurrected(
+    writes: &[WriteRecord],
+    replica: &Replica,
+) -> (Vec<(usize, Option<usize>)>, usize) {
     let state = replica.full_state();
     let live: DotSet = state.entries().map(|(_, _, dot, _)| dot).collect();
     let mut live_values: BTreeMap<(&ObjectKey, FieldId), Vec<(Dot, &FieldValue)>> = BTreeMap::new();
@@ -67,15 +71,17 @@ pub fn lost_and_resurrected(writes: &[WriteRecord], replica: &Replica) -> (Vec<u
         .iter()
         .enumerate()
         .filter(|(_, w)| !w.lost_with_disk)
-        .filter(|(_, w)| {
-            !replica.context().contains(w.id)
-                || w.written.iter().any(|(dot, key, value)| {
-                    !live.contains(*dot)
-                        && !superseded.contains(*dot)
-                        && !written_again(*dot, key, value)
-                })
+        .filter_map(|(i, w)| {
+            if !replica.context().contains(w.id) {
+                return Some((i, None));
+            }
+            let gone = w.written.iter().position(|(dot, key, value)| {
+                !live.contains(*dot)
+                    && !superseded.contains(*dot)
+                    && !written_again(*dot, key, value)
+            })?;
+            Some((i, Some(gone)))
         })
-        .map(|(i, _)| i)
         .collect();
     let resurrected = state
         .entries()
@@ -158,7 +164,7 @@ mod tests {
         records[1].id = never_applied;
         records[1].written[0].0 = never_applied;
         records[1].written.truncate(1);
-        assert_eq!(lost_and_resurrected(&records, &replica).0, vec![1]);
+        assert_eq!(lost_and_resurrected(&records, &replica).0, vec![(1, None)]);
         records[1].lost_with_disk = true;
         assert!(lost_and_resurrected(&records, &replica).0.is_empty());
     }
@@ -184,7 +190,10 @@ mod tests {
         // Another value in that field is lost.
         let other = aqueduct::crdt::model::FieldValue::Mode(aqueduct::crdt::model::Mode::Tcp);
         records[0].written[0].2 = other;
-        assert_eq!(lost_and_resurrected(&records, &replica).0, vec![0]);
+        assert_eq!(
+            lost_and_resurrected(&records, &replica).0,
+            vec![(0, Some(0))]
+        );
     }
 
     #[test]

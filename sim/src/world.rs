@@ -988,11 +988,18 @@ impl World {
         let (lost, resurrected) = self.reference().map_or((Vec::new(), 0), |r| {
             checker::lost_and_resurrected(&self.writes, r)
         });
-        if let Some(first) = lost.first() {
+        if let Some(&(first, value)) = lost.first() {
+            let record = &self.writes[first];
+            let what = match value {
+                None => format!("never seen: dot {}", record.id),
+                Some(v) => {
+                    let (dot, key, value) = &record.written[v];
+                    format!("{key:?} {:?} gone: dot {dot}", value.field())
+                }
+            };
             self.failures.push(format!(
-                "{} acknowledged writes lost (the first: write {first}, dot {})",
+                "{} acknowledged writes lost (the first: write {first}, {what})",
                 lost.len(),
-                self.writes[*first].id
             ));
         }
         if resurrected > 0 {
