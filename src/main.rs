@@ -64,6 +64,20 @@ enum CertsCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Revoke the certificates of a node name issued up to now: writes a
+    /// revocation signed by the CA, to hand to any peer with `aqueduct ctl
+    /// revoke FILE`. Certificates issued for the name afterwards are valid.
+    Revoke {
+        /// The CA directory (from `certs init`).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The node's name.
+        #[arg(long)]
+        name: String,
+        /// Where to write the revocation (a new file).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -112,6 +126,15 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             certs::issue(&ca, &name, &out)
                 .with_context(|| format!("issuing a certificate for {name}"))?;
             println!("certificate for {name} written to {}", out.display());
+        }
+        Command::Certs(CertsCommand::Revoke { ca, name, out }) => {
+            let name = NodeName::new(&name)?;
+            certs::revoke(&ca, &name, &out)
+                .with_context(|| format!("revoking the certificates of {name}"))?;
+            println!(
+                "revocation of {name} written to {}; hand it to a peer with `aqueduct ctl revoke`",
+                out.display()
+            );
         }
     }
     Ok(())
