@@ -167,6 +167,7 @@ impl Mesh {
         });
         match output {
             Output::Persist(delta) => self.persisted.entry(node).or_default().push(delta),
+            Output::Revoked(_) => {}
             Output::Send { to, bytes } => {
                 self.seq += 1;
                 let from = node;
@@ -346,7 +347,7 @@ impl Mesh {
                 *to,
                 wire::decode(bytes).expect("nodes send only valid messages"),
             )),
-            Output::Persist(_) => None,
+            Output::Persist(_) | Output::Revoked(_) => None,
         })
     }
 }
@@ -396,7 +397,7 @@ fn sends_in(outputs: &[Output]) -> Vec<(PeerId, Message)> {
         .iter()
         .filter_map(|o| match o {
             Output::Send { to, bytes } => Some((*to, wire::decode(bytes).expect("valid"))),
-            Output::Persist(_) => None,
+            Output::Persist(_) | Output::Revoked(_) => None,
         })
         .collect()
 }
@@ -532,7 +533,7 @@ fn a_relayed_write_is_persisted_before_it_is_passed_on() {
             Output::Persist(d) if d == &delta => {
                 persisted.insert(effect.node);
             }
-            Output::Persist(_) => {}
+            Output::Persist(_) | Output::Revoked(_) => {}
             Output::Send { bytes, .. } => {
                 if matches!(wire::decode(bytes), Ok(Message::Broadcast { id: b, .. }) if b == id) {
                     assert!(
@@ -864,7 +865,7 @@ fn a_swim_packet_speaking_for_another_peer_is_refused() {
             Output::Send { bytes, .. } => {
                 matches!(wire::decode(&bytes), Ok(Message::Swim(_))).then_some(bytes)
             }
-            Output::Persist(_) => None,
+            Output::Persist(_) | Output::Revoked(_) => None,
         })
         .expect("a probe round sends SWIM packets");
     let before = mesh.node(target).stats().swim_refused;
@@ -1274,7 +1275,7 @@ fn scripted_run(seed: u64) -> Vec<(Time, PeerId, PeerId, Vec<u8>)> {
         .into_iter()
         .filter_map(|e| match e.output {
             Output::Send { to, bytes } => Some((e.at, e.node, to, bytes)),
-            Output::Persist(_) => None,
+            Output::Persist(_) | Output::Revoked(_) => None,
         })
         .collect()
 }
