@@ -454,10 +454,11 @@ impl Node {
             .count()
     }
 
-    /// Takes a revocation given to this node (through the API): if it is
-    /// new, it is emitted for persistence and enforcement, then pushed to
+    /// Takes a revocation given to this node (through the API), checked
+    /// whole even if one held covers as much: if it is new, it is emitted for persistence and enforcement, then pushed to
     /// every active member at once. `Ok(false)`: it was known already.
     pub fn revoke(&mut self, revocation: Revocation) -> Result<bool, RevocationError> {
+        self.revocations.check(&revocation)?;
         let taken = self.revocations.insert(revocation.clone())?;
         if taken {
             self.push_output(Output::Revoked(revocation.clone()));

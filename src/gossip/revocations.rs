@@ -155,6 +155,19 @@ impl Revocations {
         self.verifier = Some(verifier);
     }
 
+    /// Checks `revocation` whole (form and signature), whatever the set
+    /// holds: for one handed in through the API, which answers a forgery
+    /// with a refusal even when a genuine revocation covers as much.
+    pub fn check(&self, revocation: &Revocation) -> Result<(), RevocationError> {
+        if !revocation.well_formed() {
+            return Err(RevocationError::Malformed);
+        }
+        if !self.verifier.as_ref().is_some_and(|v| v.verify(revocation)) {
+            return Err(RevocationError::NotGenuine);
+        }
+        Ok(())
+    }
+
     /// Takes `revocation` if it is genuine and revokes more than what the
     /// set holds for its name: `Ok(true)` if the set changed, `Ok(false)`
     /// if it already covered it (a replay: the signature is not even
@@ -175,13 +188,7 @@ impl Revocations {
         if held.is_none() && self.by_name.len() >= REVOCATIONS_MAX {
             return Err(RevocationError::Full);
         }
-        if !self
-            .verifier
-            .as_ref()
-            .is_some_and(|v| v.verify(&revocation))
-        {
-            return Err(RevocationError::NotGenuine);
-        }
+        self.check(&revocation)?;
         self.by_name.insert(revocation.name.clone(), revocation);
         self.digest = digest_of(self.by_name.values());
         Ok(true)
