@@ -126,7 +126,14 @@ fn status_of(replica: &Replica, counters: &Counters) -> Status {
         gossip_addr: "127.0.0.1:7000".parse().expect("address"),
         digest: replica.digest(),
         version_vector: vec![(replica.id(), replica.context().max_counter(replica.id()))],
-        peers: vec![reported, peer(3, "peer-c", PeerState::Suspect, false)],
+        // peer-c's certificate was revoked.
+        peers: vec![
+            reported,
+            PeerStatus {
+                revoked_at: Some(1_767_225_600),
+                ..peer(3, "peer-c", PeerState::Suspect, false)
+            },
+        ],
         node: NodeStats {
             messages_sent: 10,
             bytes_sent: 1000,
