@@ -469,13 +469,13 @@ impl RevocationFile {
         NodeName::new(&self.name).map_err(|error| error.to_string())?;
         let hex = self.signature.as_bytes();
         let sensible = 2..=2 * crate::gossip::revocations::SIGNATURE_BYTES_MAX;
-        if !sensible.contains(&hex.len()) || hex.len() % 2 != 0 {
+        if !sensible.contains(&hex.len()) || !hex.len().is_multiple_of(2) {
             return Err("the signature is not hex of a sensible length".to_owned());
         }
         let digit = |c: u8| char::from(c).to_digit(16);
         let signature = hex
             .chunks(2)
-            .map(|pair| Some(u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?))
+            .map(|pair| u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok())
             .collect::<Option<Vec<u8>>>()
             .ok_or("the signature is not hex")?;
         Ok(Revocation {
@@ -582,6 +582,35 @@ impl RevokedCertificates {
     }
 }
 
+/// The handshake-signature methods of a verifier that only adds a check to
+/// the certificate of its `inner` one: the signatures are `inner`'s to
+/// check.
+macro_rules! signatures_checked_by_inner {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    };
+}
+
 /// The client-certificate verifier of a peer's server side: the cluster CA's
 /// (WebPKI) rules, then no revocation may cover the certificate.
 #[derive(Debug)]
@@ -616,27 +645,7 @@ impl ClientCertVerifier for NotRevokedClients {
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    signatures_checked_by_inner!();
 }
 
 /// The server-certificate verifier of a peer's client side: as
@@ -667,27 +676,7 @@ impl ServerCertVerifier for NotRevokedServers {
         Ok(verified)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    signatures_checked_by_inner!();
 }
 
 /// Makes sure `tls_dir` is a complete TLS directory, for a node started

@@ -724,14 +724,21 @@ fn a_revocation_covers_the_certificates_issued_before_it_and_not_those_issued_af
     assert_eq!(reissued.own_revocation(), None);
 }
 
+/// Two nodes of one cluster, `alpha` and `mallory`, where alpha holds a
+/// revocation of mallory's certificate.
+fn alpha_revoking_mallory(dir: &TempDir) -> (TlsIdentity, TlsIdentity) {
+    let alpha = identity(&node_of(dir, "ca", "alpha"));
+    let mallory = identity(&node_of(dir, "ca", "mallory"));
+    alpha
+        .revoked()
+        .insert(revoke(dir, "mallory", "mallory.revocation"));
+    (alpha, mallory)
+}
+
 #[tokio::test]
 async fn a_revoked_client_certificate_is_refused_at_the_handshake() {
     let dir = TempDir::new();
-    let alpha = identity(&node_of(&dir, "ca", "alpha"));
-    let mallory = identity(&node_of(&dir, "ca", "mallory"));
-    alpha
-        .revoked()
-        .insert(revoke(&dir, "mallory", "mallory.revocation"));
+    let (alpha, mallory) = alpha_revoking_mallory(&dir);
     let listener = server(&alpha);
     let served = serve_one_echo(listener.clone());
 
@@ -756,11 +763,7 @@ async fn a_revoked_client_certificate_is_refused_at_the_handshake() {
 #[tokio::test]
 async fn a_revoked_server_certificate_is_refused_by_the_client() {
     let dir = TempDir::new();
-    let alpha = identity(&node_of(&dir, "ca", "alpha"));
-    let mallory = identity(&node_of(&dir, "ca", "mallory"));
-    alpha
-        .revoked()
-        .insert(revoke(&dir, "mallory", "mallory.revocation"));
+    let (alpha, mallory) = alpha_revoking_mallory(&dir);
     let listener = server(&mallory);
     let _served = serve_one_echo(listener.clone());
 

@@ -82,16 +82,7 @@ fn refuses_handshake(attacker: &Attacker, peer: &Peer) -> bool {
 /// A TLS directory with a new certificate for `name`, issued now.
 fn reissue(cluster: &Cluster, name: &str, dir: &str) -> PathBuf {
     let tls = cluster.dir.path().join(dir).join("tls");
-    aqueduct(&[
-        "certs",
-        "issue",
-        "--ca",
-        cluster.ca_dir().to_str().expect("utf-8"),
-        "--name",
-        name,
-        "--out",
-        tls.to_str().expect("utf-8"),
-    ]);
+    cluster.issue(name, &tls);
     tls
 }
 
