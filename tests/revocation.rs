@@ -235,6 +235,18 @@ fn a_tampered_or_malformed_revocation_is_refused_with_a_4xx_and_changes_nothing(
 }
 
 #[test]
+fn a_revocation_survives_a_restart_of_a_peer_alone() {
+    let cluster = Cluster::new("revocation-durable");
+    let (mut peer, held) = revoked_once(&cluster);
+    let stolen = Attacker::member(&cluster.peer("mallory").tls_dir);
+
+    peer.restart_on_same_addresses();
+
+    assert_eq!(revocations(&peer), held);
+    assert!(refuses_handshake(&stolen, &peer));
+}
+
+#[test]
 fn a_revocation_posted_again_changes_nothing() {
     let cluster = Cluster::new("revocation-replay");
     let (peer, held) = revoked_once(&cluster);
