@@ -100,6 +100,11 @@ pub struct RunArgs {
     /// 408 (default 30).
     #[arg(long, env = "AQUEDUCT_API_BODY_TIMEOUT")]
     pub api_body_timeout: Option<u64>,
+    /// Seconds another peer's clock may be ahead of this one's: a change
+    /// stamped, or a lease renewed, further ahead is refused until this
+    /// peer's clock catches up (default 10, 1 to 3600).
+    #[arg(long, env = "AQUEDUCT_CLOCK_SKEW_MAX")]
+    pub clock_skew_max: Option<u64>,
     /// Seconds an API client has to send a request head (and finish a TLS
     /// handshake), also between requests on a kept-alive connection; then
     /// its connection is closed (default 10, at most 10).
@@ -253,6 +258,7 @@ struct FileOptions {
     api_max_requests: Option<usize>,
     api_body_limit: Option<usize>,
     api_body_timeout: Option<u64>,
+    clock_skew_max: Option<u64>,
     api_header_timeout: Option<u64>,
     api_idle_timeout: Option<u64>,
     api_max_connections: Option<usize>,
@@ -437,6 +443,8 @@ pub struct RunOptions {
     pub api_body_limit: usize,
     /// How long an API request body may take to arrive.
     pub api_body_timeout: Duration,
+    /// How far ahead of this peer's clock another's may be.
+    pub clock_skew_max: Duration,
     /// How the API's connections are bounded.
     pub api_connections: ApiConnections,
     /// The API's HTTPS certificate chain and key files, if it serves HTTPS.
@@ -742,6 +750,14 @@ impl RunArgs {
             usize::try_from(crate::api::BODY_DEADLINE_DEFAULT.as_secs()).unwrap_or(30),
             1..=3600,
         )? as u64);
+        let clock_skew_max = Duration::from_secs(in_range_usize(
+            "clock-skew-max",
+            self.clock_skew_max
+                .or(file.clock_skew_max)
+                .map(|s| usize::try_from(s).unwrap_or(usize::MAX)),
+            usize::try_from(crate::gossip::CLOCK_SKEW_MAX_DEFAULT.as_secs()).unwrap_or(10),
+            1..=3600,
+        )? as u64);
         let api_connections = api_connections(
             self.api_header_timeout.or(file.api_header_timeout),
             self.api_idle_timeout.or(file.api_idle_timeout),
@@ -790,6 +806,7 @@ impl RunArgs {
             api_max_requests,
             api_body_limit,
             api_body_timeout,
+            clock_skew_max,
             api_connections,
             api_tls,
             haproxy,

@@ -220,7 +220,11 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         addr: gossip,
     };
     let seed = getrandom::u64().map_err(|e| DaemonError::Random(e.to_string()))?;
-    let mut node = Node::new(Config::lan(MESH_SIZE_HINT), me, replica, seed, Time::ZERO);
+    let config = Config {
+        clock_skew_max: options.clock_skew_max,
+        ..Config::lan(MESH_SIZE_HINT)
+    };
+    let mut node = Node::new(config, me, replica, seed, Time::ZERO);
     node.set_revocation_verifier(Box::new(verifier));
     node.restore_revocations(revocations);
 

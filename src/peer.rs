@@ -785,7 +785,7 @@ impl PeerTask {
         match event {
             Event::Message { from, bytes, .. } => {
                 let now = self.now();
-                self.node.handle_message(now, from, &bytes);
+                self.node.handle_message(now, wall_clock_ms(), from, &bytes);
             }
             Event::Connected {
                 peer,

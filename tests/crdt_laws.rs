@@ -27,8 +27,8 @@ use aqueduct::crdt::model::{
     Registration, RegistrationKey, Rules, ServiceName, Version, Weight,
 };
 use aqueduct::crdt::{
-    Command, ConfigDelta, Delta, Digest, Dot, DotSet, DotStore, Hlc, JoinError, Register,
-    RemoteDeltaError, Replica, ReplicaId, Stamped, ViewPart,
+    Command, ConfigDelta, DOTS_PER_MS, Delta, Digest, Dot, DotSet, DotStore, Hlc, JoinError,
+    Plausibility, Register, RemoteDeltaError, Replica, ReplicaId, Stamped, ViewPart,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -1710,28 +1710,111 @@ fn a_replica_refuses_a_value_filed_under_another_field() {
 }
 
 #[test]
-fn a_replica_refuses_a_delta_claiming_its_own_id_beyond_its_counter() {
+fn a_replica_joins_a_claim_on_its_own_unissued_dots_and_writes_after_it() {
     let r = populated_replica();
     let own_max = r.context().max_counter(r.id());
-    let ahead = Dot::new(r.id(), own_max + 1).expect("non-zero");
-    // As an entry, and as a bare removal claim.
-    let with_entry = single_entry(
-        frontend_key(2),
-        FieldId::Mode,
-        FieldValue::Mode(Mode::Tcp),
-        ahead,
-        Hlc::default(),
-    );
-    let mut bare = ConfigDelta::default();
-    bare.context.insert(ahead);
-    for forged in [with_entry, bare] {
-        let mut target = r.clone();
-        assert_eq!(
-            target.join(&forged),
-            Err(RemoteDeltaError::ForeignUseOfOwnId(ahead))
-        );
-        assert_eq!(replica_state(&target), replica_state(&r));
+    let claimed = Dot::new(r.id(), own_max + 1_000).expect("non-zero");
+    let mut forged = ConfigDelta::default();
+    forged
+        .context
+        .insert_interval(r.id(), own_max + 1..=claimed.counter);
+    let mut victim = r.clone();
+    assert_eq!(victim.join(&forged), Ok(true), "its context grew");
+    assert_eq!(victim.own_dots_claimed(), 1);
+    assert_eq!(replica_state(&victim), {
+        let mut expected = r.clone();
+        expected.join(&forged).expect("joins");
+        replica_state(&expected)
+    });
+
+    // Its next write carries a dot beyond the claim, so it reaches a peer
+    // that took the forged claim too instead of being ignored as seen.
+    let delta = run(&mut victim, &put_frontend(9, 0, 81, false), 2_000);
+    assert!(delta.context.max_counter(r.id()) > claimed.counter);
+    let mut peer = replica(2);
+    peer.join(&r.full_state()).expect("joins");
+    peer.join(&forged).expect("joins");
+    assert!(peer.join(&delta).expect("joins"), "the write is news");
+    assert_eq!(peer.view(), victim.view());
+}
+
+/// Bounds as a receiver whose clock reads `wall_ms` with a skew of 10 s.
+fn bounds_at(wall_ms: u64) -> Plausibility {
+    Plausibility {
+        wall_ms,
+        skew_max_ms: 10_000,
     }
+}
+
+#[test]
+fn a_claim_beyond_what_the_clock_allows_any_replica_is_implausible() {
+    let bounds = bounds_at(1_000_000);
+    let limit = bounds.counter_max();
+    assert_eq!(limit, (1_000_000 + 20_000) * DOTS_PER_MS);
+    let victim = ReplicaId::new(7).expect("non-zero");
+    let mut at_limit = ConfigDelta::default();
+    at_limit.context.insert_interval(victim, 1..=limit);
+    assert_eq!(Replica::check_plausible(&at_limit, bounds), Ok(()));
+    let mut beyond = ConfigDelta::default();
+    beyond.context.insert_interval(victim, 1..=Dot::COUNTER_MAX);
+    assert_eq!(
+        Replica::check_plausible(&beyond, bounds),
+        Err(RemoteDeltaError::ImplausibleDot(
+            Dot::new(victim, Dot::COUNTER_MAX).expect("in range")
+        ))
+    );
+}
+
+#[test]
+fn a_stamp_further_ahead_than_the_skew_is_refused() {
+    let bounds = bounds_at(1_000_000);
+    let dot = Dot::new(ReplicaId::new(7).expect("non-zero"), 1).expect("non-zero");
+    let stamped_at = |wall_ms| {
+        single_entry(
+            frontend_key(1),
+            FieldId::Mode,
+            FieldValue::Mode(Mode::Tcp),
+            dot,
+            Hlc::try_from((wall_ms, 0)).expect("valid stamp"),
+        )
+    };
+    assert_eq!(
+        Replica::check_plausible(&stamped_at(1_010_000), bounds),
+        Ok(())
+    );
+    assert_eq!(
+        Replica::check_plausible(&stamped_at(1_010_001), bounds),
+        Err(RemoteDeltaError::StampAhead {
+            dot,
+            ahead_ms: 10_001
+        })
+    );
+}
+
+#[test]
+fn a_lease_renewed_further_ahead_than_the_skew_is_refused() {
+    let bounds = bounds_at(1_000_000);
+    let dot = Dot::new(ReplicaId::new(7).expect("non-zero"), 1).expect("non-zero");
+    let renewed_at = |wall_ms| {
+        single_entry(
+            ObjectKey::Registration(registration_key(1)),
+            FieldId::Lease,
+            FieldValue::Lease(Lease::new(wall_ms, 10_000).expect("valid lease")),
+            dot,
+            Hlc::try_from((1_000_000, 0)).expect("valid stamp"),
+        )
+    };
+    assert_eq!(
+        Replica::check_plausible(&renewed_at(1_010_000), bounds),
+        Ok(())
+    );
+    assert_eq!(
+        Replica::check_plausible(&renewed_at(3_000_000), bounds),
+        Err(RemoteDeltaError::LeaseAhead {
+            dot,
+            ahead_ms: 2_000_000
+        })
+    );
 }
 
 #[test]

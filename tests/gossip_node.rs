@@ -205,8 +205,8 @@ impl Mesh {
 
     /// Hands `bytes` to `to` as if `from` had sent them, now.
     fn inject(&mut self, from: PeerId, to: PeerId, bytes: &[u8]) {
-        let now = self.now;
-        self.node_mut(to).handle_message(now, from, bytes);
+        let (now, wall) = (self.now, self.wall_ms());
+        self.node_mut(to).handle_message(now, wall, from, bytes);
     }
 
     /// Stops `node` for good (its pending outputs are carried out first).
@@ -941,17 +941,36 @@ fn a_broadcast_with_an_invalid_delta_is_refused_counted_and_not_relayed() {
         FieldValue::Weight(Weight::new(50).expect("valid")),
     );
     wrong_field.context = [Dot::new(forger, 2).expect("valid")].into_iter().collect();
-    // A dot of the receiver's own replica that it never issued.
-    let own = Dot::new(replica_id(1), 7).expect("valid");
-    let mut foreign_own = entry(own, other_bind);
-    foreign_own.context.insert(own);
+    // A dot beyond what any replica can have issued by now.
+    let mut implausible = ConfigDelta::default();
+    implausible
+        .context
+        .insert_interval(replica_id(0), 1..=Dot::COUNTER_MAX);
+    // A stamp a year ahead of the receiver's clock.
+    let ahead = Dot::new(forger, 3).expect("valid");
+    let mut far_future = ConfigDelta::default();
+    far_future.context.insert(ahead);
+    far_future.insert_entry(
+        key.clone(),
+        FieldId::Bind,
+        ahead,
+        Stamped {
+            hlc: Hlc {
+                wall_ms: mesh.wall_ms() + 365 * 24 * 3_600_000,
+                logical: 0,
+            },
+            value: other_bind,
+        },
+    );
 
     let cases = [
         ("reused dot", reused),
         ("entry outside context", outside),
         ("field not allowed", wrong_field),
-        ("own dot never issued", foreign_own),
+        ("implausible dot", implausible),
+        ("stamp far ahead", far_future),
     ];
+    let cases_count = cases.len() as u64;
     let digests: Vec<Digest> = ids.iter().map(|p| mesh.digest(*p)).collect();
     for (n, (what, delta)) in cases.into_iter().enumerate() {
         let id = Dot::new(forger, 100 + n as u64).expect("valid");
@@ -1002,7 +1021,7 @@ fn a_broadcast_with_an_invalid_delta_is_refused_counted_and_not_relayed() {
         .iter()
         .map(|p| mesh.node(*p).stats().deltas_refused)
         .collect();
-    assert_eq!(refused, vec![0, 4, 0, 0, 0]);
+    assert_eq!(refused, vec![0, cases_count, 0, 0, 0]);
     assert_eq!(
         ids.iter().map(|p| mesh.digest(*p)).collect::<Vec<_>>(),
         digests
@@ -1155,7 +1174,7 @@ fn reloaded(reloads: u64) -> ApplyReport {
 }
 
 #[test]
-fn every_peer_learns_every_other_peers_report_directly_or_relayed() {
+fn every_peer_learns_every_other_peers_report_from_that_peer() {
     let (mut mesh, ids) = Mesh::running(5, 31);
     mesh.node_mut(ids[0]).set_haproxy_report(Some(reloaded(3)));
     mesh.execute(ids[0], &put_frontend("web", 80));
@@ -1183,7 +1202,7 @@ fn every_peer_learns_every_other_peers_report_directly_or_relayed() {
 fn an_older_report_never_rolls_a_peers_status_back() {
     let (mut mesh, ids) = Mesh::running(3, 32);
     mesh.isolated.insert(ids[2]);
-    let (target, sender, subject) = (ids[0], ids[1], ids[2]);
+    let (target, sender, subject) = (ids[0], ids[1], ids[1]);
     let report = |seq, reloads| PeerReport {
         peer: subject,
         generation: 0,
@@ -1206,19 +1225,64 @@ fn an_older_report_never_rolls_a_peers_status_back() {
         report_at(&mesh, target, subject).expect("known").haproxy,
         Some(reloaded(6))
     );
-    // A later generation (a restart) wins even with a lower sequence.
-    send(
-        &mut mesh,
-        vec![PeerReport {
-            generation: 1,
-            seq: 0,
-            ..report(0, 0)
+}
+
+#[test]
+fn a_report_about_another_peer_is_ignored_and_counted() {
+    let (mut mesh, ids) = Mesh::running(3, 34);
+    let (target, forger, victim) = (ids[0], ids[1], ids[2]);
+    mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
+        report_at(mesh, target, victim).is_some()
+    })
+    .expect("the victim reports to the target");
+    let genuine = report_at(&mesh, target, victim).expect("known");
+    let forged = PeerReport {
+        peer: victim,
+        generation: u32::MAX,
+        seq: u64::MAX,
+        digest: mesh.digest(target),
+        haproxy: Some(ApplyReport {
+            last_error: Some("all good".to_owned()),
+            ..reloaded(0)
+        }),
+    };
+    let before = mesh.node(target).stats();
+    let bytes = wire::encode(&Message::Reports {
+        reports: vec![forged],
+    })
+    .expect("encodes");
+    mesh.inject(forger, target, &bytes);
+    assert_eq!(report_at(&mesh, target, victim), Some(genuine));
+    let after = mesh.node(target).stats();
+    assert_eq!(after.reports_about_others, before.reports_about_others + 1);
+
+    // The victim's own later reports still get through.
+    mesh.node_mut(victim).set_haproxy_report(Some(reloaded(9)));
+    mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
+        report_at(mesh, target, victim).is_some_and(|r| r.haproxy == Some(reloaded(9)))
+    })
+    .expect("the victim's next report is taken");
+}
+
+#[test]
+fn a_report_of_another_generation_than_membership_knows_is_refused() {
+    let (mut mesh, ids) = Mesh::running(3, 35);
+    mesh.isolated.insert(ids[2]);
+    let (target, sender) = (ids[0], ids[1]);
+    let bytes = wire::encode(&Message::Reports {
+        reports: vec![PeerReport {
+            peer: sender,
+            generation: 7,
+            seq: u64::MAX,
+            digest: Digest(1),
+            haproxy: None,
         }],
-    );
-    assert_eq!(
-        report_at(&mesh, target, subject).expect("known").haproxy,
-        Some(reloaded(0))
-    );
+    })
+    .expect("encodes");
+    let before = mesh.node(target).stats().reports_refused;
+    mesh.inject(sender, target, &bytes);
+    assert_eq!(mesh.node(target).stats().reports_refused, before + 1);
+    assert_eq!(report_at(&mesh, target, sender), None);
 }
 
 #[test]
@@ -1304,6 +1368,190 @@ fn member_id(peer: PeerId, generation: u32) -> MemberId {
         generation,
         addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
     }
+}
+
+// ---------------------------------------------------------------------------
+// A hostile member: a peer holding a genuine certificate (it is a member)
+// that forges what it sends.
+
+/// A broadcast from `forger`'s connection whose change claims `claimed`
+/// (a context, no entries), addressed to everyone.
+fn forged_broadcast(forger: PeerId, id: Dot, claimed: ConfigDelta) -> Vec<u8> {
+    wire::encode(&Message::Broadcast {
+        id,
+        range: RingRange {
+            after: forger,
+            before: forger,
+        },
+        delta: claimed,
+    })
+    .expect("encodes")
+}
+
+/// A context claiming `replica`'s dots `1..=last`.
+fn claim_up_to(replica: ReplicaId, last: u64) -> ConfigDelta {
+    let mut delta = ConfigDelta::default();
+    delta.context.insert_interval(replica, 1..=last);
+    delta
+}
+
+#[test]
+fn a_context_claiming_a_replicas_dots_up_to_the_counter_limit_is_refused_and_deletes_nothing() {
+    let (mut mesh, ids) = Mesh::running(3, 41);
+    mesh.run_for(ms(50));
+    let (victim, receiver, forger) = (ids[0], ids[1], ids[2]);
+    mesh.execute(victim, &put_frontend("web", 80));
+    mesh.run_until(mesh.now + ms(100), Mesh::converged)
+        .expect("the mesh converges");
+
+    let poison = claim_up_to(replica_id(0), Dot::COUNTER_MAX);
+    let id = Dot::new(replica_id(2), 1_000).expect("valid");
+    let before = mesh.node(receiver).stats();
+    mesh.inject(forger, receiver, &forged_broadcast(forger, id, poison));
+    let after = mesh.node(receiver).stats();
+    assert_eq!(
+        after.deltas_implausible_dots,
+        before.deltas_implausible_dots + 1
+    );
+    assert!(mesh.has_frontend(receiver, "web"), "nothing deleted");
+
+    mesh.execute(victim, &put_frontend("api", 81));
+    mesh.run_until(mesh.now + Duration::from_secs(1), |mesh| {
+        ids.iter()
+            .all(|&p| mesh.has_frontend(p, "api") && mesh.has_frontend(p, "web"))
+    })
+    .expect("the victim's next write reaches every peer within a second");
+}
+
+#[test]
+fn a_plausible_claim_on_a_replicas_future_dots_loses_none_of_its_writes() {
+    let (mut mesh, ids) = Mesh::running(3, 42);
+    mesh.run_for(ms(50));
+    let (victim, receiver, forger) = (ids[0], ids[1], ids[2]);
+    mesh.execute(victim, &put_frontend("web", 80));
+    mesh.run_until(mesh.now + ms(100), Mesh::converged)
+        .expect("the mesh converges");
+    let issued = mesh
+        .node(victim)
+        .replica()
+        .context()
+        .max_counter(replica_id(0));
+
+    // Just beyond what the victim issued: no receiver can tell it from the
+    // victim's own writes it has not seen yet, so the receiver takes it
+    // (as a removal of the victim's "web"). Sent as anti-entropy, it is not
+    // relayed: the victim hears of it only later.
+    let claim = claim_up_to(replica_id(0), issued + 1_000);
+    let bytes = wire::encode(&Message::SyncDelta {
+        delta: claim,
+        reply_to: None,
+        sender_digest: Digest(0),
+    })
+    .expect("encodes");
+    mesh.inject(forger, receiver, &bytes);
+    assert!(!mesh.has_frontend(receiver, "web"));
+
+    // Meanwhile the victim writes, with a dot the receiver takes as seen.
+    mesh.execute(victim, &put_frontend("api", 81));
+    mesh.run_for(ms(5));
+    assert!(
+        !mesh.has_frontend(receiver, "api"),
+        "the receiver took the victim's write as seen"
+    );
+    mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
+        ids.iter()
+            .all(|&p| mesh.has_frontend(p, "api") && mesh.has_frontend(p, "web"))
+            && mesh.converged()
+    })
+    .expect("once the claim reaches the victim, it writes its values again, and all converge");
+    assert!(mesh.node(victim).stats().own_dots_claimed > 0);
+    assert!(
+        mesh.node(victim)
+            .replica()
+            .context()
+            .max_counter(replica_id(0))
+            > issued + 1_000,
+        "the victim's counter resumed after the claim"
+    );
+}
+
+#[test]
+fn data_from_a_peer_that_is_not_a_member_is_dropped_and_counted() {
+    let (mut mesh, ids) = Mesh::running(3, 43);
+    let stranger = peer(9);
+    let mut write = ConfigDelta::default();
+    let dot = Dot::new(replica_id(9), 1).expect("valid");
+    write.context.insert(dot);
+    write.insert_entry(
+        ObjectKey::Frontend(frontend_name("stranger")),
+        FieldId::Mode,
+        dot,
+        Stamped {
+            hlc: Hlc {
+                wall_ms: mesh.wall_ms(),
+                logical: 0,
+            },
+            value: FieldValue::Mode(Mode::Tcp),
+        },
+    );
+    let messages = [
+        forged_broadcast(stranger, dot, write.clone()),
+        wire::encode(&Message::SyncDelta {
+            delta: write,
+            reply_to: None,
+            sender_digest: Digest(0),
+        })
+        .expect("encodes"),
+        wire::encode(&Message::Digest { digest: Digest(0) }).expect("encodes"),
+    ];
+    let before = mesh.node(ids[0]).stats().data_from_non_members;
+    for bytes in &messages {
+        mesh.inject(stranger, ids[0], bytes);
+    }
+    assert_eq!(
+        mesh.node(ids[0]).stats().data_from_non_members,
+        before + messages.len() as u64
+    );
+    assert!(
+        mesh.take_outputs(ids[0]).is_empty(),
+        "no answer, nothing persisted"
+    );
+    assert!(!mesh.has_frontend(ids[0], "stranger"));
+}
+
+#[test]
+fn a_member_declaring_another_peer_down_only_makes_the_receiver_probe_it() {
+    use foca::{Codec, Header, Member, PostcardCodec};
+
+    let (mut mesh, ids) = Mesh::running(3, 44);
+    mesh.run_for(ms(100));
+    let (target, victim, forger) = (ids[0], ids[1], ids[2]);
+    let header = Header {
+        src: mesh.node(forger).identity(),
+        src_incarnation: 0,
+        dst: mesh.node(target).identity(),
+        message: foca::Message::Ping(7),
+    };
+    let mut packet = Vec::new();
+    let mut codec = PostcardCodec;
+    codec.encode_header(&header, &mut packet).expect("encodes");
+    packet.extend_from_slice(&1u16.to_be_bytes());
+    let down = Member::new(mesh.node(victim).identity(), u16::MAX, foca::State::Down);
+    codec.encode_member(&down, &mut packet).expect("encodes");
+    let bytes = wire::encode(&Message::Swim(packet)).expect("encodes");
+
+    mesh.inject(forger, target, &bytes);
+    assert_eq!(mesh.node(target).stats().swim_downs_taken_as_suspicion, 1);
+    assert!(
+        mesh.members(target).contains(&victim),
+        "a suspect is still a member"
+    );
+    mesh.run_for(Duration::from_secs(10));
+    assert!(
+        mesh.members(target).contains(&victim),
+        "the victim answered the target's own probes"
+    );
+    assert!(mesh.fully_meshed());
 }
 
 // ---------------------------------------------------------------------------

@@ -14,7 +14,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use aqueduct::gossip::wire::MESSAGE_BYTES_MAX;
+use aqueduct::crdt::model::{Balance, FieldId, FieldValue, Name, ObjectKey};
+use aqueduct::crdt::{ConfigDelta, Digest, Dot, Hlc, ReplicaId, Stamped};
+use aqueduct::gossip::wire::{MESSAGE_BYTES_MAX, Message, RingRange};
+use aqueduct::gossip::{ApplyReport, PeerId, PeerReport};
 use support::hostile::{Attacker, Credentials, Validity, frame, garbage, rss_kib};
 use support::{Cluster, Peer, eventually, ok, static_backend, wait_for_mesh};
 
@@ -263,4 +266,238 @@ fn a_flood_of_garbage_frames_is_dropped_and_counted_while_the_api_and_gossip_kee
         rss_max.max(rss_after) < rss_before + FLOOD_RSS_GROWTH_MAX_KIB,
         "memory grew from {rss_before} KiB to {rss_max} KiB"
     );
+}
+
+// ---------------------------------------------------------------------------
+// A member that forges: mallory holds a genuine certificate and joins the
+// mesh through SWIM like any peer, then lies in what it sends.
+
+const CLAIMS_REFUSED: &str = "aqueduct_gossip_claims_refused_total";
+
+/// `peer`'s count of refused claims of `kind`.
+fn claims_refused(peer: &Peer, kind: &str) -> u64 {
+    peer.metric(&format!("{CLAIMS_REFUSED}{{kind=\"{kind}\"}}"))
+}
+
+/// Three peers that see each other.
+fn three_peers(cluster: &Cluster) -> (Peer, Peer, Peer) {
+    let a = cluster.start("peer-a", &[]);
+    let b = cluster.start("peer-b", &[&a]);
+    let c = cluster.start("peer-c", &[&a]);
+    wait_for_mesh(&[&a, &b, &c]);
+    (a, b, c)
+}
+
+/// `peer`'s identity as the mesh knows it: (peer id, replica id).
+fn ids_of(peer: &Peer) -> (PeerId, ReplicaId) {
+    let mesh = peer.mesh();
+    let hex = |field: &str| {
+        let text = mesh[field].as_str().expect("an id");
+        u64::from_str_radix(text, 16).expect("hex")
+    };
+    (
+        PeerId(hex("peerId")),
+        ReplicaId::new(hex("replicaId")).expect("non-zero"),
+    )
+}
+
+/// Mallory, connected to `target` and taken as a member by it.
+fn mallory_joined(cluster: &Cluster, target: &Peer) -> (Attacker, quinn::Connection) {
+    let attacker = mallory(cluster);
+    let connection = attacker.connect(target.gossip).expect("a member connects");
+    attacker.announce(&connection, "mallory", ids_of(target).0);
+    eventually("mallory to be a member of the target", || {
+        let (_, peers) = target.get("/mesh/peers");
+        peers
+            .as_array()?
+            .iter()
+            .any(|p| p["name"] == "mallory" && p["state"] == "alive")
+            .then_some(())
+    });
+    (attacker, connection)
+}
+
+/// A broadcast from mallory's replica carrying `delta` to everyone.
+fn broadcast(delta: ConfigDelta) -> Message {
+    let mallory_replica = ReplicaId::new(0x0bad_0bad).expect("non-zero");
+    let id = Dot::new(mallory_replica, 1).expect("valid");
+    let mut delta = delta;
+    delta.context.insert(id);
+    let everyone = PeerId(0);
+    Message::Broadcast {
+        id,
+        range: RingRange {
+            after: everyone,
+            before: everyone,
+        },
+        delta,
+    }
+}
+
+/// A write of `backend`'s balance by mallory's replica, stamped at
+/// `wall_ms`, superseding nothing.
+fn balance_write(backend: &str, balance: Balance, wall_ms: u64) -> ConfigDelta {
+    let dot = Dot::new(ReplicaId::new(0x0bad_0bad).expect("non-zero"), 2).expect("valid");
+    let mut delta = ConfigDelta::default();
+    delta.context.insert(dot);
+    delta.insert_entry(
+        ObjectKey::Backend(Name::new(backend).expect("a name")),
+        FieldId::Balance,
+        dot,
+        Stamped {
+            hlc: Hlc::try_from((wall_ms, 0)).expect("a valid stamp"),
+            value: FieldValue::Balance(balance),
+        },
+    );
+    delta
+}
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    u64::try_from(since.as_millis()).expect("fits")
+}
+
+#[test]
+fn a_certificate_that_is_not_a_member_gets_no_data_accepted() {
+    let cluster = Cluster::new("hostile-non-member");
+    let (a, b) = two_peers(&cluster);
+    ok(a.put("/backends/web", static_backend(9000)));
+    eventually("web on b", || {
+        (b.get("/backends/web").0 == 200).then_some(())
+    });
+    let attacker = mallory(&cluster);
+    let connection = attacker
+        .connect(b.gossip)
+        .expect("the certificate is valid");
+    let before = claims_refused(&b, "data_from_non_member");
+    attacker.send(
+        &connection,
+        &broadcast(balance_write("web", Balance::Leastconn, now_ms())),
+    );
+    counted(
+        &b,
+        &format!("{CLAIMS_REFUSED}{{kind=\"data_from_non_member\"}}"),
+        before + 1,
+    );
+    assert_eq!(b.get("/backends/web").1["balance"], "roundrobin");
+}
+
+#[test]
+fn a_poisoned_context_is_refused_deletes_nothing_and_the_victims_later_writes_reach_every_peer() {
+    let cluster = Cluster::new("hostile-poison");
+    let (a, b, c) = three_peers(&cluster);
+    ok(a.put("/backends/web", static_backend(9000)));
+    eventually("web everywhere", || {
+        [&b, &c]
+            .iter()
+            .all(|p| p.get("/backends/web").0 == 200)
+            .then_some(())
+    });
+    let (attacker, connection) = mallory_joined(&cluster, &b);
+    let before = claims_refused(&b, "implausible_dot");
+
+    // The victim's replica id is on its /mesh; the claim: every counter up
+    // to the limit, so that the victim's objects look removed and its
+    // later writes look seen.
+    let (_, victim) = ids_of(&a);
+    let mut poison = ConfigDelta::default();
+    poison.context.insert_interval(victim, 1..=Dot::COUNTER_MAX);
+    attacker.send(&connection, &broadcast(poison));
+    counted(
+        &b,
+        &format!("{CLAIMS_REFUSED}{{kind=\"implausible_dot\"}}"),
+        before + 1,
+    );
+    for peer in [&a, &b, &c] {
+        assert_eq!(peer.get("/backends/web").0, 200, "nothing deleted");
+    }
+
+    let written = Instant::now();
+    ok(a.put("/backends/api", static_backend(9001)));
+    eventually("the victim's next write on every peer", || {
+        [&b, &c]
+            .iter()
+            .all(|p| p.get("/backends/api").0 == 200)
+            .then_some(())
+    });
+    println!(
+        "poison: the victim's next write reached both other peers in {} ms",
+        written.elapsed().as_millis()
+    );
+}
+
+#[test]
+fn a_report_about_another_peer_is_ignored() {
+    let cluster = Cluster::new("hostile-report");
+    let (a, b, _c) = three_peers(&cluster);
+    let (attacker, connection) = mallory_joined(&cluster, &b);
+    let (victim, _) = ids_of(&a);
+    let before = claims_refused(&b, "report_about_another_peer");
+    attacker.send(
+        &connection,
+        &Message::Reports {
+            reports: vec![PeerReport {
+                peer: victim,
+                generation: u32::MAX,
+                seq: u64::MAX,
+                digest: Digest(1),
+                haproxy: Some(ApplyReport {
+                    last_error: Some("all good".to_owned()),
+                    ..ApplyReport::default()
+                }),
+            }],
+        },
+    );
+    counted(
+        &b,
+        &format!("{CLAIMS_REFUSED}{{kind=\"report_about_another_peer\"}}"),
+        before + 1,
+    );
+    let (_, peers) = b.get("/mesh/peers");
+    let shown = peers
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|p| p["name"] == "peer-a")
+        .expect("peer-a listed")
+        .clone();
+    assert_ne!(shown["generation"], u32::MAX, "{shown}");
+    assert!(
+        !shown.to_string().contains("all good"),
+        "the forged status is not shown: {shown}"
+    );
+}
+
+#[test]
+fn a_far_future_stamp_is_refused_and_the_honest_value_wins() {
+    let cluster = Cluster::new("hostile-stamp");
+    let (a, b) = two_peers(&cluster);
+    ok(a.put("/backends/web", static_backend(9000)));
+    eventually("web on b", || {
+        (b.get("/backends/web").0 == 200).then_some(())
+    });
+    let (attacker, connection) = mallory_joined(&cluster, &b);
+    let before = claims_refused(&b, "ahead_of_clock");
+    let a_year_ahead = now_ms() + 365 * 24 * 3_600_000;
+    attacker.send(
+        &connection,
+        &broadcast(balance_write("web", Balance::Leastconn, a_year_ahead)),
+    );
+    counted(
+        &b,
+        &format!("{CLAIMS_REFUSED}{{kind=\"ahead_of_clock\"}}"),
+        before + 1,
+    );
+    assert_eq!(b.get("/backends/web").1["balance"], "roundrobin");
+
+    // An honest change made now is what every peer shows: a stamp a year
+    // ahead, had it been taken, would have won over it for a year.
+    let mut changed = static_backend(9000);
+    changed["balance"] = "first".into();
+    ok(a.put("/backends/web", changed));
+    eventually("the honest change on b", || {
+        (b.get("/backends/web").1["balance"] == "first").then_some(())
+    });
 }

@@ -168,6 +168,45 @@ fn an_instance_another_peer_took_over_is_forgotten_not_removed() {
 }
 
 #[test]
+fn an_instance_another_peer_wrote_in_this_peers_name_expires_one_lease_after_its_renewal() {
+    let mut peer = Peer::new();
+    // Written elsewhere with this peer as owner, which took no heartbeat
+    // for it: every peer treats it as live while this one is up, so only
+    // this one can expire it.
+    let forged = Registration {
+        lease: Lease::new(T0 + 1_000, TTL).unwrap().owned_by(ME),
+        ..heartbeat_body("{}")
+    };
+    peer.replica
+        .execute(
+            &Command::Register {
+                key: key(8080),
+                registration: forged,
+            },
+            T0 + 1_000,
+        )
+        .unwrap();
+    assert!(
+        peer.tick(T0 + 5_000).is_empty(),
+        "not adopted before a sweep"
+    );
+    assert!(peer.tick(T0 + 10_000).is_empty(), "adopted at the sweep");
+    assert_eq!(peer.keeper.owned(), 1);
+    // As after a restart: its last heartbeat is taken to have come one
+    // renewal period after the replicated renewal, at the latest now.
+    let expires = (T0 + 10_000).min(T0 + 1_000 + LEASE_RENEWAL_MS / 2) + u64::from(TTL);
+    let deregisters = |commands: &[Command]| {
+        commands
+            .iter()
+            .any(|c| matches!(c, Command::Deregister { .. }))
+    };
+    assert!(!deregisters(&peer.tick(expires)));
+    let commands = peer.tick(expires + 1);
+    assert!(matches!(commands.as_slice(), [Command::Deregister { .. }]));
+    assert!(peer.lease(8080).is_none());
+}
+
+#[test]
 fn after_a_short_restart_owned_instances_keep_the_rest_of_their_lease() {
     let mut peer = Peer::new();
     peer.heartbeat(8080, "{}", T0);

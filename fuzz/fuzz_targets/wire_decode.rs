@@ -43,7 +43,7 @@ fuzz_target!(|bytes: &[u8]| {
             };
             let replica = Replica::new(ReplicaId::new(1).expect("non-zero"));
             let mut node = Node::new(Config::lan(3), identity, replica, 1, Time::ZERO);
-            node.handle_message(Time::ZERO, PeerId(2), bytes);
+            node.handle_message(Time::ZERO, 0, PeerId(2), bytes);
             let kept: Vec<PeerId> = node.reports().map(|heard| heard.report.peer).collect();
             assert!(!kept.contains(&me), "a node keeps a report about itself");
             let mut unique = kept.clone();

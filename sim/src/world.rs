@@ -347,10 +347,11 @@ impl World {
                 }
                 let from_id = self.peers[from].id;
                 let now = self.now;
+                let wall_ms = self.wall_ms(to);
                 let Some(node) = self.peers[to].node.as_mut() else {
                     return;
                 };
-                node.handle_message(now, from_id, &bytes);
+                node.handle_message(now, wall_ms, from_id, &bytes);
                 self.after(to);
             }
             Event::Timer { peer, epoch } => {
@@ -542,15 +543,21 @@ impl World {
         let mut t = Duration::ZERO;
         let max_down = (self.peers.len() / 10).max(1);
         let mut down_until: Vec<Duration> = Vec::new();
+        let mut crashes = 0;
         while t < span {
             down_until.retain(|end| *end > t);
-            if down_until.len() < max_down && self.rng.random_bool(0.3) {
+            // A short span may draw no crash at all: the
+            // last slot then always gets one, so that every chaos run has a
+            // crash.
+            let last_chance = crashes == 0 && t + Duration::from_millis(100) >= span;
+            if down_until.len() < max_down && (last_chance || self.rng.random_bool(0.3)) {
                 let peer = self.rng.random_range(0..self.peers.len());
                 let length = Duration::from_millis(self.rng.random_range(100..1500));
                 let wipe = self.rng.random_bool(0.25);
                 self.schedule(from + t, Event::Crash { peer });
                 self.schedule(from + t + length, Event::Restart { peer, wipe });
                 down_until.push(t + length);
+                crashes += 1;
             }
             t += Duration::from_millis(100);
         }

@@ -162,8 +162,37 @@ fn render(
     );
     registry.register(
         "gossip_reports_refused",
-        "Received peer-report messages over the bounds (dropped)",
+        "Received peer-report messages over the bounds, or of a generation membership does not know (dropped)",
         counter(node.reports_refused),
+    );
+    // What a member may claim but an honest one never does: each kind is
+    // listed, seen or not, so that a rate over the series starts from zero.
+    let claims = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (kind, count) in [
+        ("implausible_dot", node.deltas_implausible_dots),
+        ("ahead_of_clock", node.deltas_ahead_of_clock),
+        ("data_from_non_member", node.data_from_non_members),
+        ("report_about_another_peer", node.reports_about_others),
+        (
+            "down_declared_by_another_peer",
+            node.swim_downs_taken_as_suspicion,
+        ),
+    ] {
+        claims.get_or_create(&[("kind", kind)]).inc_by(count);
+    }
+    registry.register(
+        "gossip_claims_refused",
+        "Peer messages or parts refused for what they claim: a dot no replica can have issued, a stamp \
+         or lease renewal beyond the allowed clock skew (the delta is dropped), data from a peer that is \
+         not a member, a report about another peer (ignored), another peer declared down (taken as a \
+         suspicion)",
+        claims,
+    );
+    registry.register(
+        "gossip_own_dots_claimed",
+        "Remote deltas joined that claimed dots of this peer's replica it never issued: forged, or a \
+         copy of this peer's data directory runs elsewhere (its counter moved past them)",
+        counter(node.own_dots_claimed),
     );
 
     // Every quota is listed, refused or not, so that a rate over the

@@ -160,10 +160,15 @@ impl DotSet {
         self.insert_interval(dot.replica, dot.counter..=dot.counter);
     }
 
-    /// Adds the counters `range` of `replica`. The range must be non-empty
-    /// and start at 1 or above (callers construct it from valid dots).
-    pub(crate) fn insert_interval(&mut self, replica: ReplicaId, range: RangeInclusive<u64>) {
-        debug_assert!(*range.start() >= 1 && range.start() <= range.end());
+    /// Adds the counters `range` of `replica`.
+    ///
+    /// # Panics
+    /// If the range is empty or not within 1 to [`Dot::COUNTER_MAX`].
+    pub fn insert_interval(&mut self, replica: ReplicaId, range: RangeInclusive<u64>) {
+        assert!(
+            *range.start() >= 1 && range.start() <= range.end() && *range.end() <= Dot::COUNTER_MAX,
+            "a dot interval within 1 to Dot::COUNTER_MAX"
+        );
         self.by_replica.entry(replica).or_default().insert(range);
     }
 

@@ -57,24 +57,41 @@ impl LeaseKeeper {
     /// while this peer was down is removed at the first tick, one whose
     /// lease still runs gets the rest of it).
     pub fn new(me: OwnerId, view: &ConfigView, now_ms: u64) -> LeaseKeeper {
-        let owned = view
-            .registrations
-            .iter()
-            .filter(|(_, registration)| registration.lease.owner() == Some(me))
-            .map(|(key, registration)| {
-                let lease = registration.lease;
-                let owned = Owned {
-                    last_heartbeat_ms: now_ms.min(lease.renewed_at_ms() + RENEW_EVERY_MS),
-                    replicated: lease,
-                };
-                (key.clone(), owned)
-            })
-            .collect();
-        LeaseKeeper {
+        let mut keeper = LeaseKeeper {
             me,
-            owned,
+            owned: BTreeMap::new(),
             next_renewal_ms: now_ms + RENEW_EVERY_MS,
             next_sweep_ms: now_ms + SWEEP_EVERY_MS,
+        };
+        keeper.adopt(view, now_ms, |_| false);
+        keeper
+    }
+
+    /// Takes on every registration `view` says this peer owns that it does
+    /// not hold (none but `contested` ones), as if its last heartbeat came
+    /// one renewal period after the last replicated renewal: at start, the
+    /// registrations of its previous run; later, any that another peer
+    /// wrote in this peer's name. Only this peer expires what it owns, so
+    /// without this a registration forged with this peer as its owner would
+    /// be live for good; adopted, it expires one lease after its renewal
+    /// time, which plausibility checks keep within the clock skew of now.
+    fn adopt(
+        &mut self,
+        view: &ConfigView,
+        now_ms: u64,
+        contested: impl Fn(&RegistrationKey) -> bool,
+    ) {
+        let me = self.me;
+        for (key, registration) in &view.registrations {
+            let lease = registration.lease;
+            if lease.owner() != Some(me) || self.owned.contains_key(key) || contested(key) {
+                continue;
+            }
+            let owned = Owned {
+                last_heartbeat_ms: now_ms.min(lease.renewed_at_ms() + RENEW_EVERY_MS),
+                replicated: lease,
+            };
+            self.owned.insert(key.clone(), owned);
         }
     }
 
@@ -121,7 +138,10 @@ impl LeaseKeeper {
 
     /// What is due at `now_ms`: a removal for each owned registration whose
     /// heartbeats stopped for a whole lease, and, every [`RENEW_EVERY_MS`],
-    /// renewals of the leases heartbeats have kept alive. Registrations
+    /// renewals of the leases heartbeats have kept alive. Every
+    /// [`SWEEP_EVERY_MS`], registrations in this peer's name that it does
+    /// not hold are adopted (see [`LeaseKeeper::adopt`]), and abandoned ones
+    /// swept. Registrations
     /// `view` shows removed or owned by another peer (the instance moved)
     /// are forgotten, never removed; so are those whose lease is
     /// `contested` (it holds a concurrent value, such as another peer's
@@ -134,6 +154,9 @@ impl LeaseKeeper {
         contested: impl Fn(&RegistrationKey) -> bool,
     ) -> Vec<Command> {
         let me = self.me;
+        if now_ms >= self.next_sweep_ms {
+            self.adopt(view, now_ms, &contested);
+        }
         self.owned.retain(|key, _| {
             view.registrations
                 .get(key)

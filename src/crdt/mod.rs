@@ -34,8 +34,8 @@ pub use dot::{Dot, DotSet, ReplicaId};
 pub use hlc::Hlc;
 pub use leases::{ABANDONED_AFTER_MS, LeaseKeeper};
 pub use replica::{
-    Command, CommandError, ConfigDelta, Counted, Digest, RENEWALS_PER_COMMAND_MAX,
-    RemoteDeltaError, Replica, Usage, ViewPart,
+    Command, CommandError, ConfigDelta, Counted, DOTS_PER_MS, Digest, Plausibility,
+    RENEWALS_PER_COMMAND_MAX, RemoteDeltaError, Replica, Usage, ViewPart,
 };
 pub use store::{Delta, DotStore, JoinError, LiveSummary, Objects, Register, Stamped, SyncSummary};
 

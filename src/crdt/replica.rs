@@ -173,13 +173,76 @@ pub enum RemoteDeltaError {
         /// The field.
         field: FieldId,
     },
-    /// The delta claims events of this replica that it never issued: another
-    /// peer is using this replica's id, or the data is forged.
-    #[error("delta claims dot {0} of this replica, which it never issued")]
-    ForeignUseOfOwnId(Dot),
+    /// The delta claims a dot no replica can have issued yet: a counter
+    /// above [`Plausibility::counter_max`].
+    #[error("delta claims dot {0}, beyond what any replica can have issued by now")]
+    ImplausibleDot(Dot),
+    /// An entry is stamped further ahead of the receiver's clock than the
+    /// skew it allows.
+    #[error("entry {dot} is stamped {ahead_ms} ms ahead of this peer's clock")]
+    StampAhead {
+        /// The entry's dot.
+        dot: Dot,
+        /// How far ahead of the receiver's clock.
+        ahead_ms: u64,
+    },
+    /// A lease says it was renewed further ahead of the receiver's clock
+    /// than the skew it allows.
+    #[error("lease {dot} was renewed {ahead_ms} ms ahead of this peer's clock")]
+    LeaseAhead {
+        /// The entry's dot.
+        dot: Dot,
+        /// How far ahead of the receiver's clock.
+        ahead_ms: u64,
+    },
     /// The dot store refused it.
     #[error(transparent)]
     Join(#[from] JoinError),
+}
+
+/// Dots a replica may issue per millisecond of wall-clock time, on
+/// average since 1970, before its counters look forged. Honest counters
+/// grow by one per change, so they stay far below this; the bound exists
+/// so that a forger cannot claim a replica's dots up to
+/// [`Dot::COUNTER_MAX`] and leave it no counter to write with.
+pub const DOTS_PER_MS: u64 = 1024;
+
+/// What a receiver holds a remote delta's claims against: its own wall
+/// clock and the clock skew it allows between peers.
+///
+/// A dot's counter is plausible up to [`Plausibility::counter_max`], which
+/// needs no knowledge of the replica (a peer may have heard nothing of a
+/// replica for days and still take its full state), and grows with time,
+/// so a forger can push a replica's counter at most to where the clock
+/// lets everyone's go. Stamps and lease renewals may be at most the skew
+/// ahead of the receiver's clock. A refusal is not final: a peer whose
+/// clock is ahead has its change taken once the receiver's clock has
+/// caught up (anti-entropy offers it again), so honest peers within the
+/// skew converge, and a forged far-future value never gets in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plausibility {
+    /// The receiver's wall clock, in ms since the Unix epoch.
+    pub wall_ms: u64,
+    /// How far ahead of it another peer's clock may be, in ms.
+    pub skew_max_ms: u64,
+}
+
+impl Plausibility {
+    /// The latest wall-clock ms a remote stamp or renewal may carry.
+    pub fn wall_max_ms(self) -> u64 {
+        self.wall_ms.saturating_add(self.skew_max_ms)
+    }
+
+    /// The highest counter a remote delta may claim for any replica. Twice
+    /// the skew: the replica's own clock may be that far ahead, and a
+    /// plausible claim that pushed its counter was measured by a clock up
+    /// to the skew ahead again.
+    pub fn counter_max(self) -> u64 {
+        self.wall_ms
+            .saturating_add(self.skew_max_ms.saturating_mul(2))
+            .saturating_mul(DOTS_PER_MS)
+            .min(Dot::COUNTER_MAX)
+    }
 }
 
 /// One peer's replica of the document. See the module documentation.
@@ -190,6 +253,13 @@ pub struct Replica {
     /// The highest stamp issued or observed, so new writes order after
     /// everything this replica has seen.
     clock: Hlc,
+    /// Remote deltas joined that claimed dots of this replica it had not
+    /// issued (see [`Replica::join`]).
+    own_dots_claimed: u64,
+    /// Values of this replica's own that such a delta removed, to be
+    /// written again ([`Replica::rewrite_claimed`]). Bounded by the live
+    /// entries of the document.
+    claimed_away: Vec<(ObjectKey, FieldValue)>,
 }
 
 impl Replica {
@@ -200,6 +270,8 @@ impl Replica {
             id,
             store: DotStore::default(),
             clock: Hlc::default(),
+            own_dots_claimed: 0,
+            claimed_away: Vec::new(),
         }
     }
 
@@ -455,17 +527,106 @@ impl Replica {
     }
 
     /// Joins a delta received from a peer, after checking it against the
-    /// model. Returns whether the state changed.
+    /// model (and, first, [`Replica::check_plausible`]). Returns whether the
+    /// state changed.
+    ///
+    /// A delta may claim dots of this replica that it never issued: only a
+    /// forger (or a copy of this peer's data directory running elsewhere)
+    /// makes such a claim, but refusing it would leave this replica the one
+    /// peer that refuses what every other peer took, refusing their
+    /// anti-entropy for good, and every later write of its own would be
+    /// ignored by the others as already seen. So the claim is joined like
+    /// any other and counted ([`Replica::own_dots_claimed`]); since this
+    /// replica's counter resumes after the highest dot of its own in its
+    /// context, its next writes carry dots nobody has claimed.
+    ///
+    /// Such a claim also covers this replica's values, of before the claim
+    /// was made and of writes made while it travelled here (which every
+    /// peer holding the claim took as already seen): the join removes them,
+    /// and they wait to be written again with fresh dots
+    /// ([`Replica::rewrite_claimed`]), so that no write of this replica is
+    /// lost to a forger.
     pub fn join(&mut self, delta: &ConfigDelta) -> Result<bool, RemoteDeltaError> {
         self.check_entries(delta)?;
-        let own_max = self.store.context().max_counter(self.id);
-        if delta.context.max_counter(self.id) > own_max {
-            let dot = Dot::new(self.id, delta.context.max_counter(self.id)).expect("non-zero");
-            return Err(RemoteDeltaError::ForeignUseOfOwnId(dot));
-        }
+        let claims_own =
+            delta.context.max_counter(self.id) > self.store.context().max_counter(self.id);
+        let own_removed: Vec<(ObjectKey, FieldValue)> = if claims_own {
+            self.store
+                .removed_by(delta)
+                .into_iter()
+                .filter(|dot| dot.replica == self.id)
+                .filter_map(|dot| self.store.entry(dot))
+                .map(|(key, _, stamped)| (key.clone(), stamped.value.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let changed = self.store.join(delta)?;
         self.observe_clock(delta);
+        if claims_own {
+            self.own_dots_claimed += 1;
+            self.claimed_away.extend(own_removed);
+        }
         Ok(changed)
+    }
+
+    /// Writes again, at wall-clock `now_ms`, the values of this replica's
+    /// own that a claim on its unissued dots removed (see
+    /// [`Replica::join`]), where their field holds no other value since;
+    /// the delta to persist and disseminate like a local change (empty when
+    /// there is nothing to write).
+    pub fn rewrite_claimed(&mut self, now_ms: u64) -> ConfigDelta {
+        let mut ops = Ops::default();
+        for (key, value) in std::mem::take(&mut self.claimed_away) {
+            if self.store.field_dots(&key, &value.field()).next().is_none() {
+                ops.write(&key, value);
+            }
+        }
+        self.commit(ops, now_ms)
+    }
+
+    /// Refuses a remote delta that claims what no honest peer can have
+    /// written by `bounds`: a dot above [`Plausibility::counter_max`], a
+    /// stamp or a lease renewal beyond [`Plausibility::wall_max_ms`].
+    /// Costs time proportional to the delta.
+    pub fn check_plausible(
+        delta: &ConfigDelta,
+        bounds: Plausibility,
+    ) -> Result<(), RemoteDeltaError> {
+        let counter_max = bounds.counter_max();
+        if let Some((replica, claimed)) = delta
+            .context
+            .ranges()
+            .find(|(_, range)| *range.end() > counter_max)
+        {
+            let dot = Dot::new(replica, *claimed.end()).expect("decoded dots are in range");
+            return Err(RemoteDeltaError::ImplausibleDot(dot));
+        }
+        let wall_max = bounds.wall_max_ms();
+        for (_, _, dot, stamped) in delta.entries() {
+            let stamp_ms = stamped.hlc.wall_ms;
+            if stamp_ms > wall_max {
+                return Err(RemoteDeltaError::StampAhead {
+                    dot,
+                    ahead_ms: stamp_ms - bounds.wall_ms,
+                });
+            }
+            if let FieldValue::Lease(lease) = &stamped.value
+                && lease.renewed_at_ms() > wall_max
+            {
+                return Err(RemoteDeltaError::LeaseAhead {
+                    dot,
+                    ahead_ms: lease.renewed_at_ms() - bounds.wall_ms,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// How many joined remote deltas claimed dots of this replica that it
+    /// had not issued.
+    pub fn own_dots_claimed(&self) -> u64 {
+        self.own_dots_claimed
     }
 
     fn check_entries(&self, delta: &ConfigDelta) -> Result<(), RemoteDeltaError> {

@@ -422,10 +422,30 @@ where
     /// associative, idempotent). Returns whether anything changed.
     pub fn join(&mut self, delta: &Delta<K, F, V>) -> Result<bool, JoinError> {
         self.check(delta)?;
+        let removed = self.removed_by(delta);
+        let mut changed = !removed.is_empty();
+        for dot in removed {
+            self.remove_entry(dot);
+        }
 
-        // Removals: every live dot the delta has seen but does not carry.
-        // The range lookup per context interval keeps this proportional to
-        // the delta (plus the live dots inside its intervals).
+        for (key, field, dot, stamped) in delta.entries() {
+            if !self.context.contains(dot) {
+                self.insert_entry(key, field, dot, stamped);
+                changed = true;
+            }
+        }
+
+        if !delta.context.is_subset_of(&self.context) {
+            self.context.union_with(&delta.context);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// The live dots joining `delta` removes: every one it has seen but does
+    /// not carry. The range lookup per context interval keeps this
+    /// proportional to the delta (plus the live dots inside its intervals).
+    pub fn removed_by(&self, delta: &Delta<K, F, V>) -> Vec<Dot> {
         let mut removed = Vec::new();
         for (replica, range) in delta.context.ranges() {
             let from = Dot {
@@ -447,23 +467,14 @@ where
                 }
             }
         }
-        let mut changed = !removed.is_empty();
-        for dot in removed {
-            self.remove_entry(dot);
-        }
+        removed
+    }
 
-        for (key, field, dot, stamped) in delta.entries() {
-            if !self.context.contains(dot) {
-                self.insert_entry(key, field, dot, stamped);
-                changed = true;
-            }
-        }
-
-        if !delta.context.is_subset_of(&self.context) {
-            self.context.union_with(&delta.context);
-            changed = true;
-        }
-        Ok(changed)
+    /// The live entry of `dot`: its object, field and stamped value.
+    pub fn entry(&self, dot: Dot) -> Option<(&K, &F, &Stamped<V>)> {
+        let (key, field) = self.index.get(&dot)?;
+        let stamped = self.objects.get(key)?.get(field)?.get(&dot)?;
+        Some((key, field, stamped))
     }
 
     /// Read-only validation of a delta against itself and this store.

@@ -77,11 +77,15 @@ pub(super) struct Membership {
     timers: BTreeMap<(Time, u64), Timer<MemberId>>,
     timer_seq: u64,
     active: BTreeSet<PeerId>,
-    /// The gossip address of every peer foca announced (bounded, see
-    /// [`ADDRESSES_MAX`]). Down peers stay: rejoin announces go to them.
-    addresses: BTreeMap<PeerId, SocketAddr>,
-    /// Packets foca refused (malformed, from ourselves, too big).
+    /// The latest identity (generation, gossip address) of every peer foca
+    /// announced (bounded, see [`ADDRESSES_MAX`]). Down peers stay: rejoin
+    /// announces go to them.
+    identities: BTreeMap<PeerId, MemberId>,
+    /// Packets refused (not from their sender; foca's refusals: malformed,
+    /// from ourselves, too big).
     pub(super) refused_packets: u64,
+    /// Updates declaring another peer down, taken as suspicion only.
+    pub(super) downs_taken_as_suspicion: u64,
     /// Errors of local foca calls, see [`Membership::note`].
     pub(super) local_errors: u64,
 }
@@ -94,8 +98,9 @@ impl Membership {
             timers: BTreeMap::new(),
             timer_seq: 0,
             active: BTreeSet::new(),
-            addresses: BTreeMap::new(),
+            identities: BTreeMap::new(),
             refused_packets: 0,
+            downs_taken_as_suspicion: 0,
             local_errors: 0,
         }
     }
@@ -108,7 +113,16 @@ impl Membership {
 
     /// Where `peer` accepts gossip, if SWIM told us.
     pub(super) fn address_of(&self, peer: PeerId) -> Option<SocketAddr> {
-        self.addresses.get(&peer).copied()
+        self.identities.get(&peer).map(|id| id.addr)
+    }
+
+    /// The generation an active peer runs as (`None` for a peer not
+    /// active).
+    pub(super) fn generation_of(&self, peer: PeerId) -> Option<u32> {
+        self.active
+            .contains(&peer)
+            .then(|| self.identities.get(&peer).map(|id| id.generation))
+            .flatten()
     }
 
     /// Every peer foca knows of, with its SWIM state.
@@ -164,24 +178,63 @@ impl Membership {
 
     /// Leaves the cluster: tells peers at once instead of waiting to be
     /// suspected.
+    ///
+    /// foca tells a few peers and relies on them to pass it on; but a peer
+    /// passing on that another is down is taken as a suspicion only (see
+    /// [`third_party_downs_as_suspicion`]), so the goodbye goes from this
+    /// node to every member it knows, in a gossip packet of foca's format.
     pub(super) fn leave(&mut self, now: Time) -> Vec<(PeerId, Vec<u8>)> {
+        let me = self.identity();
+        let members: Vec<MemberId> = self
+            .foca
+            .iter_members()
+            .map(|member| *member.id())
+            .collect();
         let result = self.foca.leave_cluster(&mut self.runtime);
         self.note(result);
-        self.drain(now)
+        let mut sends = self.drain(now);
+        let told: BTreeSet<PeerId> = sends.iter().map(|(to, _)| *to).collect();
+        let mut codec = PostcardCodec;
+        for member in members.into_iter().filter(|m| !told.contains(&m.peer)) {
+            let header = foca::Header {
+                src: me,
+                src_incarnation: 0,
+                dst: member,
+                message: foca::Message::Gossip,
+            };
+            let mut packet = Vec::new();
+            let encoded = codec.encode_header(&header, &mut packet).and_then(|()| {
+                packet.extend_from_slice(&1u16.to_be_bytes());
+                codec.encode_member(&Member::down(me), &mut packet)
+            });
+            match encoded {
+                Ok(()) => sends.push((member.peer, packet)),
+                Err(_) => self.local_errors += 1,
+            }
+        }
+        sends
     }
 
     /// Feeds a membership packet from `from` (authenticated by the
     /// transport). A packet whose sender identity is not `from` is refused:
-    /// a peer speaks only for itself, whatever its payload claims.
+    /// a peer speaks only for itself, whatever its payload claims. Its
+    /// updates that declare *another* peer down are taken as suspicion only
+    /// (see [`third_party_downs_as_suspicion`]).
     pub(super) fn handle_packet(
         &mut self,
         now: Time,
         from: PeerId,
         packet: &[u8],
     ) -> Vec<(PeerId, Vec<u8>)> {
-        let sender = Codec::<MemberId>::decode_header(&mut PostcardCodec, packet);
-        let genuine = sender.is_ok_and(|header| header.src.peer == from);
-        if !genuine || self.foca.handle_data(packet, &mut self.runtime).is_err() {
+        let accepted = match third_party_downs_as_suspicion(from, packet) {
+            Ok(filtered) => {
+                self.downs_taken_as_suspicion += filtered.downs_taken_as_suspicion;
+                let packet = filtered.packet.as_deref().unwrap_or(packet);
+                self.foca.handle_data(packet, &mut self.runtime).is_ok()
+            }
+            Err(()) => false,
+        };
+        if !accepted {
             self.refused_packets += 1;
         }
         self.drain(now)
@@ -244,10 +297,10 @@ impl Membership {
     }
 
     fn remember(&mut self, id: &MemberId) {
-        self.addresses.insert(id.peer, id.addr);
-        if self.addresses.len() > ADDRESSES_MAX {
+        self.identities.insert(id.peer, *id);
+        if self.identities.len() > ADDRESSES_MAX {
             let active = &self.active;
-            self.addresses.retain(|peer, _| active.contains(peer));
+            self.identities.retain(|peer, _| active.contains(peer));
         }
     }
 
@@ -278,6 +331,81 @@ impl Membership {
         }
         sends
     }
+}
+
+/// A membership packet with its updates checked.
+struct FilteredPacket {
+    /// The packet rewritten, if an update had to change.
+    packet: Option<Vec<u8>>,
+    /// How many updates declared another peer down.
+    downs_taken_as_suspicion: u64,
+}
+
+/// Checks that `packet` comes from `from`, and rewrites each of its updates
+/// that declares a peer other than the sender down into a suspicion of
+/// that peer (same incarnation).
+///
+/// Why: in SWIM a peer that failed to reach another, directly and through
+/// others (indirect probes), suspects it, and declares it down when the
+/// suspicion is not refuted in time; everyone else takes that declaration
+/// on trust, so one member holding a certificate could declare any peer
+/// down, as often as it likes, and every peer would drop it. Taken as a
+/// suspicion, the claim makes the receiver probe that peer itself: a live
+/// peer answers and refutes it, and a dead one is declared down by each
+/// peer's own probes (foca probes suspects too), only later than on trust.
+/// A peer declaring itself down (a graceful leave) is taken as it is.
+/// `Err` for a packet not from `from` or that does not parse.
+fn third_party_downs_as_suspicion(from: PeerId, packet: &[u8]) -> Result<FilteredPacket, ()> {
+    let mut codec = PostcardCodec;
+    let mut rest = packet;
+    let header = Codec::<MemberId>::decode_header(&mut codec, &mut rest).map_err(|_| ())?;
+    if header.src.peer != from {
+        return Err(());
+    }
+    let unchanged = FilteredPacket {
+        packet: None,
+        downs_taken_as_suspicion: 0,
+    };
+    // foca's layout after the header: for every message but custom
+    // broadcasts (which this mesh does not use), a big-endian count of
+    // updates and the updates, when at least two bytes follow.
+    if rest.len() < 2 || header.message == foca::Message::Broadcast {
+        return Ok(unchanged);
+    }
+    let header_len = packet.len() - rest.len();
+    let count = u16::from_be_bytes([rest[0], rest[1]]);
+    rest = &rest[2..];
+    let mut updates = Vec::with_capacity(usize::from(count).min(64));
+    let mut downs = 0;
+    for _ in 0..count {
+        let update: Member<MemberId> = codec.decode_member(&mut rest).map_err(|_| ())?;
+        if update.state() == foca::State::Down && update.id().peer != from {
+            downs += 1;
+            updates.push(Member::new(
+                *update.id(),
+                update.incarnation(),
+                foca::State::Suspect,
+            ));
+        } else {
+            updates.push(update);
+        }
+    }
+    if downs == 0 {
+        return Ok(unchanged);
+    }
+    let mut rewritten = Vec::with_capacity(packet.len());
+    rewritten.extend_from_slice(&packet[..header_len]);
+    rewritten.extend_from_slice(&count.to_be_bytes());
+    for update in &updates {
+        codec
+            .encode_member(update, &mut rewritten)
+            .map_err(|_| ())?;
+    }
+    rewritten.extend_from_slice(rest);
+    Ok(FilteredPacket {
+        packet: Some(rewritten),
+        downs_taken_as_suspicion: downs,
+    })
 }
 
 /// SWIM settings derived from foca's LAN or WAN presets, with down members

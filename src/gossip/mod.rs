@@ -116,7 +116,17 @@ pub struct Config {
     pub rejoin_interval: Duration,
     /// SWIM settings (foca).
     pub swim: foca::Config,
+    /// How far ahead of this peer's clock another's may be: a remote stamp
+    /// or lease renewal further ahead is refused (see
+    /// [`crate::crdt::Plausibility`]).
+    pub clock_skew_max: Duration,
 }
+
+/// The default [`Config::clock_skew_max`]: peers kept in time by NTP are
+/// milliseconds apart; ten seconds leaves room for a peer whose clock
+/// drifted, while a forger's stamps win concurrent writes for at most that
+/// long.
+pub const CLOCK_SKEW_MAX_DEFAULT: Duration = Duration::from_secs(10);
 
 impl Config {
     /// For a data centre: sub-millisecond to few-millisecond round trips.
@@ -135,6 +145,7 @@ impl Config {
             anti_entropy_interval: Duration::from_millis(500),
             rejoin_interval,
             swim: membership::swim_config(foca::Config::new_lan(size), rejoin_interval),
+            clock_skew_max: CLOCK_SKEW_MAX_DEFAULT,
         }
     }
 
@@ -155,6 +166,7 @@ impl Config {
             anti_entropy_interval: Duration::from_secs(2),
             rejoin_interval,
             swim: membership::swim_config(foca::Config::new_wan(size), rejoin_interval),
+            ..lan
         }
     }
 }

@@ -6,16 +6,19 @@
 //! [`Output`]s.
 
 use std::collections::VecDeque;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::Arc;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::crdt::{Command, CommandError, ConfigDelta, Dot, Replica};
+use crate::crdt::{
+    Command, CommandError, ConfigDelta, Dot, Plausibility, RemoteDeltaError, Replica,
+};
 
 use super::broadcast::{BroadcastTree, Transmission};
 use super::membership::{MemberId, Membership};
-use super::reports::{ApplyReport, HeardReport, Reports};
+use super::reports::{ApplyReport, HeardReport, REPORT_FANOUT, Reports, ReportsMerged};
 use super::revocations::{
     REVOCATIONS_MAX, Revocation, RevocationError, RevocationExchange, RevocationVerifier,
     Revocations,
@@ -68,12 +71,31 @@ pub struct NodeStats {
     pub bytes_received: u64,
     /// Received bytes that did not decode (dropped).
     pub garbage_dropped: u64,
-    /// Received deltas that failed validation (dropped, state unchanged).
+    /// Received deltas that failed validation (dropped, state unchanged),
+    /// including those counted by kind below.
     pub deltas_refused: u64,
-    /// Report messages that broke a bound (dropped whole).
+    /// Of those, deltas claiming a dot no replica can have issued yet.
+    pub deltas_implausible_dots: u64,
+    /// Of those, deltas with a stamp or lease renewal further ahead of this
+    /// peer's clock than the skew allowed.
+    pub deltas_ahead_of_clock: u64,
+    /// Remote deltas joined that claimed dots of this node's replica it had
+    /// not issued (a forger's claim; the replica's counter moved past it).
+    pub own_dots_claimed: u64,
+    /// Data messages (broadcasts, acks, anti-entropy) from a peer that is
+    /// not an active member, dropped.
+    pub data_from_non_members: u64,
+    /// Report messages that broke a bound, or whose sender's report was of
+    /// another generation than membership knows (dropped whole).
     pub reports_refused: u64,
-    /// Membership packets foca refused.
+    /// Reports about a peer other than their sender, ignored (a peer of
+    /// 2.1 relays them; a forger makes them).
+    pub reports_about_others: u64,
+    /// Membership packets refused (not from their sender, or foca refused
+    /// them).
     pub swim_refused: u64,
+    /// Membership updates declaring another peer down, taken as suspicion.
+    pub swim_downs_taken_as_suspicion: u64,
     /// Local membership calls foca declined (harmless, see `Membership`).
     pub swim_local_errors: u64,
     /// Messages not sent because they would exceed the size limit.
@@ -118,6 +140,9 @@ pub struct Node {
     seeds: Vec<PeerId>,
     next_rejoin: Time,
     reports: Reports,
+    /// Where the next round's reports go: the active peers in turns, after
+    /// this one.
+    report_cursor: PeerId,
     revocations: Revocations,
     stats: NodeStats,
 }
@@ -144,6 +169,7 @@ impl Node {
             rng,
             outputs: VecDeque::new(),
             reports: Reports::default(),
+            report_cursor: me.peer,
             revocations: Revocations::default(),
             stats: NodeStats::default(),
         }
@@ -195,6 +221,8 @@ impl Node {
     pub fn stats(&self) -> NodeStats {
         let mut stats = self.stats.clone();
         stats.swim_refused = self.membership.refused_packets;
+        stats.swim_downs_taken_as_suspicion = self.membership.downs_taken_as_suspicion;
+        stats.own_dots_claimed = self.replica.own_dots_claimed();
         stats.swim_local_errors = self.membership.local_errors;
         stats.broadcasts_untracked = self.tree.untracked;
         stats.broadcasts_abandoned = self.tree.abandoned;
@@ -252,8 +280,16 @@ impl Node {
         command: &Command,
     ) -> Result<ConfigDelta, CommandError> {
         let delta = self.replica.execute(command, wall_ms)?;
+        self.publish_local(now, &delta);
+        Ok(delta)
+    }
+
+    /// Makes a local change durable, then pushes it down the broadcast
+    /// tree at once (no batching timer). An empty delta changed nothing and
+    /// goes nowhere.
+    fn publish_local(&mut self, now: Time, delta: &ConfigDelta) {
         if delta.is_empty() {
-            return Ok(delta);
+            return;
         }
         self.push_output(Output::Persist(delta.clone()));
         let me = self.peer_id();
@@ -276,12 +312,14 @@ impl Node {
             self.membership.active(),
         );
         self.transmit(sends);
-        Ok(delta)
     }
 
-    /// Handles bytes received from `from` (authenticated by the transport).
-    /// Garbage is dropped and counted, never an error.
-    pub fn handle_message(&mut self, now: Time, from: PeerId, bytes: &[u8]) {
+    /// Handles bytes received from `from` (authenticated by the transport)
+    /// at wall-clock `wall_ms` (what remote claims are held against, see
+    /// [`Plausibility`]). Garbage is dropped and counted, never an error.
+    /// Only membership packets are taken from a peer that is not an active
+    /// member: data, anti-entropy and reports come from members only.
+    pub fn handle_message(&mut self, now: Time, wall_ms: u64, from: PeerId, bytes: &[u8]) {
         self.stats.messages_received += 1;
         self.stats.bytes_received += bytes.len() as u64;
         let message = match wire::decode(bytes) {
@@ -290,6 +328,14 @@ impl Node {
                 self.stats.garbage_dropped += 1;
                 return;
             }
+        };
+        if !matches!(message, Message::Swim(_)) && !self.membership.active().contains(&from) {
+            self.stats.data_from_non_members += 1;
+            return;
+        }
+        let bounds = Plausibility {
+            wall_ms,
+            skew_max_ms: u64::try_from(self.config.clock_skew_max.as_millis()).unwrap_or(u64::MAX),
         };
         match message {
             Message::Swim(packet) => {
@@ -302,7 +348,8 @@ impl Node {
                 self.send(from, &Message::BroadcastAck { id });
                 // A refused delta does not use up its id, so that the
                 // genuine change with that id still gets through.
-                if self.tree.has_seen(id) || self.join_remote(delta.clone()).is_none() {
+                if self.tree.has_seen(id) || self.join_remote(now, delta.clone(), bounds).is_none()
+                {
                     return;
                 }
                 self.tree.mark_seen(id);
@@ -319,9 +366,12 @@ impl Node {
             Message::BroadcastAck { id } => self.tree.acknowledge(now, from, id),
             Message::Revocations(exchange) => self.handle_revocations(from, exchange),
             Message::Reports { reports } => {
-                let me = self.peer_id();
-                if !self.reports.merge(now, me, reports) {
-                    self.stats.reports_refused += 1;
+                let generation = self.membership.generation_of(from);
+                match self.reports.merge(now, from, generation, reports) {
+                    ReportsMerged::Refused => self.stats.reports_refused += 1,
+                    ReportsMerged::Taken { about_others } => {
+                        self.stats.reports_about_others += about_others as u64;
+                    }
                 }
             }
             Message::Digest { digest } => {
@@ -346,7 +396,7 @@ impl Node {
                 reply_to,
                 sender_digest,
             } => {
-                let Some(changed) = self.join_remote(delta) else {
+                let Some(changed) = self.join_remote(now, delta, bounds) else {
                     return;
                 };
                 if changed {
@@ -373,15 +423,28 @@ impl Node {
 
     /// Joins a remote delta: whether it changed the state, or `None` if it
     /// was refused (counted, state unchanged).
-    fn join_remote(&mut self, delta: ConfigDelta) -> Option<bool> {
-        match self.replica.join(&delta) {
+    /// Values of this replica's own that a forged claim removed are written
+    /// again at once (see [`Replica::join`]).
+    fn join_remote(&mut self, now: Time, delta: ConfigDelta, bounds: Plausibility) -> Option<bool> {
+        let joined =
+            Replica::check_plausible(&delta, bounds).and_then(|()| self.replica.join(&delta));
+        match joined {
             Ok(true) => {
                 self.push_output(Output::Persist(delta));
+                let rewritten = self.replica.rewrite_claimed(bounds.wall_ms);
+                self.publish_local(now, &rewritten);
                 Some(true)
             }
             Ok(false) => Some(false),
-            Err(_) => {
+            Err(error) => {
                 self.stats.deltas_refused += 1;
+                match error {
+                    RemoteDeltaError::ImplausibleDot(_) => self.stats.deltas_implausible_dots += 1,
+                    RemoteDeltaError::StampAhead { .. } | RemoteDeltaError::LeaseAhead { .. } => {
+                        self.stats.deltas_ahead_of_clock += 1;
+                    }
+                    RemoteDeltaError::InvalidEntry { .. } | RemoteDeltaError::Join(_) => {}
+                }
                 None
             }
         }
@@ -414,15 +477,29 @@ impl Node {
             if !members.is_empty() {
                 let pick = self.rng.random_range(0..members.len());
                 let peer = *members.iter().nth(pick).expect("index within length");
+                // This node's report goes to a few active peers per round, in
+                // turns (reports are not relayed: see `reports`).
+                let report_targets: Vec<PeerId> = members
+                    .range((Excluded(self.report_cursor), Unbounded))
+                    .chain(members.iter())
+                    .copied()
+                    .take(REPORT_FANOUT.min(members.len()))
+                    .collect();
                 let digest = self.replica.digest();
-                // Reports ride along with every round: the peer picked at
-                // random relays them onwards in its own rounds.
-                let identity = self.membership.identity();
-                let reports =
-                    self.reports
-                        .outgoing(now, identity.peer, identity.generation, digest, members);
                 self.send(peer, &Message::Digest { digest });
-                self.send(peer, &Message::Reports { reports });
+                let identity = self.membership.identity();
+                let report = self
+                    .reports
+                    .own(now, identity.peer, identity.generation, digest);
+                let message = Message::Reports {
+                    reports: vec![report],
+                };
+                for target in &report_targets {
+                    self.send(*target, &message);
+                }
+                if let Some(last) = report_targets.last() {
+                    self.report_cursor = *last;
+                }
                 // Only a peer holding revocations asks: one holding none is
                 // asked by the others (and a mesh without any sends none).
                 if !self.revocations.is_empty() {

@@ -1,15 +1,19 @@
 //! Peer reports: each peer's small, fast-changing status (its state's
-//! digest and its HAProxy's apply counters), spread epidemically so that
-//! any peer can show the whole mesh, and tell which peers have converged
-//! with it, without asking each one.
+//! digest and its HAProxy's apply counters), sent by each peer to a few
+//! others every round, in turns, so that any peer can show the whole mesh,
+//! and tell which peers have converged with it, without asking each one.
 //!
-//! Owns the report table and its merge rule: per peer, the report with the
-//! highest (generation, sequence) wins, so relayed and reordered copies
-//! never roll a peer's status back. Must not do I/O, and must not put
-//! anything here into the replicated document: reports change every round
-//! and are worth nothing once stale.
+//! Owns the report table and its merge rule: a report is taken only from
+//! its subject (the transport names the sender from its certificate), of
+//! the generation membership knows that peer by, and per peer the highest
+//! (generation, sequence) wins, so reordered copies never roll a peer's
+//! status back. Reports are not relayed: a relayed report could not be told
+//! from a forged one, and one forged with the highest sequence would stand
+//! for good. Must not do I/O, and must not put anything here into the
+//! replicated document: reports change every round and are worth nothing
+//! once stale.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,16 +30,11 @@ pub const REPORTS_MAX: usize = 1024;
 /// most this often, however fast its digest changes under writes.
 pub const REPORT_NEWS_EVERY: Duration = Duration::from_secs(1);
 
-/// How long a report that is news to a node is relayed in its rounds.
-/// Afterwards only its subject repeats it, to one random peer per round:
-/// an idle mesh carries one small report per peer and round, not a table.
-pub const REPORT_RELAYED_FOR: Duration = Duration::from_secs(2);
-
-/// Other peers' reports relayed in one round, at most: the freshest news
-/// first. This caps what reports add to every round (about 40 bytes each),
-/// so that an event that changes every peer's report at once (a write
-/// burst) costs a large mesh a slower spread, not N² relays at once.
-pub const REPORTS_RELAYED_PER_ROUND: usize = 16;
+/// Peers a node sends its own report to in one round, taking the active
+/// peers in turns: in a mesh of N peers, each hears from each other one
+/// every (N − 1) / 4 rounds at most (every round up to five peers), for
+/// four small messages per peer and round.
+pub const REPORT_FANOUT: usize = 4;
 
 /// The longest text (HAProxy's last error, the applied hash) a report
 /// carries, in bytes. Longer text is cut at a character boundary by its
@@ -106,6 +105,20 @@ impl ApplyReport {
     }
 }
 
+/// What became of a reports message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReportsMerged {
+    /// It broke a bound, or its sender's report was of another generation
+    /// than membership knows: dropped whole.
+    Refused,
+    /// The sender's own report was taken (if newer); reports it carried
+    /// about other peers were ignored.
+    Taken {
+        /// How many.
+        about_others: usize,
+    },
+}
+
 /// A report and when this node last heard something new from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeardReport {
@@ -138,19 +151,15 @@ impl Reports {
         self.others.values()
     }
 
-    /// What to send in one round: this node's report (a new one if its
-    /// digest or HAProxy status changed, at most every
-    /// [`REPORT_NEWS_EVERY`]), then the reports of peers in `active` that
-    /// were news here within [`REPORT_RELAYED_FOR`], freshest first, at
-    /// most [`REPORTS_RELAYED_PER_ROUND`].
-    pub(super) fn outgoing(
+    /// This node's report for a round: a new one if its digest or HAProxy
+    /// status changed, at most every [`REPORT_NEWS_EVERY`].
+    pub(super) fn own(
         &mut self,
         now: Time,
         me: PeerId,
         generation: u32,
         digest: Digest,
-        active: &BTreeSet<PeerId>,
-    ) -> Vec<PeerReport> {
+    ) -> PeerReport {
         let changed = self.own.as_ref().is_none_or(|own| {
             own.generation != generation || own.digest != digest || own.haproxy != self.own_haproxy
         });
@@ -166,59 +175,51 @@ impl Reports {
             });
             self.own_made_at = now;
         }
-        let mut news: Vec<&HeardReport> = self
-            .others
-            .iter()
-            .filter(|(peer, heard)| {
-                active.contains(peer) && now.since(heard.heard_at) <= REPORT_RELAYED_FOR
-            })
-            .map(|(_, heard)| heard)
-            .collect();
-        // Freshest first; ties by peer id, so a run is reproducible.
-        news.sort_by_key(|heard| (std::cmp::Reverse(heard.heard_at), heard.report.peer));
-        self.own
-            .iter()
-            .cloned()
-            .chain(
-                news.into_iter()
-                    .take(REPORTS_RELAYED_PER_ROUND)
-                    .map(|heard| heard.report.clone()),
-            )
-            .collect()
+        self.own.clone().expect("made above when missing")
     }
 
-    /// Joins reports received from a peer. Returns false (and changes
-    /// nothing) if the message breaks a bound: the caller counts it.
-    pub(super) fn merge(&mut self, now: Time, me: PeerId, incoming: Vec<PeerReport>) -> bool {
+    /// Takes the report of `from`, of generation `generation` (what
+    /// membership knows it by), out of a message it sent. Reports about
+    /// other peers (a peer of 2.1 relays them; a forger makes them) are
+    /// ignored. Returns what became of the message, for the caller to
+    /// count; a refused message changes nothing.
+    pub(super) fn merge(
+        &mut self,
+        now: Time,
+        from: PeerId,
+        generation: Option<u32>,
+        incoming: Vec<PeerReport>,
+    ) -> ReportsMerged {
         let within_bounds = incoming.len() <= REPORTS_MAX
             && incoming
                 .iter()
                 .all(|r| r.haproxy.as_ref().is_none_or(ApplyReport::within_bounds));
         if !within_bounds {
-            return false;
+            return ReportsMerged::Refused;
         }
-        for report in incoming {
-            if report.peer == me {
-                continue;
-            }
-            let newer = self.others.get(&report.peer).is_none_or(|known| {
-                (report.generation, report.seq) > (known.report.generation, known.report.seq)
-            });
-            if !newer {
-                continue;
-            }
-            if !self.others.contains_key(&report.peer) && self.others.len() >= REPORTS_MAX {
+        let about_others = incoming.iter().filter(|r| r.peer != from).count();
+        let Some(report) = incoming.into_iter().find(|r| r.peer == from) else {
+            return ReportsMerged::Taken { about_others };
+        };
+        if Some(report.generation) != generation {
+            return ReportsMerged::Refused;
+        }
+        let newer = self.others.get(&from).is_none_or(|known| {
+            (report.generation, report.seq) > (known.report.generation, known.report.seq)
+        });
+        if newer {
+            if !self.others.contains_key(&from) && self.others.len() >= REPORTS_MAX {
                 self.forget_stalest();
             }
             self.others.insert(
-                report.peer,
+                from,
                 HeardReport {
                     report,
                     heard_at: now,
                 },
             );
         }
-        true
+        ReportsMerged::Taken { about_others }
     }
 
     fn forget_stalest(&mut self) {

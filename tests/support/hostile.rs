@@ -9,8 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aqueduct::certs::{self, MESH_SERVER_NAME, TlsIdentity};
-use aqueduct::gossip::wire::ALPN;
+use aqueduct::certs::{self, MESH_SERVER_NAME, NodeName, TlsIdentity};
+use aqueduct::gossip::wire::{self, ALPN, Message};
+use aqueduct::gossip::{MemberId, PeerId};
 use quinn::crypto::rustls::QuicClientConfig;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
@@ -166,6 +167,40 @@ impl Attacker {
             stream.write_all(bytes).await.map_err(|e| e.to_string())?;
             Ok(stream)
         })
+    }
+
+    /// Sends `message` on `connection` as one frame of a new stream, the way
+    /// a peer's transport sends.
+    pub fn send(&self, connection: &quinn::Connection, message: &Message) {
+        let bytes = wire::encode(message).expect("encodes");
+        self.send_raw(connection, &frame(&bytes))
+            .expect("the frame is sent");
+    }
+
+    /// Joins the mesh as the member `name` through `target` (peer id
+    /// `target_peer`), as a peer's SWIM would: an announce, answered over
+    /// `connection`. The attacker answers no probe afterwards, so the
+    /// mesh declares it down within seconds; tests act before that.
+    pub fn announce(&self, connection: &quinn::Connection, name: &str, target_peer: PeerId) {
+        let me = MemberId {
+            peer: certs::peer_id_of(&NodeName::new(name).expect("a node name")),
+            generation: 0,
+            addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+        };
+        let header = foca::Header {
+            src: me,
+            src_incarnation: 0,
+            dst: MemberId {
+                peer: target_peer,
+                generation: 0,
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            },
+            message: foca::Message::Announce,
+        };
+        let mut packet = Vec::new();
+        foca::Codec::encode_header(&mut foca::PostcardCodec, &header, &mut packet)
+            .expect("encodes");
+        self.send(connection, &Message::Swim(packet));
     }
 
     /// Waits until the peer closes `connection`; its reason.
