@@ -16,7 +16,7 @@ use crate::api::{self, ApiOptions, SiteRules};
 use crate::certs::{self, CertError, NodeName, TlsIdentity};
 use crate::config::{HaproxySetting, RunOptions, TlsSource};
 use crate::files;
-use crate::gossip::{Config, MemberId, Node, Time};
+use crate::gossip::{Config, MemberId, Node, RevocationVerifier, Time};
 use crate::haproxy::{
     self,
     driver::{DriverConfig, DriverError},
@@ -85,6 +85,17 @@ pub enum DaemonError {
     /// The HAProxy driver cannot start.
     #[error(transparent)]
     Driver(#[from] DriverError),
+    /// This peer's own certificate is revoked.
+    #[error(
+        "the certificate of {name} was revoked at {revoked_at} (Unix seconds); \
+         issue a new one (aqueduct certs issue) and start with it"
+    )]
+    Revoked {
+        /// This peer's name.
+        name: NodeName,
+        /// When.
+        revoked_at: u64,
+    },
     /// Randomness for the protocol's seed was unavailable.
     #[error("no OS randomness: {0}")]
     Random(String),
@@ -182,6 +193,22 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&data_dir))
         .await
         .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked.into_panic()))?;
+    let mut recovered = recovered;
+    // Enforced before the transport accepts anything.
+    let verifier = identity.revocation_verifier()?;
+    let revocations: Vec<_> = std::mem::take(&mut recovered.revocations)
+        .into_iter()
+        .filter(|revocation| verifier.verify(revocation))
+        .collect();
+    for revocation in &revocations {
+        identity.revoked().insert(revocation.clone());
+    }
+    if let Some(revocation) = identity.own_revocation() {
+        return Err(DaemonError::Revoked {
+            name: identity.name().clone(),
+            revoked_at: revocation.revoked_at,
+        });
+    }
     let (replica, generation) = recovered.into_replica()?;
     let (writer, durability) = store::spawn_writer(store, STORE_QUEUE_MAX)?;
 
@@ -197,7 +224,9 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         clock_skew_max: options.clock_skew_max,
         ..Config::lan(MESH_SIZE_HINT)
     };
-    let node = Node::new(config, me, replica, seed, Time::ZERO);
+    let mut node = Node::new(config, me, replica, seed, Time::ZERO);
+    node.set_revocation_verifier(Box::new(verifier));
+    node.restore_revocations(revocations);
 
     let listener = server::listen(options.api).map_err(|source| DaemonError::Api {
         addr: options.api,
@@ -285,6 +314,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         join: options.join.clone(),
         changes,
         activity,
+        revoked: identity.revoked().clone(),
         shutdown: peer_stopped,
     }));
     let connections = &options.api_connections;

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aqueduct::certs::{
-    self, CertError, MESH_SERVER_NAME, NodeName, TlsIdentity, ensure_self_made, init_ca, issue,
-    peer_id_of, peer_of,
+    self, CaRevocationVerifier, CertError, MESH_SERVER_NAME, NodeName, PeerCertificate,
+    TlsIdentity, ensure_self_made, init_ca, issue, peer_id_of, peer_of,
 };
-use aqueduct::gossip::PeerId;
 use aqueduct::gossip::wire::ALPN;
+use aqueduct::gossip::{PeerId, Revocation, RevocationVerifier};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -186,7 +186,11 @@ fn serve_one_echo(endpoint: quinn::Endpoint) -> oneshot::Receiver<Served> {
                     let data = recv.read_to_end(1024).await.expect("read request");
                     send.write_all(&data).await.expect("write echo");
                     send.finish().expect("finish echo");
-                    let (peer, peer_id) = peer_of(&connection).expect("peer identity");
+                    let PeerCertificate {
+                        name: peer,
+                        peer: peer_id,
+                        ..
+                    } = peer_of(&connection).expect("peer identity");
                     // Keep the connection open until the client has read.
                     connection.closed().await;
                     Served::Echoed(peer, peer_id)
@@ -210,7 +214,11 @@ async fn echo_through(
     send.write_all(payload).await?;
     send.finish()?;
     let echo = recv.read_to_end(1024).await?;
-    let (peer, peer_id) = peer_of(&connection)?;
+    let PeerCertificate {
+        name: peer,
+        peer: peer_id,
+        ..
+    } = peer_of(&connection)?;
     connection.close(0u32.into(), b"done");
     Ok((echo, peer, peer_id))
 }
@@ -601,4 +609,172 @@ fn ensure_self_made_refuses_a_half_complete_dir_naming_what_is_missing() -> Test
     );
     assert!(err.to_string().contains(certs::NODE_KEY_FILE), "{err}");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Revocation.
+
+/// `certs revoke` of `node` with the CA in `dir/ca`, written to
+/// `dir/<file>`; the revocation read back from the file.
+fn revoke(dir: &TempDir, node: &str, file: &str) -> Revocation {
+    let out = dir.join(file);
+    let written = certs::revoke(&dir.join("ca"), &name(node), &out).expect("revoke");
+    let read = certs::read_revocation(&out).expect("the file reads back");
+    assert_eq!(read, written);
+    read
+}
+
+fn verifier_of(ca_dir: &Path) -> CaRevocationVerifier {
+    let ca = CertificateDer::from_pem_file(ca_dir.join(certs::CA_CERT_FILE)).expect("ca.pem");
+    CaRevocationVerifier::new(&ca).expect("a CA certificate")
+}
+
+#[test]
+fn a_revocation_signed_by_the_cluster_ca_verifies() {
+    let dir = TempDir::new();
+    node_of(&dir, "ca", "mallory");
+    let revocation = revoke(&dir, "mallory", "mallory.revocation");
+
+    assert!(verifier_of(&dir.join("ca")).verify(&revocation));
+    assert_eq!(revocation.name, "mallory");
+    assert_eq!(
+        revocation.revoked_at - revocation.not_before_up_to,
+        certs::CLOCK_SKEW_ALLOWANCE.as_secs()
+    );
+}
+
+#[test]
+fn a_revocation_signed_by_another_ca_is_refused() {
+    let dir = TempDir::new();
+    node_of(&dir, "ca", "mallory");
+    init_ca(&dir.join("other-ca")).expect("another CA");
+    let forged = certs::revoke(
+        &dir.join("other-ca"),
+        &name("mallory"),
+        &dir.join("forged.revocation"),
+    )
+    .expect("the other CA signs");
+
+    assert!(!verifier_of(&dir.join("ca")).verify(&forged));
+}
+
+#[test]
+fn a_tampered_revocation_is_refused() {
+    let dir = TempDir::new();
+    node_of(&dir, "ca", "mallory");
+    let genuine = revoke(&dir, "mallory", "mallory.revocation");
+    let verifier = verifier_of(&dir.join("ca"));
+    let mut flipped = genuine.signature.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let tampered = [
+        Revocation {
+            name: "alice".to_owned(),
+            ..genuine.clone()
+        },
+        Revocation {
+            not_before_up_to: genuine.not_before_up_to + 3600,
+            ..genuine.clone()
+        },
+        Revocation {
+            revoked_at: genuine.revoked_at + 1,
+            ..genuine.clone()
+        },
+        Revocation {
+            signature: flipped,
+            ..genuine.clone()
+        },
+    ];
+
+    for revocation in tampered {
+        assert!(!verifier.verify(&revocation), "accepted {revocation:?}");
+    }
+}
+
+#[test]
+fn a_revocation_never_replaces_a_file() -> TestResult {
+    let dir = TempDir::new();
+    node_of(&dir, "ca", "mallory");
+    fs::write(dir.join("taken"), "precious")?;
+
+    let err = certs::revoke(&dir.join("ca"), &name("mallory"), &dir.join("taken"))
+        .expect_err("an existing file is refused");
+
+    assert!(matches!(err, CertError::AlreadyExists { .. }), "{err}");
+    assert_eq!(fs::read_to_string(dir.join("taken"))?, "precious");
+    Ok(())
+}
+
+#[test]
+fn a_revocation_covers_the_certificates_issued_before_it_and_not_those_issued_after() {
+    let dir = TempDir::new();
+    let stolen = identity(&node_of(&dir, "ca", "mallory"));
+    let revocation = revoke(&dir, "mallory", "mallory.revocation");
+    // Issued at once after `certs revoke` returned, within the same minute.
+    let reissued = identity(&{
+        let tls_dir = dir.join("mallory-again");
+        issue(&dir.join("ca"), &name("mallory"), &tls_dir).expect("issue again");
+        tls_dir
+    });
+
+    stolen.revoked().insert(revocation.clone());
+    reissued.revoked().insert(revocation);
+
+    assert!(stolen.own_revocation().is_some());
+    assert_eq!(reissued.own_revocation(), None);
+}
+
+/// Two nodes of one cluster, `alpha` and `mallory`, where alpha holds a
+/// revocation of mallory's certificate.
+fn alpha_revoking_mallory(dir: &TempDir) -> (TlsIdentity, TlsIdentity) {
+    let alpha = identity(&node_of(dir, "ca", "alpha"));
+    let mallory = identity(&node_of(dir, "ca", "mallory"));
+    alpha
+        .revoked()
+        .insert(revoke(dir, "mallory", "mallory.revocation"));
+    (alpha, mallory)
+}
+
+#[tokio::test]
+async fn a_revoked_client_certificate_is_refused_at_the_handshake() {
+    let dir = TempDir::new();
+    let (alpha, mallory) = alpha_revoking_mallory(&dir);
+    let listener = server(&alpha);
+    let served = serve_one_echo(listener.clone());
+
+    let echoed = timeout(
+        DEADLINE,
+        echo_through(&client(&mallory), addr_of(&listener), b"still here?"),
+    )
+    .await
+    .expect("the stream I/O must fail within the deadline, not hang");
+
+    assert!(
+        echoed.is_err(),
+        "the revoked client got an echo: {echoed:?}"
+    );
+    let served = timeout(DEADLINE, served)
+        .await
+        .expect("server reports")
+        .expect("server ran");
+    assert!(matches!(served, Served::Refused), "{served:?}");
+}
+
+#[tokio::test]
+async fn a_revoked_server_certificate_is_refused_by_the_client() {
+    let dir = TempDir::new();
+    let (alpha, mallory) = alpha_revoking_mallory(&dir);
+    let listener = server(&mallory);
+    let _served = serve_one_echo(listener.clone());
+
+    let connected = timeout(DEADLINE, async {
+        client(&alpha)
+            .connect(addr_of(&listener), MESH_SERVER_NAME)?
+            .await
+            .map_err(Box::<dyn Error>::from)
+    })
+    .await
+    .expect("the handshake must end within the deadline");
+
+    assert!(connected.is_err(), "connected to a revoked server");
 }
