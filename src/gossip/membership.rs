@@ -86,6 +86,10 @@ pub(super) struct Membership {
     pub(super) refused_packets: u64,
     /// Updates declaring another peer down, taken as suspicion only.
     pub(super) downs_taken_as_suspicion: u64,
+    /// Peers that came up (or back, renewed) since the node last took them
+    /// ([`Membership::take_came_up`]); bounded by the packets handled in
+    /// between, since the node takes them after each.
+    came_up: Vec<PeerId>,
     /// Errors of local foca calls, see [`Membership::note`].
     pub(super) local_errors: u64,
 }
@@ -101,6 +105,7 @@ impl Membership {
             identities: BTreeMap::new(),
             refused_packets: 0,
             downs_taken_as_suspicion: 0,
+            came_up: Vec::new(),
             local_errors: 0,
         }
     }
@@ -261,6 +266,11 @@ impl Membership {
         self.drain(now)
     }
 
+    /// The peers that came up (or back) since the last call.
+    pub(super) fn take_came_up(&mut self) -> Vec<PeerId> {
+        std::mem::take(&mut self.came_up)
+    }
+
     /// Fires every timer due at `now`.
     pub(super) fn handle_timeout(&mut self, now: Time) -> Vec<(PeerId, Vec<u8>)> {
         let mut sends = Vec::new();
@@ -314,6 +324,7 @@ impl Membership {
                 OwnedNotification::MemberUp(id) => {
                     self.active.insert(id.peer);
                     self.remember(&id);
+                    self.came_up.push(id.peer);
                 }
                 OwnedNotification::MemberDown(id) => {
                     self.active.remove(&id.peer);
@@ -321,6 +332,7 @@ impl Membership {
                 OwnedNotification::Rename(_, new) => {
                     self.active.insert(new.peer);
                     self.remember(&new);
+                    self.came_up.push(new.peer);
                 }
                 _ => {}
             }

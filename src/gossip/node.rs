@@ -370,6 +370,19 @@ impl Node {
             Message::Swim(packet) => {
                 let sends = self.membership.handle_packet(now, from, &packet);
                 self.send_swim(sends);
+                // A peer that comes up (a new one, or one back from a
+                // restart or a partition) hears of the revocations at once,
+                // not at the next anti-entropy round with it.
+                let came_up = self.membership.take_came_up();
+                if !self.revocations.is_empty() {
+                    let digest = self.revocations.digest();
+                    for peer in came_up {
+                        self.send(
+                            peer,
+                            &Message::Revocations(RevocationExchange::Digest(digest)),
+                        );
+                    }
+                }
             }
             Message::Broadcast { id, range, delta } => {
                 // Acked even when refused below: retransmitting garbage helps
