@@ -9,6 +9,13 @@
 //! identity is the common name of the certificate it presented in the
 //! handshake ([`peer_of`]), never anything it claims afterwards.
 //!
+//! A node's certificate and key can be replaced while it runs
+//! ([`TlsIdentity::replace`]): the new pair passes the same checks as at
+//! start-up and must name the same node; the TLS configurations read the
+//! pair in use at each handshake, so new connections present the new
+//! certificate while open ones go on. When to replace is the caller's
+//! business (`tls_reload`).
+//!
 //! The cluster is its CA: certificates carry no cluster name, and a peer
 //! accepts exactly the certificates its CA signed (and that are in their
 //! validity period, and name a valid node other than itself). Two clusters
@@ -26,7 +33,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -34,16 +41,16 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PublicKeyData,
 };
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::version::TLS13;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::time::ASN1Time;
 
@@ -70,8 +77,8 @@ pub const SELF_MADE_CA_DIR: &str = "ca";
 
 const CA_COMMON_NAME: &str = "aqueduct cluster CA";
 const YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 const CA_VALIDITY: Duration = YEAR.saturating_mul(10);
-const NODE_VALIDITY: Duration = YEAR.saturating_mul(2);
 /// Certificates start being valid a little in the past, so that a peer whose
 /// clock is somewhat behind the issuing machine's still accepts them.
 const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(60 * 60);
@@ -178,6 +185,39 @@ pub enum CertError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A validity (`certs issue --days`) out of bounds or not a number.
+    #[error("invalid validity {given:?} (days): {reason}")]
+    InvalidValidity {
+        /// What was given (cut to 32 characters).
+        given: String,
+        /// The rule it broke.
+        reason: &'static str,
+    },
+    /// A node certificate would stay valid after the CA that signs it
+    /// expires: nobody would accept it then, so it is not issued.
+    #[error(
+        "{}: the CA expires before a certificate valid for {days} days would; \
+         issue one for fewer days, or make a new CA",
+        ca.display()
+    )]
+    OutlivesCa {
+        /// The CA certificate file.
+        ca: PathBuf,
+        /// The validity asked for.
+        days: u32,
+    },
+    /// A replacement certificate names another node than the one running:
+    /// a node's name is its identity in the mesh, which a reload must not
+    /// change.
+    #[error("{}: the certificate is for {found}, but this node is {running}", path.display())]
+    OtherNode {
+        /// The certificate file.
+        path: PathBuf,
+        /// The name of the node running.
+        running: NodeName,
+        /// The name in the new certificate.
+        found: NodeName,
+    },
     /// rcgen could not generate a key or certificate.
     #[error("generating a certificate failed: {0}")]
     Generate(rcgen::Error),
@@ -232,6 +272,72 @@ impl FromStr for NodeName {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::new(s)
+    }
+}
+
+/// How long a node certificate is valid, in whole days: 1 to
+/// [`NodeValidity::DAYS_MAX`] (the CA's own validity, which a node
+/// certificate cannot usefully outlive). Short-lived certificates limit
+/// what a stolen key is worth; peers reload theirs without a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodeValidity(u32);
+
+impl NodeValidity {
+    /// Two years: what `certs issue` gives without `--days`.
+    pub const DEFAULT: NodeValidity = NodeValidity(2 * 365);
+    /// Ten years, the validity of a CA from `certs init`.
+    pub const DAYS_MAX: u32 = 10 * 365;
+
+    /// `days`, if within 1 to [`NodeValidity::DAYS_MAX`].
+    pub fn days(days: i64) -> Result<NodeValidity, CertError> {
+        let refuse = |reason| CertError::InvalidValidity {
+            given: days.to_string(),
+            reason,
+        };
+        if days < 1 {
+            return Err(refuse("must be at least 1 day"));
+        }
+        match u32::try_from(days) {
+            Ok(days) if days <= Self::DAYS_MAX => Ok(NodeValidity(days)),
+            _ => Err(refuse("at most 3650 days (10 years, a CA's validity)")),
+        }
+    }
+
+    /// The number of days.
+    pub fn as_days(self) -> u32 {
+        self.0
+    }
+
+    fn duration(self) -> Duration {
+        DAY.saturating_mul(self.0)
+    }
+}
+
+impl Default for NodeValidity {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The number of days, as `--days` takes it.
+impl fmt::Display for NodeValidity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for NodeValidity {
+    type Err = CertError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let days = s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| CertError::InvalidValidity {
+                given: s.chars().take(32).collect(),
+                reason: "not a whole number of days",
+            })?;
+        Self::days(days)
     }
 }
 
@@ -293,11 +399,23 @@ pub fn init_ca(out_dir: &Path) -> Result<CaFiles, CertError> {
     Ok(files)
 }
 
-/// Issues a certificate for `name` with the CA in `ca_dir`, and writes
-/// `node.pem`, `node.key` and a copy of `ca.pem` into `out_dir` (created if
-/// needed), which is then a complete TLS directory. Refuses if any of these
-/// files exists.
+/// Issues a certificate for `name` with the CA in `ca_dir`, valid for
+/// [`NodeValidity::DEFAULT`] (see [`issue_for`]).
 pub fn issue(ca_dir: &Path, name: &NodeName, out_dir: &Path) -> Result<NodeFiles, CertError> {
+    issue_for(ca_dir, name, out_dir, NodeValidity::DEFAULT)
+}
+
+/// Issues a certificate for `name` with the CA in `ca_dir`, valid for
+/// `validity` from now, and writes `node.pem`, `node.key` and a copy of
+/// `ca.pem` into `out_dir` (created if needed), which is then a complete
+/// TLS directory. Refuses if any of these files exists, or if the CA
+/// expires before the certificate would.
+pub fn issue_for(
+    ca_dir: &Path,
+    name: &NodeName,
+    out_dir: &Path,
+    validity: NodeValidity,
+) -> Result<NodeFiles, CertError> {
     let files = NodeFiles {
         cert: out_dir.join(NODE_CERT_FILE),
         key: out_dir.join(NODE_KEY_FILE),
@@ -319,6 +437,13 @@ pub fn issue(ca_dir: &Path, name: &NodeName, out_dir: &Path) -> Result<NodeFiles
             cert: ca_cert_path,
         });
     }
+    let not_after = ASN1Time::now().to_datetime() + validity.duration();
+    if ca_cert.validity().not_after.to_datetime() < not_after {
+        return Err(CertError::OutlivesCa {
+            ca: ca_cert_path,
+            days: validity.as_days(),
+        });
+    }
     let issuer =
         Issuer::from_ca_cert_der(&ca_der, ca_key).map_err(not_certificate(&ca_cert_path))?;
 
@@ -334,7 +459,7 @@ pub fn issue(ca_dir: &Path, name: &NodeName, out_dir: &Path) -> Result<NodeFiles
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     params.use_authority_key_identifier_extension = true;
-    set_validity(&mut params, NODE_VALIDITY);
+    set_validity(&mut params, validity.duration());
     let key = KeyPair::generate().map_err(CertError::Generate)?;
     let cert = params
         .signed_by(&key, &issuer)
@@ -386,12 +511,93 @@ pub fn ensure_self_made(tls_dir: &Path, name: &NodeName) -> Result<(), CertError
     Ok(())
 }
 
+/// What tells one node certificate from another, in logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// The node it names.
+    pub name: NodeName,
+    /// Its serial number, in hexadecimal.
+    pub serial: String,
+    /// The end of its validity, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl CertificateInfo {
+    fn of(cert: &X509Certificate<'_>) -> Result<CertificateInfo, String> {
+        Ok(CertificateInfo {
+            name: common_name(cert)?,
+            serial: cert
+                .raw_serial()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+}
+
+impl fmt::Display for CertificateInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (serial {}, valid until ", self.name, self.serial)?;
+        match ASN1Time::from_timestamp(self.not_after) {
+            Ok(time) => write!(f, "{time})"),
+            Err(_) => write!(f, "{} s after the epoch)", self.not_after),
+        }
+    }
+}
+
+/// A node's certificate and key as read from its TLS directory, not yet
+/// checked: what [`TlsIdentity::load`] starts from and
+/// [`TlsIdentity::replace`] takes.
+pub struct NodePair {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl fmt::Debug for NodePair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key's bytes.
+        f.debug_struct("NodePair")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodePair {
+    /// Reads `node.pem`, then `node.key`, from `tls_dir`.
+    pub fn read(tls_dir: &Path) -> Result<NodePair, CertError> {
+        let cert_path = tls_dir.join(NODE_CERT_FILE);
+        let key_path = tls_dir.join(NODE_KEY_FILE);
+        let cert = read(&cert_path)?;
+        let key = read(&key_path)?;
+        Ok(NodePair {
+            cert_path,
+            key_path,
+            cert,
+            key,
+        })
+    }
+
+    /// A hash of both files' bytes: equal for the same files, so that a
+    /// caller polling them can tell when they changed.
+    pub fn fingerprint(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(&self.key, xxhash_rust::xxh3::xxh3_64(&self.cert))
+    }
+}
+
 /// A node's loaded and checked TLS identity: its certificate and key, and
 /// the cluster CA it trusts.
 pub struct TlsIdentity {
     name: NodeName,
+    ca_path: PathBuf,
     provider: Arc<CryptoProvider>,
-    certified_key: Arc<CertifiedKey>,
+    /// Shared with every TLS configuration made from this identity.
+    current: Arc<CurrentKey>,
+    certificate: CertificateInfo,
+    fingerprint: u64,
     client_verifier: Arc<dyn ClientCertVerifier>,
     server_verifier: Arc<WebPkiServerVerifier>,
 }
@@ -399,7 +605,7 @@ pub struct TlsIdentity {
 impl fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsIdentity")
-            .field("name", &self.name)
+            .field("certificate", &self.certificate)
             .finish_non_exhaustive()
     }
 }
@@ -425,50 +631,51 @@ impl TlsIdentity {
             .build()
             .map_err(tls_config)?;
 
-        let cert_path = tls_dir.join(NODE_CERT_FILE);
-        let cert = certificate_from_pem(&cert_path, &read(&cert_path)?)?;
-        let parsed = parse_x509(&cert).map_err(not_certificate(&cert_path))?;
-        let name = common_name(&parsed).map_err(|reason| CertError::NameInCertificate {
-            path: cert_path.clone(),
-            reason,
-        })?;
-
-        let key_path = tls_dir.join(NODE_KEY_FILE);
-        let key = key_from_pem(&key_path, &read(&key_path)?)?;
-        let certified_key = CertifiedKey::from_der(vec![cert.clone()], key, &provider).map_err(
-            |error| match error {
-                rustls::Error::InconsistentKeys(_) => CertError::KeyMismatch {
-                    path: key_path.clone(),
-                    cert: cert_path.clone(),
-                },
-                other => not_key(&key_path)(other),
-            },
+        let pair = NodePair::read(tls_dir)?;
+        let (key, certificate) = check(
+            &pair,
+            &provider,
+            client_verifier.as_ref(),
+            server_verifier.as_ref(),
+            &ca_path,
         )?;
-
-        // Check now, as both the client and the server side of a handshake
-        // will, so that a bad certificate fails at startup rather than at
-        // every connection.
-        let mesh_name = ServerName::try_from(MESH_SERVER_NAME).map_err(tls_config)?;
-        let now = UnixTime::now();
-        let untrusted = |error: rustls::Error| CertError::Untrusted {
-            path: cert_path.clone(),
-            ca: ca_path.clone(),
-            reason: error.to_string(),
-        };
-        client_verifier
-            .verify_client_cert(&cert, &[], now)
-            .map_err(untrusted)?;
-        server_verifier
-            .verify_server_cert(&cert, &[], &mesh_name, &[], now)
-            .map_err(untrusted)?;
-
         Ok(Self {
-            name,
+            name: certificate.name.clone(),
+            ca_path,
             provider,
-            certified_key: Arc::new(certified_key),
+            current: Arc::new(CurrentKey(RwLock::new(Arc::new(key)))),
+            certificate,
+            fingerprint: pair.fingerprint(),
             client_verifier,
             server_verifier,
         })
+    }
+
+    /// Makes the certificate and key of `pair` this node's, for every
+    /// handshake from now on (client and server side) of every TLS
+    /// configuration made from this identity; open connections keep the
+    /// certificate they were made with. The pair must pass the checks of
+    /// [`TlsIdentity::load`] against the CA loaded then, and name this
+    /// node; if not, nothing changes. Returns the certificate now in use.
+    pub fn replace(&mut self, pair: &NodePair) -> Result<&CertificateInfo, CertError> {
+        let (key, certificate) = check(
+            pair,
+            &self.provider,
+            self.client_verifier.as_ref(),
+            self.server_verifier.as_ref(),
+            &self.ca_path,
+        )?;
+        if certificate.name != self.name {
+            return Err(CertError::OtherNode {
+                path: pair.cert_path.clone(),
+                running: self.name.clone(),
+                found: certificate.name,
+            });
+        }
+        self.current.set(Arc::new(key));
+        self.certificate = certificate;
+        self.fingerprint = pair.fingerprint();
+        Ok(&self.certificate)
     }
 
     /// This node's name, from its certificate.
@@ -481,6 +688,17 @@ impl TlsIdentity {
         peer_id_of(&self.name)
     }
 
+    /// The certificate in use.
+    pub fn certificate(&self) -> &CertificateInfo {
+        &self.certificate
+    }
+
+    /// The [`NodePair::fingerprint`] of the files the certificate in use
+    /// came from.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
     /// The TLS side of a QUIC server: TLS 1.3 only, requires a client
     /// certificate signed by the cluster CA, offers [`ALPN`].
     pub fn server_crypto(&self) -> Result<Arc<QuicServerConfig>, CertError> {
@@ -488,7 +706,7 @@ impl TlsIdentity {
             .with_protocol_versions(&[&TLS13])
             .map_err(tls_config)?
             .with_client_cert_verifier(self.client_verifier.clone())
-            .with_cert_resolver(Arc::new(SingleCertAndKey::from(self.certified_key.clone())));
+            .with_cert_resolver(self.current.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
         let config = QuicServerConfig::try_from(config).map_err(tls_config)?;
         Ok(Arc::new(config))
@@ -504,19 +722,107 @@ impl TlsIdentity {
             .with_protocol_versions(&[&TLS13])
             .map_err(tls_config)?
             .with_webpki_verifier(self.server_verifier.clone())
-            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
-                self.certified_key.clone(),
-            )));
+            .with_client_cert_resolver(self.current.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
         let config = QuicClientConfig::try_from(config).map_err(tls_config)?;
         Ok(Arc::new(config))
     }
 }
 
-/// The authenticated identity of the peer at the other end of
-/// `connection`, from the certificate it presented in the handshake (which
-/// the TLS configuration has already verified against the cluster CA).
-pub fn peer_of(connection: &quinn::Connection) -> Result<(NodeName, PeerId), CertError> {
+/// Checks a node's certificate and key as [`TlsIdentity::load`] describes,
+/// against the CA in `ca_path` (whose verifiers these are).
+fn check(
+    pair: &NodePair,
+    provider: &Arc<CryptoProvider>,
+    client_verifier: &dyn ClientCertVerifier,
+    server_verifier: &dyn ServerCertVerifier,
+    ca_path: &Path,
+) -> Result<(CertifiedKey, CertificateInfo), CertError> {
+    let cert_path = &pair.cert_path;
+    let key_path = &pair.key_path;
+    let cert = certificate_from_pem(cert_path, &pair.cert)?;
+    let parsed = parse_x509(&cert).map_err(not_certificate(cert_path))?;
+    let certificate =
+        CertificateInfo::of(&parsed).map_err(|reason| CertError::NameInCertificate {
+            path: cert_path.clone(),
+            reason,
+        })?;
+
+    let key = key_from_pem(key_path, &pair.key)?;
+    let certified_key =
+        CertifiedKey::from_der(vec![cert.clone()], key, provider).map_err(|error| match error {
+            rustls::Error::InconsistentKeys(_) => CertError::KeyMismatch {
+                path: key_path.clone(),
+                cert: cert_path.clone(),
+            },
+            other => not_key(key_path)(other),
+        })?;
+
+    // Check now, as both the client and the server side of a handshake
+    // will, so that a bad certificate fails here rather than at every
+    // connection.
+    let mesh_name = ServerName::try_from(MESH_SERVER_NAME).map_err(tls_config)?;
+    let now = UnixTime::now();
+    let untrusted = |error: rustls::Error| CertError::Untrusted {
+        path: cert_path.clone(),
+        ca: ca_path.to_owned(),
+        reason: error.to_string(),
+    };
+    client_verifier
+        .verify_client_cert(&cert, &[], now)
+        .map_err(untrusted)?;
+    server_verifier
+        .verify_server_cert(&cert, &[], &mesh_name, &[], now)
+        .map_err(untrusted)?;
+    Ok((certified_key, certificate))
+}
+
+/// The certificate and key a node presents, server and client side alike:
+/// read at every handshake, so that [`TlsIdentity::replace`] reaches every
+/// configuration already built (no endpoint is rebuilt, no connection
+/// closed).
+#[derive(Debug)]
+struct CurrentKey(RwLock<Arc<CertifiedKey>>);
+
+impl CurrentKey {
+    fn get(&self) -> Arc<CertifiedKey> {
+        // A plain load or store of an Arc cannot leave it half-written, so
+        // poisoning is moot.
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, key: Arc<CertifiedKey>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = key;
+    }
+}
+
+impl ResolvesServerCert for CurrentKey {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl ResolvesClientCert for CurrentKey {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The certificate the peer at the other end of `connection` presented in
+/// the handshake (which the TLS configuration has already verified against
+/// the cluster CA).
+pub fn peer_certificate(connection: &quinn::Connection) -> Result<CertificateInfo, CertError> {
     let unusable = |reason: String| CertError::PeerCertificate { reason };
     let identity = connection
         .peer_identity()
@@ -527,7 +833,13 @@ pub fn peer_of(connection: &quinn::Connection) -> Result<(NodeName, PeerId), Cer
     let leaf = chain
         .first()
         .ok_or_else(|| unusable("empty certificate chain".to_owned()))?;
-    let name = common_name(&parse_x509(leaf).map_err(unusable)?).map_err(unusable)?;
+    CertificateInfo::of(&parse_x509(leaf).map_err(unusable)?).map_err(unusable)
+}
+
+/// The authenticated identity of the peer at the other end of
+/// `connection`: the name in its [`peer_certificate`].
+pub fn peer_of(connection: &quinn::Connection) -> Result<(NodeName, PeerId), CertError> {
+    let name = peer_certificate(connection)?.name;
     let peer_id = peer_id_of(&name);
     Ok((name, peer_id))
 }

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::certs::{self, CertError, MESH_SERVER_NAME, NodeName, TlsIdentity};
+use crate::certs::{self, CertError, CertificateInfo, MESH_SERVER_NAME, NodeName, TlsIdentity};
 use crate::gossip::PeerId;
 use crate::gossip::wire::MESSAGE_BYTES_MAX;
 
@@ -316,6 +316,11 @@ pub struct TransportStats {
     /// [`MESSAGE_BYTES_MAX`], or fewer bytes than announced: the stream
     /// stalled or ended mid-frame); each closes its connection.
     pub frames_refused: u64,
+    /// Connections this peer dialled that were established (handshake
+    /// done, identity accepted).
+    pub connections_dialled: u64,
+    /// Connections other peers dialled that were established.
+    pub connections_accepted: u64,
 }
 
 /// The transport of one peer. Cloning is cheap; all clones share it.
@@ -337,6 +342,8 @@ struct Inner {
     send_drops: AtomicU64,
     connections_refused: AtomicU64,
     frames_refused: AtomicU64,
+    connections_dialled: AtomicU64,
+    connections_accepted: AtomicU64,
 }
 
 /// Everything about one remote peer.
@@ -359,6 +366,9 @@ struct Registered {
     connection: quinn::Connection,
     initiator: PeerId,
     since: Instant,
+    /// When the certificate the peer presented for this connection expires
+    /// (Unix seconds).
+    not_after: i64,
 }
 
 impl Transport {
@@ -388,6 +398,8 @@ impl Transport {
             send_drops: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             frames_refused: AtomicU64::new(0),
+            connections_dialled: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
         });
         tokio::spawn(accept_loop(inner.clone()));
         Ok((Transport { inner }, Events { inbox }))
@@ -446,13 +458,18 @@ impl Transport {
         }
     }
 
-    /// Peers with an open connection.
-    pub fn connected(&self) -> Vec<PeerId> {
+    /// Peers with an open connection, each with the expiry (Unix seconds)
+    /// of the certificate it presented for that connection: a peer that
+    /// has since replaced its certificate shows the new one only on its
+    /// next connection.
+    pub fn connected(&self) -> BTreeMap<PeerId, i64> {
         self.inner
             .lock_links()
             .iter()
-            .filter(|(_, link)| link.connection.as_ref().is_some_and(Registered::is_open))
-            .map(|(peer, _)| *peer)
+            .filter_map(|(peer, link)| {
+                let registered = link.connection.as_ref().filter(|r| r.is_open())?;
+                Some((*peer, registered.not_after))
+            })
             .collect()
     }
 
@@ -468,6 +485,8 @@ impl Transport {
             send_drops: self.inner.send_drops.load(Ordering::Relaxed),
             connections_refused: self.inner.connections_refused.load(Ordering::Relaxed),
             frames_refused: self.inner.frames_refused.load(Ordering::Relaxed),
+            connections_dialled: self.inner.connections_dialled.load(Ordering::Relaxed),
+            connections_accepted: self.inner.connections_accepted.load(Ordering::Relaxed),
         }
     }
 
@@ -556,16 +575,19 @@ impl Inner {
             .await
             .map_err(|_| fail("timed out".into()))?
             .map_err(|e| fail(e.to_string()))?;
-        let (name, peer) = certs::peer_of(&connection).map_err(|e| {
+        let certificate = certs::peer_certificate(&connection).map_err(|e| {
             self.refused();
             fail(e.to_string())
         })?;
+        let name = certificate.name.clone();
+        let peer = certs::peer_id_of(&name);
         if expected.is_some_and(|expected| expected != peer) || peer == self.me {
             self.refused();
             connection.close(1u32.into(), b"unexpected peer");
             return Err(fail(format!("the peer there is {name} ({peer})")));
         }
-        self.register(peer, &name, connection, self.me, addr).await;
+        self.register(peer, certificate, connection, self.me, addr)
+            .await;
         Ok((peer, name))
     }
 
@@ -574,15 +596,22 @@ impl Inner {
     async fn register(
         self: &Arc<Self>,
         peer: PeerId,
-        name: &NodeName,
+        certificate: CertificateInfo,
         connection: quinn::Connection,
         initiator: PeerId,
         addr: SocketAddr,
     ) {
+        let established = if initiator == self.me {
+            &self.connections_dialled
+        } else {
+            &self.connections_accepted
+        };
+        established.fetch_add(1, Ordering::Relaxed);
         let fresh = Registered {
             connection: connection.clone(),
             initiator,
             since: Instant::now(),
+            not_after: certificate.not_after,
         };
         let (loser, share) = {
             let mut links = self.lock_links();
@@ -636,7 +665,7 @@ impl Inner {
         let budget = self.admit(&share, 0).await;
         let connected = Event::Connected {
             peer,
-            name: name.clone(),
+            name: certificate.name,
         };
         self.inbox.push(peer, connected, Some(budget));
     }
@@ -723,9 +752,13 @@ async fn accept_loop(inner: Arc<Inner>) {
                 inner.refused();
                 return;
             };
-            match certs::peer_of(&connection) {
-                Ok((name, peer)) if peer != inner.me => {
-                    inner.register(peer, &name, connection, peer, addr).await;
+            let identity = certs::peer_certificate(&connection)
+                .map(|certificate| (certs::peer_id_of(&certificate.name), certificate));
+            match identity {
+                Ok((peer, certificate)) if peer != inner.me => {
+                    inner
+                        .register(peer, certificate, connection, peer, addr)
+                        .await;
                 }
                 _ => {
                     inner.refused();

@@ -232,6 +232,7 @@ fn render(
         Unit::Seconds,
         ConstGauge::new(status.uptime_seconds),
     );
+    register_tls(&mut registry, status);
 
     if let Some(haproxy) = haproxy {
         register_haproxy(&mut registry, haproxy);
@@ -243,6 +244,58 @@ fn render(
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String cannot fail");
     text
+}
+
+/// Certificates and gossip connections, prefixed `aqueduct_tls_` and
+/// `aqueduct_gossip_`.
+fn register_tls(registry: &mut Registry, status: &Status) {
+    let tls = &status.tls;
+    let counters = &status.counters;
+    registry.register_with_unit(
+        "tls_certificate_expiry_timestamp",
+        "When this peer's certificate (the one new handshakes present) expires, in Unix time",
+        Unit::Seconds,
+        ConstGauge::new(tls.certificate.not_after),
+    );
+    // One series per connected peer (bounded by the peers SWIM knows);
+    // gone once its connection is.
+    let peers = Family::<[(&'static str, String); 1], Gauge>::default();
+    for peer in &status.peers {
+        if let (Some(name), Some(not_after)) = (&peer.name, peer.certificate_not_after) {
+            peers
+                .get_or_create(&[("peer", name.clone())])
+                .set(not_after);
+        }
+    }
+    registry.register_with_unit(
+        "tls_peer_certificate_expiry_timestamp",
+        "When the certificate each connected peer presented for its connection expires, \
+         in Unix time",
+        Unit::Seconds,
+        peers,
+    );
+    let reloads = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (result, count) in [("ok", tls.reloads), ("refused", tls.reloads_refused)] {
+        reloads.get_or_create(&[("result", result)]).inc_by(count);
+    }
+    registry.register(
+        "tls_reloads",
+        "Replacements of this peer's certificate and key (SIGHUP or changed files): taken (ok) \
+         or refused, the previous pair kept",
+        reloads,
+    );
+    let established = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (side, count) in [
+        ("dialled", counters.connections_dialled),
+        ("accepted", counters.connections_accepted),
+    ] {
+        established.get_or_create(&[("side", side)]).inc_by(count);
+    }
+    registry.register(
+        "gossip_connections_established",
+        "Gossip connections established (handshake done, identity accepted), by who dialled",
+        established,
+    );
 }
 
 /// The HAProxy driver's series, prefixed `aqueduct_haproxy_`.

@@ -4,10 +4,17 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aqueduct::certs::{CertificateInfo, NodeName};
 use aqueduct::crdt::{Command, Replica};
 use aqueduct::gossip::{ApplyReport, NodeStats, PeerId, PeerReport, PeerState};
 use aqueduct::peer::{Counters, Handle, PeerStatus, Request as PeerRequest, Status, WriteError};
+use aqueduct::tls_reload::TlsStatus;
 use tokio::sync::mpsc;
+
+/// When the fake peer's own certificate expires (Unix seconds)...
+pub const OWN_CERTIFICATE_NOT_AFTER: i64 = 1_800_000_000;
+/// ...and the certificate of its one connected peer, peer-b.
+pub const PEER_B_CERTIFICATE_NOT_AFTER: i64 = 1_900_000_000;
 
 /// Wall-clock ms, as the peer stamps writes.
 pub fn wall_clock_ms() -> u64 {
@@ -87,6 +94,7 @@ fn status_of(replica: &Replica, counters: &Counters) -> Status {
         generation: 1,
         state,
         connected,
+        certificate_not_after: connected.then_some(PEER_B_CERTIFICATE_NOT_AFTER),
         report: None,
     };
     // peer-b has reported: converged, with an HAProxy that reloaded twice.
@@ -127,5 +135,15 @@ fn status_of(replica: &Replica, counters: &Counters) -> Status {
         counters: counters.clone(),
         convergence_lag_seconds: Some(0.5),
         uptime_seconds: 12.0,
+        // Reloaded twice, refused once.
+        tls: TlsStatus {
+            certificate: CertificateInfo {
+                name: NodeName::new("peer-a").expect("a valid name"),
+                serial: "01".to_owned(),
+                not_after: OWN_CERTIFICATE_NOT_AFTER,
+            },
+            reloads: 2,
+            reloads_refused: 1,
+        },
     }
 }
