@@ -1,5 +1,6 @@
 //! Certificates: creating the cluster CA and node certificates, loading and
-//! checking a TLS directory, and mutual TLS between QUIC endpoints.
+//! checking a TLS directory, mutual TLS between QUIC endpoints, and
+//! replacing a node's certificate while its endpoints run.
 
 use std::error::Error;
 use std::fs;
@@ -11,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aqueduct::certs::{
-    self, CertError, MESH_SERVER_NAME, NodeName, TlsIdentity, ensure_self_made, init_ca, issue,
-    peer_id_of, peer_of,
+    self, CertError, CertificateInfo, MESH_SERVER_NAME, NodeName, NodePair, NodeValidity,
+    TlsIdentity, ensure_self_made, init_ca, issue, issue_for, peer_certificate, peer_id_of,
+    peer_of,
 };
 use aqueduct::gossip::PeerId;
 use aqueduct::gossip::wire::ALPN;
@@ -20,7 +22,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -68,13 +70,70 @@ fn mode_of(path: &Path) -> u32 {
 /// A CA in `dir/<ca>` and a node `node` issued by it into `dir/<node>`;
 /// returns the node's TLS dir.
 fn node_of(dir: &TempDir, ca: &str, node: &str) -> PathBuf {
+    issued_into(dir, ca, node, node)
+}
+
+/// A CA in `dir/<ca>` (made if missing) and a certificate for `node`
+/// issued by it into `dir/<out>`; returns that directory.
+fn issued_into(dir: &TempDir, ca: &str, node: &str, out: &str) -> PathBuf {
     let ca_dir = dir.join(ca);
     if !ca_dir.join(certs::CA_CERT_FILE).exists() {
         init_ca(&ca_dir).expect("init_ca");
     }
-    let tls_dir = dir.join(node);
+    let tls_dir = dir.join(out);
     issue(&ca_dir, &name(node), &tls_dir).expect("issue");
     tls_dir
+}
+
+/// A new certificate and key for `node` from the CA in `dir/<ca>`, read
+/// as a replacement would be.
+fn reissued(dir: &TempDir, ca: &str, node: &str) -> NodePair {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let out = format!("{node}-reissued-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    NodePair::read(&issued_into(dir, ca, node, &out)).expect("read the new pair")
+}
+
+/// Accepts every connection on `endpoint` and echoes every stream on it;
+/// reports the certificate each client presented, and keeps serving.
+fn serve_echoes(endpoint: quinn::Endpoint) -> mpsc::UnboundedReceiver<CertificateInfo> {
+    let (report, certificates) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let Ok(connection) = incoming.await else {
+                continue;
+            };
+            let _ = report.send(peer_certificate(&connection).expect("a client certificate"));
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                    let data = recv.read_to_end(1024).await.expect("read request");
+                    send.write_all(&data).await.expect("write echo");
+                    send.finish().expect("finish echo");
+                }
+            });
+        }
+    });
+    certificates
+}
+
+/// Connects to `server`; the connection, kept open.
+async fn connect(client: &quinn::Endpoint, server: SocketAddr) -> quinn::Connection {
+    let connecting = client.connect(server, MESH_SERVER_NAME).expect("connect");
+    timeout(DEADLINE, connecting)
+        .await
+        .expect("handshake within the deadline")
+        .expect("handshake")
+}
+
+/// Sends `payload` on a new stream of `connection`; the echo.
+async fn echo_on(connection: &quinn::Connection, payload: &[u8]) -> Vec<u8> {
+    timeout(DEADLINE, async {
+        let (mut send, mut recv) = connection.open_bi().await.expect("open stream");
+        send.write_all(payload).await.expect("write");
+        send.finish().expect("finish");
+        recv.read_to_end(1024).await.expect("read echo")
+    })
+    .await
+    .expect("echo within the deadline")
 }
 
 fn identity(tls_dir: &Path) -> TlsIdentity {
@@ -601,4 +660,171 @@ fn ensure_self_made_refuses_a_half_complete_dir_naming_what_is_missing() -> Test
     );
     assert!(err.to_string().contains(certs::NODE_KEY_FILE), "{err}");
     Ok(())
+}
+
+#[test]
+fn issue_for_gives_a_certificate_valid_for_the_days_asked() -> TestResult {
+    let dir = TempDir::new();
+    let ca = dir.join("ca");
+    init_ca(&ca)?;
+    let tls_dir = dir.join("node-1");
+    let now = unix_now();
+
+    issue_for(&ca, &name("node-1"), &tls_dir, NodeValidity::days(3)?)?;
+
+    let not_after = identity(&tls_dir).certificate().not_after;
+    let three_days = 3 * 24 * 60 * 60;
+    assert!(
+        (now + three_days - 60..=now + three_days + 60).contains(&not_after),
+        "not after {not_after}, expected about {}",
+        now + three_days
+    );
+    Ok(())
+}
+
+#[test]
+fn validities_outside_one_day_to_ten_years_are_refused() {
+    for days in [0, -1, 3651, i64::MAX, i64::MIN] {
+        let err = NodeValidity::days(days).expect_err("out of bounds");
+        assert!(
+            matches!(err, CertError::InvalidValidity { .. }),
+            "{days}: {err}"
+        );
+    }
+    for text in ["", "three", "3d", "1.5", "99999999999999999999"] {
+        let err = text
+            .parse::<NodeValidity>()
+            .expect_err("not a number of days");
+        assert!(
+            matches!(err, CertError::InvalidValidity { .. }),
+            "{text:?}: {err}"
+        );
+    }
+    for days in [1, 90, 3650] {
+        let validity = NodeValidity::days(days).expect("in bounds");
+        assert_eq!(i64::from(validity.as_days()), days);
+    }
+}
+
+#[test]
+fn a_certificate_that_would_outlive_its_ca_is_not_issued() -> TestResult {
+    let dir = TempDir::new();
+    let ca = dir.join("ca");
+    init_ca(&ca)?;
+    let out = dir.join("node-1");
+
+    // The CA was made a moment ago for 3650 days: a node certificate for
+    // 3650 days from now would end after it.
+    let err = issue_for(&ca, &name("node-1"), &out, NodeValidity::days(3650)?)
+        .expect_err("outlives the CA");
+
+    assert!(matches!(err, CertError::OutlivesCa { .. }), "{err}");
+    assert!(!out.join(certs::NODE_CERT_FILE).exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_presented_by_new_server_handshakes_while_open_connections_go_on()
+{
+    let dir = TempDir::new();
+    let mut alpha = identity(&node_of(&dir, "ca", "alpha"));
+    let beta = identity(&node_of(&dir, "ca", "beta"));
+    let listener = server(&alpha);
+    let _clients = serve_echoes(listener.clone());
+    let dialler = client(&beta);
+    let before = connect(&dialler, addr_of(&listener)).await;
+    let old = alpha.certificate().clone();
+
+    let new = alpha
+        .replace(&reissued(&dir, "ca", "alpha"))
+        .expect("a valid pair for the same node")
+        .clone();
+    let after = connect(&dialler, addr_of(&listener)).await;
+
+    assert_ne!(new.serial, old.serial);
+    assert_eq!(peer_certificate(&before).expect("certificate"), old);
+    assert_eq!(peer_certificate(&after).expect("certificate"), new);
+    assert_eq!(echo_on(&before, b"still here").await, b"still here");
+    assert!(before.close_reason().is_none());
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_presented_by_new_client_handshakes() {
+    let dir = TempDir::new();
+    let mut alpha = identity(&node_of(&dir, "ca", "alpha"));
+    let beta = identity(&node_of(&dir, "ca", "beta"));
+    let listener = server(&beta);
+    let mut presented = serve_echoes(listener.clone());
+    let dialler = client(&alpha);
+    let before = connect(&dialler, addr_of(&listener)).await;
+    let old = alpha.certificate().clone();
+
+    let new = alpha
+        .replace(&reissued(&dir, "ca", "alpha"))
+        .expect("a valid pair for the same node")
+        .clone();
+    let _after = connect(&dialler, addr_of(&listener)).await;
+
+    assert_eq!(presented.recv().await, Some(old));
+    assert_eq!(presented.recv().await, Some(new));
+    assert_eq!(echo_on(&before, b"still here").await, b"still here");
+}
+
+/// Replaces `alpha`'s pair with `pair`, which must be refused; checks that
+/// nothing changed and returns the error.
+fn refused_replacement(alpha: &mut TlsIdentity, pair: &NodePair) -> CertError {
+    let (certificate, fingerprint) = (alpha.certificate().clone(), alpha.fingerprint());
+    let err = alpha.replace(pair).expect_err("refused");
+    assert_eq!(alpha.certificate(), &certificate, "{err}");
+    assert_eq!(alpha.fingerprint(), fingerprint, "{err}");
+    err
+}
+
+#[test]
+fn a_replacement_for_another_node_is_refused_and_the_pair_in_use_stays() {
+    let dir = TempDir::new();
+    let mut alpha = identity(&node_of(&dir, "ca", "alpha"));
+
+    let err = refused_replacement(&mut alpha, &reissued(&dir, "ca", "beta"));
+
+    assert!(
+        matches!(&err, CertError::OtherNode { running, found, .. }
+            if *running == name("alpha") && *found == name("beta")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_half_written_replacement_is_refused_and_the_pair_in_use_stays() -> TestResult {
+    let dir = TempDir::new();
+    let alpha_dir = node_of(&dir, "ca", "alpha");
+    let mut alpha = identity(&alpha_dir);
+    // The new certificate is in place, its key not yet.
+    let new = issued_into(&dir, "ca", "alpha", "alpha-new");
+    fs::copy(
+        new.join(certs::NODE_CERT_FILE),
+        alpha_dir.join(certs::NODE_CERT_FILE),
+    )?;
+
+    let err = refused_replacement(&mut alpha, &NodePair::read(&alpha_dir)?);
+
+    assert!(matches!(err, CertError::KeyMismatch { .. }), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_replacement_from_another_ca_is_refused_and_the_pair_in_use_stays() {
+    let dir = TempDir::new();
+    let mut alpha = identity(&node_of(&dir, "ca", "alpha"));
+
+    let err = refused_replacement(&mut alpha, &reissued(&dir, "other-ca", "alpha"));
+
+    assert!(matches!(err, CertError::Untrusted { .. }), "{err}");
+}
+
+fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since.as_secs()).expect("seconds fit")
 }
