@@ -42,12 +42,14 @@ use rcgen::{
     KeyUsagePurpose, PublicKeyData,
 };
 use rustls::client::danger::ServerCertVerifier;
-use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::version::TLS13;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
@@ -700,7 +702,14 @@ impl TlsIdentity {
     }
 
     /// The TLS side of a QUIC server: TLS 1.3 only, requires a client
-    /// certificate signed by the cluster CA, offers [`ALPN`].
+    /// certificate signed by the cluster CA, offers [`ALPN`], never resumes
+    /// a session.
+    ///
+    /// Without resumption every connection is a full handshake: both sides
+    /// present and check their current certificates each time (a resumed
+    /// session would carry the identity checked when it began, through a
+    /// replaced, expired or revoked certificate). Connections are long-lived,
+    /// so the cost is a few signatures per connection.
     pub fn server_crypto(&self) -> Result<Arc<QuicServerConfig>, CertError> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&TLS13])
@@ -708,15 +717,18 @@ impl TlsIdentity {
             .with_client_cert_verifier(self.client_verifier.clone())
             .with_cert_resolver(self.current.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         let config = QuicServerConfig::try_from(config).map_err(tls_config)?;
         Ok(Arc::new(config))
     }
 
     /// The TLS side of a QUIC client: TLS 1.3 only, presents this node's
     /// certificate, accepts only servers certified by the cluster CA, offers
-    /// [`ALPN`]. Dial with server name [`MESH_SERVER_NAME`]
-    /// (`endpoint.connect(addr, MESH_SERVER_NAME)`) and learn who answered
-    /// with [`peer_of`].
+    /// [`ALPN`], never resumes a session (see
+    /// [`TlsIdentity::server_crypto`]). Dial with server name
+    /// [`MESH_SERVER_NAME`] (`endpoint.connect(addr, MESH_SERVER_NAME)`)
+    /// and learn who answered with [`peer_of`].
     pub fn client_crypto(&self) -> Result<Arc<QuicClientConfig>, CertError> {
         let mut config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&TLS13])
@@ -724,6 +736,7 @@ impl TlsIdentity {
             .with_webpki_verifier(self.server_verifier.clone())
             .with_client_cert_resolver(self.current.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
+        config.resumption = Resumption::disabled();
         let config = QuicClientConfig::try_from(config).map_err(tls_config)?;
         Ok(Arc::new(config))
     }
