@@ -155,6 +155,7 @@ fn rotate_under_writes(label: &str, rotation: Rotation) -> Measured {
         failed,
         reconnects,
     };
+    assert!(measured.acknowledged >= 2 * WRITES_AROUND, "{measured:?}");
     assert_eq!(
         (measured.failed, measured.reconnects),
         (0, 0),

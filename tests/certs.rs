@@ -665,8 +665,7 @@ fn ensure_self_made_refuses_a_half_complete_dir_naming_what_is_missing() -> Test
 #[test]
 fn issue_for_gives_a_certificate_valid_for_the_days_asked() -> TestResult {
     let dir = TempDir::new();
-    let ca = dir.join("ca");
-    init_ca(&ca)?;
+    let ca = new_ca(&dir);
     let tls_dir = dir.join("node-1");
     let now = unix_now();
 
@@ -709,8 +708,7 @@ fn validities_outside_one_day_to_ten_years_are_refused() {
 #[test]
 fn a_certificate_that_would_outlive_its_ca_is_not_issued() -> TestResult {
     let dir = TempDir::new();
-    let ca = dir.join("ca");
-    init_ca(&ca)?;
+    let ca = new_ca(&dir);
     let out = dir.join("node-1");
 
     // The CA was made a moment ago for 3650 days: a node certificate for
@@ -723,15 +721,33 @@ fn a_certificate_that_would_outlive_its_ca_is_not_issued() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_replaced_certificate_is_presented_by_new_server_handshakes_while_open_connections_go_on()
-{
+/// What [`reconnect_around_a_replacement`] saw.
+struct AroundReplacement {
+    /// alpha's certificate before and after the replacement.
+    old: CertificateInfo,
+    new: CertificateInfo,
+    /// The connection made before the replacement, and the one after.
+    before: quinn::Connection,
+    after: quinn::Connection,
+    /// The certificates the server was presented, in order.
+    presented: mpsc::UnboundedReceiver<CertificateInfo>,
+}
+
+/// Nodes alpha and beta of one CA, one serving and the other dialling
+/// (alpha serves if `alpha_serves`): a connection, then alpha's pair
+/// replaced with a new one, then a second connection.
+async fn reconnect_around_a_replacement(alpha_serves: bool) -> AroundReplacement {
     let dir = TempDir::new();
     let mut alpha = identity(&node_of(&dir, "ca", "alpha"));
     let beta = identity(&node_of(&dir, "ca", "beta"));
-    let listener = server(&alpha);
-    let _clients = serve_echoes(listener.clone());
-    let dialler = client(&beta);
+    let (serving, dialling) = if alpha_serves {
+        (&alpha, &beta)
+    } else {
+        (&beta, &alpha)
+    };
+    let listener = server(serving);
+    let presented = serve_echoes(listener.clone());
+    let dialler = client(dialling);
     let before = connect(&dialler, addr_of(&listener)).await;
     let old = alpha.certificate().clone();
 
@@ -740,34 +756,42 @@ async fn a_replaced_certificate_is_presented_by_new_server_handshakes_while_open
         .expect("a valid pair for the same node")
         .clone();
     let after = connect(&dialler, addr_of(&listener)).await;
-
     assert_ne!(new.serial, old.serial);
-    assert_eq!(peer_certificate(&before).expect("certificate"), old);
-    assert_eq!(peer_certificate(&after).expect("certificate"), new);
-    assert_eq!(echo_on(&before, b"still here").await, b"still here");
-    assert!(before.close_reason().is_none());
+    AroundReplacement {
+        old,
+        new,
+        before,
+        after,
+        presented,
+    }
 }
 
 #[tokio::test]
-async fn a_replaced_certificate_is_presented_by_new_client_handshakes() {
-    let dir = TempDir::new();
-    let mut alpha = identity(&node_of(&dir, "ca", "alpha"));
-    let beta = identity(&node_of(&dir, "ca", "beta"));
-    let listener = server(&beta);
-    let mut presented = serve_echoes(listener.clone());
-    let dialler = client(&alpha);
-    let before = connect(&dialler, addr_of(&listener)).await;
-    let old = alpha.certificate().clone();
+async fn a_replaced_certificate_is_presented_by_new_server_handshakes_while_open_connections_go_on()
+{
+    let seen = reconnect_around_a_replacement(true).await;
 
-    let new = alpha
-        .replace(&reissued(&dir, "ca", "alpha"))
-        .expect("a valid pair for the same node")
-        .clone();
-    let _after = connect(&dialler, addr_of(&listener)).await;
+    assert_eq!(
+        peer_certificate(&seen.before).expect("certificate"),
+        seen.old
+    );
+    assert_eq!(
+        peer_certificate(&seen.after).expect("certificate"),
+        seen.new
+    );
+    assert_eq!(echo_on(&seen.before, b"still here").await, b"still here");
+    assert!(seen.before.close_reason().is_none());
+}
 
-    assert_eq!(presented.recv().await, Some(old));
-    assert_eq!(presented.recv().await, Some(new));
-    assert_eq!(echo_on(&before, b"still here").await, b"still here");
+#[tokio::test]
+async fn a_replaced_certificate_is_presented_by_new_client_handshakes_while_open_connections_go_on()
+{
+    let mut seen = reconnect_around_a_replacement(false).await;
+
+    assert_eq!(seen.presented.recv().await, Some(seen.old));
+    assert_eq!(seen.presented.recv().await, Some(seen.new));
+    assert_eq!(echo_on(&seen.before, b"still here").await, b"still here");
+    assert!(seen.before.close_reason().is_none());
 }
 
 /// Replaces `alpha`'s pair with `pair`, which must be refused; checks that
@@ -820,6 +844,13 @@ fn a_replacement_from_another_ca_is_refused_and_the_pair_in_use_stays() {
     let err = refused_replacement(&mut alpha, &reissued(&dir, "other-ca", "alpha"));
 
     assert!(matches!(err, CertError::Untrusted { .. }), "{err}");
+}
+
+/// A CA in `dir/ca`; its directory.
+fn new_ca(dir: &TempDir) -> PathBuf {
+    let ca = dir.join("ca");
+    init_ca(&ca).expect("init_ca");
+    ca
 }
 
 fn unix_now() -> i64 {

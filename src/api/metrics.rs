@@ -274,28 +274,38 @@ fn register_tls(registry: &mut Registry, status: &Status) {
         Unit::Seconds,
         peers,
     );
-    let reloads = Family::<[(&'static str, &'static str); 1], Counter>::default();
-    for (result, count) in [("ok", tls.reloads), ("refused", tls.reloads_refused)] {
-        reloads.get_or_create(&[("result", result)]).inc_by(count);
-    }
     registry.register(
         "tls_reloads",
         "Replacements of this peer's certificate and key (SIGHUP or changed files): taken (ok) \
          or refused, the previous pair kept",
-        reloads,
+        counters_by(
+            "result",
+            [("ok", tls.reloads), ("refused", tls.reloads_refused)],
+        ),
     );
-    let established = Family::<[(&'static str, &'static str); 1], Counter>::default();
-    for (side, count) in [
-        ("dialled", counters.connections_dialled),
-        ("accepted", counters.connections_accepted),
-    ] {
-        established.get_or_create(&[("side", side)]).inc_by(count);
-    }
     registry.register(
         "gossip_connections_established",
         "Gossip connections established (handshake done, identity accepted), by who dialled",
-        established,
+        counters_by(
+            "side",
+            [
+                ("dialled", counters.connections_dialled),
+                ("accepted", counters.connections_accepted),
+            ],
+        ),
     );
+}
+
+/// A family of counters with one label: a series per value.
+fn counters_by<const N: usize>(
+    label: &'static str,
+    counts: [(&'static str, u64); N],
+) -> Family<[(&'static str, &'static str); 1], Counter> {
+    let family = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (value, count) in counts {
+        family.get_or_create(&[(label, value)]).inc_by(count);
+    }
+    family
 }
 
 /// The HAProxy driver's series, prefixed `aqueduct_haproxy_`.
