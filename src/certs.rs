@@ -540,47 +540,70 @@ impl CertificateInfo {
 
 impl fmt::Display for CertificateInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (serial {}, valid until ", self.name, self.serial)?;
-        match ASN1Time::from_timestamp(self.not_after) {
-            Ok(time) => write!(f, "{time})"),
-            Err(_) => write!(f, "{} s after the epoch)", self.not_after),
-        }
+        write!(
+            f,
+            "{} (serial {}, valid until {})",
+            self.name,
+            self.serial,
+            unix_time_text(self.not_after)
+        )
     }
 }
 
-/// A node's certificate and key as read from its TLS directory, not yet
-/// checked: what [`TlsIdentity::load`] starts from and
-/// [`TlsIdentity::replace`] takes.
-pub struct NodePair {
+/// A time given in seconds since the Unix epoch (as certificates' ends are
+/// kept here), as people read it in logs.
+pub fn unix_time_text(seconds: i64) -> String {
+    ASN1Time::from_timestamp(seconds)
+        .map(|time| time.to_string())
+        .unwrap_or_else(|_| format!("{seconds} s after the epoch"))
+}
+
+/// A certificate and its key as read from their files, not yet checked:
+/// what [`TlsIdentity::load`] starts from and [`TlsIdentity::replace`]
+/// takes (and the API's HTTPS identity, `api::server::ApiTls`, likewise).
+pub struct PemPair {
     cert_path: PathBuf,
     key_path: PathBuf,
     cert: Vec<u8>,
     key: Vec<u8>,
 }
 
-impl fmt::Debug for NodePair {
+impl fmt::Debug for PemPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the key's bytes.
-        f.debug_struct("NodePair")
+        f.debug_struct("PemPair")
             .field("cert_path", &self.cert_path)
             .field("key_path", &self.key_path)
             .finish_non_exhaustive()
     }
 }
 
-impl NodePair {
+impl PemPair {
     /// Reads `node.pem`, then `node.key`, from `tls_dir`.
-    pub fn read(tls_dir: &Path) -> Result<NodePair, CertError> {
-        let cert_path = tls_dir.join(NODE_CERT_FILE);
-        let key_path = tls_dir.join(NODE_KEY_FILE);
-        let cert = read(&cert_path)?;
-        let key = read(&key_path)?;
-        Ok(NodePair {
-            cert_path,
-            key_path,
+    pub fn node(tls_dir: &Path) -> Result<PemPair, CertError> {
+        PemPair::read(&tls_dir.join(NODE_CERT_FILE), &tls_dir.join(NODE_KEY_FILE))
+    }
+
+    /// Reads the certificate file, then the key file.
+    pub fn read(cert_path: &Path, key_path: &Path) -> Result<PemPair, CertError> {
+        let cert = read(cert_path)?;
+        let key = read(key_path)?;
+        Ok(PemPair {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
             cert,
             key,
         })
+    }
+
+    /// The certificate file's path and bytes.
+    pub fn cert(&self) -> (&Path, &[u8]) {
+        (&self.cert_path, &self.cert)
+    }
+
+    /// The key file's path and bytes.
+    pub fn key(&self) -> (&Path, &[u8]) {
+        (&self.key_path, &self.key)
     }
 
     /// A hash of both files' bytes: equal for the same files, so that a
@@ -597,7 +620,7 @@ pub struct TlsIdentity {
     ca_path: PathBuf,
     provider: Arc<CryptoProvider>,
     /// Shared with every TLS configuration made from this identity.
-    current: Arc<CurrentKey>,
+    current: Arc<ReplaceableKey>,
     certificate: CertificateInfo,
     fingerprint: u64,
     client_verifier: Arc<dyn ClientCertVerifier>,
@@ -633,7 +656,7 @@ impl TlsIdentity {
             .build()
             .map_err(tls_config)?;
 
-        let pair = NodePair::read(tls_dir)?;
+        let pair = PemPair::node(tls_dir)?;
         let (key, certificate) = check(
             &pair,
             &provider,
@@ -645,7 +668,7 @@ impl TlsIdentity {
             name: certificate.name.clone(),
             ca_path,
             provider,
-            current: Arc::new(CurrentKey(RwLock::new(Arc::new(key)))),
+            current: ReplaceableKey::new(key),
             certificate,
             fingerprint: pair.fingerprint(),
             client_verifier,
@@ -659,7 +682,7 @@ impl TlsIdentity {
     /// certificate they were made with. The pair must pass the checks of
     /// [`TlsIdentity::load`] against the CA loaded then, and name this
     /// node; if not, nothing changes. Returns the certificate now in use.
-    pub fn replace(&mut self, pair: &NodePair) -> Result<&CertificateInfo, CertError> {
+    pub fn replace(&mut self, pair: &PemPair) -> Result<&CertificateInfo, CertError> {
         let (key, certificate) = check(
             pair,
             &self.provider,
@@ -674,7 +697,7 @@ impl TlsIdentity {
                 found: certificate.name,
             });
         }
-        self.current.set(Arc::new(key));
+        self.current.replace(key);
         self.certificate = certificate;
         self.fingerprint = pair.fingerprint();
         Ok(&self.certificate)
@@ -695,7 +718,7 @@ impl TlsIdentity {
         &self.certificate
     }
 
-    /// The [`NodePair::fingerprint`] of the files the certificate in use
+    /// The [`PemPair::fingerprint`] of the files the certificate in use
     /// came from.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
@@ -745,7 +768,7 @@ impl TlsIdentity {
 /// Checks a node's certificate and key as [`TlsIdentity::load`] describes,
 /// against the CA in `ca_path` (whose verifiers these are).
 fn check(
-    pair: &NodePair,
+    pair: &PemPair,
     provider: &Arc<CryptoProvider>,
     client_verifier: &dyn ClientCertVerifier,
     server_verifier: &dyn ServerCertVerifier,
@@ -790,35 +813,41 @@ fn check(
     Ok((certified_key, certificate))
 }
 
-/// The certificate and key a node presents, server and client side alike:
-/// read at every handshake, so that [`TlsIdentity::replace`] reaches every
-/// configuration already built (no endpoint is rebuilt, no connection
-/// closed).
+/// The certificate and key a TLS endpoint presents, server or client side:
+/// read at every handshake, so that a replacement reaches every
+/// configuration already built from it (no endpoint is rebuilt, no
+/// connection closed).
 #[derive(Debug)]
-struct CurrentKey(RwLock<Arc<CertifiedKey>>);
+pub struct ReplaceableKey(RwLock<Arc<CertifiedKey>>);
 
-impl CurrentKey {
-    fn get(&self) -> Arc<CertifiedKey> {
-        // A plain load or store of an Arc cannot leave it half-written, so
+impl ReplaceableKey {
+    /// Presents `key` until replaced.
+    pub fn new(key: CertifiedKey) -> Arc<ReplaceableKey> {
+        Arc::new(ReplaceableKey(RwLock::new(Arc::new(key))))
+    }
+
+    /// Presents `key` from the next handshake on.
+    pub fn replace(&self, key: CertifiedKey) {
+        // A plain store of an Arc cannot leave it half-written, so
         // poisoning is moot.
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
+    }
+
+    fn get(&self) -> Arc<CertifiedKey> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
-
-    fn set(&self, key: Arc<CertifiedKey>) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = key;
-    }
 }
 
-impl ResolvesServerCert for CurrentKey {
+impl ResolvesServerCert for ReplaceableKey {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.get())
     }
 }
 
-impl ResolvesClientCert for CurrentKey {
+impl ResolvesClientCert for ReplaceableKey {
     fn resolve(
         &self,
         _root_hint_subjects: &[&[u8]],

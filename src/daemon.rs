@@ -194,7 +194,8 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let (transport, events) = Transport::bind(options.gossip, &identity)?;
     let name = identity.name().clone();
     let peer_id = identity.peer_id();
-    let (tls_status, tls_reloader) = tls_reload::spawn(identity, tls_dir, hangups);
+    let (tls_status, tls_reloader) =
+        tls_reload::spawn(identity, &tls_dir, api_tls.clone(), hangups);
     let gossip = options.advertise.unwrap_or_else(|| transport.local_addr());
     let me = MemberId {
         peer: peer_id,

@@ -26,7 +26,8 @@ use tower::ServiceExt;
 
 mod support;
 use support::memory::{
-    OWN_CERTIFICATE_NOT_AFTER, PEER_B_CERTIFICATE_NOT_AFTER, Store, spawn_peer, wall_clock_ms,
+    API_CERTIFICATE_NOT_AFTER, OWN_CERTIFICATE_NOT_AFTER, PEER_B_CERTIFICATE_NOT_AFTER, Store,
+    spawn_peer, wall_clock_ms,
 };
 
 // ---------------------------------------------------------------------------
@@ -1896,6 +1897,11 @@ async fn metrics_expose_certificate_expiries_reloads_and_connections() {
         ),
         "aqueduct_tls_reloads_total{result=\"ok\"} 2".to_owned(),
         "aqueduct_tls_reloads_total{result=\"refused\"} 1".to_owned(),
+        format!(
+            "aqueduct_api_tls_certificate_expiry_timestamp_seconds {API_CERTIFICATE_NOT_AFTER}"
+        ),
+        "aqueduct_api_tls_reloads_total{result=\"ok\"} 1".to_owned(),
+        "aqueduct_api_tls_reloads_total{result=\"refused\"} 0".to_owned(),
         "aqueduct_gossip_connections_established_total{side=\"dialled\"} 0".to_owned(),
         "aqueduct_gossip_connections_established_total{side=\"accepted\"} 0".to_owned(),
     ] {

@@ -130,7 +130,7 @@ fn rotate_under_writes(label: &str, rotation: Rotation) -> Measured {
     let log = b.log();
     assert!(
         log.lines()
-            .any(|l| l.contains("reloaded this peer's certificate") && l.contains(trigger)),
+            .any(|l| l.contains("reloaded the node certificate") && l.contains(trigger)),
         "log:\n{log}"
     );
     // The connections to peer-b were kept: the others still hold the
@@ -216,7 +216,7 @@ fn a_replacement_that_fails_a_check_is_refused_logged_and_counted_and_the_old_ce
         let log = peer.log();
         assert!(
             log.lines()
-                .any(|l| l.contains("refused the new certificate") && l.contains(reason)),
+                .any(|l| l.contains("refused the new node certificate") && l.contains(reason)),
             "{case}: no {reason:?} in the log:\n{log}"
         );
     }

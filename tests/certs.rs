@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aqueduct::certs::{
-    self, CertError, CertificateInfo, MESH_SERVER_NAME, NodeName, NodePair, NodeValidity,
+    self, CertError, CertificateInfo, MESH_SERVER_NAME, NodeName, NodeValidity, PemPair,
     TlsIdentity, ensure_self_made, init_ca, issue, issue_for, peer_certificate, peer_id_of,
     peer_of,
 };
@@ -87,10 +87,10 @@ fn issued_into(dir: &TempDir, ca: &str, node: &str, out: &str) -> PathBuf {
 
 /// A new certificate and key for `node` from the CA in `dir/<ca>`, read
 /// as a replacement would be.
-fn reissued(dir: &TempDir, ca: &str, node: &str) -> NodePair {
+fn reissued(dir: &TempDir, ca: &str, node: &str) -> PemPair {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let out = format!("{node}-reissued-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    NodePair::read(&issued_into(dir, ca, node, &out)).expect("read the new pair")
+    PemPair::node(&issued_into(dir, ca, node, &out)).expect("read the new pair")
 }
 
 /// Accepts every connection on `endpoint` and echoes every stream on it;
@@ -796,7 +796,7 @@ async fn a_replaced_certificate_is_presented_by_new_client_handshakes_while_open
 
 /// Replaces `alpha`'s pair with `pair`, which must be refused; checks that
 /// nothing changed and returns the error.
-fn refused_replacement(alpha: &mut TlsIdentity, pair: &NodePair) -> CertError {
+fn refused_replacement(alpha: &mut TlsIdentity, pair: &PemPair) -> CertError {
     let (certificate, fingerprint) = (alpha.certificate().clone(), alpha.fingerprint());
     let err = alpha.replace(pair).expect_err("refused");
     assert_eq!(alpha.certificate(), &certificate, "{err}");
@@ -830,7 +830,7 @@ fn a_half_written_replacement_is_refused_and_the_pair_in_use_stays() -> TestResu
         alpha_dir.join(certs::NODE_CERT_FILE),
     )?;
 
-    let err = refused_replacement(&mut alpha, &NodePair::read(&alpha_dir)?);
+    let err = refused_replacement(&mut alpha, &PemPair::node(&alpha_dir)?);
 
     assert!(matches!(err, CertError::KeyMismatch { .. }), "{err}");
     Ok(())

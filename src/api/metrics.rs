@@ -24,6 +24,7 @@ use super::server::{ConnectionCounts, ConnectionStats};
 use crate::gossip::PeerState;
 use crate::haproxy::driver::{ApplyStatus, Driver};
 use crate::peer::Status;
+use crate::tls_reload::Reloads;
 
 /// What `prometheus_client`'s text encoder produces.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -278,11 +279,23 @@ fn register_tls(registry: &mut Registry, status: &Status) {
         "tls_reloads",
         "Replacements of this peer's certificate and key (SIGHUP or changed files): taken (ok) \
          or refused, the previous pair kept",
-        counters_by(
-            "result",
-            [("ok", tls.reloads), ("refused", tls.reloads_refused)],
-        ),
+        reloads_by_result(tls.reloads),
     );
+    if let Some(api) = &tls.api {
+        registry.register_with_unit(
+            "api_tls_certificate_expiry_timestamp",
+            "When the API's HTTPS certificate (the one new handshakes present) expires, in Unix \
+             time",
+            Unit::Seconds,
+            ConstGauge::new(api.not_after),
+        );
+        registry.register(
+            "api_tls_reloads",
+            "Replacements of the API's HTTPS certificate and key (SIGHUP or changed files): taken \
+             (ok) or refused, the previous pair kept",
+            reloads_by_result(api.reloads),
+        );
+    }
     registry.register(
         "gossip_connections_established",
         "Gossip connections established (handshake done, identity accepted), by who dialled",
@@ -294,6 +307,10 @@ fn register_tls(registry: &mut Registry, status: &Status) {
             ],
         ),
     );
+}
+
+fn reloads_by_result(reloads: Reloads) -> Family<[(&'static str, &'static str); 1], Counter> {
+    counters_by("result", [("ok", reloads.ok), ("refused", reloads.refused)])
 }
 
 /// A family of counters with one label: a series per value.
