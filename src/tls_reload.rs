@@ -129,7 +129,7 @@ async fn run(
             Some(()) = hangups.recv() => Trigger::Hangup,
             _ = poll.tick() => Trigger::FilesChanged,
         };
-        if let Some(read) = node_files.to_try(trigger).await {
+        if let Some(read) = node_files.worth_trying(trigger).await {
             let keeping = identity.certificate().to_string();
             let outcome = read.and_then(|pair| identity.replace(&pair).cloned());
             let what = "node certificate and key";
@@ -142,7 +142,7 @@ async fn run(
             });
         }
         if let Some((api, files)) = &mut api
-            && let Some(read) = files.to_try(trigger).await
+            && let Some(read) = files.worth_trying(trigger).await
         {
             let keeping = valid_until(api.not_after());
             let outcome = read
@@ -227,7 +227,7 @@ impl Files {
 
     /// Reads the files; what to try now, if anything: on SIGHUP whatever
     /// they hold, when polled only a change that has settled.
-    async fn to_try(&mut self, trigger: Trigger) -> Option<Result<PemPair, CertError>> {
+    async fn worth_trying(&mut self, trigger: Trigger) -> Option<Result<PemPair, CertError>> {
         let (cert, key) = (self.cert.clone(), self.key.clone());
         let read = tokio::task::spawn_blocking(move || PemPair::read(&cert, &key))
             .await

@@ -5,7 +5,8 @@
 //! again, open connections still carry the old certificate and new
 //! handshakes present the new one. A replacement that fails a check
 //! (another node's, a key that does not match, another CA's) is refused,
-//! logged and counted, and the old certificate stays.
+//! logged and counted, and the old certificate stays. A peer serving its
+//! node certificate on its HTTPS API too serves the new one there.
 
 mod support;
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aqueduct::certs::{self, CertificateInfo};
+use rustls::pki_types::pem::PemObject;
 use support::hostile::Attacker;
 use support::{
     Cluster, MemberWrites, Peer, aqueduct, counter, eventually, member_ports, static_backend,
@@ -32,6 +34,7 @@ const RELOADED: &str = "aqueduct_tls_reloads_total{result=\"ok\"}";
 const REFUSED: &str = "aqueduct_tls_reloads_total{result=\"refused\"}";
 const DIALLED: &str = "aqueduct_gossip_connections_established_total{side=\"dialled\"}";
 const OWN_EXPIRY: &str = "aqueduct_tls_certificate_expiry_timestamp_seconds";
+const API_RELOADED: &str = "aqueduct_api_tls_reloads_total{result=\"ok\"}";
 
 /// How the new pair reaches the peer.
 #[derive(Clone, Copy, Debug)]
@@ -220,6 +223,65 @@ fn a_replacement_that_fails_a_check_is_refused_logged_and_counted_and_the_old_ce
             "{case}: no {reason:?} in the log:\n{log}"
         );
     }
+}
+
+#[test]
+fn a_peer_serving_its_node_certificate_over_https_serves_the_new_one_after_sighup() {
+    let cluster = Cluster::new("rotation-https");
+    let mut spec = cluster.peer("peer-a");
+    let tls_dir = spec.tls_dir.clone();
+    spec.extra = ["--api-tls-cert", "--api-tls-key"]
+        .iter()
+        .zip([certs::NODE_CERT_FILE, certs::NODE_KEY_FILE])
+        .flat_map(|(flag, file)| [flag.to_string(), path(&tls_dir.join(file)).to_owned()])
+        .collect();
+    let peer = spec.start();
+    let (old, _) = over_https(&peer, &tls_dir);
+    let pair = issue(&cluster, &cluster.ca_dir(), "peer-a");
+
+    install(&pair, &tls_dir, certs::NODE_KEY_FILE);
+    install(&pair, &tls_dir, certs::NODE_CERT_FILE);
+    peer.hangup();
+
+    eventually("both certificates reloaded", || {
+        let (_, metrics) = over_https(&peer, &tls_dir);
+        let reloaded = |name| counter(&metrics, name) == 1;
+        (reloaded(RELOADED) && reloaded(API_RELOADED)).then_some(())
+    });
+    // A connection made after the reload (the one that told of it may
+    // have been made before).
+    let (new, metrics) = over_https(&peer, &tls_dir);
+    let new_pem = std::fs::read(pair.join(certs::NODE_CERT_FILE)).expect("node.pem");
+    let new_der = rustls::pki_types::CertificateDer::from_pem_slice(&new_pem).expect("PEM");
+    assert_ne!(new, old);
+    assert_eq!(new, new_der.to_vec());
+    let not_after = presented(&observer(&cluster), &peer).not_after;
+    let api_expiry = "aqueduct_api_tls_certificate_expiry_timestamp_seconds";
+    assert_eq!(counter(&metrics, api_expiry), as_u64(not_after));
+}
+
+/// Over a new HTTPS connection to `peer`'s API, whose certificate names
+/// `peer-a` and is signed by the CA in `tls_dir`: the certificate it
+/// presented (DER) and `GET /metrics`.
+fn over_https(peer: &Peer, tls_dir: &Path) -> (Vec<u8>, String) {
+    let tls = aqueduct::api::server::client_tls_config(&tls_dir.join(certs::CA_CERT_FILE))
+        .expect("client TLS");
+    // A client of its own: no connection of an earlier call is reused.
+    let client = reqwest::blocking::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .tls_info(true)
+        .resolve("peer-a", peer.api)
+        .build()
+        .expect("an HTTPS client");
+    let url = format!("https://peer-a:{}/metrics", peer.api.port());
+    let response = client.get(url).send().expect("GET /metrics over HTTPS");
+    let certificate = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(reqwest::tls::TlsInfo::peer_certificate)
+        .expect("the server's certificate")
+        .to_vec();
+    (certificate, response.text().expect("the metrics"))
 }
 
 /// A client holding a certificate of the cluster for a name that is not
