@@ -84,6 +84,9 @@ const CA_VALIDITY: Duration = YEAR.saturating_mul(10);
 /// Certificates start being valid a little in the past, so that a peer whose
 /// clock is somewhat behind the issuing machine's still accepts them.
 const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(60 * 60);
+/// The largest certificate or key file read: PEM of a certificate chain
+/// or a key takes a few KiB.
+pub const PEM_BYTES_MAX: u64 = 1 << 20;
 /// Longest DNS label.
 const NAME_LEN_MAX: usize = 63;
 const KEY_MODE: u32 = files::FILE_MODE;
@@ -108,6 +111,12 @@ pub enum CertError {
         path: PathBuf,
         /// What the operating system said.
         error: io::Error,
+    },
+    /// A certificate or key file over [`PEM_BYTES_MAX`].
+    #[error("{}: larger than {PEM_BYTES_MAX} bytes, not a certificate or key", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
     },
     /// A required file does not exist.
     #[error("{}: missing", path.display())]
@@ -281,7 +290,7 @@ impl FromStr for NodeName {
 /// [`NodeValidity::DAYS_MAX`] (the CA's own validity, which a node
 /// certificate cannot usefully outlive). Short-lived certificates limit
 /// what a stolen key is worth; peers reload theirs without a restart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeValidity(u32);
 
 impl NodeValidity {
@@ -312,12 +321,6 @@ impl NodeValidity {
 
     fn duration(self) -> Duration {
         DAY.saturating_mul(self.0)
-    }
-}
-
-impl Default for NodeValidity {
-    fn default() -> Self {
-        Self::DEFAULT
     }
 }
 
@@ -584,10 +587,11 @@ impl PemPair {
         PemPair::read(&tls_dir.join(NODE_CERT_FILE), &tls_dir.join(NODE_KEY_FILE))
     }
 
-    /// Reads the certificate file, then the key file.
+    /// Reads the certificate file, then the key file (each at most
+    /// [`PEM_BYTES_MAX`]: they may be read every second).
     pub fn read(cert_path: &Path, key_path: &Path) -> Result<PemPair, CertError> {
-        let cert = read(cert_path)?;
-        let key = read(key_path)?;
+        let cert = read_bounded(cert_path)?;
+        let key = read_bounded(key_path)?;
         Ok(PemPair {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
@@ -946,6 +950,15 @@ fn tls_config(error: impl fmt::Display) -> CertError {
     CertError::TlsConfig(error.to_string())
 }
 
+fn missing_or_io(path: &Path, error: io::Error) -> CertError {
+    match error.kind() {
+        io::ErrorKind::NotFound => CertError::Missing {
+            path: path.to_owned(),
+        },
+        _ => io_error(path, error),
+    }
+}
+
 fn io_error(path: &Path, error: io::Error) -> CertError {
     CertError::Io {
         path: path.to_owned(),
@@ -954,12 +967,23 @@ fn io_error(path: &Path, error: io::Error) -> CertError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CertError> {
-    fs::read(path).map_err(|error| match error.kind() {
-        io::ErrorKind::NotFound => CertError::Missing {
+    fs::read(path).map_err(|error| missing_or_io(path, error))
+}
+
+/// [`read`], refusing a file over [`PEM_BYTES_MAX`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, CertError> {
+    use std::io::Read;
+    let file = fs::File::open(path).map_err(|error| missing_or_io(path, error))?;
+    let mut bytes = Vec::new();
+    file.take(PEM_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| io_error(path, error))?;
+    if bytes.len() as u64 > PEM_BYTES_MAX {
+        return Err(CertError::TooLarge {
             path: path.to_owned(),
-        },
-        _ => io_error(path, error),
-    })
+        });
+    }
+    Ok(bytes)
 }
 
 fn exists(path: &Path) -> Result<bool, CertError> {

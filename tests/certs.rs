@@ -794,6 +794,19 @@ async fn a_replaced_certificate_is_presented_by_new_client_handshakes_while_open
     assert!(seen.before.close_reason().is_none());
 }
 
+#[test]
+fn a_certificate_file_over_the_size_bound_is_refused() -> TestResult {
+    let dir = TempDir::new();
+    let tls_dir = node_of(&dir, "ca", "alpha");
+    let oversize = usize::try_from(certs::PEM_BYTES_MAX)? + 1;
+    fs::write(tls_dir.join(certs::NODE_CERT_FILE), vec![b'A'; oversize])?;
+
+    let err = PemPair::node(&tls_dir).expect_err("too large");
+
+    assert!(matches!(err, CertError::TooLarge { .. }), "{err}");
+    Ok(())
+}
+
 /// Replaces `alpha`'s pair with `pair`, which must be refused; checks that
 /// nothing changed and returns the error.
 fn refused_replacement(alpha: &mut TlsIdentity, pair: &PemPair) -> CertError {
