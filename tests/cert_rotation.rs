@@ -54,6 +54,9 @@ struct Measured {
     /// Connections dialled by any peer from just before the rotation to the
     /// end of the writes.
     reconnects: u64,
+    /// From the complete pair in place (and SIGHUP sent, if any) to the
+    /// peer's metrics showing it taken.
+    taken_after: std::time::Duration,
 }
 
 #[test]
@@ -88,6 +91,9 @@ fn rotate_under_writes(label: &str, rotation: Rotation) -> Measured {
         (writes.acknowledged() >= WRITES_AROUND).then_some(())
     });
     let dialled_before = dialled(&peers);
+    // Each of the three pairs of peers dialled at least once: the counter
+    // sees the mesh's connections.
+    assert!(dialled_before >= 3, "{dialled_before} connections dialled");
     let new_pair = issue(&cluster, &cluster.ca_dir(), "peer-b");
     let tls_dir = &b.spec.tls_dir;
     match rotation {
@@ -104,9 +110,11 @@ fn rotate_under_writes(label: &str, rotation: Rotation) -> Measured {
             install(&new_pair, tls_dir, certs::NODE_KEY_FILE);
         }
     }
+    let complete = std::time::Instant::now();
     eventually("the new pair to be taken", || {
         (b.metric(RELOADED) == 1).then_some(())
     });
+    let taken_after = complete.elapsed();
     let rotated_at = writes.acknowledged();
     eventually("writes after the rotation", || {
         (writes.acknowledged() >= rotated_at + WRITES_AROUND).then_some(())
@@ -157,6 +165,7 @@ fn rotate_under_writes(label: &str, rotation: Rotation) -> Measured {
         acknowledged: acknowledged.len(),
         failed,
         reconnects,
+        taken_after,
     };
     assert!(measured.acknowledged >= 2 * WRITES_AROUND, "{measured:?}");
     assert_eq!(
