@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aqueduct::certs::{self, CertificateInfo};
+use aqueduct::tls_reload;
 use rustls::pki_types::pem::PemObject;
 use support::hostile::Attacker;
 use support::{
@@ -115,6 +116,13 @@ fn rotate_under_writes(label: &str, rotation: Rotation) -> Measured {
         (b.metric(RELOADED) == 1).then_some(())
     });
     let taken_after = complete.elapsed();
+    // Polling needs the files unchanged across two reads a second apart:
+    // SIGHUP must be quicker than that, and polling not much slower.
+    let limit = match rotation {
+        Rotation::Hangup => tls_reload::POLL_EVERY,
+        Rotation::FilesOnly => 3 * tls_reload::POLL_EVERY,
+    };
+    assert!(taken_after < limit, "taken after {taken_after:?}");
     let rotated_at = writes.acknowledged();
     eventually("writes after the rotation", || {
         (writes.acknowledged() >= rotated_at + WRITES_AROUND).then_some(())
