@@ -18,15 +18,28 @@
 //!
 //! The cluster is its CA: certificates carry no cluster name, and a peer
 //! accepts exactly the certificates its CA signed (and that are in their
-//! validity period, and name a valid node other than itself). Two clusters
-//! therefore must never share a CA; `aqueduct certs init` makes a new one
-//! per cluster.
+//! validity period, and name a valid node other than itself, and that no
+//! revocation covers). Two clusters therefore must never share a CA;
+//! `aqueduct certs init` makes a new one per cluster.
+//!
+//! Revocations ([`revoke`]) are signed by the CA key, so the key never needs
+//! to be on a peer: every peer checks them against `ca.pem`
+//! ([`CaRevocationVerifier`]). One revokes the certificates of a name whose
+//! notBefore is at or before the revocation's time minus
+//! [`CLOCK_SKEW_ALLOWANCE`] — exactly those issued up to the revocation,
+//! since [`issue`] backdates notBefore by that allowance, in whole seconds,
+//! and [`revoke`] returns only once its second is over. So a certificate
+//! issued for the same name after the revocation is a member again. The
+//! peers' TLS verifiers refuse a covered certificate
+//! ([`RevokedCertificates`]); the transport closes connections that were
+//! open when a revocation arrived.
 //!
 //! Must not open sockets or choose transport parameters: the transport wraps
 //! [`TlsIdentity::server_crypto`] and [`TlsIdentity::client_crypto`] into
 //! quinn configurations. Uses the ring provider explicitly, so nothing here
 //! depends on a process-wide default provider.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -34,31 +47,33 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData,
+    KeyUsagePurpose, PublicKeyData, SigningKey,
 };
-use rustls::client::danger::ServerCertVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::danger::ClientCertVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{
     ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
 };
 use rustls::sign::CertifiedKey;
 use rustls::version::TLS13;
-use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use serde::{Deserialize, Serialize};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::time::ASN1Time;
 
 use crate::files;
-use crate::gossip::PeerId;
 use crate::gossip::wire::ALPN;
+use crate::gossip::{PeerId, Revocation, RevocationVerifier};
 
 /// The DNS name every node certificate carries besides its own name. Peers
 /// dial an address with this server name, because the dialler does not know
@@ -82,8 +97,10 @@ const YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 const CA_VALIDITY: Duration = YEAR.saturating_mul(10);
 /// Certificates start being valid a little in the past, so that a peer whose
-/// clock is somewhat behind the issuing machine's still accepts them.
-const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(60 * 60);
+/// clock is somewhat behind the issuing machine's still accepts them. A
+/// revocation covers certificates whose notBefore is up to its time minus
+/// this (see the module documentation).
+pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(60 * 60);
 /// The largest certificate or key file read: PEM of a certificate chain
 /// or a key takes a few KiB.
 pub const PEM_BYTES_MAX: u64 = 1 << 20;
@@ -229,6 +246,28 @@ pub enum CertError {
         /// The name in the new certificate.
         found: NodeName,
     },
+    /// A replacement certificate that a revocation this node enforces
+    /// covers: every peer would refuse it.
+    #[error(
+        "{}: the certificate of {name} is revoked (revocation signed at {revoked_at}, Unix seconds)",
+        path.display()
+    )]
+    Revoked {
+        /// The certificate file.
+        path: PathBuf,
+        /// The name in the certificate.
+        name: NodeName,
+        /// When the revocation covering it was signed (Unix seconds).
+        revoked_at: u64,
+    },
+    /// A revocation file that does not hold a revocation.
+    #[error("{}: not a revocation: {reason}", path.display())]
+    NotRevocation {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// rcgen could not generate a key or certificate.
     #[error("generating a certificate failed: {0}")]
     Generate(rcgen::Error),
@@ -350,7 +389,7 @@ impl FromStr for NodeValidity {
 /// is the same across restarts and on every peer. Two nodes must therefore
 /// never share a name: the mesh would take them for one peer.
 pub fn peer_id_of(name: &NodeName) -> PeerId {
-    PeerId(xxhash_rust::xxh3::xxh3_64(name.as_str().as_bytes()))
+    PeerId::of_name(name.as_str())
 }
 
 /// The files of a cluster CA, as written by [`init_ca`].
@@ -428,20 +467,9 @@ pub fn issue_for(
     };
     refuse_existing(&[&files.cert, &files.key, &files.ca])?;
 
+    let (ca_pem, ca_der, ca_key) = load_ca(ca_dir)?;
     let ca_cert_path = ca_dir.join(CA_CERT_FILE);
-    let ca_key_path = ca_dir.join(CA_KEY_FILE);
-    let ca_pem = read(&ca_cert_path)?;
-    let ca_der = certificate_from_pem(&ca_cert_path, &ca_pem)?;
     let ca_cert = parse_x509(&ca_der).map_err(not_certificate(&ca_cert_path))?;
-    let ca_key = key_from_pem(&ca_key_path, &read(&ca_key_path)?)?;
-    let ca_key = KeyPair::try_from(&ca_key).map_err(not_key(&ca_key_path))?;
-    // Signing with the wrong key would produce certificates nobody accepts.
-    if ca_cert.public_key().raw != ca_key.subject_public_key_info() {
-        return Err(CertError::KeyMismatch {
-            path: ca_key_path,
-            cert: ca_cert_path,
-        });
-    }
     let not_after = ASN1Time::now().to_datetime() + validity.duration();
     if ca_cert.validity().not_after.to_datetime() < not_after {
         return Err(CertError::OutlivesCa {
@@ -476,6 +504,327 @@ pub fn issue_for(
     // Last, so that a directory with a node.pem had all its files written.
     write_new(&files.cert, cert.pem().as_bytes(), CERT_MODE)?;
     Ok(files)
+}
+
+/// The CA of `ca_dir`: its certificate as PEM and DER, and its key, checked
+/// to be the certificate's (signing with the wrong key would produce
+/// certificates and revocations nobody accepts).
+fn load_ca(ca_dir: &Path) -> Result<(Vec<u8>, CertificateDer<'static>, KeyPair), CertError> {
+    let ca_cert_path = ca_dir.join(CA_CERT_FILE);
+    let ca_key_path = ca_dir.join(CA_KEY_FILE);
+    let ca_pem = read(&ca_cert_path)?;
+    let ca_der = certificate_from_pem(&ca_cert_path, &ca_pem)?;
+    let ca_cert = parse_x509(&ca_der).map_err(not_certificate(&ca_cert_path))?;
+    let ca_key = key_from_pem(&ca_key_path, &read(&ca_key_path)?)?;
+    let ca_key = KeyPair::try_from(&ca_key).map_err(not_key(&ca_key_path))?;
+    if ca_cert.public_key().raw != ca_key.subject_public_key_info() {
+        return Err(CertError::KeyMismatch {
+            path: ca_key_path,
+            cert: ca_cert_path,
+        });
+    }
+    Ok((ca_pem, ca_der, ca_key))
+}
+
+/// Revokes the certificates of `name` issued up to now with the CA in
+/// `ca_dir`, and writes the signed revocation to `out` (a new file) as JSON
+/// ([`RevocationFile`]), to be handed to any peer (`aqueduct ctl revoke`).
+///
+/// Returns once the current second is over, so that a certificate issued
+/// for `name` afterwards is not covered (see the module documentation).
+pub fn revoke(ca_dir: &Path, name: &NodeName, out: &Path) -> Result<Revocation, CertError> {
+    refuse_existing(&[out])?;
+    let (_, ca_der, ca_key) = load_ca(ca_dir)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let revoked_at = now.as_secs();
+    let not_before_up_to = revoked_at.saturating_sub(CLOCK_SKEW_ALLOWANCE.as_secs());
+    let bytes =
+        crate::gossip::revocations::signed_bytes(name.as_str(), not_before_up_to, revoked_at);
+    let signature = ca_key.sign(&bytes).map_err(CertError::Generate)?;
+    let revocation = Revocation {
+        name: name.to_string(),
+        not_before_up_to,
+        revoked_at,
+        signature,
+    };
+    // A key this verifier cannot check would make a file every peer refuses.
+    let verifier =
+        CaRevocationVerifier::new(&ca_der).map_err(not_certificate(&ca_dir.join(CA_CERT_FILE)))?;
+    if !verifier.verify(&revocation) {
+        return Err(CertError::TlsConfig(
+            "the CA key's signature algorithm cannot be checked by the peers".to_owned(),
+        ));
+    }
+    let mut text = serde_json::to_string_pretty(&RevocationFile::from(&revocation))
+        .expect("a revocation file always encodes");
+    text.push('\n');
+    write_new(out, text.as_bytes(), CERT_MODE)?;
+    let second_over = Duration::from_secs(revoked_at + 1).saturating_sub(now);
+    std::thread::sleep(second_over);
+    Ok(revocation)
+}
+
+/// Reads a revocation file written by [`revoke`].
+pub fn read_revocation(path: &Path) -> Result<Revocation, CertError> {
+    let text = read(path)?;
+    let refuse = |reason: String| CertError::NotRevocation {
+        path: path.to_owned(),
+        reason,
+    };
+    let file: RevocationFile =
+        serde_json::from_slice(&text).map_err(|error| refuse(error.to_string()))?;
+    file.into_revocation().map_err(refuse)
+}
+
+/// A revocation as a file and in the API: JSON, the signature in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevocationFile {
+    /// The node name whose certificates are revoked.
+    pub name: String,
+    /// Unix seconds: when it was signed.
+    pub revoked_at: u64,
+    /// Unix seconds: certificates of `name` with a notBefore up to this
+    /// are revoked.
+    pub not_before_up_to: u64,
+    /// The cluster CA's signature, in hex.
+    pub signature: String,
+}
+
+impl From<&Revocation> for RevocationFile {
+    fn from(revocation: &Revocation) -> Self {
+        RevocationFile {
+            name: revocation.name.clone(),
+            revoked_at: revocation.revoked_at,
+            not_before_up_to: revocation.not_before_up_to,
+            signature: revocation
+                .signature
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect(),
+        }
+    }
+}
+
+impl RevocationFile {
+    /// The revocation, if the name is a node name and the signature hex of
+    /// a sensible length (whether it is genuine is the verifier's call).
+    pub fn into_revocation(self) -> Result<Revocation, String> {
+        NodeName::new(&self.name).map_err(|error| error.to_string())?;
+        let hex = self.signature.as_bytes();
+        let sensible = 2..=2 * crate::gossip::revocations::SIGNATURE_BYTES_MAX;
+        if !sensible.contains(&hex.len()) || !hex.len().is_multiple_of(2) {
+            return Err("the signature is not hex of a sensible length".to_owned());
+        }
+        let digit = |c: u8| char::from(c).to_digit(16);
+        let signature = hex
+            .chunks(2)
+            .map(|pair| u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok())
+            .collect::<Option<Vec<u8>>>()
+            .ok_or("the signature is not hex")?;
+        Ok(Revocation {
+            name: self.name,
+            not_before_up_to: self.not_before_up_to,
+            revoked_at: self.revoked_at,
+            signature,
+        })
+    }
+}
+
+/// Checks revocations against the cluster CA's certificate: the signature
+/// with any algorithm of the ring provider that the CA's key verifies
+/// (`certs init` makes ECDSA P-256 keys), and the name against the node-name
+/// rules.
+pub struct CaRevocationVerifier {
+    /// The CA's public key (the subjectPublicKey bits).
+    public_key: Vec<u8>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl CaRevocationVerifier {
+    /// A verifier for the CA certificate `ca_der`.
+    pub fn new(ca_der: &[u8]) -> Result<Self, String> {
+        let ca = parse_x509(ca_der)?;
+        Ok(CaRevocationVerifier {
+            public_key: ca.public_key().subject_public_key.data.to_vec(),
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        })
+    }
+}
+
+impl RevocationVerifier for CaRevocationVerifier {
+    fn verify(&self, revocation: &Revocation) -> bool {
+        let message = revocation.signed_bytes();
+        NodeName::new(&revocation.name).is_ok()
+            && self.algorithms.all.iter().any(|algorithm| {
+                algorithm
+                    .verify_signature(&self.public_key, &message, &revocation.signature)
+                    .is_ok()
+            })
+    }
+}
+
+/// The revocations a peer enforces, shared by its TLS verifiers and its
+/// transport (cloning shares them). The peer task adds each revocation its
+/// node takes; whoever holds a connection learns of it through
+/// [`RevokedCertificates::changes`].
+#[derive(Debug, Clone)]
+pub struct RevokedCertificates {
+    by_name: Arc<RwLock<BTreeMap<String, Revocation>>>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for RevokedCertificates {
+    fn default() -> Self {
+        RevokedCertificates {
+            by_name: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+}
+
+impl RevokedCertificates {
+    /// Enforces `revocation` from now on (replacing the one of its name:
+    /// the node keeps only the one that covers most).
+    pub fn insert(&self, revocation: Revocation) {
+        self.by_name
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(revocation.name.clone(), revocation);
+        self.changes.send_modify(|version| *version += 1);
+    }
+
+    /// The revocation covering `certificate`, if any.
+    pub fn covering(&self, certificate: &CertificateInfo) -> Option<Revocation> {
+        self.by_name
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(certificate.name.as_str())
+            .filter(|revocation| {
+                revocation.covers(certificate.name.as_str(), certificate.not_before)
+            })
+            .cloned()
+    }
+
+    /// Changes whenever a revocation is added.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Refuses a verified end-entity certificate that a revocation covers.
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        // Not a node certificate: `peer_of` refuses it once connected.
+        let Ok(certificate) =
+            parse_x509(end_entity).and_then(|parsed| CertificateInfo::of(&parsed))
+        else {
+            return Ok(());
+        };
+        match self.covering(&certificate) {
+            Some(_) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The handshake-signature methods of a verifier that only adds a check to
+/// the certificate of its `inner` one: the signatures are `inner`'s to
+/// check.
+macro_rules! signatures_checked_by_inner {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    };
+}
+
+/// The client-certificate verifier of a peer's server side: the cluster CA's
+/// (WebPKI) rules, then no revocation may cover the certificate.
+#[derive(Debug)]
+struct NotRevokedClients {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: RevokedCertificates,
+}
+
+impl ClientCertVerifier for NotRevokedClients {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.revoked.check(end_entity)?;
+        Ok(verified)
+    }
+
+    signatures_checked_by_inner!();
+}
+
+/// The server-certificate verifier of a peer's client side: as
+/// [`NotRevokedClients`], for the peers it dials.
+#[derive(Debug)]
+struct NotRevokedServers {
+    inner: Arc<WebPkiServerVerifier>,
+    revoked: RevokedCertificates,
+}
+
+impl ServerCertVerifier for NotRevokedServers {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        self.revoked.check(end_entity)?;
+        Ok(verified)
+    }
+
+    signatures_checked_by_inner!();
 }
 
 /// Makes sure `tls_dir` is a complete TLS directory, for a node started
@@ -516,26 +865,37 @@ pub fn ensure_self_made(tls_dir: &Path, name: &NodeName) -> Result<(), CertError
     Ok(())
 }
 
-/// What tells one node certificate from another, in logs and metrics.
+/// What is known of a node certificate, this node's or one a peer
+/// presented: whom it names, what tells it from another of the same name
+/// (logs, metrics), and its validity (what a revocation is judged by, what
+/// the expiry metrics show).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertificateInfo {
-    /// The node it names.
+    /// The node it names (its common name).
     pub name: NodeName,
+    /// The name's peer id.
+    pub peer: PeerId,
     /// Its serial number, in hexadecimal.
     pub serial: String,
+    /// The start of its validity, in seconds since the Unix epoch.
+    pub not_before: i64,
     /// The end of its validity, in seconds since the Unix epoch.
     pub not_after: i64,
 }
 
 impl CertificateInfo {
+    /// Reads a node certificate.
     fn of(cert: &X509Certificate<'_>) -> Result<CertificateInfo, String> {
+        let name = common_name(cert)?;
         Ok(CertificateInfo {
-            name: common_name(cert)?,
+            peer: peer_id_of(&name),
+            name,
             serial: cert
                 .raw_serial()
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect(),
+            not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })
     }
@@ -622,6 +982,7 @@ impl PemPair {
 pub struct TlsIdentity {
     name: NodeName,
     ca_path: PathBuf,
+    ca_cert: CertificateDer<'static>,
     provider: Arc<CryptoProvider>,
     /// Shared with every TLS configuration made from this identity.
     current: Arc<ReplaceableKey>,
@@ -629,6 +990,7 @@ pub struct TlsIdentity {
     fingerprint: u64,
     client_verifier: Arc<dyn ClientCertVerifier>,
     server_verifier: Arc<WebPkiServerVerifier>,
+    revoked: RevokedCertificates,
 }
 
 impl fmt::Debug for TlsIdentity {
@@ -650,7 +1012,9 @@ impl TlsIdentity {
         let ca_path = tls_dir.join(CA_CERT_FILE);
         let ca_cert = certificate_from_pem(&ca_path, &read(&ca_path)?)?;
         let mut roots = RootCertStore::empty();
-        roots.add(ca_cert).map_err(not_certificate(&ca_path))?;
+        roots
+            .add(ca_cert.clone())
+            .map_err(not_certificate(&ca_path))?;
         let roots = Arc::new(roots);
         let client_verifier =
             WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
@@ -671,21 +1035,43 @@ impl TlsIdentity {
         Ok(Self {
             name: certificate.name.clone(),
             ca_path,
+            ca_cert,
             provider,
             current: ReplaceableKey::new(key),
             certificate,
             fingerprint: pair.fingerprint(),
             client_verifier,
             server_verifier,
+            revoked: RevokedCertificates::default(),
         })
+    }
+
+    /// The revocations this identity's TLS configurations enforce (empty
+    /// when loaded; the daemon adds the stored ones before the transport
+    /// starts).
+    pub fn revoked(&self) -> &RevokedCertificates {
+        &self.revoked
+    }
+
+    /// A verifier of revocations signed by this identity's cluster CA.
+    pub fn revocation_verifier(&self) -> Result<CaRevocationVerifier, CertError> {
+        CaRevocationVerifier::new(&self.ca_cert).map_err(not_certificate(&self.ca_path))
+    }
+
+    /// The revocation covering this node's own certificate, if one does.
+    pub fn own_revocation(&self) -> Option<Revocation> {
+        self.revoked.covering(&self.certificate)
     }
 
     /// Makes the certificate and key of `pair` this node's, for every
     /// handshake from now on (client and server side) of every TLS
     /// configuration made from this identity; open connections keep the
     /// certificate they were made with. The pair must pass the checks of
-    /// [`TlsIdentity::load`] against the CA loaded then, and name this
-    /// node; if not, nothing changes. Returns the certificate now in use.
+    /// [`TlsIdentity::load`] against the CA loaded then, name this node, and
+    /// be covered by no revocation this identity enforces (the peers would
+    /// refuse it); if not, nothing changes. The revocations stay those of
+    /// [`TlsIdentity::revoked`], shared with every configuration made from
+    /// this identity. Returns the certificate now in use.
     pub fn replace(&mut self, pair: &PemPair) -> Result<&CertificateInfo, CertError> {
         let (key, certificate) = check(
             pair,
@@ -699,6 +1085,13 @@ impl TlsIdentity {
                 path: pair.cert_path.clone(),
                 running: self.name.clone(),
                 found: certificate.name,
+            });
+        }
+        if let Some(revocation) = self.revoked.covering(&certificate) {
+            return Err(CertError::Revoked {
+                path: pair.cert_path.clone(),
+                name: certificate.name,
+                revoked_at: revocation.revoked_at,
             });
         }
         self.current.replace(key);
@@ -729,19 +1122,24 @@ impl TlsIdentity {
     }
 
     /// The TLS side of a QUIC server: TLS 1.3 only, requires a client
-    /// certificate signed by the cluster CA, offers [`ALPN`], never resumes
-    /// a session.
+    /// certificate signed by the cluster CA and covered by no revocation
+    /// ([`TlsIdentity::revoked`], as it is at each handshake), offers
+    /// [`ALPN`], never resumes a session.
     ///
     /// Without resumption every connection is a full handshake: both sides
     /// present and check their current certificates each time (a resumed
-    /// session would carry the identity checked when it began, through a
-    /// replaced, expired or revoked certificate). Connections are long-lived,
-    /// so the cost is a few signatures per connection.
+    /// TLS 1.3 session skips the client-certificate verifier and carries the
+    /// identity checked when it began, through a replaced, expired or
+    /// revoked certificate). Connections are long-lived, so the cost is a
+    /// few signatures per connection.
     pub fn server_crypto(&self) -> Result<Arc<QuicServerConfig>, CertError> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&TLS13])
             .map_err(tls_config)?
-            .with_client_cert_verifier(self.client_verifier.clone())
+            .with_client_cert_verifier(Arc::new(NotRevokedClients {
+                inner: self.client_verifier.clone(),
+                revoked: self.revoked.clone(),
+            }))
             .with_cert_resolver(self.current.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
         config.session_storage = Arc::new(NoServerSessionStorage {});
@@ -751,16 +1149,20 @@ impl TlsIdentity {
     }
 
     /// The TLS side of a QUIC client: TLS 1.3 only, presents this node's
-    /// certificate, accepts only servers certified by the cluster CA, offers
-    /// [`ALPN`], never resumes a session (see
-    /// [`TlsIdentity::server_crypto`]). Dial with server name
+    /// certificate, accepts only servers certified by the cluster CA and
+    /// covered by no revocation, offers [`ALPN`], never resumes a session
+    /// (see [`TlsIdentity::server_crypto`]). Dial with server name
     /// [`MESH_SERVER_NAME`] (`endpoint.connect(addr, MESH_SERVER_NAME)`)
     /// and learn who answered with [`peer_of`].
     pub fn client_crypto(&self) -> Result<Arc<QuicClientConfig>, CertError> {
         let mut config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&TLS13])
             .map_err(tls_config)?
-            .with_webpki_verifier(self.server_verifier.clone())
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NotRevokedServers {
+                inner: self.server_verifier.clone(),
+                revoked: self.revoked.clone(),
+            }))
             .with_client_cert_resolver(self.current.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
         config.resumption = Resumption::disabled();
@@ -865,10 +1267,11 @@ impl ResolvesClientCert for ReplaceableKey {
     }
 }
 
-/// The certificate the peer at the other end of `connection` presented in
-/// the handshake (which the TLS configuration has already verified against
-/// the cluster CA).
-pub fn peer_certificate(connection: &quinn::Connection) -> Result<CertificateInfo, CertError> {
+/// The authenticated identity of the peer at the other end of
+/// `connection`: the certificate it presented in the handshake (which the
+/// TLS configuration has already verified against the cluster CA and the
+/// revocations).
+pub fn peer_of(connection: &quinn::Connection) -> Result<CertificateInfo, CertError> {
     let unusable = |reason: String| CertError::PeerCertificate { reason };
     let identity = connection
         .peer_identity()
@@ -879,15 +1282,8 @@ pub fn peer_certificate(connection: &quinn::Connection) -> Result<CertificateInf
     let leaf = chain
         .first()
         .ok_or_else(|| unusable("empty certificate chain".to_owned()))?;
-    CertificateInfo::of(&parse_x509(leaf).map_err(unusable)?).map_err(unusable)
-}
-
-/// The authenticated identity of the peer at the other end of
-/// `connection`: the name in its [`peer_certificate`].
-pub fn peer_of(connection: &quinn::Connection) -> Result<(NodeName, PeerId), CertError> {
-    let name = peer_certificate(connection)?.name;
-    let peer_id = peer_id_of(&name);
-    Ok((name, peer_id))
+    let parsed = parse_x509(leaf).map_err(unusable)?;
+    CertificateInfo::of(&parsed).map_err(unusable)
 }
 
 fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, String> {
@@ -939,9 +1335,11 @@ fn not_key<E: fmt::Display>(path: &Path) -> impl FnOnce(E) -> CertError {
 }
 
 /// Sets a validity period of `length` from now (and a little before, see
-/// [`CLOCK_SKEW_ALLOWANCE`]).
+/// [`CLOCK_SKEW_ALLOWANCE`]), in whole seconds as X.509 has them: a
+/// revocation's bound is compared with the notBefore a peer reads.
 fn set_validity(params: &mut CertificateParams, length: Duration) {
     let now = ASN1Time::now().to_datetime();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
     params.not_before = now - CLOCK_SKEW_ALLOWANCE;
     params.not_after = now + length;
 }

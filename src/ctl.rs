@@ -1,6 +1,7 @@
 //! `aqueduct ctl`: a client of a peer's REST API for people who prefer a
 //! command line to curl: frontends, backends, members, registrations, the
-//! A/B switch and mesh status, as tables or (`--json`) as the API's JSON.
+//! A/B switch, mesh status and certificate revocations, as tables or
+//! (`--json`) as the API's JSON.
 //!
 //! Owns argument parsing and presentation only. Must not know anything the
 //! HTTP API does not say: it is a client like any other.
@@ -72,6 +73,14 @@ pub enum CtlCommand {
     Peers,
     /// This peer's HAProxy: running, reloads, runtime changes, last error.
     Haproxy,
+    /// Hand a certificate revocation (from `aqueduct certs revoke`) to the
+    /// peer, which spreads it to the whole mesh (needs the write token).
+    Revoke {
+        /// The revocation file.
+        file: PathBuf,
+    },
+    /// The certificate revocations the peer holds.
+    Revocations,
 }
 
 /// Commands on frontends or backends.
@@ -213,6 +222,20 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCommand::Status => (client.get(&["mesh"]).await?, Shape::Status),
         CtlCommand::Peers => (client.get(&["mesh", "peers"]).await?, Shape::Peers),
         CtlCommand::Haproxy => (client.get(&["haproxy", "status"]).await?, Shape::Status),
+        CtlCommand::Revoke { file } => {
+            let body = read_json(&file)?;
+            let path = ["mesh", "revocations"];
+            (
+                client
+                    .send(reqwest::Method::POST, &path, Some(&body))
+                    .await?,
+                Shape::Revocations,
+            )
+        }
+        CtlCommand::Revocations => (
+            client.get(&["mesh", "revocations"]).await?,
+            Shape::Revocations,
+        ),
     };
     if args.json {
         println!(
@@ -240,6 +263,8 @@ pub enum Shape {
     Status,
     /// `/mesh/peers`.
     Peers,
+    /// `/mesh/revocations`.
+    Revocations,
     /// Nothing worth a table (a delete's answer).
     Done,
 }
@@ -438,13 +463,28 @@ pub fn render(value: &Value, shape: Shape) -> String {
             vec![text(&r["id"]), text(&r["lastKnown"]), r["meta"].to_string()]
         }),
         Shape::Status => (&["field", "value"], |_| Vec::new()),
-        Shape::Peers => (&["name", "peerId", "addr", "state", "connected"], |p| {
+        Shape::Peers => (
+            &["name", "peerId", "addr", "state", "connected", "revoked"],
+            |p| {
+                let revoked = match p["revokedAt"].as_u64() {
+                    Some(at) => format!("revoked at {at}"),
+                    None => String::new(),
+                };
+                vec![
+                    text(&p["name"]),
+                    text(&p["peerId"]),
+                    text(&p["addr"]),
+                    text(&p["state"]),
+                    text(&p["connected"]),
+                    revoked,
+                ]
+            },
+        ),
+        Shape::Revocations => (&["name", "revokedAt", "notBeforeUpTo"], |r| {
             vec![
-                text(&p["name"]),
-                text(&p["peerId"]),
-                text(&p["addr"]),
-                text(&p["state"]),
-                text(&p["connected"]),
+                text(&r["name"]),
+                text(&r["revokedAt"]),
+                text(&r["notBeforeUpTo"]),
             ]
         }),
         Shape::Done => return "done".to_owned(),

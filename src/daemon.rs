@@ -16,7 +16,7 @@ use crate::api::{self, ApiOptions, SiteRules};
 use crate::certs::{self, CertError, NodeName, TlsIdentity};
 use crate::config::{HaproxySetting, RunOptions, TlsSource};
 use crate::files;
-use crate::gossip::{Config, MemberId, Node, Time};
+use crate::gossip::{Config, MemberId, Node, RevocationVerifier, Time};
 use crate::haproxy::{
     self,
     driver::{DriverConfig, DriverError},
@@ -86,6 +86,17 @@ pub enum DaemonError {
     /// The HAProxy driver cannot start.
     #[error(transparent)]
     Driver(#[from] DriverError),
+    /// This peer's own certificate is revoked.
+    #[error(
+        "the certificate of {name} was revoked at {revoked_at} (Unix seconds); \
+         issue a new one (aqueduct certs issue) and start with it"
+    )]
+    Revoked {
+        /// This peer's name.
+        name: NodeName,
+        /// When.
+        revoked_at: u64,
+    },
     /// Randomness for the protocol's seed was unavailable.
     #[error("no OS randomness: {0}")]
     Random(String),
@@ -188,12 +199,30 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&data_dir))
         .await
         .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked.into_panic()))?;
+    let mut recovered = recovered;
+    // Enforced before the transport accepts anything.
+    let verifier = identity.revocation_verifier()?;
+    let revocations: Vec<_> = std::mem::take(&mut recovered.revocations)
+        .into_iter()
+        .filter(|revocation| verifier.verify(revocation))
+        .collect();
+    for revocation in &revocations {
+        identity.revoked().insert(revocation.clone());
+    }
+    if let Some(revocation) = identity.own_revocation() {
+        return Err(DaemonError::Revoked {
+            name: identity.name().clone(),
+            revoked_at: revocation.revoked_at,
+        });
+    }
     let (replica, generation) = recovered.into_replica()?;
     let (writer, durability) = store::spawn_writer(store, STORE_QUEUE_MAX)?;
 
     let (transport, events) = Transport::bind(options.gossip, &identity)?;
     let name = identity.name().clone();
     let peer_id = identity.peer_id();
+    // Shared, not copied: a reloaded identity enforces the same list.
+    let revoked = identity.revoked().clone();
     let (tls_status, tls_reloader) =
         tls_reload::spawn(identity, &tls_dir, api_tls.clone(), hangups);
     let gossip = options.advertise.unwrap_or_else(|| transport.local_addr());
@@ -207,7 +236,9 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         clock_skew_max: options.clock_skew_max,
         ..Config::lan(MESH_SIZE_HINT)
     };
-    let node = Node::new(config, me, replica, seed, Time::ZERO);
+    let mut node = Node::new(config, me, replica, seed, Time::ZERO);
+    node.set_revocation_verifier(Box::new(verifier));
+    node.restore_revocations(revocations);
 
     let listener = server::listen(options.api).map_err(|source| DaemonError::Api {
         addr: options.api,
@@ -296,6 +327,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         changes,
         activity,
         tls: tls_status,
+        revoked,
         shutdown: peer_stopped,
     }));
     let connections = &options.api_connections;

@@ -54,12 +54,8 @@ enum CertsCommand {
     },
     /// Issue a node certificate signed by the CA.
     Issue {
-        /// The CA directory (from `certs init`).
-        #[arg(long)]
-        ca: PathBuf,
-        /// The node's name (a DNS label).
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        node: NodeOfCa,
         /// Where to write node.pem, node.key and ca.pem.
         #[arg(long)]
         out: PathBuf,
@@ -70,6 +66,27 @@ enum CertsCommand {
               allow_negative_numbers = true)]
         days: NodeValidity,
     },
+    /// Revoke the certificates of a node name issued up to now: writes a
+    /// revocation signed by the CA, to hand to any peer with `aqueduct ctl
+    /// revoke FILE`. Certificates issued for the name afterwards are valid.
+    Revoke {
+        #[command(flatten)]
+        node: NodeOfCa,
+        /// Where to write the revocation (a new file).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// A node name and the CA that signs for it.
+#[derive(clap::Args)]
+struct NodeOfCa {
+    /// The CA directory (from `certs init`).
+    #[arg(long)]
+    ca: PathBuf,
+    /// The node's name (a DNS label).
+    #[arg(long)]
+    name: String,
 }
 
 fn main() -> ExitCode {
@@ -114,8 +131,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             println!("cluster CA written to {}", out.display());
         }
         Command::Certs(CertsCommand::Issue {
-            ca,
-            name,
+            node: NodeOfCa { ca, name },
             out,
             days,
         }) => {
@@ -124,6 +140,18 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("issuing a certificate for {name}"))?;
             println!(
                 "certificate for {name} (valid {days} days) written to {}",
+                out.display()
+            );
+        }
+        Command::Certs(CertsCommand::Revoke {
+            node: NodeOfCa { ca, name },
+            out,
+        }) => {
+            let name = NodeName::new(&name)?;
+            certs::revoke(&ca, &name, &out)
+                .with_context(|| format!("revoking the certificates of {name}"))?;
+            println!(
+                "revocation of {name} written to {}; hand it to a peer with `aqueduct ctl revoke`",
                 out.display()
             );
         }

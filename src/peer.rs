@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::activity::{ActivityKind, ActivityLog};
-use crate::certs::NodeName;
+use crate::certs::{NodeName, RevokedCertificates};
 use crate::config::JoinAddr;
 use crate::crdt::model::{
     ConfigView, FieldId, ObjectKey, OwnerId, Owners, Registration, RegistrationKey,
@@ -24,7 +24,8 @@ use crate::crdt::{
     Command, CommandError, Counted, Digest, LeaseKeeper, ReplicaId, Usage, ViewPart,
 };
 use crate::gossip::{
-    ApplyReport, HeardReport, Node, NodeStats, Output, PeerId, PeerReport, PeerState, Time,
+    ApplyReport, HeardReport, Node, NodeStats, Output, PeerId, PeerReport, PeerState, Revocation,
+    RevocationError, Time,
 };
 use crate::store::{Durability, Entry, StoreError, Writer};
 use crate::tls_reload::TlsStatus;
@@ -80,6 +81,19 @@ pub enum Request {
     /// This peer's HAProxy status changed: what its reports to other peers
     /// say from now on.
     HaproxyReport(ApplyReport),
+    /// A certificate revocation to take and spread; answered once durable
+    /// (or refused). A revocation known already is answered at once.
+    Revoke {
+        /// The revocation (its signature is checked by the node).
+        revocation: Revocation,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<(), WriteError>>,
+    },
+    /// Every revocation this peer holds.
+    Revocations {
+        /// Where they go, by name.
+        reply: oneshot::Sender<Vec<Revocation>>,
+    },
 }
 
 /// Why a write was not acknowledged.
@@ -88,6 +102,9 @@ pub enum WriteError {
     /// The replica refused the command (nothing changed).
     #[error(transparent)]
     Refused(#[from] CommandError),
+    /// The node refused the revocation (nothing changed).
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
     /// The store failed: the change may not be durable, so it is not
     /// acknowledged. The peer stops.
     #[error("the store failed: {0}")]
@@ -156,6 +173,11 @@ pub struct PeerStatus {
     /// Its latest report (digest, HAProxy status), if one reached this
     /// peer, and the seconds since it arrived.
     pub report: Option<(PeerReport, f64)>,
+    /// When its certificate was revoked (Unix seconds), if a revocation
+    /// covers the certificate it last presented here (or it presented none
+    /// since). A certificate issued for its name after the revocation
+    /// clears this.
+    pub revoked_at: Option<u64>,
 }
 
 /// Counters kept by the shell (the protocol's are in [`NodeStats`]).
@@ -187,6 +209,11 @@ pub struct Counters {
     pub connections_dialled: u64,
     /// Connections other peers dialled that were established.
     pub connections_accepted: u64,
+    /// Connections closed because a revocation covers their certificate.
+    pub connections_revoked: u64,
+    /// Received messages dropped because their sender's certificate was
+    /// revoked before the peer task took them.
+    pub revoked_messages_dropped: u64,
 }
 
 /// The API's way to the peer task. Cloning is cheap.
@@ -285,6 +312,19 @@ impl Handle {
         answer.await.map_err(|_| PeerGone)
     }
 
+    /// Takes and spreads a revocation; returns once it is durable here.
+    pub async fn revoke(&self, revocation: Revocation) -> Result<(), WriteError> {
+        self.acknowledged(|reply| Request::Revoke { revocation, reply })
+            .await
+    }
+
+    /// Every revocation this peer holds, by name.
+    pub async fn revocations(&self) -> Result<Vec<Revocation>, PeerGone> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Revocations { reply }).await?;
+        answer.await.map_err(|_| PeerGone)
+    }
+
     /// Sets what this peer's reports say about its HAProxy.
     pub async fn report_haproxy(&self, report: ApplyReport) -> Result<(), PeerGone> {
         self.send(Request::HaproxyReport(report)).await
@@ -329,6 +369,8 @@ pub struct Parts {
     pub activity: ActivityLog,
     /// This peer's certificate and its reloads.
     pub tls: watch::Receiver<TlsStatus>,
+    /// The revocations the transport enforces (the node's, as they come).
+    pub revoked: RevokedCertificates,
     /// Resolves when the peer must shut down (a value or a dropped
     /// sender alike).
     pub shutdown: oneshot::Receiver<()>,
@@ -362,6 +404,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         changes,
         activity,
         tls,
+        revoked,
         mut shutdown,
     } = parts;
     let (joined, mut joins) = mpsc::channel(join.len().max(1));
@@ -386,6 +429,8 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         start: Instant::now(),
         seeds: BTreeMap::new(),
         names: BTreeMap::new(),
+        not_before: BTreeMap::new(),
+        revoked,
         submitted: 0,
         local_gate: 0,
         durable: 0,
@@ -498,6 +543,10 @@ struct PeerTask {
     seeds: BTreeMap<PeerId, SocketAddr>,
     /// Names from certificates of peers that connected.
     names: BTreeMap<PeerId, NodeName>,
+    /// The notBefore of the certificate each peer last connected with.
+    not_before: BTreeMap<PeerId, i64>,
+    /// What the transport enforces.
+    revoked: RevokedCertificates,
     /// Sequence number of the last entry handed to the store.
     submitted: u64,
     /// Sequence number of the last local change handed to the store:
@@ -609,6 +658,21 @@ impl PeerTask {
                 let _ = reply.send(self.status());
             }
             Request::HaproxyReport(report) => self.node.set_haproxy_report(Some(report)),
+            Request::Revoke { revocation, reply } => match self.node.revoke(revocation) {
+                Ok(_) => {
+                    self.flush_outputs(true).await?;
+                    // A known one waits for what came before, like an
+                    // unchanged write: it may not be durable yet.
+                    self.acks.push_back((self.submitted, reply));
+                    self.answer_durable_writes();
+                }
+                Err(refused) => {
+                    let _ = reply.send(Err(WriteError::Revocation(refused)));
+                }
+            },
+            Request::Revocations { reply } => {
+                let _ = reply.send(self.node.revocations().cloned().collect());
+            }
         }
         Ok(())
     }
@@ -766,9 +830,18 @@ impl PeerTask {
                 self.node.handle_message(now, wall_clock_ms(), from, &bytes);
                 self.record_remote_changes();
             }
-            Event::Connected { peer, name } => {
+            Event::Connected {
+                peer,
+                name,
+                not_before,
+            } => {
                 tracing::debug!(%name, %peer, "connected");
                 self.names.insert(peer, name);
+                self.not_before.insert(peer, not_before);
+            }
+            Event::Revoked { peer } => {
+                let now = self.now();
+                self.node.evict(now, peer);
             }
         }
     }
@@ -787,6 +860,18 @@ impl PeerTask {
                     } else {
                         self.counters.remote_changes_applied += 1;
                     }
+                }
+                Output::Revoked(revocation) => {
+                    tracing::warn!(
+                        name = %revocation.name,
+                        revoked_at = revocation.revoked_at,
+                        "certificate revoked"
+                    );
+                    // Enforced at once; spread (every later send) only
+                    // once durable, like a local change.
+                    self.revoked.insert(revocation.clone());
+                    self.submitted = self.writer.submit(Entry::Revocation(revocation)).await?;
+                    self.local_gate = self.submitted;
                 }
                 Output::Send { to, bytes } => {
                     if self.local_gate > self.durable {
@@ -882,6 +967,19 @@ impl PeerTask {
             .reports()
             .map(|heard| (heard.report.peer, heard))
             .collect();
+        let revocations: BTreeMap<PeerId, &Revocation> = self
+            .node
+            .revocations()
+            .map(|revocation| (revocation.peer(), revocation))
+            .collect();
+        let revoked_at = |peer: PeerId| {
+            let revocation = revocations.get(&peer)?;
+            let covered = self
+                .not_before
+                .get(&peer)
+                .is_none_or(|nb| revocation.covers(&revocation.name, *nb));
+            covered.then_some(revocation.revoked_at)
+        };
         Status {
             name: self.name.to_string(),
             peer_id: identity.peer,
@@ -905,6 +1003,7 @@ impl PeerTask {
                         certificate_not_after: connected.get(&id.peer).copied(),
                         report: heard
                             .map(|h| (h.report.clone(), now.since(h.heard_at).as_secs_f64())),
+                        revoked_at: revoked_at(id.peer),
                     }
                 })
                 .collect(),
@@ -916,6 +1015,8 @@ impl PeerTask {
                 frames_refused: transport.frames_refused,
                 connections_dialled: transport.connections_dialled,
                 connections_accepted: transport.connections_accepted,
+                connections_revoked: transport.connections_revoked,
+                revoked_messages_dropped: transport.revoked_messages_dropped,
                 ..self.counters.clone()
             },
             uptime_seconds: self.start.elapsed().as_secs_f64(),

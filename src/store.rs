@@ -29,6 +29,10 @@
 //!   [`StoreError`] naming the file (and the record); the file is left as it
 //!   is. A new store is built under a temporary name and renamed into place,
 //!   so `state.redb` exists only once its replica id is durable.
+//! - **Revocations** ([`Entry::Revocation`]) are kept in a table of their
+//!   own, one per node name (the latest replaces the one before), outside
+//!   the snapshot and log; they are read back at start
+//!   ([`Recovered::revocations`]). Older releases ignore the table.
 //! - **Older formats are migrated forward on open**, in the transaction
 //!   that counts the generation: every record is rewritten in the current
 //!   format, or (a record that does not convert) nothing is. A newer format
@@ -48,6 +52,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::crdt::{ConfigDelta, RemoteDeltaError, Replica, ReplicaId};
 use crate::files;
+use crate::gossip::Revocation;
+use crate::gossip::revocations::REVOCATIONS_MAX;
 use crate::gossip::wire::MESSAGE_BYTES_MAX;
 
 /// The database's file name inside the data directory.
@@ -90,6 +96,11 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// At most one row: the latest snapshot, keyed by its sequence number.
 const SNAPSHOT: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot");
+/// Certificate revocations by node name (added in protocol 2.2; a table
+/// older releases do not open, so the store's format is unchanged).
+const REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("revocations");
+/// The largest encoded revocation accepted.
+const REVOCATION_BYTES_MAX: usize = 1024;
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +258,9 @@ pub struct Recovered {
     pub generation: u32,
     /// The snapshot, if any, then every delta logged after it, in order.
     pub deltas: Vec<ConfigDelta>,
+    /// The revocations stored, by name (at most [`REVOCATIONS_MAX`]; the
+    /// node checks their signatures again).
+    pub revocations: Vec<Revocation>,
     path: PathBuf,
 }
 
@@ -296,6 +310,8 @@ pub enum Entry {
     /// The full state ([`Replica::full_state`]), covering every entry
     /// submitted before it: earlier log entries are deleted.
     Snapshot(ConfigDelta),
+    /// A revocation the node took ([`crate::gossip::Output::Revoked`]).
+    Revocation(Revocation),
 }
 
 /// The open database.
@@ -325,6 +341,7 @@ impl Store {
         let txn = db.begin_write().at(&path)?;
         let (replica_id, generation) = next_generation(&txn, &path)?;
         let (deltas, durability) = read_state(&txn, &path)?;
+        let revocations = read_revocations(&txn, &path)?;
         // redb's default durability is Immediate: the generation is on disk
         // before the peer announces it.
         txn.commit().at(&path)?;
@@ -332,6 +349,7 @@ impl Store {
             replica_id,
             generation,
             deltas,
+            revocations,
             path: path.clone(),
         };
         Ok((
@@ -367,16 +385,33 @@ impl Store {
     /// Writes one batch in one transaction; returns what is durable after it.
     fn commit(&self, batch: &[Record], before: &Durability) -> Result<Durability, StoreError> {
         let mut after = before.clone();
-        // A snapshot covers everything before it, so the batch starts there.
-        let start = batch.iter().rposition(|r| r.snapshot).unwrap_or(0);
+        // A snapshot covers every delta before it, so the deltas start
+        // there; revocations are not in the snapshot and are all written.
+        let start = batch
+            .iter()
+            .rposition(|r| r.kind == RecordKind::Snapshot)
+            .unwrap_or(0);
         let mut txn = self.db.begin_write().at(&self.path)?;
         txn.set_durability(redb::Durability::Immediate)
             .at(&self.path)?;
         {
+            let mut revocations = txn.open_table(REVOCATIONS).at(&self.path)?;
+            for record in batch {
+                if let RecordKind::Revocation(name) = &record.kind {
+                    revocations
+                        .insert(name.as_str(), record.bytes.as_slice())
+                        .at(&self.path)?;
+                }
+            }
+        }
+        {
             let mut log = txn.open_table(LOG).at(&self.path)?;
             for record in &batch[start..] {
                 let bytes = record.bytes.len() as u64;
-                if record.snapshot {
+                if matches!(record.kind, RecordKind::Revocation(_)) {
+                    continue;
+                }
+                if record.kind == RecordKind::Snapshot {
                     let mut snapshot = txn.open_table(SNAPSHOT).at(&self.path)?;
                     snapshot.retain(|_, _| false).at(&self.path)?;
                     snapshot
@@ -647,6 +682,26 @@ fn read_state(
 }
 
 /// Decodes one stored value, all of it, within its size limit.
+/// Every stored revocation (refused beyond [`REVOCATIONS_MAX`]: no release
+/// stores more).
+fn read_revocations(txn: &WriteTransaction, path: &Path) -> Result<Vec<Revocation>, StoreError> {
+    let table = txn.open_table(REVOCATIONS).at(path)?;
+    if table.len().at(path)? > REVOCATIONS_MAX as u64 {
+        return Err(corrupt(path, "revocations", "more than any release stores"));
+    }
+    let mut revocations = Vec::new();
+    for row in table.iter().at(path)? {
+        let (name, bytes) = row.at(path)?;
+        let record = format!("revocation of {:?}", name.value());
+        revocations.push(decode(bytes.value(), REVOCATION_BYTES_MAX, path, &record)?);
+    }
+    Ok(revocations)
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(value).map_err(StoreError::Encode)
+}
+
 fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     limit: usize,
@@ -675,8 +730,17 @@ fn decode<T: DeserializeOwned>(
 #[derive(Debug)]
 struct Record {
     seq: u64,
-    snapshot: bool,
+    kind: RecordKind,
     bytes: Vec<u8>,
+}
+
+/// What a [`Record`] holds, and where it goes.
+#[derive(Debug, PartialEq, Eq)]
+enum RecordKind {
+    Delta,
+    Snapshot,
+    /// A revocation of this name.
+    Revocation(String),
 }
 
 /// Starts the writer thread of `store`; see [`Store::writer`].
@@ -705,22 +769,28 @@ impl Writer {
     /// [`Durability::durable_seq`] reaches that number. Cancel-safe: an
     /// entry is numbered only once it has a place in the queue.
     pub async fn submit(&mut self, entry: Entry) -> Result<u64, StoreError> {
-        let (snapshot, delta, what, limit) = match &entry {
-            Entry::Delta(delta) => (false, delta, "delta", DELTA_BYTES_MAX),
-            Entry::Snapshot(state) => (true, state, "snapshot", SNAPSHOT_BYTES_MAX),
+        let (kind, bytes, what, limit) = match &entry {
+            Entry::Delta(delta) => (RecordKind::Delta, encode(delta)?, "delta", DELTA_BYTES_MAX),
+            Entry::Snapshot(state) => (
+                RecordKind::Snapshot,
+                encode(state)?,
+                "snapshot",
+                SNAPSHOT_BYTES_MAX,
+            ),
+            Entry::Revocation(revocation) => (
+                RecordKind::Revocation(revocation.name.clone()),
+                encode(revocation)?,
+                "revocation",
+                REVOCATION_BYTES_MAX,
+            ),
         };
-        let bytes = postcard::to_stdvec(delta).map_err(StoreError::Encode)?;
         if bytes.len() > limit {
             return Err(StoreError::TooLarge(what, bytes.len(), limit));
         }
         let place = self.queue.reserve().await.map_err(|_| self.stopped())?;
         let seq = self.next_seq;
         self.next_seq += 1;
-        place.send(Record {
-            seq,
-            snapshot,
-            bytes,
-        });
+        place.send(Record { seq, kind, bytes });
         Ok(seq)
     }
 

@@ -39,6 +39,13 @@
 //! wait in one queue per peer, and the peer task takes them in turns
 //! ([`Events`]): an honest peer's frame waits behind at most one frame of
 //! each other peer, never behind a flooder's backlog.
+//!
+//! Revoked certificates ([`RevokedCertificates`]) are refused at the
+//! handshake by the TLS configuration; a revocation that arrives while a
+//! connection with such a certificate is open closes that connection at
+//! once (each connection's reader watches the list), and its frames still
+//! waiting for the peer task are dropped when their turn comes, never
+//! handed over (counted).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -48,7 +55,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::certs::{self, CertError, CertificateInfo, MESH_SERVER_NAME, NodeName, TlsIdentity};
+use crate::certs::{
+    self, CertError, CertificateInfo, MESH_SERVER_NAME, NodeName, RevokedCertificates, TlsIdentity,
+};
 use crate::gossip::PeerId;
 use crate::gossip::wire::MESSAGE_BYTES_MAX;
 
@@ -121,6 +130,9 @@ pub enum Event {
     Message {
         /// The sender, from its certificate.
         from: PeerId,
+        /// That certificate (a revoked one's messages are never handed
+        /// over).
+        certificate: Arc<CertificateInfo>,
         /// The bytes as received (one frame).
         bytes: Vec<u8>,
         /// Its share of the receive budget, returned when dropped (after
@@ -133,6 +145,14 @@ pub enum Event {
         peer: PeerId,
         /// Its name, from its certificate.
         name: NodeName,
+        /// Its certificate's notBefore (Unix seconds).
+        not_before: i64,
+    },
+    /// A connection with `peer` was closed because a revocation covers its
+    /// certificate.
+    Revoked {
+        /// The peer, from its certificate.
+        peer: PeerId,
     },
 }
 
@@ -200,7 +220,13 @@ impl Events {
         loop {
             {
                 let mut turns = self.inbox.lock();
-                if let Some(event) = turns.next() {
+                while let Some(event) = turns.next() {
+                    if let Event::Message { certificate, .. } = &event
+                        && self.inbox.revoked.covering(certificate).is_some()
+                    {
+                        self.inbox.revoked_dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     return Some(event);
                 }
                 if turns.closed {
@@ -218,6 +244,11 @@ impl Events {
 struct Inbox {
     turns: Mutex<Turns>,
     ready: Notify,
+    /// Messages from a certificate revoked meanwhile are dropped on their
+    /// turn...
+    revoked: RevokedCertificates,
+    /// ...and counted.
+    revoked_dropped: AtomicU64,
 }
 
 #[derive(Default)]
@@ -232,10 +263,12 @@ struct Turns {
 }
 
 impl Inbox {
-    fn new() -> Inbox {
+    fn new(revoked: RevokedCertificates) -> Inbox {
         Inbox {
             turns: Mutex::new(Turns::default()),
             ready: Notify::new(),
+            revoked,
+            revoked_dropped: AtomicU64::new(0),
         }
     }
 
@@ -321,6 +354,12 @@ pub struct TransportStats {
     pub connections_dialled: u64,
     /// Connections other peers dialled that were established.
     pub connections_accepted: u64,
+    /// Connections closed because a revocation arrived that covers their
+    /// certificate.
+    pub connections_revoked: u64,
+    /// Received messages dropped, not handed to the peer task, because
+    /// their sender's certificate was revoked after they arrived.
+    pub revoked_messages_dropped: u64,
 }
 
 /// The transport of one peer. Cloning is cheap; all clones share it.
@@ -344,6 +383,7 @@ struct Inner {
     frames_refused: AtomicU64,
     connections_dialled: AtomicU64,
     connections_accepted: AtomicU64,
+    connections_revoked: AtomicU64,
 }
 
 /// Everything about one remote peer.
@@ -387,7 +427,7 @@ impl Transport {
         let mut endpoint = quinn::Endpoint::server(server, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
         endpoint.set_default_client_config(client);
-        let inbox = Arc::new(Inbox::new());
+        let inbox = Arc::new(Inbox::new(identity.revoked().clone()));
         let inner = Arc::new(Inner {
             endpoint,
             me: identity.peer_id(),
@@ -400,6 +440,7 @@ impl Transport {
             frames_refused: AtomicU64::new(0),
             connections_dialled: AtomicU64::new(0),
             connections_accepted: AtomicU64::new(0),
+            connections_revoked: AtomicU64::new(0),
         });
         tokio::spawn(accept_loop(inner.clone()));
         Ok((Transport { inner }, Events { inbox }))
@@ -487,6 +528,8 @@ impl Transport {
             frames_refused: self.inner.frames_refused.load(Ordering::Relaxed),
             connections_dialled: self.inner.connections_dialled.load(Ordering::Relaxed),
             connections_accepted: self.inner.connections_accepted.load(Ordering::Relaxed),
+            connections_revoked: self.inner.connections_revoked.load(Ordering::Relaxed),
+            revoked_messages_dropped: self.inner.inbox.revoked_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -575,19 +618,17 @@ impl Inner {
             .await
             .map_err(|_| fail("timed out".into()))?
             .map_err(|e| fail(e.to_string()))?;
-        let certificate = certs::peer_certificate(&connection).map_err(|e| {
+        let certificate = certs::peer_of(&connection).map_err(|e| {
             self.refused();
             fail(e.to_string())
         })?;
-        let name = certificate.name.clone();
-        let peer = certs::peer_id_of(&name);
+        let (peer, name) = (certificate.peer, certificate.name.clone());
         if expected.is_some_and(|expected| expected != peer) || peer == self.me {
             self.refused();
             connection.close(1u32.into(), b"unexpected peer");
             return Err(fail(format!("the peer there is {name} ({peer})")));
         }
-        self.register(peer, certificate, connection, self.me, addr)
-            .await;
+        self.register(certificate, connection, self.me, addr).await;
         Ok((peer, name))
     }
 
@@ -595,12 +636,12 @@ impl Inner {
     /// [`SIMULTANEOUS_OPEN`]), starts reading from it, and reports it.
     async fn register(
         self: &Arc<Self>,
-        peer: PeerId,
         certificate: CertificateInfo,
         connection: quinn::Connection,
         initiator: PeerId,
         addr: SocketAddr,
     ) {
+        let peer = certificate.peer;
         let established = if initiator == self.me {
             &self.connections_dialled
         } else {
@@ -654,19 +695,20 @@ impl Inner {
                 loser.close(2u32.into(), b"duplicate connection");
             });
         }
+        let connected = Event::Connected {
+            peer,
+            name: certificate.name.clone(),
+            not_before: certificate.not_before,
+        };
         tokio::spawn(read_connection(
             self.clone(),
-            peer,
+            Arc::new(certificate),
             share.clone(),
             connection,
         ));
         // Counted as a message of the peer's, so that dialling again and
         // again fills only its own share.
         let budget = self.admit(&share, 0).await;
-        let connected = Event::Connected {
-            peer,
-            name: certificate.name,
-        };
         self.inbox.push(peer, connected, Some(budget));
     }
 
@@ -752,13 +794,10 @@ async fn accept_loop(inner: Arc<Inner>) {
                 inner.refused();
                 return;
             };
-            let identity = certs::peer_certificate(&connection)
-                .map(|certificate| (certs::peer_id_of(&certificate.name), certificate));
-            match identity {
-                Ok((peer, certificate)) if peer != inner.me => {
-                    inner
-                        .register(peer, certificate, connection, peer, addr)
-                        .await;
+            match certs::peer_of(&connection) {
+                Ok(certificate) if certificate.peer != inner.me => {
+                    let peer = certificate.peer;
+                    inner.register(certificate, connection, peer, addr).await;
                 }
                 _ => {
                     inner.refused();
@@ -867,22 +906,48 @@ fn frame_len(bytes: &[u8]) -> u32 {
     u32::try_from(bytes.len()).expect("messages are bounded far below 4 GiB")
 }
 
-/// Reads every stream `peer` opens on `connection`, until it closes.
-/// `share` is the peer's share of the receive budget.
+/// Reads every stream the peer of `certificate` opens on `connection`,
+/// until it closes, or until a revocation covers the certificate: then
+/// closes it and tells the peer task. `share` is the peer's share of the
+/// receive budget.
 async fn read_connection(
     inner: Arc<Inner>,
-    peer: PeerId,
+    certificate: Arc<CertificateInfo>,
     share: Arc<Budget>,
     connection: quinn::Connection,
 ) {
-    while let Ok(receive) = connection.accept_uni().await {
-        tokio::spawn(read_stream(
-            inner.clone(),
-            connection.clone(),
-            peer,
-            share.clone(),
-            receive,
-        ));
+    let peer = certificate.peer;
+    let mut revocations = inner.inbox.revoked.changes();
+    revocations.mark_changed();
+    loop {
+        tokio::select! {
+            accepted = connection.accept_uni() => {
+                let Ok(receive) = accepted else { break };
+                tokio::spawn(read_stream(
+                    inner.clone(),
+                    connection.clone(),
+                    certificate.clone(),
+                    share.clone(),
+                    receive,
+                ));
+            }
+            changed = revocations.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                if let Some(revocation) = inner.inbox.revoked.covering(&certificate) {
+                    tracing::warn!(
+                        name = %certificate.name,
+                        revoked_at = revocation.revoked_at,
+                        "closing the connection of a revoked certificate"
+                    );
+                    connection.close(6u32.into(), b"certificate revoked");
+                    inner.connections_revoked.fetch_add(1, Ordering::Relaxed);
+                    inner.inbox.push(peer, Event::Revoked { peer }, None);
+                    break;
+                }
+            }
+        }
     }
     inner.forget(peer, &connection);
 }
@@ -913,10 +978,11 @@ enum BodyError {
 async fn read_stream(
     inner: Arc<Inner>,
     connection: quinn::Connection,
-    from: PeerId,
+    certificate: Arc<CertificateInfo>,
     share: Arc<Budget>,
     mut receive: quinn::RecvStream,
 ) {
+    let from = certificate.peer;
     loop {
         let mut len = [0u8; 4];
         if receive.read_exact(&mut len).await.is_err() {
@@ -940,6 +1006,7 @@ async fn read_stream(
         };
         let message = Event::Message {
             from,
+            certificate: certificate.clone(),
             bytes,
             budget,
         };
@@ -984,6 +1051,7 @@ mod tests {
         Event::Connected {
             peer: PeerId(peer),
             name: NodeName::new(name).expect("valid name"),
+            not_before: 0,
         }
     }
 
@@ -997,7 +1065,7 @@ mod tests {
 
     #[test]
     fn an_event_waits_behind_at_most_one_event_of_a_peer_with_a_backlog() {
-        let inbox = Inbox::new();
+        let inbox = Inbox::new(RevokedCertificates::default());
         let backlog = 100;
         for i in 0..backlog {
             inbox.push(PeerId(1), connected(1, &format!("flood-{i}")), None);

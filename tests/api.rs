@@ -1841,11 +1841,24 @@ async fn mesh_peers_shows_each_peer_its_state_and_its_latest_report() {
              "report": {"digest": digest, "converged": true, "ageSeconds": 0.5,
                         "haproxy": {"managed": true, "running": true, "appliedHash": null,
                                     "reloads": 2, "reloadFailures": 0, "runtimeChanges": 0,
-                                    "rejected": 0, "restarts": 0, "lastError": null}}},
+                                    "rejected": 0, "restarts": 0, "lastError": null}},
+             "revoked": false, "revokedAt": null},
             {"peerId": "0000000000000003", "name": "peer-c", "addr": "127.0.0.1:7001",
-             "generation": 1, "state": "suspect", "connected": false, "report": null}
+             "generation": 1, "state": "suspect", "connected": false, "report": null,
+             "revoked": true, "revokedAt": 1_767_225_600}
         ])
     );
+}
+
+#[tokio::test]
+async fn a_revocation_the_peer_finds_not_genuine_is_a_400_on_its_signature() {
+    let api = Api::new();
+    let forged = json!({"name": "peer-c", "revokedAt": 1_767_225_600,
+                        "notBeforeUpTo": 1_767_222_000, "signature": "3045"});
+    let answer = api.post("/mesh/revocations", forged).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.json()["details"]["field"], "signature");
+    assert_eq!(api.get("/mesh/revocations").await.json(), json!([]));
 }
 
 #[tokio::test]
@@ -1870,6 +1883,9 @@ async fn metrics_expose_the_peer_counters_in_openmetrics_text() {
         "aqueduct_gossip_garbage_dropped_total 0",
         "aqueduct_gossip_deltas_refused_total 0",
         "aqueduct_gossip_frames_refused_total 0",
+        "aqueduct_connections_revoked_total 0",
+        "aqueduct_gossip_revoked_messages_dropped_total 0",
+        "aqueduct_gossip_revocations_refused_total 0",
         "aqueduct_peers{state=\"alive\"} 1",
         "aqueduct_peers{state=\"suspect\"} 1",
         "aqueduct_peers{state=\"down\"} 0",

@@ -310,7 +310,7 @@ fn observer(cluster: &Cluster) -> Attacker {
 /// The certificate a new connection to `peer`'s gossip port is presented.
 fn presented(observer: &Attacker, peer: &Peer) -> CertificateInfo {
     let connection = observer.connect(peer.gossip).expect("a handshake");
-    let certificate = certs::peer_certificate(&connection).expect("a certificate");
+    let certificate = certs::peer_of(&connection).expect("a certificate");
     connection.close(0u32.into(), b"seen");
     certificate
 }

@@ -1,6 +1,6 @@
 //! Certificates: creating the cluster CA and node certificates, loading and
-//! checking a TLS directory, mutual TLS between QUIC endpoints, and
-//! replacing a node's certificate while its endpoints run.
+//! checking a TLS directory, mutual TLS between QUIC endpoints, replacing
+//! a node's certificate while its endpoints run, and revocations.
 
 use std::error::Error;
 use std::fs;
@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aqueduct::certs::{
-    self, CertError, CertificateInfo, MESH_SERVER_NAME, NodeName, NodeValidity, PemPair,
-    TlsIdentity, ensure_self_made, init_ca, issue, issue_for, peer_certificate, peer_id_of,
+    self, CaRevocationVerifier, CertError, CertificateInfo, MESH_SERVER_NAME, NodeName,
+    NodeValidity, PemPair, TlsIdentity, ensure_self_made, init_ca, issue, issue_for, peer_id_of,
     peer_of,
 };
-use aqueduct::gossip::PeerId;
 use aqueduct::gossip::wire::ALPN;
+use aqueduct::gossip::{PeerId, Revocation, RevocationVerifier};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -102,7 +102,7 @@ fn serve_echoes(endpoint: quinn::Endpoint) -> mpsc::UnboundedReceiver<Certificat
             let Ok(connection) = incoming.await else {
                 continue;
             };
-            let _ = report.send(peer_certificate(&connection).expect("a client certificate"));
+            let _ = report.send(peer_of(&connection).expect("a client certificate"));
             tokio::spawn(async move {
                 while let Ok((mut send, mut recv)) = connection.accept_bi().await {
                     let data = recv.read_to_end(1024).await.expect("read request");
@@ -245,7 +245,11 @@ fn serve_one_echo(endpoint: quinn::Endpoint) -> oneshot::Receiver<Served> {
                     let data = recv.read_to_end(1024).await.expect("read request");
                     send.write_all(&data).await.expect("write echo");
                     send.finish().expect("finish echo");
-                    let (peer, peer_id) = peer_of(&connection).expect("peer identity");
+                    let CertificateInfo {
+                        name: peer,
+                        peer: peer_id,
+                        ..
+                    } = peer_of(&connection).expect("peer identity");
                     // Keep the connection open until the client has read.
                     connection.closed().await;
                     Served::Echoed(peer, peer_id)
@@ -269,7 +273,11 @@ async fn echo_through(
     send.write_all(payload).await?;
     send.finish()?;
     let echo = recv.read_to_end(1024).await?;
-    let (peer, peer_id) = peer_of(&connection)?;
+    let CertificateInfo {
+        name: peer,
+        peer: peer_id,
+        ..
+    } = peer_of(&connection)?;
     connection.close(0u32.into(), b"done");
     Ok((echo, peer, peer_id))
 }
@@ -771,14 +779,8 @@ async fn a_replaced_certificate_is_presented_by_new_server_handshakes_while_open
 {
     let seen = reconnect_around_a_replacement(true).await;
 
-    assert_eq!(
-        peer_certificate(&seen.before).expect("certificate"),
-        seen.old
-    );
-    assert_eq!(
-        peer_certificate(&seen.after).expect("certificate"),
-        seen.new
-    );
+    assert_eq!(peer_of(&seen.before).expect("certificate"), seen.old);
+    assert_eq!(peer_of(&seen.after).expect("certificate"), seen.new);
     assert_eq!(echo_on(&seen.before, b"still here").await, b"still here");
     assert!(seen.before.close_reason().is_none());
 }
@@ -871,4 +873,257 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970");
     i64::try_from(since.as_secs()).expect("seconds fit")
+}
+
+// ---------------------------------------------------------------------------
+// Revocation.
+
+/// `certs revoke` of `node` with the CA in `dir/ca`, written to
+/// `dir/<file>`; the revocation read back from the file.
+fn revoke(dir: &TempDir, node: &str, file: &str) -> Revocation {
+    let out = dir.join(file);
+    let written = certs::revoke(&dir.join("ca"), &name(node), &out).expect("revoke");
+    let read = certs::read_revocation(&out).expect("the file reads back");
+    assert_eq!(read, written);
+    read
+}
+
+fn verifier_of(ca_dir: &Path) -> CaRevocationVerifier {
+    let ca = CertificateDer::from_pem_file(ca_dir.join(certs::CA_CERT_FILE)).expect("ca.pem");
+    CaRevocationVerifier::new(&ca).expect("a CA certificate")
+}
+
+#[test]
+fn a_revocation_signed_by_the_cluster_ca_verifies() {
+    let dir = TempDir::new();
+    node_of(&dir, "ca", "mallory");
+    let revocation = revoke(&dir, "mallory", "mallory.revocation");
+
+    assert!(verifier_of(&dir.join("ca")).verify(&revocation));
+    assert_eq!(revocation.name, "mallory");
+    assert_eq!(
+        revocation.revoked_at - revocation.not_before_up_to,
+        certs::CLOCK_SKEW_ALLOWANCE.as_secs()
+    );
+}
+
+#[test]
+fn a_revocation_signed_by_another_ca_is_refused() {
+    let dir = TempDir::new();
+    node_of(&dir, "ca", "mallory");
+    init_ca(&dir.join("other-ca")).expect("another CA");
+    let forged = certs::revoke(
+        &dir.join("other-ca"),
+        &name("mallory"),
+        &dir.join("forged.revocation"),
+    )
+    .expect("the other CA signs");
+
+    assert!(!verifier_of(&dir.join("ca")).verify(&forged));
+}
+
+#[test]
+fn a_tampered_revocation_is_refused() {
+    let dir = TempDir::new();
+    node_of(&dir, "ca", "mallory");
+    let genuine = revoke(&dir, "mallory", "mallory.revocation");
+    let verifier = verifier_of(&dir.join("ca"));
+    let mut flipped = genuine.signature.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let tampered = [
+        Revocation {
+            name: "alice".to_owned(),
+            ..genuine.clone()
+        },
+        Revocation {
+            not_before_up_to: genuine.not_before_up_to + 3600,
+            ..genuine.clone()
+        },
+        Revocation {
+            revoked_at: genuine.revoked_at + 1,
+            ..genuine.clone()
+        },
+        Revocation {
+            signature: flipped,
+            ..genuine.clone()
+        },
+    ];
+
+    for revocation in tampered {
+        assert!(!verifier.verify(&revocation), "accepted {revocation:?}");
+    }
+}
+
+#[test]
+fn a_revocation_never_replaces_a_file() -> TestResult {
+    let dir = TempDir::new();
+    node_of(&dir, "ca", "mallory");
+    fs::write(dir.join("taken"), "precious")?;
+
+    let err = certs::revoke(&dir.join("ca"), &name("mallory"), &dir.join("taken"))
+        .expect_err("an existing file is refused");
+
+    assert!(matches!(err, CertError::AlreadyExists { .. }), "{err}");
+    assert_eq!(fs::read_to_string(dir.join("taken"))?, "precious");
+    Ok(())
+}
+
+#[test]
+fn a_revocation_covers_the_certificates_issued_before_it_and_not_those_issued_after() {
+    let dir = TempDir::new();
+    let stolen = identity(&node_of(&dir, "ca", "mallory"));
+    let revocation = revoke(&dir, "mallory", "mallory.revocation");
+    // Issued at once after `certs revoke` returned, within the same minute.
+    let reissued = identity(&{
+        let tls_dir = dir.join("mallory-again");
+        issue(&dir.join("ca"), &name("mallory"), &tls_dir).expect("issue again");
+        tls_dir
+    });
+
+    stolen.revoked().insert(revocation.clone());
+    reissued.revoked().insert(revocation);
+
+    assert!(stolen.own_revocation().is_some());
+    assert_eq!(reissued.own_revocation(), None);
+}
+
+/// Two nodes of one cluster, `alpha` and `mallory`, where alpha holds a
+/// revocation of mallory's certificate.
+fn alpha_revoking_mallory(dir: &TempDir) -> (TlsIdentity, TlsIdentity) {
+    let alpha = identity(&node_of(dir, "ca", "alpha"));
+    let mallory = identity(&node_of(dir, "ca", "mallory"));
+    alpha
+        .revoked()
+        .insert(revoke(dir, "mallory", "mallory.revocation"));
+    (alpha, mallory)
+}
+
+/// Asserts that `listener` (serving one echo, reported by `served`)
+/// refuses the client of `dialler` at the handshake.
+async fn assert_server_refuses(
+    listener: &quinn::Endpoint,
+    served: oneshot::Receiver<Served>,
+    dialler: &TlsIdentity,
+) {
+    let echoed = timeout(
+        DEADLINE,
+        echo_through(&client(dialler), addr_of(listener), b"still here?"),
+    )
+    .await
+    .expect("the stream I/O must fail within the deadline, not hang");
+
+    assert!(
+        echoed.is_err(),
+        "the revoked client got an echo: {echoed:?}"
+    );
+    let served = timeout(DEADLINE, served)
+        .await
+        .expect("server reports")
+        .expect("server ran");
+    assert!(matches!(served, Served::Refused), "{served:?}");
+}
+
+/// Asserts that the client of `dialler` refuses the server of `serving`.
+async fn assert_client_refuses(dialler: &TlsIdentity, serving: &TlsIdentity) {
+    let listener = server(serving);
+    let _served = serve_one_echo(listener.clone());
+
+    let connected = timeout(DEADLINE, async {
+        client(dialler)
+            .connect(addr_of(&listener), MESH_SERVER_NAME)?
+            .await
+            .map_err(Box::<dyn Error>::from)
+    })
+    .await
+    .expect("the handshake must end within the deadline");
+
+    assert!(connected.is_err(), "connected to a revoked server");
+}
+
+#[tokio::test]
+async fn a_revoked_client_certificate_is_refused_at_the_handshake() {
+    let dir = TempDir::new();
+    let (alpha, mallory) = alpha_revoking_mallory(&dir);
+    let listener = server(&alpha);
+    let served = serve_one_echo(listener.clone());
+
+    assert_server_refuses(&listener, served, &mallory).await;
+}
+
+#[tokio::test]
+async fn a_revoked_server_certificate_is_refused_by_the_client() {
+    let dir = TempDir::new();
+    let (alpha, mallory) = alpha_revoking_mallory(&dir);
+
+    assert_client_refuses(&alpha, &mallory).await;
+}
+
+#[tokio::test]
+async fn a_revoked_client_cannot_come_back_by_resuming_an_earlier_session() {
+    let dir = TempDir::new();
+    let alpha_dir = node_of(&dir, "ca", "alpha");
+    let mallory_dir = node_of(&dir, "ca", "mallory");
+    let alpha = identity(&alpha_dir);
+    let listener = server(&alpha);
+    let _presented = serve_echoes(listener.clone());
+    // Mallory's own client, not ours: it keeps and offers any session
+    // ticket it is given (a resumed TLS 1.3 session would skip the server's
+    // client-certificate verifier).
+    let mallory = Outsider::new(&mallory_dir, &alpha_dir).client();
+    let member = connect(&mallory, addr_of(&listener)).await;
+    // A round trip after the handshake: any ticket has arrived by then.
+    assert_eq!(echo_on(&member, b"a member").await, b"a member");
+    member.close(0u32.into(), b"done");
+
+    alpha
+        .revoked()
+        .insert(revoke(&dir, "mallory", "mallory.revocation"));
+    let again = timeout(
+        DEADLINE,
+        echo_through(&mallory, addr_of(&listener), b"resumed?"),
+    )
+    .await
+    .expect("the stream I/O must fail within the deadline, not hang");
+
+    assert!(again.is_err(), "the revoked client got back in: {again:?}");
+}
+
+#[tokio::test]
+async fn a_replaced_identity_keeps_enforcing_revocations_on_both_sides() {
+    let dir = TempDir::new();
+    let mut alpha = identity(&node_of(&dir, "ca", "alpha"));
+    let mallory = identity(&node_of(&dir, "ca", "mallory"));
+    let listener = server(&alpha);
+    let served = serve_one_echo(listener.clone());
+
+    alpha
+        .replace(&reissued(&dir, "ca", "alpha"))
+        .expect("a valid pair for the same node");
+    alpha
+        .revoked()
+        .insert(revoke(&dir, "mallory", "mallory.revocation"));
+
+    // The server made before the replacement refuses mallory, and a
+    // client made after it refuses mallory's server.
+    assert_server_refuses(&listener, served, &mallory).await;
+    assert_client_refuses(&alpha, &mallory).await;
+}
+
+#[test]
+fn a_revoked_replacement_is_refused_and_the_pair_in_use_stays() {
+    let dir = TempDir::new();
+    // A pair of mallory's issued before the revocation (a stolen one)...
+    let stolen = reissued(&dir, "ca", "mallory");
+    let revocation = revoke(&dir, "mallory", "mallory.revocation");
+    // ...while mallory runs with one issued after it.
+    let mut mallory = identity(&node_of(&dir, "ca", "mallory"));
+    mallory.revoked().insert(revocation);
+
+    let err = refused_replacement(&mut mallory, &stolen);
+
+    assert!(
+        matches!(&err, CertError::Revoked { name: revoked, .. } if *revoked == name("mallory")),
+        "{err}"
+    );
 }

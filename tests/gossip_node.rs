@@ -22,9 +22,11 @@ use aqueduct::crdt::model::{
     Binds, FieldId, FieldValue, Frontend, Keepalive, Mode, Name, Natives, ObjectKey, Rules, Weight,
 };
 use aqueduct::crdt::{Command, ConfigDelta, Digest, Dot, Hlc, Replica, ReplicaId, Stamped};
+use aqueduct::gossip::revocations::RevocationExchange;
 use aqueduct::gossip::wire::{self, Message, RingRange};
 use aqueduct::gossip::{
-    ApplyReport, Config, MemberId, Node, Output, PeerId, PeerReport, REPORT_TEXT_MAX, Time,
+    ApplyReport, Config, MemberId, Node, Output, PeerId, PeerReport, REPORT_TEXT_MAX, Revocation,
+    RevocationError, RevocationVerifier, Time,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -167,6 +169,7 @@ impl Mesh {
         });
         match output {
             Output::Persist(delta) => self.persisted.entry(node).or_default().push(delta),
+            Output::Revoked(_) => {}
             Output::Send { to, bytes } => {
                 self.seq += 1;
                 let from = node;
@@ -346,7 +349,7 @@ impl Mesh {
                 *to,
                 wire::decode(bytes).expect("nodes send only valid messages"),
             )),
-            Output::Persist(_) => None,
+            Output::Persist(_) | Output::Revoked(_) => None,
         })
     }
 }
@@ -396,7 +399,7 @@ fn sends_in(outputs: &[Output]) -> Vec<(PeerId, Message)> {
         .iter()
         .filter_map(|o| match o {
             Output::Send { to, bytes } => Some((*to, wire::decode(bytes).expect("valid"))),
-            Output::Persist(_) => None,
+            Output::Persist(_) | Output::Revoked(_) => None,
         })
         .collect()
 }
@@ -532,7 +535,7 @@ fn a_relayed_write_is_persisted_before_it_is_passed_on() {
             Output::Persist(d) if d == &delta => {
                 persisted.insert(effect.node);
             }
-            Output::Persist(_) => {}
+            Output::Persist(_) | Output::Revoked(_) => {}
             Output::Send { bytes, .. } => {
                 if matches!(wire::decode(bytes), Ok(Message::Broadcast { id: b, .. }) if b == id) {
                     assert!(
@@ -864,7 +867,7 @@ fn a_swim_packet_speaking_for_another_peer_is_refused() {
             Output::Send { bytes, .. } => {
                 matches!(wire::decode(&bytes), Ok(Message::Swim(_))).then_some(bytes)
             }
-            Output::Persist(_) => None,
+            Output::Persist(_) | Output::Revoked(_) => None,
         })
         .expect("a probe round sends SWIM packets");
     let before = mesh.node(target).stats().swim_refused;
@@ -1338,7 +1341,7 @@ fn scripted_run(seed: u64) -> Vec<(Time, PeerId, PeerId, Vec<u8>)> {
         .into_iter()
         .filter_map(|e| match e.output {
             Output::Send { to, bytes } => Some((e.at, e.node, to, bytes)),
-            Output::Persist(_) => None,
+            Output::Persist(_) | Output::Revoked(_) => None,
         })
         .collect()
 }
@@ -1549,4 +1552,178 @@ fn a_member_declaring_another_peer_down_only_makes_the_receiver_probe_it() {
         "the victim answered the target's own probes"
     );
     assert!(mesh.fully_meshed());
+}
+
+// ---------------------------------------------------------------------------
+// Revocations.
+
+/// What the fake CA puts before the signed bytes to make a signature.
+const FAKE_CA: &[u8] = b"signed by the fake CA:";
+
+/// The shell's verifier stands in the core's tests for a CA: a revocation
+/// is genuine when its signature is [`FAKE_CA`] then its signed bytes.
+struct FakeCa;
+
+impl RevocationVerifier for FakeCa {
+    fn verify(&self, revocation: &Revocation) -> bool {
+        revocation.signature == [FAKE_CA, &revocation.signed_bytes()].concat()
+    }
+}
+
+/// A revocation of `name` the fake CA signed.
+fn revocation_of(name: &str, not_before_up_to: u64) -> Revocation {
+    let mut revocation = Revocation {
+        name: name.to_owned(),
+        not_before_up_to,
+        revoked_at: not_before_up_to + 3600,
+        signature: Vec::new(),
+    };
+    revocation.signature = [FAKE_CA, &revocation.signed_bytes()].concat();
+    revocation
+}
+
+/// A running mesh of `n` whose nodes all check revocations with [`FakeCa`].
+fn mesh_checking_revocations(n: u64, seed: u64) -> (Mesh, Vec<PeerId>) {
+    let (mut mesh, ids) = Mesh::running(n, seed);
+    for id in &ids {
+        mesh.node_mut(*id).set_revocation_verifier(Box::new(FakeCa));
+    }
+    (mesh, ids)
+}
+
+fn holds(mesh: &Mesh, node: PeerId, revocation: &Revocation) -> bool {
+    mesh.node(node).revocations().any(|r| r == revocation)
+}
+
+/// The revocations `node` emitted for persistence and enforcement.
+fn revoked_outputs(mesh: &Mesh, node: PeerId) -> Vec<Revocation> {
+    mesh.effects
+        .iter()
+        .filter(|e| e.node == node)
+        .filter_map(|e| match &e.output {
+            Output::Revoked(revocation) => Some(revocation.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A revocations message from a peer, encoded.
+fn revocations_message(list: Vec<Revocation>) -> Vec<u8> {
+    wire::encode(&Message::Revocations(RevocationExchange::Set {
+        list,
+        answer: false,
+    }))
+    .expect("encodes")
+}
+
+#[test]
+fn a_revocation_given_to_one_node_is_emitted_before_it_is_sent_and_reaches_every_node_at_once() {
+    let (mut mesh, ids) = mesh_checking_revocations(5, 1);
+    let revocation = revocation_of("mallory", 1_000);
+
+    assert_eq!(mesh.node_mut(ids[0]).revoke(revocation.clone()), Ok(true));
+    let outputs = mesh.take_outputs(ids[0]);
+    assert_eq!(outputs.first(), Some(&Output::Revoked(revocation.clone())));
+    assert_eq!(
+        outputs.len(),
+        ids.len(),
+        "one output to persist, one push per other node: {outputs:?}"
+    );
+    for output in outputs {
+        mesh.dispatch(ids[0], output);
+    }
+    let reached = mesh.run_until(Time::ZERO + ms(5), |mesh| {
+        ids.iter().all(|id| holds(mesh, *id, &revocation))
+    });
+
+    assert!(reached.is_some(), "not everyone holds it after one hop");
+    for id in &ids {
+        assert_eq!(revoked_outputs(&mesh, *id), vec![revocation.clone()]);
+    }
+}
+
+#[test]
+fn a_node_that_missed_the_push_learns_the_revocation_by_anti_entropy() {
+    let (mut mesh, ids) = mesh_checking_revocations(4, 2);
+    let revocation = revocation_of("mallory", 1_000);
+    mesh.isolated.insert(ids[3]);
+    mesh.node_mut(ids[0])
+        .revoke(revocation.clone())
+        .expect("genuine");
+    mesh.drain(ids[0]);
+    mesh.run_for(ms(50));
+    assert!(!holds(&mesh, ids[3], &revocation));
+
+    mesh.isolated.clear();
+    let limit = mesh.now + Duration::from_secs(10);
+    let learned = mesh.run_until(limit, |mesh| holds(mesh, ids[3], &revocation));
+
+    assert!(
+        learned.is_some(),
+        "the node that missed it never learned it"
+    );
+}
+
+#[test]
+fn a_forged_revocation_from_a_member_is_refused_counted_and_ends_its_message() {
+    let (mut mesh, ids) = mesh_checking_revocations(3, 3);
+    let mut forged = revocation_of("peer-b", 1_000);
+    forged.signature = b"signed by mallory".to_vec();
+    let genuine_after_it = revocation_of("peer-c", 1_000);
+
+    mesh.inject(
+        ids[1],
+        ids[0],
+        &revocations_message(vec![forged.clone(), genuine_after_it.clone()]),
+    );
+
+    let node = mesh.node(ids[0]);
+    assert_eq!(node.revocations().count(), 0);
+    assert_eq!(node.stats().revocations_refused, 1);
+    assert!(revoked_outputs(&mesh, ids[0]).is_empty());
+    assert_eq!(
+        mesh.node_mut(ids[0]).revoke(forged),
+        Err(RevocationError::NotGenuine)
+    );
+}
+
+#[test]
+fn a_revocation_given_again_or_covered_by_one_held_changes_nothing() {
+    let (mut mesh, ids) = mesh_checking_revocations(2, 4);
+    let later = revocation_of("mallory", 2_000);
+    let earlier = revocation_of("mallory", 1_000);
+    mesh.node_mut(ids[0])
+        .revoke(later.clone())
+        .expect("genuine");
+    mesh.drain(ids[0]);
+
+    assert_eq!(mesh.node_mut(ids[0]).revoke(later.clone()), Ok(false));
+    assert_eq!(mesh.node_mut(ids[0]).revoke(earlier), Ok(false));
+    assert_eq!(mesh.take_outputs(ids[0]), Vec::new());
+    let held: Vec<&Revocation> = mesh.node(ids[0]).revocations().collect();
+    assert_eq!(held, vec![&later]);
+}
+
+#[test]
+fn a_node_without_a_verifier_takes_no_revocation() {
+    let (mut mesh, ids) = Mesh::running(2, 5);
+
+    let refused = mesh
+        .node_mut(ids[0])
+        .revoke(revocation_of("mallory", 1_000));
+
+    assert_eq!(refused, Err(RevocationError::NotGenuine));
+    assert_eq!(mesh.node(ids[0]).revocations().count(), 0);
+}
+
+#[test]
+fn a_revocation_of_a_member_takes_it_out_of_the_active_members_at_once_when_evicted() {
+    let (mut mesh, ids) = mesh_checking_revocations(3, 6);
+    assert!(mesh.members(ids[0]).contains(&ids[2]));
+
+    let now = mesh.now;
+    mesh.node_mut(ids[0]).evict(now, ids[2]);
+    mesh.drain(ids[0]);
+
+    assert!(!mesh.members(ids[0]).contains(&ids[2]));
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aqueduct::crdt::model::{Binds, Frontend, Keepalive, Mode, Name, Natives, Rules};
 use aqueduct::crdt::{Command, ConfigDelta, Replica};
+use aqueduct::gossip::Revocation;
 use aqueduct::store::{
     Durability, Entry, LOCK_WAIT, Recovered, STORE_FILE, Store, StoreError, Writer, spawn_writer,
 };
@@ -187,6 +188,40 @@ async fn sequence_numbers_continue_across_a_reopen() {
     let (mut writer, _) = spawn_writer(store, 16).expect("the writer starts");
     assert_eq!(submit_all(&mut writer, deltas(&written[3..])).await, 4);
     assert_eq!(writer.close().await.expect("durable").durable_seq, 4);
+}
+
+/// A revocation of `name` (the store keeps it as it is: no signature check).
+fn revocation(name: &str, not_before_up_to: u64) -> Revocation {
+    Revocation {
+        name: name.to_owned(),
+        not_before_up_to,
+        revoked_at: not_before_up_to + 3600,
+        signature: vec![0x30; 70],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_survive_a_reopen_next_to_a_snapshot_one_per_name_the_latest_kept() {
+    let dir = TempDir::new("revocations");
+    let (store, recovered) = open(&dir);
+    let replica = Replica::new(recovered.replica_id);
+    let (mut writer, _) = spawn_writer(store, 16).expect("the writer starts");
+    let entries = [
+        Entry::Revocation(revocation("mallory", 1_000)),
+        Entry::Revocation(revocation("trudy", 1_000)),
+        // A snapshot later in the same batch covers deltas, not revocations.
+        Entry::Snapshot(replica.full_state()),
+        Entry::Revocation(revocation("mallory", 2_000)),
+    ];
+    submit_all(&mut writer, entries).await;
+    writer.close().await.expect("everything is durable");
+
+    let (_store, recovered) = open(&dir);
+
+    assert_eq!(
+        recovered.revocations,
+        [revocation("mallory", 2_000), revocation("trudy", 1_000)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,6 +55,7 @@ async fn next_held(side: &mut Side) -> (PeerId, Vec<u8>, ReceiveBudget) {
                 from,
                 bytes,
                 budget,
+                ..
             })) => return (from, bytes, budget),
             Ok(Some(Event::Connected { .. })) => continue,
             other => panic!("no message: {other:?}"),

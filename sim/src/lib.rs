@@ -9,6 +9,7 @@
 //! Depends on the core only (the `aqueduct` crate without its shell).
 
 mod checker;
+mod hostile;
 mod network;
 mod trace;
 mod workload;
@@ -16,6 +17,7 @@ mod world;
 
 use serde::Serialize;
 
+pub use hostile::{Forgery, HostileReport, KindCounts};
 pub use network::{LinkModel, Partition};
 pub use world::run;
 
@@ -60,6 +62,13 @@ pub struct Options {
     /// list it started with: only for very large meshes without crashes,
     /// see `--swim`.
     pub swim: bool,
+    /// Hostile members among `peers` (0: none). Each joined normally,
+    /// relays honestly, never writes, and forges messages to honest peers
+    /// until the final heal (see `hostile.rs`). The checkers then judge the
+    /// honest peers only.
+    pub hostile: usize,
+    /// The kinds of forgery hostile members draw from (empty: all).
+    pub forgeries: Vec<Forgery>,
 }
 
 /// Percentiles of a set of durations, in milliseconds.
@@ -133,8 +142,12 @@ pub struct Report {
     pub idle_bytes_per_peer_per_s: f64,
     /// Faults injected (chaos).
     pub faults: FaultCounts,
-    /// Peer garbage and refusals, summed over peers (0 expected).
+    /// Peer garbage and refusals, summed over honest peers, leaving out
+    /// those that forged messages caused (0 expected).
     pub refused: RefusedCounts,
+    /// What the hostile members forged and what the honest peers refused,
+    /// per kind (`None` without hostile members).
+    pub hostile: Option<HostileReport>,
     /// High-water marks of the nodes' bounded queues.
     pub queues: QueueMarks,
     /// Simulated time the run covered.
@@ -188,4 +201,111 @@ pub struct QueueMarks {
     pub outputs: usize,
     /// Membership timers.
     pub timers: usize,
+}
+
+/// What a sweep over a range of seeds found, summed or taken over its runs.
+/// The CLI prints it as the last JSON line of `--seeds`; field names are a
+/// contract like [`Report`]'s.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sweep {
+    /// First seed.
+    pub first_seed: u64,
+    /// Last seed.
+    pub last_seed: u64,
+    /// Number of peers in each run.
+    pub peers: usize,
+    /// The profile.
+    pub profile: Profile,
+    /// Acknowledged writes issued per run.
+    pub writes: usize,
+    /// Runs that passed every checker.
+    pub passed: usize,
+    /// Seeds with a failed checker.
+    pub failing_seeds: Vec<u64>,
+    /// Summed over runs.
+    pub lost_writes: usize,
+    /// Summed over runs.
+    pub writes_lost_with_disk: usize,
+    /// Summed over runs.
+    pub resurrections: usize,
+    /// Summed over runs.
+    pub faults: FaultCounts,
+    /// Over runs: each run's time from the final heal until all (honest)
+    /// peers were identical.
+    pub heal_convergence_ms: Percentiles,
+    /// Forgeries per kind, summed over runs.
+    pub hostile: Option<HostileReport>,
+    /// Wall-clock time of the whole sweep.
+    pub wall_ms: f64,
+}
+
+/// Runs `options` for every seed of `seeds`, on `jobs` threads (each run is
+/// single-threaded and deterministic; only their order across threads
+/// varies). Returns the reports in seed order and their summary.
+pub fn sweep(
+    options: &Options,
+    seeds: std::ops::RangeInclusive<u64>,
+    jobs: usize,
+) -> (Vec<Report>, Sweep) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let started = std::time::Instant::now();
+    let next = AtomicU64::new(*seeds.start());
+    let reports = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed > *seeds.end() {
+                        break;
+                    }
+                    let report = run(&Options {
+                        seed,
+                        ..options.clone()
+                    });
+                    reports.lock().expect("no run panics").push(report);
+                }
+            });
+        }
+    });
+    let mut reports = reports.into_inner().expect("no run panics");
+    reports.sort_by_key(|r| r.seed);
+    let mut faults = FaultCounts::default();
+    let mut hostile: Option<HostileReport> = None;
+    for r in &reports {
+        faults.partitions += r.faults.partitions;
+        faults.crashes += r.faults.crashes;
+        faults.wipes += r.faults.wipes;
+        if let Some(h) = &r.hostile {
+            hostile.get_or_insert_with(HostileReport::default).add(h);
+        }
+    }
+    let summary = Sweep {
+        first_seed: *seeds.start(),
+        last_seed: *seeds.end(),
+        peers: options.peers,
+        profile: options.profile,
+        writes: options.writes,
+        passed: reports.iter().filter(|r| r.failures.is_empty()).count(),
+        failing_seeds: reports
+            .iter()
+            .filter(|r| !r.failures.is_empty())
+            .map(|r| r.seed)
+            .collect(),
+        lost_writes: reports.iter().map(|r| r.lost_writes).sum(),
+        writes_lost_with_disk: reports.iter().map(|r| r.writes_lost_with_disk).sum(),
+        resurrections: reports.iter().map(|r| r.resurrections).sum(),
+        faults,
+        heal_convergence_ms: Percentiles::of(
+            reports
+                .iter()
+                .filter_map(|r| r.heal_convergence_ms)
+                .collect(),
+        ),
+        hostile,
+        wall_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    (reports, summary)
 }

@@ -11,6 +11,7 @@ use aqueduct::crdt::model::{
     Lease, Member, MemberKey, MemberState, Meta, Mode, Name, Natives, Port, Registration,
     RegistrationKey, Rule, RuleOperation, Rules, ServiceName, Version, Weight,
 };
+use aqueduct::crdt::model::{FieldValue, ObjectKey};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
@@ -38,7 +39,8 @@ fn member_key(rng: &mut ChaCha8Rng) -> MemberKey {
     }
 }
 
-fn registration_key(rng: &mut ChaCha8Rng) -> RegistrationKey {
+/// A random registration of the workload's key space.
+pub fn registration_key(rng: &mut ChaCha8Rng) -> RegistrationKey {
     RegistrationKey {
         service: ServiceName::new(&format!("svc{}", rng.random_range(0..3))).expect("valid"),
         version: Version::new(VERSIONS[rng.random_range(0..VERSIONS.len())]).expect("valid"),
@@ -148,5 +150,25 @@ pub fn next_command(rng: &mut ChaCha8Rng, now_ms: u64) -> Command {
         _ => Command::Deregister {
             key: registration_key(rng),
         },
+    }
+}
+
+/// One field value of an object in the workload's key space (a frontend's
+/// default backend, a backend's balance, or a member's weight), for a
+/// hostile member to write under a forged dot or stamp.
+pub fn field_write(rng: &mut ChaCha8Rng) -> (ObjectKey, FieldValue) {
+    match rng.random_range(0..3) {
+        0 => (
+            ObjectKey::Frontend(name("fe", rng.random_range(0..OBJECTS))),
+            FieldValue::DefaultBackend(name("be", rng.random_range(0..OBJECTS))),
+        ),
+        1 => (
+            ObjectKey::Backend(name("be", rng.random_range(0..OBJECTS))),
+            FieldValue::Balance(Balance::Leastconn),
+        ),
+        _ => (
+            ObjectKey::Member(member_key(rng)),
+            FieldValue::Weight(Weight::new(1).expect("valid")),
+        ),
     }
 }

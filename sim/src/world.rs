@@ -4,18 +4,24 @@
 //! settle → issue the writes (chaos: with partitions, crashes, restarts
 //! and clock skew) → heal everything → run until every peer is identical
 //! (or a time limit) → measure idle traffic → check.
+//!
+//! With hostile members, they forge messages from the first write until
+//! the final heal (the liveness phase heals every fault, theirs too), never
+//! crash and never write; every checker judges the honest peers only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use aqueduct::crdt::{ConfigDelta, Dot, Replica, ReplicaId};
-use aqueduct::gossip::{Config, MemberId, Node, NodeStats, Output, PeerId, Time};
+use aqueduct::crdt::model::{FieldValue, ObjectKey};
+use aqueduct::crdt::{ConfigDelta, Digest, Dot, Replica, ReplicaId};
+use aqueduct::gossip::{Config, MemberId, Node, NodeStats, Output, PeerId, PeerState, Time};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::checker::{self, WriteRecord};
+use crate::hostile::{self, Forgery, HostileReport, Scene};
 use crate::network::{LinkModel, Partition};
 use crate::trace::Trace;
 use crate::{
@@ -40,6 +46,12 @@ enum Event {
         from: usize,
         to: usize,
         bytes: Rc<Vec<u8>>,
+        /// A hostile member's forgery, of this kind.
+        forged: Option<Forgery>,
+    },
+    /// A hostile member forges its next message.
+    Forge {
+        peer: usize,
     },
     Timer {
         peer: usize,
@@ -71,6 +83,10 @@ struct Peer {
     /// Per write index: simulated µs when this peer first had it.
     seen_at: Vec<u64>,
     unseen: BTreeSet<usize>,
+    /// A hostile member: forges, never writes, never crashes.
+    hostile: bool,
+    /// The last counter of its own replica a hostile member forged with.
+    forged_counter: u64,
 }
 
 struct Profiles {
@@ -154,6 +170,15 @@ struct World {
     refused: RefusedCounts,
     queues: QueueMarks,
     failures: Vec<String>,
+    /// What the hostile members forged, per kind.
+    hostile: HostileReport,
+    /// Refusals that forged messages caused at honest peers (left out of
+    /// `refused`).
+    excused: RefusedCounts,
+    /// The fake digests of every forged report.
+    forged_digests: BTreeSet<Digest>,
+    /// Hostile members forge until then (the final heal).
+    forge_until: Time,
 }
 
 /// Runs one simulation and checks it.
@@ -181,6 +206,12 @@ pub fn run(options: &Options) -> Report {
     let heal_at = first_write + write_span;
     if world.profile.faults {
         world.schedule_faults(first_write, heal_at);
+    }
+    world.forge_until = heal_at;
+    for p in 0..world.peers.len() {
+        if world.peers[p].hostile {
+            world.schedule(first_write, Event::Forge { peer: p });
+        }
     }
     let (msgs_before, bytes_before) = (world.messages_sent, world.bytes_sent);
     world.advance(heal_at);
@@ -226,6 +257,10 @@ pub fn run(options: &Options) -> Report {
         idle_bytes_per_peer_per_s,
         faults: world.faults.clone(),
         refused: world.refused.clone(),
+        hostile: (options.hostile > 0).then(|| HostileReport {
+            members: options.hostile,
+            ..world.hostile.clone()
+        }),
         queues: world.queues.clone(),
         simulated_ms: world.now.as_micros() as f64 / 1000.0,
         events: world.events_processed,
@@ -276,8 +311,13 @@ impl World {
             refused: RefusedCounts::default(),
             queues: QueueMarks::default(),
             failures: Vec::new(),
+            hostile: HostileReport::default(),
+            excused: RefusedCounts::default(),
+            forged_digests: BTreeSet::new(),
+            forge_until: Time::ZERO,
         };
-        for &id in &ids {
+        let honest = ids.len().saturating_sub(world.options.hostile);
+        for (p, &id) in ids.iter().enumerate() {
             let skew_ms = if world.profile.skew_ms > 0 {
                 world
                     .rng
@@ -305,6 +345,8 @@ impl World {
                 timer_at: None,
                 seen_at: Vec::new(),
                 unseen: BTreeSet::new(),
+                hostile: p >= honest,
+                forged_counter: 0,
             });
         }
         let members: Vec<MemberId> = ids.iter().map(|&id| member_id(id, 0)).collect();
@@ -341,7 +383,12 @@ impl World {
 
     fn process(&mut self, event: Event) {
         match event {
-            Event::Deliver { from, to, bytes } => {
+            Event::Deliver {
+                from,
+                to,
+                bytes,
+                forged,
+            } => {
                 if self.partition.blocks(from, to) {
                     return;
                 }
@@ -351,9 +398,15 @@ impl World {
                 let Some(node) = self.peers[to].node.as_mut() else {
                     return;
                 };
+                let before = forged.map(|_| refusal_counters(&node.stats()));
                 node.handle_message(now, wall_ms, from_id, &bytes);
+                if let (Some(kind), Some(before)) = (forged, before) {
+                    let after = refusal_counters(&node.stats());
+                    self.count_forged_delivery(kind, &before, &after);
+                }
                 self.after(to);
             }
+            Event::Forge { peer } => self.forge(peer),
             Event::Timer { peer, epoch } => {
                 let p = &mut self.peers[peer];
                 if p.epoch != epoch || p.timer_at != Some(self.now) {
@@ -392,7 +445,10 @@ impl World {
                     self.peers[p].disk.push(delta);
                     changed = true;
                 }
-                Output::Send { to, bytes } => self.send(p, to, bytes),
+                Output::Send { to, bytes } => self.send(p, to, bytes, None),
+                // Simulated nodes have no revocation verifier: they take
+                // no revocation, so none comes out.
+                Output::Revoked(_) => {}
             }
         }
         if changed {
@@ -410,7 +466,7 @@ impl World {
         }
     }
 
-    fn send(&mut self, from: usize, to: PeerId, bytes: Vec<u8>) {
+    fn send(&mut self, from: usize, to: PeerId, bytes: Vec<u8>, forged: Option<Forgery>) {
         self.fingerprint = xxh3_64_with_seed(&bytes, self.fingerprint ^ from as u64);
         self.messages_sent += 1;
         self.bytes_sent += bytes.len() as u64;
@@ -435,6 +491,7 @@ impl World {
                     from,
                     to,
                     bytes: bytes.clone(),
+                    forged,
                 },
             );
         }
@@ -463,10 +520,15 @@ impl World {
         });
     }
 
+    /// Live honest peers, by index.
+    fn live_honest(&self) -> Vec<usize> {
+        (0..self.peers.len())
+            .filter(|p| !self.peers[*p].hostile && self.peers[*p].node.is_some())
+            .collect()
+    }
+
     fn write(&mut self) {
-        let live: Vec<usize> = (0..self.peers.len())
-            .filter(|p| self.peers[*p].node.is_some())
-            .collect();
+        let live = self.live_honest();
         if live.is_empty() {
             return;
         }
@@ -486,12 +548,15 @@ impl World {
             }
             let replica = node.replica().id();
             let id = Dot::new(replica, delta.context.max_counter(replica)).expect("own dot");
-            let written: Vec<Dot> = delta.entries().map(|(_, _, dot, _)| dot).collect();
+            let written: Vec<(Dot, ObjectKey, FieldValue)> = delta
+                .entries()
+                .map(|(key, _, dot, stamped)| (dot, key.clone(), stamped.value.clone()))
+                .collect();
             let superseded: Vec<Dot> = delta
                 .context
                 .ranges()
                 .flat_map(|(r, range)| range.map(move |c| Dot::new(r, c).expect("valid")))
-                .filter(|d| !written.contains(d) && *d != id)
+                .filter(|d| !written.iter().any(|(w, _, _)| w == d) && *d != id)
                 .collect();
             let index = self.writes.len();
             self.writes.push(WriteRecord {
@@ -538,7 +603,10 @@ impl World {
             t += Duration::from_millis(250);
         }
         let mut t = Duration::ZERO;
-        let max_down = (self.peers.len() / 10).max(1);
+        let honest: Vec<usize> = (0..self.peers.len())
+            .filter(|p| !self.peers[*p].hostile)
+            .collect();
+        let max_down = (honest.len() / 10).max(1);
         let mut down_until: Vec<Duration> = Vec::new();
         let mut crashes = 0;
         while t < span {
@@ -548,7 +616,7 @@ impl World {
             // crash.
             let last_chance = crashes == 0 && t + Duration::from_millis(100) >= span;
             if down_until.len() < max_down && (last_chance || self.rng.random_bool(0.3)) {
-                let peer = self.rng.random_range(0..self.peers.len());
+                let peer = honest[self.rng.random_range(0..honest.len())];
                 let length = Duration::from_millis(self.rng.random_range(100..1500));
                 let wipe = self.rng.random_bool(0.25);
                 self.schedule(from + t, Event::Crash { peer });
@@ -561,11 +629,14 @@ impl World {
     }
 
     /// Folds a node's counters into the run's (at the end, and when a
-    /// crash is about to lose them).
-    fn absorb(&mut self, stats: &NodeStats) {
-        self.refused.garbage += stats.garbage_dropped;
-        self.refused.deltas += stats.deltas_refused;
-        self.refused.too_large += stats.too_large;
+    /// crash is about to lose them). A hostile member's refusals are its
+    /// own business; its queues are bounded like anyone's.
+    fn absorb(&mut self, stats: &NodeStats, hostile: bool) {
+        if !hostile {
+            self.refused.garbage += stats.garbage_dropped;
+            self.refused.deltas += stats.deltas_refused;
+            self.refused.too_large += stats.too_large;
+        }
         self.queues.broadcasts_untracked += stats.broadcasts_untracked;
         self.queues.pending_acks = self.queues.pending_acks.max(stats.pending_high_water);
         self.queues.outputs = self.queues.outputs.max(stats.outputs_high_water);
@@ -576,7 +647,7 @@ impl World {
         let Some(node) = self.peers[p].node.take() else {
             return;
         };
-        self.absorb(&node.stats());
+        self.absorb(&node.stats(), self.peers[p].hostile);
         let peer = &mut self.peers[p];
         peer.epoch += 1;
         peer.timer_at = None;
@@ -663,12 +734,16 @@ impl World {
         None
     }
 
-    fn digests(&self) -> Vec<aqueduct::crdt::Digest> {
+    /// The live honest nodes.
+    fn honest_nodes(&self) -> impl Iterator<Item = &Node> + '_ {
         self.peers
             .iter()
+            .filter(|p| !p.hostile)
             .filter_map(|p| p.node.as_ref())
-            .map(|n| n.replica().digest())
-            .collect()
+    }
+
+    fn digests(&self) -> Vec<Digest> {
+        self.honest_nodes().map(|n| n.replica().digest()).collect()
     }
 
     fn convergence_ms(&self) -> Percentiles {
@@ -681,7 +756,7 @@ impl World {
                 let last = self
                     .peers
                     .iter()
-                    .filter(|p| p.node.is_some())
+                    .filter(|p| !p.hostile && p.node.is_some())
                     .map(|p| p.seen_at[i])
                     .max()?;
                 (last != u64::MAX).then(|| last.saturating_sub(w.acked_at_us) as f64 / 1000.0)
@@ -691,24 +766,181 @@ impl World {
     }
 
     fn reference(&self) -> Option<&Replica> {
-        self.peers
-            .iter()
-            .find_map(|p| p.node.as_ref())
-            .map(Node::replica)
+        self.honest_nodes().next().map(Node::replica)
+    }
+
+    /// A hostile member forges one message to a random live honest peer,
+    /// about a random live honest victim, and schedules its next forgery.
+    fn forge(&mut self, h: usize) {
+        if self.now >= self.forge_until {
+            return;
+        }
+        let next = self.now + Duration::from_millis(self.rng.random_range(hostile::FORGE_EVERY_MS));
+        if next < self.forge_until {
+            self.schedule(next, Event::Forge { peer: h });
+        }
+        let honest = self.live_honest();
+        let Some(forger) = self.peers[h].node.as_ref() else {
+            return;
+        };
+        if honest.is_empty() {
+            return;
+        }
+        let receiver = honest[self.rng.random_range(0..honest.len())];
+        let victim = honest[self.rng.random_range(0..honest.len())];
+        let kinds = if self.options.forgeries.is_empty() {
+            &Forgery::ALL[..]
+        } else {
+            &self.options.forgeries[..]
+        };
+        let kind = kinds[self.rng.random_range(0..kinds.len())];
+        let node = |p: usize| self.peers[p].node.as_ref().expect("a live peer");
+        let victim_replica = self.peers[victim].replica_id;
+        let scene = Scene {
+            hostile: forger.identity(),
+            hostile_replica: self.peers[h].replica_id,
+            hostile_counter: self.peers[h].forged_counter,
+            receiver: node(receiver).identity(),
+            victim: node(victim).identity(),
+            victim_replica,
+            victim_counter: node(victim).replica().context().max_counter(victim_replica),
+            wall_ms: self.wall_ms(h),
+        };
+        let mut forged = hostile::forge(kind, &scene, &mut self.rng);
+        self.peers[h].forged_counter += forged.counters_used;
+        self.forged_digests.extend(forged.report_digests);
+        self.hostile.kind(kind).sent += 1;
+        let claims = std::mem::take(&mut forged.claims);
+        self.trace.log(self.now, || {
+            format!(
+                "hostile peer {h} forges {} to peer {receiver} about peer {victim} {claims}",
+                kind.name()
+            )
+        });
+        let to = self.peers[receiver].id;
+        self.send(h, to, forged.bytes, Some(kind));
+    }
+
+    /// Counts a forgery delivered to a live honest peer, and what it made
+    /// the peer refuse (so that those refusals are not blamed on honest
+    /// peers).
+    fn count_forged_delivery(
+        &mut self,
+        kind: Forgery,
+        before: &[(&'static str, u64, bool)],
+        after: &[(&'static str, u64, bool)],
+    ) {
+        let counts = self.hostile.kind(kind);
+        counts.delivered += 1;
+        let mut refused = false;
+        for ((name, was, refusal), (_, is, _)) in before.iter().zip(after) {
+            let moved = is - was;
+            if moved > 0 {
+                refused |= refusal;
+                *counts.counters.entry(name).or_default() += moved;
+                match *name {
+                    "garbage_dropped" => self.excused.garbage += moved,
+                    "deltas_refused" => self.excused.deltas += moved,
+                    _ => {}
+                }
+            }
+        }
+        counts.refused += u64::from(refused);
+    }
+
+    /// The checkers of a run with hostile members, on the honest peers:
+    /// no implausible claim joined, no far-future stamp or lease live, no
+    /// forged report shown, nobody down.
+    fn check_against_forgeries(&mut self) {
+        let nodes: Vec<&Node> = self.honest_nodes().collect();
+        let mut failures = Vec::new();
+        let mut note = |what: String, peers: Vec<String>| {
+            if !peers.is_empty() {
+                failures.push(format!(
+                    "{} honest peers {what}: {}",
+                    peers.len(),
+                    peers.join("; ")
+                ));
+            }
+        };
+        note(
+            "joined implausible claims (peer: claims, the first)".to_owned(),
+            nodes
+                .iter()
+                .filter_map(|node| {
+                    let claims = checker::implausible_claims(
+                        node.replica().context(),
+                        hostile::FAR_CLAIM_MIN,
+                    );
+                    let first = claims.first()?;
+                    Some(format!("{}: {}, {first}", node.peer_id(), claims.len()))
+                })
+                .collect(),
+        );
+        let latest_wall = (0..self.peers.len())
+            .map(|p| self.wall_ms(p))
+            .max()
+            .unwrap_or(0);
+        // Every peer refuses a remote stamp or renewal further ahead of its
+        // clock than the skew bound, and stamps its own writes after what it
+        // took: nothing live lies further ahead of the latest clock.
+        let skew_max_ms = self.profile.config.clock_skew_max.as_millis() as u64;
+        let bound = latest_wall + skew_max_ms;
+        note(
+            format!(
+                "hold live values stamped or renewed over {skew_max_ms} ms ahead of every clock (peer: values)"
+            ),
+            nodes
+                .iter()
+                .filter_map(|node| {
+                    let future = checker::future_values(node.replica(), bound);
+                    (future > 0).then(|| format!("{}: {future}", node.peer_id()))
+                })
+                .collect(),
+        );
+        note(
+            "show forged reports (peer: reports)".to_owned(),
+            nodes
+                .iter()
+                .filter_map(|node| {
+                    let shown = node
+                        .reports()
+                        .filter(|heard| self.forged_digests.contains(&heard.report.digest))
+                        .count();
+                    (shown > 0).then(|| format!("{}: {shown}", node.peer_id()))
+                })
+                .collect(),
+        );
+        let honest: Vec<MemberId> = nodes.iter().map(|n| n.identity()).collect();
+        note(
+            "hold an honest peer's current identity down (peer: whom)".to_owned(),
+            nodes
+                .iter()
+                .filter_map(|node| {
+                    let doubted: Vec<String> = node
+                        .peers()
+                        .filter(|(id, state)| honest.contains(id) && *state == PeerState::Down)
+                        .map(|(id, _)| id.peer.to_string())
+                        .collect();
+                    (!doubted.is_empty())
+                        .then(|| format!("{}: {}", node.peer_id(), doubted.join(" ")))
+                })
+                .collect(),
+        );
+        self.failures.extend(failures);
     }
 
     /// Runs the end-of-run checkers, recording failures; returns (lost
     /// writes, resurrections).
     fn check(&mut self, converged: bool) -> (usize, usize) {
-        let nodes: Vec<&Node> = self.peers.iter().filter_map(|p| p.node.as_ref()).collect();
         if !converged {
             self.failures.push(format!(
                 "peers did not converge within {} s after the last write",
                 QUIESCE_LIMIT.as_secs()
             ));
         }
-        let views: BTreeSet<Vec<u8>> = nodes
-            .iter()
+        let views: BTreeSet<Vec<u8>> = self
+            .honest_nodes()
             .map(|n| n.replica().canonical_bytes())
             .collect();
         if views.len() > 1 {
@@ -717,9 +949,19 @@ impl World {
                 views.len()
             ));
         }
-        let final_stats: Vec<NodeStats> = nodes.iter().map(|n| n.stats()).collect();
-        for stats in final_stats {
-            self.absorb(&stats);
+        let final_stats: Vec<(NodeStats, bool)> = self
+            .peers
+            .iter()
+            .filter_map(|p| p.node.as_ref().map(|n| (n.stats(), p.hostile)))
+            .collect();
+        for (stats, hostile) in final_stats {
+            self.absorb(&stats, hostile);
+        }
+        self.refused.garbage -= self.excused.garbage;
+        self.refused.deltas -= self.excused.deltas;
+        self.refused.too_large -= self.excused.too_large;
+        if self.options.hostile > 0 {
+            self.check_against_forgeries();
         }
         if self.queues.broadcasts_untracked > 0 {
             self.failures.push(format!(
@@ -746,18 +988,28 @@ impl World {
                 self.refused
             ));
         }
-        let (lost, resurrected) = self
-            .reference()
-            .map_or((0, 0), |r| checker::lost_and_resurrected(&self.writes, r));
-        if lost > 0 {
-            self.failures
-                .push(format!("{lost} acknowledged writes lost"));
+        let (lost, resurrected) = self.reference().map_or((Vec::new(), 0), |r| {
+            checker::lost_and_resurrected(&self.writes, r)
+        });
+        if let Some(&(first, value)) = lost.first() {
+            let record = &self.writes[first];
+            let what = match value {
+                None => format!("never seen: dot {}", record.id),
+                Some(v) => {
+                    let (dot, key, value) = &record.written[v];
+                    format!("{key:?} {:?} gone: dot {dot}", value.field())
+                }
+            };
+            self.failures.push(format!(
+                "{} acknowledged writes lost (the first: write {first}, {what})",
+                lost.len(),
+            ));
         }
         if resurrected > 0 {
             self.failures
                 .push(format!("{resurrected} removed values resurrected"));
         }
-        (lost, resurrected)
+        (lost.len(), resurrected)
     }
 }
 
@@ -770,4 +1022,30 @@ fn member_id(peer: PeerId, generation: u32) -> MemberId {
         generation,
         addr: std::net::SocketAddr::from((label, 7946)),
     }
+}
+
+/// The counters of [`NodeStats`] a forgery can move, by name, and whether
+/// each counts a refusal (`own_dots_claimed` counts a plausible claim that
+/// was joined).
+fn refusal_counters(stats: &NodeStats) -> [(&'static str, u64, bool); 10] {
+    [
+        ("garbage_dropped", stats.garbage_dropped, true),
+        ("data_from_non_members", stats.data_from_non_members, true),
+        ("deltas_refused", stats.deltas_refused, true),
+        (
+            "deltas_implausible_dots",
+            stats.deltas_implausible_dots,
+            true,
+        ),
+        ("deltas_ahead_of_clock", stats.deltas_ahead_of_clock, true),
+        ("own_dots_claimed", stats.own_dots_claimed, false),
+        ("reports_refused", stats.reports_refused, true),
+        ("reports_about_others", stats.reports_about_others, true),
+        ("swim_refused", stats.swim_refused, true),
+        (
+            "swim_downs_taken_as_suspicion",
+            stats.swim_downs_taken_as_suspicion,
+            true,
+        ),
+    ]
 }

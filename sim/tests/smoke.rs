@@ -16,6 +16,8 @@ fn simulate(seed: u64, profile: Profile) -> Report {
         writes: WRITES,
         trace_lines: 200,
         swim: true,
+        hostile: 0,
+        forgeries: Vec::new(),
     })
 }
 

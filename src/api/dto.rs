@@ -776,6 +776,10 @@ pub(crate) struct PeerOut {
     /// What the peer last reported of itself (`None` until a report
     /// reached this peer).
     report: Option<ReportOut>,
+    /// Whether a revocation covers its certificate.
+    revoked: bool,
+    /// When that revocation was signed (Unix seconds).
+    revoked_at: Option<u64>,
 }
 
 /// A peer's latest report.
@@ -840,6 +844,8 @@ impl PeerOut {
                 age_seconds: *age_seconds,
                 haproxy: report.haproxy.as_ref().map(HaproxyReportOut::from),
             }),
+            revoked: peer.revoked_at.is_some(),
+            revoked_at: peer.revoked_at,
         }
     }
 }

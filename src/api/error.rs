@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::quota::OverQuota;
 use crate::crdt::CommandError;
 use crate::crdt::model::{Name, ServiceName, Version};
+use crate::gossip::RevocationError;
 use crate::haproxy::driver::{HAPROXY_REFUSED, WriteCheckError};
 use crate::peer::{PeerGone, WriteError};
 
@@ -264,6 +265,13 @@ impl From<WriteError> for ApiError {
     fn from(error: WriteError) -> Self {
         match error {
             WriteError::Refused(refused) => refused.into(),
+            WriteError::Revocation(refused) => {
+                let field = match refused {
+                    RevocationError::NotGenuine => "signature",
+                    RevocationError::Malformed | RevocationError::Full => WHOLE_BODY,
+                };
+                ApiError::invalid(field, refused)
+            }
             WriteError::Store(reason) => ApiError::Store(reason),
             WriteError::ShuttingDown(gone) => gone.into(),
         }

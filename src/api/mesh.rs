@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::dto::{MeshOut, PeerOut};
 use super::error::ApiError;
+use super::extract::JsonBody;
+use crate::certs::RevocationFile;
 
 /// `GET /mesh`: this peer's identity, digest and version vector.
 pub(crate) async fn this_peer(State(state): State<AppState>) -> Result<Json<MeshOut>, ApiError> {
@@ -27,6 +29,33 @@ pub(crate) async fn peers(State(state): State<AppState>) -> Result<Json<Vec<Peer
             .map(|peer| PeerOut::new(peer, status.digest))
             .collect(),
     ))
+}
+
+/// `GET /mesh/revocations`: every revocation this peer holds, by name.
+pub(crate) async fn revocations(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<RevocationFile>>, ApiError> {
+    let revocations = state.handle.revocations().await?;
+    Ok(Json(revocations.iter().map(RevocationFile::from).collect()))
+}
+
+/// `POST /mesh/revocations`: takes a revocation file and spreads it;
+/// answers with what this peer holds for the name once that is durable.
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    JsonBody(file): JsonBody<RevocationFile>,
+) -> Result<Json<RevocationFile>, ApiError> {
+    let revocation = file
+        .into_revocation()
+        .map_err(|reason| ApiError::invalid(super::error::WHOLE_BODY, reason))?;
+    let name = revocation.name.clone();
+    state.handle.revoke(revocation).await?;
+    let held = state.handle.revocations().await?;
+    let held = held
+        .iter()
+        .find(|revocation| revocation.name == name)
+        .ok_or(ApiError::NotFound(format!("revocation of {name}")))?;
+    Ok(Json(RevocationFile::from(held)))
 }
 
 /// `GET /health`: ok while the peer task answers.

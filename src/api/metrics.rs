@@ -115,6 +115,21 @@ fn render(
         counter(counters.frames_refused),
     );
     registry.register(
+        "connections_revoked",
+        "Connections closed because a revocation arrived that covers the peer's certificate",
+        counter(counters.connections_revoked),
+    );
+    registry.register(
+        "gossip_revoked_messages_dropped",
+        "Received messages dropped because their sender's certificate was revoked before they were handled",
+        counter(counters.revoked_messages_dropped),
+    );
+    registry.register(
+        "gossip_revocations_refused",
+        "Revocations refused: malformed, not signed by the cluster CA, or beyond the bound on revoked names",
+        counter(node.revocations_refused),
+    );
+    registry.register(
         "gossip_messages_sent",
         "Gossip messages sent",
         counter(node.messages_sent),

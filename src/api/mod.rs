@@ -121,6 +121,18 @@
 //!   stream (`/events`, `/haproxy/events`) holds none while it streams. A
 //!   body must arrive within `--api-body-timeout` (30 s; 408 beyond), so
 //!   that a body trickling in never holds a place for long.
+//! - **Certificate revocations** (`/mesh/revocations`): `POST` takes the
+//!   file `aqueduct certs revoke` wrote, as it is (JSON: `name`,
+//!   `revokedAt`, `notBeforeUpTo`, `signature` in hex), with the write
+//!   token; it is answered once durable on this peer, with the revocation
+//!   this peer now holds for that name, and spreads to every peer. A body
+//!   that is not one is a 400 naming the field; a signature that is not the
+//!   cluster CA's a 400 on `signature`; nothing changes either way. Posting
+//!   one again changes nothing (200). `GET` lists every revocation held.
+//!   `/mesh/peers` shows `revoked: true` and `revokedAt` (Unix seconds) for
+//!   a peer whose certificate (the last one it presented here) a
+//!   revocation covers; a certificate issued for the name afterwards is
+//!   accepted again.
 //! - Reads show this peer's state as it is in memory: a write that is not
 //!   durable yet (its answer has not been sent) is visible to a concurrent
 //!   read, and is gone again if the peer crashes before the commit. What
@@ -308,6 +320,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/events", get(events::stream)),
         ("/mesh", get(mesh::this_peer)),
         ("/mesh/peers", get(mesh::peers)),
+        (
+            "/mesh/revocations",
+            get(mesh::revocations).post(mesh::revoke),
+        ),
         ("/health", get(mesh::health)),
         ("/metrics", get(metrics::scrape)),
         ("/", get(ui::root)),

@@ -240,6 +240,27 @@ impl Membership {
         self.drain(now)
     }
 
+    /// Declares every identity of `peer` SWIM holds down (and spreads that),
+    /// for a peer whose certificate was revoked: it drops out of the active
+    /// peers at once instead of after SWIM's suspicion timeout. A peer of
+    /// that name with a certificate issued after the revocation comes back
+    /// under a renewed identity, as after any restart.
+    pub(super) fn declare_down(&mut self, now: Time, peer: PeerId) -> Vec<(PeerId, Vec<u8>)> {
+        let identities: Vec<MemberId> = self
+            .foca
+            .iter_membership_state()
+            .filter(|member| member.id().peer == peer && member.state() != foca::State::Down)
+            .map(|member| *member.id())
+            .collect();
+        let result = self.foca.apply_many(
+            identities.into_iter().map(Member::down),
+            true,
+            &mut self.runtime,
+        );
+        self.note(result);
+        self.drain(now)
+    }
+
     /// Fires every timer due at `now`.
     pub(super) fn handle_timeout(&mut self, now: Time) -> Vec<(PeerId, Vec<u8>)> {
         let mut sends = Vec::new();

@@ -13,6 +13,7 @@ mod broadcast;
 mod membership;
 mod node;
 mod reports;
+pub mod revocations;
 pub mod wire;
 
 use std::time::Duration;
@@ -23,12 +24,22 @@ pub use broadcast::TreeConfig;
 pub use membership::MemberId;
 pub use node::{Node, NodeStats, Output, RemoteChange};
 pub use reports::{ApplyReport, HeardReport, PeerReport, REPORT_TEXT_MAX, REPORTS_MAX};
+pub use revocations::{Revocation, RevocationError, RevocationVerifier};
 
 /// A peer's stable identity in the mesh (derived from its certificate in the
 /// shell, drawn from the seed in the simulator). Its position on the id ring
 /// decides its place in broadcast trees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PeerId(pub u64);
+
+impl PeerId {
+    /// The id of the node called `name`: a hash of the name, so it is the
+    /// same across restarts and on every peer (and for every certificate
+    /// issued for that name).
+    pub fn of_name(name: &str) -> PeerId {
+        PeerId(xxhash_rust::xxh3::xxh3_64(name.as_bytes()))
+    }
+}
 
 impl std::fmt::Display for PeerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

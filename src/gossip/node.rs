@@ -20,6 +20,10 @@ use crate::crdt::{
 use super::broadcast::{BroadcastTree, Transmission};
 use super::membership::{MemberId, Membership};
 use super::reports::{ApplyReport, HeardReport, REPORT_FANOUT, Reports, ReportsMerged};
+use super::revocations::{
+    REVOCATIONS_MAX, Revocation, RevocationError, RevocationExchange, RevocationVerifier,
+    Revocations,
+};
 use super::wire::{self, Message, RingRange};
 use super::{Config, PeerId, PeerState, Time};
 
@@ -73,6 +77,10 @@ pub enum Output {
     /// change, this comes before any `Send` that carries it, and the change
     /// may be acknowledged to the client once it is durable.
     Persist(ConfigDelta),
+    /// A revocation this node took (from the API or a peer): make it
+    /// durable and refuse the certificates it covers. Comes before any
+    /// `Send` that carries it.
+    Revoked(Revocation),
 }
 
 /// Counters of one node, for metrics and the simulator's checks.
@@ -129,6 +137,10 @@ pub struct NodeStats {
     pub outputs_high_water: usize,
     /// High-water mark of the membership timer queue.
     pub timers_high_water: usize,
+    /// Revocations refused: malformed, not signed by the cluster CA, or
+    /// beyond [`REVOCATIONS_MAX`] names (a message stops being read at its
+    /// first refused revocation).
+    pub revocations_refused: u64,
     /// When a digest exchange last found this node's state equal to a
     /// peer's (the shell reports the time since as convergence lag).
     pub last_in_sync: Option<Time>,
@@ -159,6 +171,7 @@ pub struct Node {
     /// this one.
     report_cursor: PeerId,
     remote_changes: VecDeque<RemoteChange>,
+    revocations: Revocations,
     stats: NodeStats,
 }
 
@@ -186,6 +199,7 @@ impl Node {
             reports: Reports::default(),
             report_cursor: me.peer,
             remote_changes: VecDeque::new(),
+            revocations: Revocations::default(),
             stats: NodeStats::default(),
         }
     }
@@ -382,6 +396,7 @@ impl Node {
                 self.transmit(sends);
             }
             Message::BroadcastAck { id } => self.tree.acknowledge(now, from, id),
+            Message::Revocations(exchange) => self.handle_revocations(from, exchange),
             Message::Reports { reports } => {
                 let generation = self.membership.generation_of(from);
                 match self.reports.merge(now, from, generation, reports) {
@@ -551,12 +566,112 @@ impl Node {
                 if let Some(last) = report_targets.last() {
                     self.report_cursor = *last;
                 }
+                // Only a peer holding revocations asks: one holding none is
+                // asked by the others (and a mesh without any sends none).
+                if !self.revocations.is_empty() {
+                    let digest = self.revocations.digest();
+                    self.send(
+                        peer,
+                        &Message::Revocations(RevocationExchange::Digest(digest)),
+                    );
+                }
             }
         }
         self.stats.timers_high_water = self
             .stats
             .timers_high_water
             .max(self.membership.timer_count());
+    }
+
+    /// Sets what checks revocations' signatures; until then every
+    /// revocation is refused.
+    pub fn set_revocation_verifier(&mut self, verifier: Box<dyn RevocationVerifier>) {
+        self.revocations.set_verifier(verifier);
+    }
+
+    /// Takes revocations restored from disk at start, without outputs (they
+    /// are durable and enforced already). Returns how many were refused.
+    pub fn restore_revocations(&mut self, list: Vec<Revocation>) -> usize {
+        list.into_iter()
+            .filter(|revocation| self.revocations.insert(revocation.clone()).is_err())
+            .count()
+    }
+
+    /// Takes a revocation given to this node (through the API), checked
+    /// whole even if one held covers as much: if it is new, it is emitted for persistence and enforcement, then pushed to
+    /// every active member at once. `Ok(false)`: it was known already.
+    pub fn revoke(&mut self, revocation: Revocation) -> Result<bool, RevocationError> {
+        self.revocations.check(&revocation)?;
+        let taken = self.revocations.insert(revocation.clone())?;
+        if taken {
+            self.push_output(Output::Revoked(revocation.clone()));
+            let push = Message::Revocations(RevocationExchange::Set {
+                list: vec![revocation],
+                answer: false,
+            });
+            let members: Vec<PeerId> = self.membership.active().iter().copied().collect();
+            for member in members {
+                self.send(member, &push);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Every revocation this node holds, by name.
+    pub fn revocations(&self) -> impl Iterator<Item = &Revocation> + '_ {
+        self.revocations.iter()
+    }
+
+    /// Declares `peer` down at once: the shell closed its connection because
+    /// its certificate was revoked.
+    pub fn evict(&mut self, now: Time, peer: PeerId) {
+        let sends = self.membership.declare_down(now, peer);
+        self.send_swim(sends);
+    }
+
+    /// A step of the revocation exchange (see [`RevocationExchange`]).
+    /// Revocations a peer sends are taken as from the API but not pushed on:
+    /// the peer that took one first pushed it to every member, and
+    /// anti-entropy reaches the rest.
+    fn handle_revocations(&mut self, from: PeerId, exchange: RevocationExchange) {
+        match exchange {
+            RevocationExchange::Digest(digest) => {
+                if digest != self.revocations.digest() {
+                    self.send_revocations(from, true);
+                }
+            }
+            RevocationExchange::Set { list, answer } => {
+                if list.len() > REVOCATIONS_MAX {
+                    self.stats.revocations_refused += 1;
+                    return;
+                }
+                let theirs = super::revocations::digest_of(&list);
+                for revocation in list {
+                    match self.revocations.insert(revocation.clone()) {
+                        Ok(true) => self.push_output(Output::Revoked(revocation)),
+                        Ok(false) => {}
+                        // Checking a signature costs far more than sending
+                        // a forged one: one refusal ends the message.
+                        Err(_) => {
+                            self.stats.revocations_refused += 1;
+                            return;
+                        }
+                    }
+                }
+                if answer && theirs != self.revocations.digest() {
+                    self.send_revocations(from, false);
+                }
+            }
+        }
+    }
+
+    /// Sends this node's whole revocation set to `to`.
+    fn send_revocations(&mut self, to: PeerId, answer: bool) {
+        let list = self.revocations.iter().cloned().collect();
+        self.send(
+            to,
+            &Message::Revocations(RevocationExchange::Set { list, answer }),
+        );
     }
 
     /// When [`Node::handle_timeout`] must next be called.

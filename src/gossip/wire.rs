@@ -13,12 +13,13 @@ use crate::crdt::{ConfigDelta, Digest, Dot, SyncSummary};
 
 use super::PeerId;
 use super::reports::PeerReport;
+use super::revocations::RevocationExchange;
 
 /// Protocol major version: peers only talk within one major version
 /// (and the previous one, for rolling upgrades, once there is one).
 pub const PROTOCOL_MAJOR: u16 = 2;
 /// Protocol minor version: additive changes.
-pub const PROTOCOL_MINOR: u16 = 1;
+pub const PROTOCOL_MINOR: u16 = 2;
 /// ALPN protocol name carried by the TLS handshake.
 pub const ALPN: &[u8] = b"aqueduct/2";
 
@@ -98,6 +99,11 @@ pub enum Message {
         /// At most [`super::reports::REPORTS_MAX`].
         reports: Vec<PeerReport>,
     },
+    /// Certificate revocations (since 2.2): a digest of the sender's set, or
+    /// revocations. Peers of 2.1 and older drop it as garbage: revocations
+    /// then reach only upgraded peers (and 2.1 peers keep accepting the
+    /// revoked certificate).
+    Revocations(RevocationExchange),
 }
 
 /// Why bytes did not decode into a message.

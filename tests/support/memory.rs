@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aqueduct::certs::{CertificateInfo, NodeName};
 use aqueduct::crdt::{Command, Replica};
-use aqueduct::gossip::{ApplyReport, NodeStats, PeerId, PeerReport, PeerState};
+use aqueduct::gossip::{ApplyReport, NodeStats, PeerId, PeerReport, PeerState, RevocationError};
 use aqueduct::peer::{Counters, Handle, PeerStatus, Request as PeerRequest, Status, WriteError};
 use aqueduct::tls_reload::{ApiCertificate, Reloads, TlsStatus};
 use tokio::sync::mpsc;
@@ -82,6 +82,15 @@ pub fn spawn_peer(mut replica: Replica, store: Store) -> Handle {
                 }
                 // Alone: there is no mesh to report to.
                 PeerRequest::HaproxyReport(_) => {}
+                // No CA to check a signature against: like a peer that
+                // finds none genuine.
+                PeerRequest::Revoke { reply, .. } => {
+                    let refused = WriteError::Revocation(RevocationError::NotGenuine);
+                    let _ = reply.send(Err(refused));
+                }
+                PeerRequest::Revocations { reply } => {
+                    let _ = reply.send(Vec::new());
+                }
             }
         }
     });
@@ -98,6 +107,7 @@ fn status_of(replica: &Replica, counters: &Counters) -> Status {
         connected,
         certificate_not_after: connected.then_some(PEER_B_CERTIFICATE_NOT_AFTER),
         report: None,
+        revoked_at: None,
     };
     // peer-b has reported: converged, with an HAProxy that reloaded twice.
     let reported = PeerStatus {
@@ -126,7 +136,14 @@ fn status_of(replica: &Replica, counters: &Counters) -> Status {
         gossip_addr: "127.0.0.1:7000".parse().expect("address"),
         digest: replica.digest(),
         version_vector: vec![(replica.id(), replica.context().max_counter(replica.id()))],
-        peers: vec![reported, peer(3, "peer-c", PeerState::Suspect, false)],
+        // peer-c's certificate was revoked.
+        peers: vec![
+            reported,
+            PeerStatus {
+                revoked_at: Some(1_767_225_600),
+                ..peer(3, "peer-c", PeerState::Suspect, false)
+            },
+        ],
         node: NodeStats {
             messages_sent: 10,
             bytes_sent: 1000,
@@ -141,7 +158,9 @@ fn status_of(replica: &Replica, counters: &Counters) -> Status {
         tls: TlsStatus {
             certificate: CertificateInfo {
                 name: NodeName::new("peer-a").expect("a valid name"),
+                peer: PeerId(0xabc),
                 serial: "01".to_owned(),
+                not_before: OWN_CERTIFICATE_NOT_AFTER - 365 * 24 * 60 * 60,
                 not_after: OWN_CERTIFICATE_NOT_AFTER,
             },
             reloads: Reloads { ok: 2, refused: 1 },

@@ -111,16 +111,7 @@ impl Cluster {
         let home = self.dir.path().join(name);
         let tls = home.join("tls");
         if !tls.join("node.pem").exists() {
-            aqueduct(&[
-                "certs",
-                "issue",
-                "--ca",
-                self.ca_dir().to_str().expect("utf-8"),
-                "--name",
-                name,
-                "--out",
-                tls.to_str().expect("utf-8"),
-            ]);
+            self.issue(name, &tls);
         }
         PeerSpec {
             name: name.to_owned(),
@@ -137,6 +128,21 @@ impl Cluster {
             run_as: None,
             current_dir: None,
         }
+    }
+
+    /// Issues a certificate for `name` into the new TLS directory `tls`
+    /// (`aqueduct certs issue`).
+    pub fn issue(&self, name: &str, tls: &Path) {
+        aqueduct(&[
+            "certs",
+            "issue",
+            "--ca",
+            self.ca_dir().to_str().expect("utf-8"),
+            "--name",
+            name,
+            "--out",
+            tls.to_str().expect("utf-8"),
+        ]);
     }
 
     /// Starts a peer named `name` joining through `join`.

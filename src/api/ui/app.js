@@ -321,11 +321,16 @@ function renderMesh(mesh, peers, status) {
     const report = peer.report;
     const converged = report ? (report.converged ? "yes" : "no") : "unknown";
     const lastError = report?.haproxy?.lastError;
+    // A revoked certificate: shown whatever SWIM still says of the peer.
+    const revoked = peer.revoked
+      ? el("div", { class: "revoked", title: "certificate revoked",
+                    text: `revoked ${new Date(peer.revokedAt * 1000).toLocaleString()}` })
+      : null;
     body.append(el("tr", { "data-peer": peer.name || peer.peerId, "data-state": peer.state,
-                           "data-converged": converged },
+                           "data-converged": converged, "data-revoked": peer.revoked ? "true" : "false" },
       el("td", { text: peer.name || peer.peerId }),
       el("td", { text: peer.addr }),
-      el("td", { class: "state", text: peer.state }),
+      el("td", { class: "state", text: peer.state }, revoked),
       el("td", { class: "connected", text: peer.connected ? "yes" : "no" }),
       el("td", { class: "digest", title: report?.digest, text: shortDigest(report?.digest) }),
       el("td", { class: "converged", text: converged }),
