@@ -9,6 +9,13 @@
 //! identity is the common name of the certificate it presented in the
 //! handshake ([`peer_of`]), never anything it claims afterwards.
 //!
+//! A node's certificate and key can be replaced while it runs
+//! ([`TlsIdentity::replace`]): the new pair passes the same checks as at
+//! start-up and must name the same node; the TLS configurations read the
+//! pair in use at each handshake, so new connections present the new
+//! certificate while open ones go on. When to replace is the caller's
+//! business (`tls_reload`).
+//!
 //! The cluster is its CA: certificates carry no cluster name, and a peer
 //! accepts exactly the certificates its CA signed (and that are in their
 //! validity period, and name a valid node other than itself, and that no
@@ -47,14 +54,16 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PublicKeyData, SigningKey,
 };
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, Resumption, WebPkiServerVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+};
+use rustls::sign::CertifiedKey;
 use rustls::version::TLS13;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
@@ -85,13 +94,16 @@ pub const SELF_MADE_CA_DIR: &str = "ca";
 
 const CA_COMMON_NAME: &str = "aqueduct cluster CA";
 const YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 const CA_VALIDITY: Duration = YEAR.saturating_mul(10);
-const NODE_VALIDITY: Duration = YEAR.saturating_mul(2);
 /// Certificates start being valid a little in the past, so that a peer whose
 /// clock is somewhat behind the issuing machine's still accepts them. A
 /// revocation covers certificates whose notBefore is up to its time minus
 /// this (see the module documentation).
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(60 * 60);
+/// The largest certificate or key file read: PEM of a certificate chain
+/// or a key takes a few KiB.
+pub const PEM_BYTES_MAX: u64 = 1 << 20;
 /// Longest DNS label.
 const NAME_LEN_MAX: usize = 63;
 const KEY_MODE: u32 = files::FILE_MODE;
@@ -116,6 +128,12 @@ pub enum CertError {
         path: PathBuf,
         /// What the operating system said.
         error: io::Error,
+    },
+    /// A certificate or key file over [`PEM_BYTES_MAX`].
+    #[error("{}: larger than {PEM_BYTES_MAX} bytes, not a certificate or key", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
     },
     /// A required file does not exist.
     #[error("{}: missing", path.display())]
@@ -195,6 +213,53 @@ pub enum CertError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A validity (`certs issue --days`) out of bounds or not a number.
+    #[error("invalid validity {given:?} (days): {reason}")]
+    InvalidValidity {
+        /// What was given (cut to 32 characters).
+        given: String,
+        /// The rule it broke.
+        reason: &'static str,
+    },
+    /// A node certificate would stay valid after the CA that signs it
+    /// expires: nobody would accept it then, so it is not issued.
+    #[error(
+        "{}: the CA expires before a certificate valid for {days} days would; \
+         issue one for fewer days, or make a new CA",
+        ca.display()
+    )]
+    OutlivesCa {
+        /// The CA certificate file.
+        ca: PathBuf,
+        /// The validity asked for.
+        days: u32,
+    },
+    /// A replacement certificate names another node than the one running:
+    /// a node's name is its identity in the mesh, which a reload must not
+    /// change.
+    #[error("{}: the certificate is for {found}, but this node is {running}", path.display())]
+    OtherNode {
+        /// The certificate file.
+        path: PathBuf,
+        /// The name of the node running.
+        running: NodeName,
+        /// The name in the new certificate.
+        found: NodeName,
+    },
+    /// A replacement certificate that a revocation this node enforces
+    /// covers: every peer would refuse it.
+    #[error(
+        "{}: the certificate of {name} is revoked (revocation signed at {revoked_at}, Unix seconds)",
+        path.display()
+    )]
+    Revoked {
+        /// The certificate file.
+        path: PathBuf,
+        /// The name in the certificate.
+        name: NodeName,
+        /// When the revocation covering it was signed (Unix seconds).
+        revoked_at: u64,
+    },
     /// A revocation file that does not hold a revocation.
     #[error("{}: not a revocation: {reason}", path.display())]
     NotRevocation {
@@ -260,6 +325,66 @@ impl FromStr for NodeName {
     }
 }
 
+/// How long a node certificate is valid, in whole days: 1 to
+/// [`NodeValidity::DAYS_MAX`] (the CA's own validity, which a node
+/// certificate cannot usefully outlive). Short-lived certificates limit
+/// what a stolen key is worth; peers reload theirs without a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeValidity(u32);
+
+impl NodeValidity {
+    /// Two years: what `certs issue` gives without `--days`.
+    pub const DEFAULT: NodeValidity = NodeValidity(2 * 365);
+    /// Ten years, the validity of a CA from `certs init`.
+    pub const DAYS_MAX: u32 = 10 * 365;
+
+    /// `days`, if within 1 to [`NodeValidity::DAYS_MAX`].
+    pub fn days(days: i64) -> Result<NodeValidity, CertError> {
+        let refuse = |reason| CertError::InvalidValidity {
+            given: days.to_string(),
+            reason,
+        };
+        if days < 1 {
+            return Err(refuse("must be at least 1 day"));
+        }
+        match u32::try_from(days) {
+            Ok(days) if days <= Self::DAYS_MAX => Ok(NodeValidity(days)),
+            _ => Err(refuse("at most 3650 days (10 years, a CA's validity)")),
+        }
+    }
+
+    /// The number of days.
+    pub fn as_days(self) -> u32 {
+        self.0
+    }
+
+    fn duration(self) -> Duration {
+        DAY.saturating_mul(self.0)
+    }
+}
+
+/// The number of days, as `--days` takes it.
+impl fmt::Display for NodeValidity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for NodeValidity {
+    type Err = CertError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let days = s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| CertError::InvalidValidity {
+                given: s.chars().take(32).collect(),
+                reason: "not a whole number of days",
+            })?;
+        Self::days(days)
+    }
+}
+
 /// The mesh identity of the node called `name`: a hash of the name, so it
 /// is the same across restarts and on every peer. Two nodes must therefore
 /// never share a name: the mesh would take them for one peer.
@@ -318,11 +443,23 @@ pub fn init_ca(out_dir: &Path) -> Result<CaFiles, CertError> {
     Ok(files)
 }
 
-/// Issues a certificate for `name` with the CA in `ca_dir`, and writes
-/// `node.pem`, `node.key` and a copy of `ca.pem` into `out_dir` (created if
-/// needed), which is then a complete TLS directory. Refuses if any of these
-/// files exists.
+/// Issues a certificate for `name` with the CA in `ca_dir`, valid for
+/// [`NodeValidity::DEFAULT`] (see [`issue_for`]).
 pub fn issue(ca_dir: &Path, name: &NodeName, out_dir: &Path) -> Result<NodeFiles, CertError> {
+    issue_for(ca_dir, name, out_dir, NodeValidity::DEFAULT)
+}
+
+/// Issues a certificate for `name` with the CA in `ca_dir`, valid for
+/// `validity` from now, and writes `node.pem`, `node.key` and a copy of
+/// `ca.pem` into `out_dir` (created if needed), which is then a complete
+/// TLS directory. Refuses if any of these files exists, or if the CA
+/// expires before the certificate would.
+pub fn issue_for(
+    ca_dir: &Path,
+    name: &NodeName,
+    out_dir: &Path,
+    validity: NodeValidity,
+) -> Result<NodeFiles, CertError> {
     let files = NodeFiles {
         cert: out_dir.join(NODE_CERT_FILE),
         key: out_dir.join(NODE_KEY_FILE),
@@ -331,8 +468,17 @@ pub fn issue(ca_dir: &Path, name: &NodeName, out_dir: &Path) -> Result<NodeFiles
     refuse_existing(&[&files.cert, &files.key, &files.ca])?;
 
     let (ca_pem, ca_der, ca_key) = load_ca(ca_dir)?;
-    let issuer = Issuer::from_ca_cert_der(&ca_der, ca_key)
-        .map_err(not_certificate(&ca_dir.join(CA_CERT_FILE)))?;
+    let ca_cert_path = ca_dir.join(CA_CERT_FILE);
+    let ca_cert = parse_x509(&ca_der).map_err(not_certificate(&ca_cert_path))?;
+    let not_after = ASN1Time::now().to_datetime() + validity.duration();
+    if ca_cert.validity().not_after.to_datetime() < not_after {
+        return Err(CertError::OutlivesCa {
+            ca: ca_cert_path,
+            days: validity.as_days(),
+        });
+    }
+    let issuer =
+        Issuer::from_ca_cert_der(&ca_der, ca_key).map_err(not_certificate(&ca_cert_path))?;
 
     let sans = vec![name.to_string(), MESH_SERVER_NAME.to_owned()];
     let mut params = CertificateParams::new(sans).map_err(CertError::Generate)?;
@@ -346,7 +492,7 @@ pub fn issue(ca_dir: &Path, name: &NodeName, out_dir: &Path) -> Result<NodeFiles
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     params.use_authority_key_identifier_extension = true;
-    set_validity(&mut params, NODE_VALIDITY);
+    set_validity(&mut params, validity.duration());
     let key = KeyPair::generate().map_err(CertError::Generate)?;
     let cert = params
         .signed_by(&key, &issuer)
@@ -551,7 +697,7 @@ impl RevokedCertificates {
     }
 
     /// The revocation covering `certificate`, if any.
-    pub fn covering(&self, certificate: &PeerCertificate) -> Option<Revocation> {
+    pub fn covering(&self, certificate: &CertificateInfo) -> Option<Revocation> {
         self.by_name
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -570,7 +716,9 @@ impl RevokedCertificates {
     /// Refuses a verified end-entity certificate that a revocation covers.
     fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
         // Not a node certificate: `peer_of` refuses it once connected.
-        let Ok(certificate) = PeerCertificate::of(end_entity) else {
+        let Ok(certificate) =
+            parse_x509(end_entity).and_then(|parsed| CertificateInfo::of(&parsed))
+        else {
             return Ok(());
         };
         match self.covering(&certificate) {
@@ -717,15 +865,129 @@ pub fn ensure_self_made(tls_dir: &Path, name: &NodeName) -> Result<(), CertError
     Ok(())
 }
 
+/// What is known of a node certificate, this node's or one a peer
+/// presented: whom it names, what tells it from another of the same name
+/// (logs, metrics), and its validity (what a revocation is judged by, what
+/// the expiry metrics show).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// The node it names (its common name).
+    pub name: NodeName,
+    /// The name's peer id.
+    pub peer: PeerId,
+    /// Its serial number, in hexadecimal.
+    pub serial: String,
+    /// The start of its validity, in seconds since the Unix epoch.
+    pub not_before: i64,
+    /// The end of its validity, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl CertificateInfo {
+    /// Reads a node certificate.
+    fn of(cert: &X509Certificate<'_>) -> Result<CertificateInfo, String> {
+        let name = common_name(cert)?;
+        Ok(CertificateInfo {
+            peer: peer_id_of(&name),
+            name,
+            serial: cert
+                .raw_serial()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+}
+
+impl fmt::Display for CertificateInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (serial {}, valid until {})",
+            self.name,
+            self.serial,
+            unix_time_text(self.not_after)
+        )
+    }
+}
+
+/// A time given in seconds since the Unix epoch (as certificates' ends are
+/// kept here), as people read it in logs.
+pub fn unix_time_text(seconds: i64) -> String {
+    ASN1Time::from_timestamp(seconds)
+        .map(|time| time.to_string())
+        .unwrap_or_else(|_| format!("{seconds} s after the epoch"))
+}
+
+/// A certificate and its key as read from their files, not yet checked:
+/// what [`TlsIdentity::load`] starts from and [`TlsIdentity::replace`]
+/// takes (and the API's HTTPS identity, `api::server::ApiTls`, likewise).
+pub struct PemPair {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl fmt::Debug for PemPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key's bytes.
+        f.debug_struct("PemPair")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PemPair {
+    /// Reads `node.pem`, then `node.key`, from `tls_dir`.
+    pub fn node(tls_dir: &Path) -> Result<PemPair, CertError> {
+        PemPair::read(&tls_dir.join(NODE_CERT_FILE), &tls_dir.join(NODE_KEY_FILE))
+    }
+
+    /// Reads the certificate file, then the key file (each at most
+    /// [`PEM_BYTES_MAX`]: they may be read every second).
+    pub fn read(cert_path: &Path, key_path: &Path) -> Result<PemPair, CertError> {
+        let cert = read_bounded(cert_path)?;
+        let key = read_bounded(key_path)?;
+        Ok(PemPair {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            cert,
+            key,
+        })
+    }
+
+    /// The certificate file's path and bytes.
+    pub fn cert(&self) -> (&Path, &[u8]) {
+        (&self.cert_path, &self.cert)
+    }
+
+    /// The key file's path and bytes.
+    pub fn key(&self) -> (&Path, &[u8]) {
+        (&self.key_path, &self.key)
+    }
+
+    /// A hash of both files' bytes: equal for the same files, so that a
+    /// caller polling them can tell when they changed.
+    pub fn fingerprint(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(&self.key, xxhash_rust::xxh3::xxh3_64(&self.cert))
+    }
+}
+
 /// A node's loaded and checked TLS identity: its certificate and key, and
 /// the cluster CA it trusts.
 pub struct TlsIdentity {
     name: NodeName,
-    /// This node's certificate's notBefore (Unix seconds).
-    not_before: i64,
+    ca_path: PathBuf,
     ca_cert: CertificateDer<'static>,
     provider: Arc<CryptoProvider>,
-    certified_key: Arc<CertifiedKey>,
+    /// Shared with every TLS configuration made from this identity.
+    current: Arc<ReplaceableKey>,
+    certificate: CertificateInfo,
+    fingerprint: u64,
     client_verifier: Arc<dyn ClientCertVerifier>,
     server_verifier: Arc<WebPkiServerVerifier>,
     revoked: RevokedCertificates,
@@ -734,7 +996,7 @@ pub struct TlsIdentity {
 impl fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsIdentity")
-            .field("name", &self.name)
+            .field("certificate", &self.certificate)
             .finish_non_exhaustive()
     }
 }
@@ -762,50 +1024,22 @@ impl TlsIdentity {
             .build()
             .map_err(tls_config)?;
 
-        let cert_path = tls_dir.join(NODE_CERT_FILE);
-        let cert = certificate_from_pem(&cert_path, &read(&cert_path)?)?;
-        let parsed = parse_x509(&cert).map_err(not_certificate(&cert_path))?;
-        let name = common_name(&parsed).map_err(|reason| CertError::NameInCertificate {
-            path: cert_path.clone(),
-            reason,
-        })?;
-        let not_before = parsed.validity().not_before.timestamp();
-
-        let key_path = tls_dir.join(NODE_KEY_FILE);
-        let key = key_from_pem(&key_path, &read(&key_path)?)?;
-        let certified_key = CertifiedKey::from_der(vec![cert.clone()], key, &provider).map_err(
-            |error| match error {
-                rustls::Error::InconsistentKeys(_) => CertError::KeyMismatch {
-                    path: key_path.clone(),
-                    cert: cert_path.clone(),
-                },
-                other => not_key(&key_path)(other),
-            },
+        let pair = PemPair::node(tls_dir)?;
+        let (key, certificate) = check(
+            &pair,
+            &provider,
+            client_verifier.as_ref(),
+            server_verifier.as_ref(),
+            &ca_path,
         )?;
-
-        // Check now, as both the client and the server side of a handshake
-        // will, so that a bad certificate fails at startup rather than at
-        // every connection.
-        let mesh_name = ServerName::try_from(MESH_SERVER_NAME).map_err(tls_config)?;
-        let now = UnixTime::now();
-        let untrusted = |error: rustls::Error| CertError::Untrusted {
-            path: cert_path.clone(),
-            ca: ca_path.clone(),
-            reason: error.to_string(),
-        };
-        client_verifier
-            .verify_client_cert(&cert, &[], now)
-            .map_err(untrusted)?;
-        server_verifier
-            .verify_server_cert(&cert, &[], &mesh_name, &[], now)
-            .map_err(untrusted)?;
-
         Ok(Self {
-            name,
-            not_before,
+            name: certificate.name.clone(),
+            ca_path,
             ca_cert,
             provider,
-            certified_key: Arc::new(certified_key),
+            current: ReplaceableKey::new(key),
+            certificate,
+            fingerprint: pair.fingerprint(),
             client_verifier,
             server_verifier,
             revoked: RevokedCertificates::default(),
@@ -821,19 +1055,49 @@ impl TlsIdentity {
 
     /// A verifier of revocations signed by this identity's cluster CA.
     pub fn revocation_verifier(&self) -> Result<CaRevocationVerifier, CertError> {
-        CaRevocationVerifier::new(&self.ca_cert).map_err(|reason| CertError::NotCertificate {
-            path: PathBuf::from(CA_CERT_FILE),
-            reason,
-        })
+        CaRevocationVerifier::new(&self.ca_cert).map_err(not_certificate(&self.ca_path))
     }
 
     /// The revocation covering this node's own certificate, if one does.
     pub fn own_revocation(&self) -> Option<Revocation> {
-        self.revoked.covering(&PeerCertificate {
-            name: self.name.clone(),
-            peer: self.peer_id(),
-            not_before: self.not_before,
-        })
+        self.revoked.covering(&self.certificate)
+    }
+
+    /// Makes the certificate and key of `pair` this node's, for every
+    /// handshake from now on (client and server side) of every TLS
+    /// configuration made from this identity; open connections keep the
+    /// certificate they were made with. The pair must pass the checks of
+    /// [`TlsIdentity::load`] against the CA loaded then, name this node, and
+    /// be covered by no revocation this identity enforces (the peers would
+    /// refuse it); if not, nothing changes. The revocations stay those of
+    /// [`TlsIdentity::revoked`], shared with every configuration made from
+    /// this identity. Returns the certificate now in use.
+    pub fn replace(&mut self, pair: &PemPair) -> Result<&CertificateInfo, CertError> {
+        let (key, certificate) = check(
+            pair,
+            &self.provider,
+            self.client_verifier.as_ref(),
+            self.server_verifier.as_ref(),
+            &self.ca_path,
+        )?;
+        if certificate.name != self.name {
+            return Err(CertError::OtherNode {
+                path: pair.cert_path.clone(),
+                running: self.name.clone(),
+                found: certificate.name,
+            });
+        }
+        if let Some(revocation) = self.revoked.covering(&certificate) {
+            return Err(CertError::Revoked {
+                path: pair.cert_path.clone(),
+                name: certificate.name,
+                revoked_at: revocation.revoked_at,
+            });
+        }
+        self.current.replace(key);
+        self.certificate = certificate;
+        self.fingerprint = pair.fingerprint();
+        Ok(&self.certificate)
     }
 
     /// This node's name, from its certificate.
@@ -846,10 +1110,28 @@ impl TlsIdentity {
         peer_id_of(&self.name)
     }
 
+    /// The certificate in use.
+    pub fn certificate(&self) -> &CertificateInfo {
+        &self.certificate
+    }
+
+    /// The [`PemPair::fingerprint`] of the files the certificate in use
+    /// came from.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
     /// The TLS side of a QUIC server: TLS 1.3 only, requires a client
     /// certificate signed by the cluster CA and covered by no revocation
     /// ([`TlsIdentity::revoked`], as it is at each handshake), offers
-    /// [`ALPN`].
+    /// [`ALPN`], never resumes a session.
+    ///
+    /// Without resumption every connection is a full handshake: both sides
+    /// present and check their current certificates each time (a resumed
+    /// TLS 1.3 session skips the client-certificate verifier and carries the
+    /// identity checked when it began, through a replaced, expired or
+    /// revoked certificate). Connections are long-lived, so the cost is a
+    /// few signatures per connection.
     pub fn server_crypto(&self) -> Result<Arc<QuicServerConfig>, CertError> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&TLS13])
@@ -858,18 +1140,20 @@ impl TlsIdentity {
                 inner: self.client_verifier.clone(),
                 revoked: self.revoked.clone(),
             }))
-            .with_cert_resolver(Arc::new(SingleCertAndKey::from(self.certified_key.clone())));
+            .with_cert_resolver(self.current.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         let config = QuicServerConfig::try_from(config).map_err(tls_config)?;
         Ok(Arc::new(config))
     }
 
     /// The TLS side of a QUIC client: TLS 1.3 only, presents this node's
-    /// certificate, accepts only servers certified by the cluster CA (and
-    /// covered by no revocation), offers
-    /// [`ALPN`]. Dial with server name [`MESH_SERVER_NAME`]
-    /// (`endpoint.connect(addr, MESH_SERVER_NAME)`) and learn who answered
-    /// with [`peer_of`].
+    /// certificate, accepts only servers certified by the cluster CA and
+    /// covered by no revocation, offers [`ALPN`], never resumes a session
+    /// (see [`TlsIdentity::server_crypto`]). Dial with server name
+    /// [`MESH_SERVER_NAME`] (`endpoint.connect(addr, MESH_SERVER_NAME)`)
+    /// and learn who answered with [`peer_of`].
     pub fn client_crypto(&self) -> Result<Arc<QuicClientConfig>, CertError> {
         let mut config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&TLS13])
@@ -879,44 +1163,115 @@ impl TlsIdentity {
                 inner: self.server_verifier.clone(),
                 revoked: self.revoked.clone(),
             }))
-            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
-                self.certified_key.clone(),
-            )));
+            .with_client_cert_resolver(self.current.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
+        config.resumption = Resumption::disabled();
         let config = QuicClientConfig::try_from(config).map_err(tls_config)?;
         Ok(Arc::new(config))
     }
 }
 
-/// The certificate a peer presented: who it names, and from when it is
-/// valid (what a revocation is judged by).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerCertificate {
-    /// Its common name.
-    pub name: NodeName,
-    /// The name's peer id.
-    pub peer: PeerId,
-    /// Its notBefore, in Unix seconds.
-    pub not_before: i64,
+/// Checks a node's certificate and key as [`TlsIdentity::load`] describes,
+/// against the CA in `ca_path` (whose verifiers these are).
+fn check(
+    pair: &PemPair,
+    provider: &Arc<CryptoProvider>,
+    client_verifier: &dyn ClientCertVerifier,
+    server_verifier: &dyn ServerCertVerifier,
+    ca_path: &Path,
+) -> Result<(CertifiedKey, CertificateInfo), CertError> {
+    let cert_path = &pair.cert_path;
+    let key_path = &pair.key_path;
+    let cert = certificate_from_pem(cert_path, &pair.cert)?;
+    let parsed = parse_x509(&cert).map_err(not_certificate(cert_path))?;
+    let certificate =
+        CertificateInfo::of(&parsed).map_err(|reason| CertError::NameInCertificate {
+            path: cert_path.clone(),
+            reason,
+        })?;
+
+    let key = key_from_pem(key_path, &pair.key)?;
+    let certified_key =
+        CertifiedKey::from_der(vec![cert.clone()], key, provider).map_err(|error| match error {
+            rustls::Error::InconsistentKeys(_) => CertError::KeyMismatch {
+                path: key_path.clone(),
+                cert: cert_path.clone(),
+            },
+            other => not_key(key_path)(other),
+        })?;
+
+    // Check now, as both the client and the server side of a handshake
+    // will, so that a bad certificate fails here rather than at every
+    // connection.
+    let mesh_name = ServerName::try_from(MESH_SERVER_NAME).map_err(tls_config)?;
+    let now = UnixTime::now();
+    let untrusted = |error: rustls::Error| CertError::Untrusted {
+        path: cert_path.clone(),
+        ca: ca_path.to_owned(),
+        reason: error.to_string(),
+    };
+    client_verifier
+        .verify_client_cert(&cert, &[], now)
+        .map_err(untrusted)?;
+    server_verifier
+        .verify_server_cert(&cert, &[], &mesh_name, &[], now)
+        .map_err(untrusted)?;
+    Ok((certified_key, certificate))
 }
 
-impl PeerCertificate {
-    /// Reads a node certificate.
-    fn of(der: &CertificateDer<'_>) -> Result<PeerCertificate, String> {
-        let parsed = parse_x509(der)?;
-        let name = common_name(&parsed)?;
-        Ok(PeerCertificate {
-            peer: peer_id_of(&name),
-            name,
-            not_before: parsed.validity().not_before.timestamp(),
-        })
+/// The certificate and key a TLS endpoint presents, server or client side:
+/// read at every handshake, so that a replacement reaches every
+/// configuration already built from it (no endpoint is rebuilt, no
+/// connection closed).
+#[derive(Debug)]
+pub struct ReplaceableKey(RwLock<Arc<CertifiedKey>>);
+
+impl ReplaceableKey {
+    /// Presents `key` until replaced.
+    pub fn new(key: CertifiedKey) -> Arc<ReplaceableKey> {
+        Arc::new(ReplaceableKey(RwLock::new(Arc::new(key))))
+    }
+
+    /// Presents `key` from the next handshake on.
+    pub fn replace(&self, key: CertifiedKey) {
+        // A plain store of an Arc cannot leave it half-written, so
+        // poisoning is moot.
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
+    }
+
+    fn get(&self) -> Arc<CertifiedKey> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for ReplaceableKey {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl ResolvesClientCert for ReplaceableKey {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
 /// The authenticated identity of the peer at the other end of
-/// `connection`, from the certificate it presented in the handshake (which
-/// the TLS configuration has already verified against the cluster CA).
-pub fn peer_of(connection: &quinn::Connection) -> Result<PeerCertificate, CertError> {
+/// `connection`: the certificate it presented in the handshake (which the
+/// TLS configuration has already verified against the cluster CA and the
+/// revocations).
+pub fn peer_of(connection: &quinn::Connection) -> Result<CertificateInfo, CertError> {
     let unusable = |reason: String| CertError::PeerCertificate { reason };
     let identity = connection
         .peer_identity()
@@ -927,7 +1282,8 @@ pub fn peer_of(connection: &quinn::Connection) -> Result<PeerCertificate, CertEr
     let leaf = chain
         .first()
         .ok_or_else(|| unusable("empty certificate chain".to_owned()))?;
-    PeerCertificate::of(leaf).map_err(unusable)
+    let parsed = parse_x509(leaf).map_err(unusable)?;
+    CertificateInfo::of(&parsed).map_err(unusable)
 }
 
 fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, String> {
@@ -992,6 +1348,15 @@ fn tls_config(error: impl fmt::Display) -> CertError {
     CertError::TlsConfig(error.to_string())
 }
 
+fn missing_or_io(path: &Path, error: io::Error) -> CertError {
+    match error.kind() {
+        io::ErrorKind::NotFound => CertError::Missing {
+            path: path.to_owned(),
+        },
+        _ => io_error(path, error),
+    }
+}
+
 fn io_error(path: &Path, error: io::Error) -> CertError {
     CertError::Io {
         path: path.to_owned(),
@@ -1000,12 +1365,23 @@ fn io_error(path: &Path, error: io::Error) -> CertError {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CertError> {
-    fs::read(path).map_err(|error| match error.kind() {
-        io::ErrorKind::NotFound => CertError::Missing {
+    fs::read(path).map_err(|error| missing_or_io(path, error))
+}
+
+/// [`read`], refusing a file over [`PEM_BYTES_MAX`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, CertError> {
+    use std::io::Read;
+    let file = fs::File::open(path).map_err(|error| missing_or_io(path, error))?;
+    let mut bytes = Vec::new();
+    file.take(PEM_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| io_error(path, error))?;
+    if bytes.len() as u64 > PEM_BYTES_MAX {
+        return Err(CertError::TooLarge {
             path: path.to_owned(),
-        },
-        _ => io_error(path, error),
-    })
+        });
+    }
+    Ok(bytes)
 }
 
 fn exists(path: &Path) -> Result<bool, CertError> {

@@ -24,6 +24,7 @@ use crate::haproxy::{
 };
 use crate::peer::{self, Handle, PeerError, REQUESTS_MAX};
 use crate::store::{self, Store, StoreError};
+use crate::tls_reload;
 use crate::transport::{Transport, TransportError};
 
 /// Entries the peer may queue towards the store before it waits.
@@ -77,7 +78,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Peer(#[from] PeerError),
     /// Signal handlers could not be installed.
-    #[error("cannot listen for SIGTERM and SIGINT: {0}")]
+    #[error("cannot listen for SIGTERM, SIGINT and SIGHUP: {0}")]
     Signals(std::io::Error),
     /// `--haproxy PATH` names no file.
     #[error("--haproxy {}: no such file", .0.display())]
@@ -152,6 +153,11 @@ impl std::fmt::Display for Listening {
 /// Runs one peer until SIGTERM or SIGINT.
 pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let mut signals = ShutdownSignals::new().map_err(DaemonError::Signals)?;
+    // Before anything else too: SIGHUP's default action ends the process,
+    // and from here on it reloads the certificate instead (even one sent
+    // before the reloader starts is kept for it).
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(DaemonError::Signals)?;
     // Private before anything is written into it (a self-made TLS key, the
     // store): only this peer's user reads its data.
     files::private_own_dir(&options.data_dir, store::STORE_FILE).map_err(|source| {
@@ -213,9 +219,15 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let (writer, durability) = store::spawn_writer(store, STORE_QUEUE_MAX)?;
 
     let (transport, events) = Transport::bind(options.gossip, &identity)?;
+    let name = identity.name().clone();
+    let peer_id = identity.peer_id();
+    // Shared, not copied: a reloaded identity enforces the same list.
+    let revoked = identity.revoked().clone();
+    let (tls_status, tls_reloader) =
+        tls_reload::spawn(identity, &tls_dir, api_tls.clone(), hangups);
     let gossip = options.advertise.unwrap_or_else(|| transport.local_addr());
     let me = MemberId {
-        peer: identity.peer_id(),
+        peer: peer_id,
         generation: swim_generation(generation),
         addr: gossip,
     };
@@ -278,7 +290,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     );
 
     let listening = Listening {
-        name: identity.name().clone(),
+        name: name.clone(),
         api: api_addr,
         https: api_tls.is_some(),
         gossip,
@@ -292,7 +304,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     }
     tracing::info!(
         generation,
-        peer = %identity.peer_id(),
+        peer = %peer_id,
         data_dir = %options.data_dir.display(),
         "{listening}"
     );
@@ -305,7 +317,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let (stop_peer, peer_stopped) = oneshot::channel();
     let peer_task = tokio::spawn(peer::run(peer::Parts {
         node,
-        name: identity.name().clone(),
+        name,
         transport,
         events,
         writer,
@@ -314,7 +326,8 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         join: options.join.clone(),
         changes,
         activity,
-        revoked: identity.revoked().clone(),
+        tls: tls_status,
+        revoked,
         shutdown: peer_stopped,
     }));
     let connections = &options.api_connections;
@@ -348,6 +361,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     // The driver goes last: HAProxy keeps serving the last configuration
     // while the rest shuts down, and after (`--haproxy-on-exit keep`) until
     // the next start takes it over.
+    tls_reloader.abort();
     let _ = stop_driver.send(());
     let _ = driver_task.await;
     tracing::info!("stopped");

@@ -41,4 +41,6 @@ pub mod register;
 #[cfg(feature = "shell")]
 pub mod store;
 #[cfg(feature = "shell")]
+pub mod tls_reload;
+#[cfg(feature = "shell")]
 pub mod transport;

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use aqueduct::certs::{self, NodeName};
+use aqueduct::certs::{self, NodeName, NodeValidity};
 use aqueduct::config::RunArgs;
 
 #[derive(Parser)]
@@ -59,6 +59,12 @@ enum CertsCommand {
         /// Where to write node.pem, node.key and ca.pem.
         #[arg(long)]
         out: PathBuf,
+        /// How long the certificate is valid, in days (1 to 3650). A
+        /// running peer picks up a new certificate and key without a
+        /// restart (SIGHUP, or within seconds of the files changing).
+        #[arg(long, value_name = "N", default_value_t = NodeValidity::DEFAULT,
+              allow_negative_numbers = true)]
+        days: NodeValidity,
     },
     /// Revoke the certificates of a node name issued up to now: writes a
     /// revocation signed by the CA, to hand to any peer with `aqueduct ctl
@@ -127,11 +133,15 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(CertsCommand::Issue {
             node: NodeOfCa { ca, name },
             out,
+            days,
         }) => {
             let name = NodeName::new(&name)?;
-            certs::issue(&ca, &name, &out)
+            certs::issue_for(&ca, &name, &out, days)
                 .with_context(|| format!("issuing a certificate for {name}"))?;
-            println!("certificate for {name} written to {}", out.display());
+            println!(
+                "certificate for {name} (valid {days} days) written to {}",
+                out.display()
+            );
         }
         Command::Certs(CertsCommand::Revoke {
             node: NodeOfCa { ca, name },

@@ -28,6 +28,7 @@ use crate::gossip::{
     RevocationError, Time,
 };
 use crate::store::{Durability, Entry, StoreError, Writer};
+use crate::tls_reload::TlsStatus;
 use crate::transport::{Event, Events, Transport};
 
 /// Requests the API may have in flight towards the peer before senders wait
@@ -147,6 +148,8 @@ pub struct Status {
     pub convergence_lag_seconds: Option<f64>,
     /// Seconds since the peer started.
     pub uptime_seconds: f64,
+    /// This peer's certificate and its reloads.
+    pub tls: TlsStatus,
 }
 
 /// One peer as this peer sees it.
@@ -164,6 +167,9 @@ pub struct PeerStatus {
     pub state: PeerState,
     /// Whether a connection to it is open now.
     pub connected: bool,
+    /// While connected: when the certificate it presented for that
+    /// connection expires (Unix seconds).
+    pub certificate_not_after: Option<i64>,
     /// Its latest report (digest, HAProxy status), if one reached this
     /// peer, and the seconds since it arrived.
     pub report: Option<(PeerReport, f64)>,
@@ -199,6 +205,10 @@ pub struct Counters {
     /// Received frames that broke the framing (too long, stalled or cut
     /// short); each closed its connection.
     pub frames_refused: u64,
+    /// Connections this peer dialled that were established.
+    pub connections_dialled: u64,
+    /// Connections other peers dialled that were established.
+    pub connections_accepted: u64,
     /// Connections closed because a revocation covers their certificate.
     pub connections_revoked: u64,
     /// Received messages dropped because their sender's certificate was
@@ -357,6 +367,8 @@ pub struct Parts {
     pub changes: watch::Sender<u64>,
     /// Where peers joining and leaving are recorded.
     pub activity: ActivityLog,
+    /// This peer's certificate and its reloads.
+    pub tls: watch::Receiver<TlsStatus>,
     /// The revocations the transport enforces (the node's, as they come).
     pub revoked: RevokedCertificates,
     /// Resolves when the peer must shut down (a value or a dropped
@@ -391,6 +403,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         join,
         changes,
         activity,
+        tls,
         revoked,
         mut shutdown,
     } = parts;
@@ -428,6 +441,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         view: None,
         changes,
         activity,
+        tls,
         peer_states: BTreeMap::new(),
         keeper,
         owners: Owners {
@@ -557,6 +571,7 @@ struct PeerTask {
     /// knows of registration owners changes.
     changes: watch::Sender<u64>,
     activity: ActivityLog,
+    tls: watch::Receiver<TlsStatus>,
     /// SWIM's belief about each peer at the last look, for peer activity.
     peer_states: BTreeMap<PeerId, PeerState>,
     /// The heartbeats this peer takes.
@@ -984,7 +999,8 @@ impl PeerTask {
                         addr: id.addr,
                         generation: id.generation,
                         state,
-                        connected: connected.contains(&id.peer),
+                        connected: connected.contains_key(&id.peer),
+                        certificate_not_after: connected.get(&id.peer).copied(),
                         report: heard
                             .map(|h| (h.report.clone(), now.since(h.heard_at).as_secs_f64())),
                         revoked_at: revoked_at(id.peer),
@@ -997,11 +1013,14 @@ impl PeerTask {
                 send_queue_drops: transport.send_drops + self.dropped_here,
                 connections_refused: transport.connections_refused,
                 frames_refused: transport.frames_refused,
+                connections_dialled: transport.connections_dialled,
+                connections_accepted: transport.connections_accepted,
                 connections_revoked: transport.connections_revoked,
                 revoked_messages_dropped: transport.revoked_messages_dropped,
                 ..self.counters.clone()
             },
             uptime_seconds: self.start.elapsed().as_secs_f64(),
+            tls: self.tls.borrow().clone(),
         }
     }
 

@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::certs::{
-    self, CertError, MESH_SERVER_NAME, NodeName, PeerCertificate, RevokedCertificates, TlsIdentity,
+    self, CertError, CertificateInfo, MESH_SERVER_NAME, NodeName, RevokedCertificates, TlsIdentity,
 };
 use crate::gossip::PeerId;
 use crate::gossip::wire::MESSAGE_BYTES_MAX;
@@ -132,7 +132,7 @@ pub enum Event {
         from: PeerId,
         /// That certificate (a revoked one's messages are never handed
         /// over).
-        certificate: Arc<PeerCertificate>,
+        certificate: Arc<CertificateInfo>,
         /// The bytes as received (one frame).
         bytes: Vec<u8>,
         /// Its share of the receive budget, returned when dropped (after
@@ -349,6 +349,11 @@ pub struct TransportStats {
     /// [`MESSAGE_BYTES_MAX`], or fewer bytes than announced: the stream
     /// stalled or ended mid-frame); each closes its connection.
     pub frames_refused: u64,
+    /// Connections this peer dialled that were established (handshake
+    /// done, identity accepted).
+    pub connections_dialled: u64,
+    /// Connections other peers dialled that were established.
+    pub connections_accepted: u64,
     /// Connections closed because a revocation arrived that covers their
     /// certificate.
     pub connections_revoked: u64,
@@ -376,6 +381,8 @@ struct Inner {
     send_drops: AtomicU64,
     connections_refused: AtomicU64,
     frames_refused: AtomicU64,
+    connections_dialled: AtomicU64,
+    connections_accepted: AtomicU64,
     connections_revoked: AtomicU64,
 }
 
@@ -399,6 +406,9 @@ struct Registered {
     connection: quinn::Connection,
     initiator: PeerId,
     since: Instant,
+    /// When the certificate the peer presented for this connection expires
+    /// (Unix seconds).
+    not_after: i64,
 }
 
 impl Transport {
@@ -428,6 +438,8 @@ impl Transport {
             send_drops: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             frames_refused: AtomicU64::new(0),
+            connections_dialled: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
             connections_revoked: AtomicU64::new(0),
         });
         tokio::spawn(accept_loop(inner.clone()));
@@ -487,13 +499,18 @@ impl Transport {
         }
     }
 
-    /// Peers with an open connection.
-    pub fn connected(&self) -> Vec<PeerId> {
+    /// Peers with an open connection, each with the expiry (Unix seconds)
+    /// of the certificate it presented for that connection: a peer that
+    /// has since replaced its certificate shows the new one only on its
+    /// next connection.
+    pub fn connected(&self) -> BTreeMap<PeerId, i64> {
         self.inner
             .lock_links()
             .iter()
-            .filter(|(_, link)| link.connection.as_ref().is_some_and(Registered::is_open))
-            .map(|(peer, _)| *peer)
+            .filter_map(|(peer, link)| {
+                let registered = link.connection.as_ref().filter(|r| r.is_open())?;
+                Some((*peer, registered.not_after))
+            })
             .collect()
     }
 
@@ -509,6 +526,8 @@ impl Transport {
             send_drops: self.inner.send_drops.load(Ordering::Relaxed),
             connections_refused: self.inner.connections_refused.load(Ordering::Relaxed),
             frames_refused: self.inner.frames_refused.load(Ordering::Relaxed),
+            connections_dialled: self.inner.connections_dialled.load(Ordering::Relaxed),
+            connections_accepted: self.inner.connections_accepted.load(Ordering::Relaxed),
             connections_revoked: self.inner.connections_revoked.load(Ordering::Relaxed),
             revoked_messages_dropped: self.inner.inbox.revoked_dropped.load(Ordering::Relaxed),
         }
@@ -617,16 +636,23 @@ impl Inner {
     /// [`SIMULTANEOUS_OPEN`]), starts reading from it, and reports it.
     async fn register(
         self: &Arc<Self>,
-        certificate: PeerCertificate,
+        certificate: CertificateInfo,
         connection: quinn::Connection,
         initiator: PeerId,
         addr: SocketAddr,
     ) {
         let peer = certificate.peer;
+        let established = if initiator == self.me {
+            &self.connections_dialled
+        } else {
+            &self.connections_accepted
+        };
+        established.fetch_add(1, Ordering::Relaxed);
         let fresh = Registered {
             connection: connection.clone(),
             initiator,
             since: Instant::now(),
+            not_after: certificate.not_after,
         };
         let (loser, share) = {
             let mut links = self.lock_links();
@@ -886,7 +912,7 @@ fn frame_len(bytes: &[u8]) -> u32 {
 /// receive budget.
 async fn read_connection(
     inner: Arc<Inner>,
-    certificate: Arc<PeerCertificate>,
+    certificate: Arc<CertificateInfo>,
     share: Arc<Budget>,
     connection: quinn::Connection,
 ) {
@@ -952,7 +978,7 @@ enum BodyError {
 async fn read_stream(
     inner: Arc<Inner>,
     connection: quinn::Connection,
-    certificate: Arc<PeerCertificate>,
+    certificate: Arc<CertificateInfo>,
     share: Arc<Budget>,
     mut receive: quinn::RecvStream,
 ) {

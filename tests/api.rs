@@ -25,7 +25,10 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 mod support;
-use support::memory::{Store, spawn_peer, wall_clock_ms};
+use support::memory::{
+    API_CERTIFICATE_NOT_AFTER, OWN_CERTIFICATE_NOT_AFTER, PEER_B_CERTIFICATE_NOT_AFTER, Store,
+    spawn_peer, wall_clock_ms,
+};
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -1895,6 +1898,36 @@ async fn metrics_expose_the_peer_counters_in_openmetrics_text() {
             answer.text
         );
     }
+}
+
+#[tokio::test]
+async fn metrics_expose_certificate_expiries_reloads_and_connections() {
+    let api = Api::new();
+    let answer = api.get("/metrics").await;
+    // peer-c is not connected: no series for it.
+    for line in [
+        format!("aqueduct_tls_certificate_expiry_timestamp_seconds {OWN_CERTIFICATE_NOT_AFTER}"),
+        format!(
+            "aqueduct_tls_peer_certificate_expiry_timestamp_seconds{{peer=\"peer-b\"}} \
+             {PEER_B_CERTIFICATE_NOT_AFTER}"
+        ),
+        "aqueduct_tls_reloads_total{result=\"ok\"} 2".to_owned(),
+        "aqueduct_tls_reloads_total{result=\"refused\"} 1".to_owned(),
+        format!(
+            "aqueduct_api_tls_certificate_expiry_timestamp_seconds {API_CERTIFICATE_NOT_AFTER}"
+        ),
+        "aqueduct_api_tls_reloads_total{result=\"ok\"} 1".to_owned(),
+        "aqueduct_api_tls_reloads_total{result=\"refused\"} 0".to_owned(),
+        "aqueduct_gossip_connections_established_total{side=\"dialled\"} 0".to_owned(),
+        "aqueduct_gossip_connections_established_total{side=\"accepted\"} 0".to_owned(),
+    ] {
+        assert!(
+            answer.text.lines().any(|l| l == line),
+            "no {line:?} in\n{}",
+            answer.text
+        );
+    }
+    assert!(!answer.text.contains("peer-c"), "{}", answer.text);
 }
 
 // ---------------------------------------------------------------------------

@@ -11,11 +11,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aqueduct::api::server::{self, ApiTls, ServerOptions};
+use aqueduct::api::server::{self, ApiTls, ApiTlsError, ServerOptions};
 use aqueduct::api::{ApiOptions, EVENT_STREAMS_PER_IP_MAX, router};
-use aqueduct::certs::{self, NodeName};
+use aqueduct::certs::{self, NodeName, PemPair};
 use aqueduct::crdt::{Replica, ReplicaId};
 use aqueduct::daemon::Listening;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -377,12 +379,52 @@ fn issue_certificate(dir: &TempDir) -> std::path::PathBuf {
 
 /// `GET path` over TLS, trusting `tls/ca.pem` and expecting `peer-a`.
 async fn get_over_tls(addr: SocketAddr, tls: &std::path::Path, path: &str) -> (u16, String) {
+    exchange(&mut connect_tls(addr, tls).await, path).await
+}
+
+/// A TLS connection to `addr`, trusting `tls/ca.pem` and expecting
+/// `peer-a`.
+async fn connect_tls(
+    addr: SocketAddr,
+    tls: &std::path::Path,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let config = server::client_tls_config(&tls.join("ca.pem")).expect("client TLS");
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("peer-a").expect("a DNS name");
-    let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
-    exchange(&mut stream, path).await
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// The certificate the server presented on `stream`.
+fn presented(stream: &tokio_rustls::client::TlsStream<TcpStream>) -> CertificateDer<'static> {
+    let certificates = stream.get_ref().1.peer_certificates();
+    certificates.expect("a certificate")[0].clone()
+}
+
+/// A server of `peer-a`'s certificate in `dir/tls` (see
+/// [`issue_certificate`]), and a copy of its TLS identity to replace it
+/// through.
+async fn https_server(dir: &TempDir) -> (Server, ApiTls) {
+    let tls = issue_certificate(dir);
+    let api_tls = ApiTls::load(&tls.join("node.pem"), &tls.join("node.key")).expect("TLS");
+    let server = Server::start(ServerOptions {
+        tls: Some(api_tls.clone()),
+        ..quick()
+    })
+    .await;
+    (server, api_tls)
+}
+
+/// A new certificate for `name` from the CA in `dir/ca`, in `dir/<out>`.
+fn reissue(dir: &TempDir, name: &str, out: &str) -> PemPair {
+    let out = dir.path().join(out);
+    let name = NodeName::new(name).expect("name");
+    certs::issue(&dir.path().join("ca"), &name, &out).expect("a certificate");
+    PemPair::node(&out).expect("the new pair")
+}
+
+fn der_of(pair: &PemPair) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pair.cert().1).expect("a PEM certificate")
 }
 
 #[tokio::test]
@@ -402,6 +444,40 @@ async fn https_serves_a_client_that_trusts_the_ca() {
     .await;
     let (status, body) = get_over_tls(server.addr, &tls, "/health").await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_served_to_new_connections_while_open_ones_go_on() {
+    let dir = TempDir::new("api-https-replace");
+    let (server, mut api_tls) = https_server(&dir).await;
+    let tls = dir.path().join("tls");
+    let mut open = connect_tls(server.addr, &tls).await;
+    let old = presented(&open);
+    let pair = reissue(&dir, "peer-a", "tls-new");
+
+    api_tls.replace(&pair).expect("the same host names");
+    let fresh = connect_tls(server.addr, &tls).await;
+
+    assert_eq!(presented(&fresh), der_of(&pair));
+    assert_ne!(presented(&fresh), old);
+    assert_eq!(exchange(&mut open, "/health").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_replacement_for_other_host_names_is_refused_and_the_served_certificate_stays() {
+    let dir = TempDir::new("api-https-other-names");
+    let (server, mut api_tls) = https_server(&dir).await;
+    let tls = dir.path().join("tls");
+    let old = presented(&connect_tls(server.addr, &tls).await);
+
+    let refused = api_tls.replace(&reissue(&dir, "peer-b", "tls-b"));
+
+    assert!(
+        matches!(&refused, Err(ApiTlsError::OtherNames { serving, found, .. })
+            if serving.contains(&"peer-a".to_owned()) && found.contains(&"peer-b".to_owned())),
+        "{refused:?}"
+    );
+    assert_eq!(presented(&connect_tls(server.addr, &tls).await), old);
 }
 
 #[tokio::test]

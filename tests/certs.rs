@@ -1,5 +1,6 @@
 //! Certificates: creating the cluster CA and node certificates, loading and
-//! checking a TLS directory, and mutual TLS between QUIC endpoints.
+//! checking a TLS directory, mutual TLS between QUIC endpoints, replacing
+//! a node's certificate while its endpoints run, and revocations.
 
 use std::error::Error;
 use std::fs;
@@ -11,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aqueduct::certs::{
-    self, CaRevocationVerifier, CertError, MESH_SERVER_NAME, NodeName, PeerCertificate,
-    TlsIdentity, ensure_self_made, init_ca, issue, peer_id_of, peer_of,
+    self, CaRevocationVerifier, CertError, CertificateInfo, MESH_SERVER_NAME, NodeName,
+    NodeValidity, PemPair, TlsIdentity, ensure_self_made, init_ca, issue, issue_for, peer_id_of,
+    peer_of,
 };
 use aqueduct::gossip::wire::ALPN;
 use aqueduct::gossip::{PeerId, Revocation, RevocationVerifier};
@@ -20,7 +22,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -68,13 +70,70 @@ fn mode_of(path: &Path) -> u32 {
 /// A CA in `dir/<ca>` and a node `node` issued by it into `dir/<node>`;
 /// returns the node's TLS dir.
 fn node_of(dir: &TempDir, ca: &str, node: &str) -> PathBuf {
+    issued_into(dir, ca, node, node)
+}
+
+/// A CA in `dir/<ca>` (made if missing) and a certificate for `node`
+/// issued by it into `dir/<out>`; returns that directory.
+fn issued_into(dir: &TempDir, ca: &str, node: &str, out: &str) -> PathBuf {
     let ca_dir = dir.join(ca);
     if !ca_dir.join(certs::CA_CERT_FILE).exists() {
         init_ca(&ca_dir).expect("init_ca");
     }
-    let tls_dir = dir.join(node);
+    let tls_dir = dir.join(out);
     issue(&ca_dir, &name(node), &tls_dir).expect("issue");
     tls_dir
+}
+
+/// A new certificate and key for `node` from the CA in `dir/<ca>`, read
+/// as a replacement would be.
+fn reissued(dir: &TempDir, ca: &str, node: &str) -> PemPair {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let out = format!("{node}-reissued-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    PemPair::node(&issued_into(dir, ca, node, &out)).expect("read the new pair")
+}
+
+/// Accepts every connection on `endpoint` and echoes every stream on it;
+/// reports the certificate each client presented, and keeps serving.
+fn serve_echoes(endpoint: quinn::Endpoint) -> mpsc::UnboundedReceiver<CertificateInfo> {
+    let (report, certificates) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let Ok(connection) = incoming.await else {
+                continue;
+            };
+            let _ = report.send(peer_of(&connection).expect("a client certificate"));
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                    let data = recv.read_to_end(1024).await.expect("read request");
+                    send.write_all(&data).await.expect("write echo");
+                    send.finish().expect("finish echo");
+                }
+            });
+        }
+    });
+    certificates
+}
+
+/// Connects to `server`; the connection, kept open.
+async fn connect(client: &quinn::Endpoint, server: SocketAddr) -> quinn::Connection {
+    let connecting = client.connect(server, MESH_SERVER_NAME).expect("connect");
+    timeout(DEADLINE, connecting)
+        .await
+        .expect("handshake within the deadline")
+        .expect("handshake")
+}
+
+/// Sends `payload` on a new stream of `connection`; the echo.
+async fn echo_on(connection: &quinn::Connection, payload: &[u8]) -> Vec<u8> {
+    timeout(DEADLINE, async {
+        let (mut send, mut recv) = connection.open_bi().await.expect("open stream");
+        send.write_all(payload).await.expect("write");
+        send.finish().expect("finish");
+        recv.read_to_end(1024).await.expect("read echo")
+    })
+    .await
+    .expect("echo within the deadline")
 }
 
 fn identity(tls_dir: &Path) -> TlsIdentity {
@@ -186,7 +245,7 @@ fn serve_one_echo(endpoint: quinn::Endpoint) -> oneshot::Receiver<Served> {
                     let data = recv.read_to_end(1024).await.expect("read request");
                     send.write_all(&data).await.expect("write echo");
                     send.finish().expect("finish echo");
-                    let PeerCertificate {
+                    let CertificateInfo {
                         name: peer,
                         peer: peer_id,
                         ..
@@ -214,7 +273,7 @@ async fn echo_through(
     send.write_all(payload).await?;
     send.finish()?;
     let echo = recv.read_to_end(1024).await?;
-    let PeerCertificate {
+    let CertificateInfo {
         name: peer,
         peer: peer_id,
         ..
@@ -611,6 +670,211 @@ fn ensure_self_made_refuses_a_half_complete_dir_naming_what_is_missing() -> Test
     Ok(())
 }
 
+#[test]
+fn issue_for_gives_a_certificate_valid_for_the_days_asked() -> TestResult {
+    let dir = TempDir::new();
+    let ca = new_ca(&dir);
+    let tls_dir = dir.join("node-1");
+    let now = unix_now();
+
+    issue_for(&ca, &name("node-1"), &tls_dir, NodeValidity::days(3)?)?;
+
+    let not_after = identity(&tls_dir).certificate().not_after;
+    let three_days = 3 * 24 * 60 * 60;
+    assert!(
+        (now + three_days - 60..=now + three_days + 60).contains(&not_after),
+        "not after {not_after}, expected about {}",
+        now + three_days
+    );
+    Ok(())
+}
+
+#[test]
+fn validities_outside_one_day_to_ten_years_are_refused() {
+    for days in [0, -1, 3651, i64::MAX, i64::MIN] {
+        let err = NodeValidity::days(days).expect_err("out of bounds");
+        assert!(
+            matches!(err, CertError::InvalidValidity { .. }),
+            "{days}: {err}"
+        );
+    }
+    for text in ["", "three", "3d", "1.5", "99999999999999999999"] {
+        let err = text
+            .parse::<NodeValidity>()
+            .expect_err("not a number of days");
+        assert!(
+            matches!(err, CertError::InvalidValidity { .. }),
+            "{text:?}: {err}"
+        );
+    }
+    for days in [1, 90, 3650] {
+        let validity = NodeValidity::days(days).expect("in bounds");
+        assert_eq!(i64::from(validity.as_days()), days);
+    }
+}
+
+#[test]
+fn a_certificate_that_would_outlive_its_ca_is_not_issued() -> TestResult {
+    let dir = TempDir::new();
+    let ca = new_ca(&dir);
+    let out = dir.join("node-1");
+
+    // The CA was made a moment ago for 3650 days: a node certificate for
+    // 3650 days from now would end after it.
+    let err = issue_for(&ca, &name("node-1"), &out, NodeValidity::days(3650)?)
+        .expect_err("outlives the CA");
+
+    assert!(matches!(err, CertError::OutlivesCa { .. }), "{err}");
+    assert!(!out.join(certs::NODE_CERT_FILE).exists());
+    Ok(())
+}
+
+/// What [`reconnect_around_a_replacement`] saw.
+struct AroundReplacement {
+    /// alpha's certificate before and after the replacement.
+    old: CertificateInfo,
+    new: CertificateInfo,
+    /// The connection made before the replacement, and the one after.
+    before: quinn::Connection,
+    after: quinn::Connection,
+    /// The certificates the server was presented, in order.
+    presented: mpsc::UnboundedReceiver<CertificateInfo>,
+}
+
+/// Nodes alpha and beta of one CA, one serving and the other dialling
+/// (alpha serves if `alpha_serves`): a connection, then alpha's pair
+/// replaced with a new one, then a second connection.
+async fn reconnect_around_a_replacement(alpha_serves: bool) -> AroundReplacement {
+    let dir = TempDir::new();
+    let mut alpha = identity(&node_of(&dir, "ca", "alpha"));
+    let beta = identity(&node_of(&dir, "ca", "beta"));
+    let (serving, dialling) = if alpha_serves {
+        (&alpha, &beta)
+    } else {
+        (&beta, &alpha)
+    };
+    let listener = server(serving);
+    let presented = serve_echoes(listener.clone());
+    let dialler = client(dialling);
+    let before = connect(&dialler, addr_of(&listener)).await;
+    let old = alpha.certificate().clone();
+
+    let new = alpha
+        .replace(&reissued(&dir, "ca", "alpha"))
+        .expect("a valid pair for the same node")
+        .clone();
+    let after = connect(&dialler, addr_of(&listener)).await;
+    assert_ne!(new.serial, old.serial);
+    AroundReplacement {
+        old,
+        new,
+        before,
+        after,
+        presented,
+    }
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_presented_by_new_server_handshakes_while_open_connections_go_on()
+{
+    let seen = reconnect_around_a_replacement(true).await;
+
+    assert_eq!(peer_of(&seen.before).expect("certificate"), seen.old);
+    assert_eq!(peer_of(&seen.after).expect("certificate"), seen.new);
+    assert_eq!(echo_on(&seen.before, b"still here").await, b"still here");
+    assert!(seen.before.close_reason().is_none());
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_presented_by_new_client_handshakes_while_open_connections_go_on()
+{
+    let mut seen = reconnect_around_a_replacement(false).await;
+
+    assert_eq!(seen.presented.recv().await, Some(seen.old));
+    assert_eq!(seen.presented.recv().await, Some(seen.new));
+    assert_eq!(echo_on(&seen.before, b"still here").await, b"still here");
+    assert!(seen.before.close_reason().is_none());
+}
+
+#[test]
+fn a_certificate_file_over_the_size_bound_is_refused() -> TestResult {
+    let dir = TempDir::new();
+    let tls_dir = node_of(&dir, "ca", "alpha");
+    let oversize = usize::try_from(certs::PEM_BYTES_MAX)? + 1;
+    fs::write(tls_dir.join(certs::NODE_CERT_FILE), vec![b'A'; oversize])?;
+
+    let err = PemPair::node(&tls_dir).expect_err("too large");
+
+    assert!(matches!(err, CertError::TooLarge { .. }), "{err}");
+    Ok(())
+}
+
+/// Replaces `alpha`'s pair with `pair`, which must be refused; checks that
+/// nothing changed and returns the error.
+fn refused_replacement(alpha: &mut TlsIdentity, pair: &PemPair) -> CertError {
+    let (certificate, fingerprint) = (alpha.certificate().clone(), alpha.fingerprint());
+    let err = alpha.replace(pair).expect_err("refused");
+    assert_eq!(alpha.certificate(), &certificate, "{err}");
+    assert_eq!(alpha.fingerprint(), fingerprint, "{err}");
+    err
+}
+
+#[test]
+fn a_replacement_for_another_node_is_refused_and_the_pair_in_use_stays() {
+    let dir = TempDir::new();
+    let mut alpha = identity(&node_of(&dir, "ca", "alpha"));
+
+    let err = refused_replacement(&mut alpha, &reissued(&dir, "ca", "beta"));
+
+    assert!(
+        matches!(&err, CertError::OtherNode { running, found, .. }
+            if *running == name("alpha") && *found == name("beta")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_half_written_replacement_is_refused_and_the_pair_in_use_stays() -> TestResult {
+    let dir = TempDir::new();
+    let alpha_dir = node_of(&dir, "ca", "alpha");
+    let mut alpha = identity(&alpha_dir);
+    // The new certificate is in place, its key not yet.
+    let new = issued_into(&dir, "ca", "alpha", "alpha-new");
+    fs::copy(
+        new.join(certs::NODE_CERT_FILE),
+        alpha_dir.join(certs::NODE_CERT_FILE),
+    )?;
+
+    let err = refused_replacement(&mut alpha, &PemPair::node(&alpha_dir)?);
+
+    assert!(matches!(err, CertError::KeyMismatch { .. }), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_replacement_from_another_ca_is_refused_and_the_pair_in_use_stays() {
+    let dir = TempDir::new();
+    let mut alpha = identity(&node_of(&dir, "ca", "alpha"));
+
+    let err = refused_replacement(&mut alpha, &reissued(&dir, "other-ca", "alpha"));
+
+    assert!(matches!(err, CertError::Untrusted { .. }), "{err}");
+}
+
+/// A CA in `dir/ca`; its directory.
+fn new_ca(dir: &TempDir) -> PathBuf {
+    let ca = dir.join("ca");
+    init_ca(&ca).expect("init_ca");
+    ca
+}
+
+fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since.as_secs()).expect("seconds fit")
+}
+
 // ---------------------------------------------------------------------------
 // Revocation.
 
@@ -735,16 +999,16 @@ fn alpha_revoking_mallory(dir: &TempDir) -> (TlsIdentity, TlsIdentity) {
     (alpha, mallory)
 }
 
-#[tokio::test]
-async fn a_revoked_client_certificate_is_refused_at_the_handshake() {
-    let dir = TempDir::new();
-    let (alpha, mallory) = alpha_revoking_mallory(&dir);
-    let listener = server(&alpha);
-    let served = serve_one_echo(listener.clone());
-
+/// Asserts that `listener` (serving one echo, reported by `served`)
+/// refuses the client of `dialler` at the handshake.
+async fn assert_server_refuses(
+    listener: &quinn::Endpoint,
+    served: oneshot::Receiver<Served>,
+    dialler: &TlsIdentity,
+) {
     let echoed = timeout(
         DEADLINE,
-        echo_through(&client(&mallory), addr_of(&listener), b"still here?"),
+        echo_through(&client(dialler), addr_of(listener), b"still here?"),
     )
     .await
     .expect("the stream I/O must fail within the deadline, not hang");
@@ -760,15 +1024,13 @@ async fn a_revoked_client_certificate_is_refused_at_the_handshake() {
     assert!(matches!(served, Served::Refused), "{served:?}");
 }
 
-#[tokio::test]
-async fn a_revoked_server_certificate_is_refused_by_the_client() {
-    let dir = TempDir::new();
-    let (alpha, mallory) = alpha_revoking_mallory(&dir);
-    let listener = server(&mallory);
+/// Asserts that the client of `dialler` refuses the server of `serving`.
+async fn assert_client_refuses(dialler: &TlsIdentity, serving: &TlsIdentity) {
+    let listener = server(serving);
     let _served = serve_one_echo(listener.clone());
 
     let connected = timeout(DEADLINE, async {
-        client(&alpha)
+        client(dialler)
             .connect(addr_of(&listener), MESH_SERVER_NAME)?
             .await
             .map_err(Box::<dyn Error>::from)
@@ -777,4 +1039,91 @@ async fn a_revoked_server_certificate_is_refused_by_the_client() {
     .expect("the handshake must end within the deadline");
 
     assert!(connected.is_err(), "connected to a revoked server");
+}
+
+#[tokio::test]
+async fn a_revoked_client_certificate_is_refused_at_the_handshake() {
+    let dir = TempDir::new();
+    let (alpha, mallory) = alpha_revoking_mallory(&dir);
+    let listener = server(&alpha);
+    let served = serve_one_echo(listener.clone());
+
+    assert_server_refuses(&listener, served, &mallory).await;
+}
+
+#[tokio::test]
+async fn a_revoked_server_certificate_is_refused_by_the_client() {
+    let dir = TempDir::new();
+    let (alpha, mallory) = alpha_revoking_mallory(&dir);
+
+    assert_client_refuses(&alpha, &mallory).await;
+}
+
+#[tokio::test]
+async fn a_revoked_client_cannot_come_back_by_resuming_an_earlier_session() {
+    let dir = TempDir::new();
+    let alpha_dir = node_of(&dir, "ca", "alpha");
+    let mallory_dir = node_of(&dir, "ca", "mallory");
+    let alpha = identity(&alpha_dir);
+    let listener = server(&alpha);
+    let _presented = serve_echoes(listener.clone());
+    // Mallory's own client, not ours: it keeps and offers any session
+    // ticket it is given (a resumed TLS 1.3 session would skip the server's
+    // client-certificate verifier).
+    let mallory = Outsider::new(&mallory_dir, &alpha_dir).client();
+    let member = connect(&mallory, addr_of(&listener)).await;
+    // A round trip after the handshake: any ticket has arrived by then.
+    assert_eq!(echo_on(&member, b"a member").await, b"a member");
+    member.close(0u32.into(), b"done");
+
+    alpha
+        .revoked()
+        .insert(revoke(&dir, "mallory", "mallory.revocation"));
+    let again = timeout(
+        DEADLINE,
+        echo_through(&mallory, addr_of(&listener), b"resumed?"),
+    )
+    .await
+    .expect("the stream I/O must fail within the deadline, not hang");
+
+    assert!(again.is_err(), "the revoked client got back in: {again:?}");
+}
+
+#[tokio::test]
+async fn a_replaced_identity_keeps_enforcing_revocations_on_both_sides() {
+    let dir = TempDir::new();
+    let mut alpha = identity(&node_of(&dir, "ca", "alpha"));
+    let mallory = identity(&node_of(&dir, "ca", "mallory"));
+    let listener = server(&alpha);
+    let served = serve_one_echo(listener.clone());
+
+    alpha
+        .replace(&reissued(&dir, "ca", "alpha"))
+        .expect("a valid pair for the same node");
+    alpha
+        .revoked()
+        .insert(revoke(&dir, "mallory", "mallory.revocation"));
+
+    // The server made before the replacement refuses mallory, and a
+    // client made after it refuses mallory's server.
+    assert_server_refuses(&listener, served, &mallory).await;
+    assert_client_refuses(&alpha, &mallory).await;
+}
+
+#[test]
+fn a_revoked_replacement_is_refused_and_the_pair_in_use_stays() {
+    let dir = TempDir::new();
+    // A pair of mallory's issued before the revocation (a stolen one)...
+    let stolen = reissued(&dir, "ca", "mallory");
+    let revocation = revoke(&dir, "mallory", "mallory.revocation");
+    // ...while mallory runs with one issued after it.
+    let mut mallory = identity(&node_of(&dir, "ca", "mallory"));
+    mallory.revoked().insert(revocation);
+
+    let err = refused_replacement(&mut mallory, &stolen);
+
+    assert!(
+        matches!(&err, CertError::Revoked { name: revoked, .. } if *revoked == name("mallory")),
+        "{err}"
+    );
 }

@@ -270,6 +270,72 @@ fn certs_init_refuses_to_overwrite_a_ca() {
     assert_eq!(std::fs::read(out.join("ca.key")).expect("key"), before);
 }
 
+/// `aqueduct certs issue` for `node-1` into `dir/<out>` with `extra`
+/// arguments: (success, stderr, the certificate's expiry if one was
+/// written).
+fn issue_with(cluster: &Cluster, out: &str, extra: &[&str]) -> (bool, String, Option<i64>) {
+    let out = cluster.dir.path().join(out);
+    let ca = cluster.ca_dir();
+    let mut args = vec![
+        "certs",
+        "issue",
+        "--ca",
+        ca.to_str().expect("utf-8"),
+        "--name",
+        "node-1",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    let (ok, stderr) = run_to_exit(&args);
+    let not_after = out
+        .join("node.pem")
+        .exists()
+        .then(|| aqueduct::certs::TlsIdentity::load(&out).expect("a valid identity"))
+        .map(|identity| identity.certificate().not_after);
+    (ok, stderr, not_after)
+}
+
+fn days_from_now(days: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    i64::try_from(now).expect("seconds fit") + days * 24 * 60 * 60
+}
+
+#[test]
+fn certs_issue_days_sets_the_validity_and_defaults_to_two_years() {
+    let cluster = Cluster::new("issue-days");
+    for (out, extra, days) in [
+        ("three", &["--days", "3"][..], 3),
+        ("default", &[][..], 730),
+    ] {
+        let (ok, stderr, not_after) = issue_with(&cluster, out, extra);
+        assert!(ok, "{extra:?}: {stderr}");
+        let not_after = not_after.expect("a certificate");
+        let expected = days_from_now(days);
+        assert!(
+            (expected - 60..=expected + 60).contains(&not_after),
+            "{extra:?}: not after {not_after}, expected about {expected}"
+        );
+    }
+}
+
+#[test]
+fn certs_issue_refuses_days_out_of_bounds_clearly_and_writes_nothing() {
+    let cluster = Cluster::new("issue-bad-days");
+    for days in ["0", "-5", "3651", "99999999999", "two"] {
+        let (ok, stderr, written) = issue_with(&cluster, days, &["--days", days]);
+        assert!(!ok, "--days {days} was taken");
+        assert!(
+            stderr.contains("invalid validity") && stderr.contains(days),
+            "--days {days}: {stderr}"
+        );
+        assert_eq!(written, None, "--days {days}");
+    }
+}
+
 #[test]
 fn bare_aqueduct_is_run_and_reads_the_environment() {
     let cwd = TempDir::new("bare");

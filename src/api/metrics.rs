@@ -24,6 +24,7 @@ use super::server::{ConnectionCounts, ConnectionStats};
 use crate::gossip::PeerState;
 use crate::haproxy::driver::{ApplyStatus, Driver};
 use crate::peer::Status;
+use crate::tls_reload::Reloads;
 
 /// What `prometheus_client`'s text encoder produces.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -247,6 +248,7 @@ fn render(
         Unit::Seconds,
         ConstGauge::new(status.uptime_seconds),
     );
+    register_tls(&mut registry, status);
 
     if let Some(haproxy) = haproxy {
         register_haproxy(&mut registry, haproxy);
@@ -258,6 +260,84 @@ fn render(
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String cannot fail");
     text
+}
+
+/// Certificates and gossip connections, prefixed `aqueduct_tls_` and
+/// `aqueduct_gossip_`.
+fn register_tls(registry: &mut Registry, status: &Status) {
+    let tls = &status.tls;
+    let counters = &status.counters;
+    registry.register_with_unit(
+        "tls_certificate_expiry_timestamp",
+        "When this peer's certificate (the one new handshakes present) expires, in Unix time",
+        Unit::Seconds,
+        ConstGauge::new(tls.certificate.not_after),
+    );
+    // One series per connected peer (bounded by the peers SWIM knows);
+    // gone once its connection is.
+    let peers = Family::<[(&'static str, String); 1], Gauge>::default();
+    for peer in &status.peers {
+        if let (Some(name), Some(not_after)) = (&peer.name, peer.certificate_not_after) {
+            peers
+                .get_or_create(&[("peer", name.clone())])
+                .set(not_after);
+        }
+    }
+    registry.register_with_unit(
+        "tls_peer_certificate_expiry_timestamp",
+        "When the certificate each connected peer presented for its connection expires, \
+         in Unix time",
+        Unit::Seconds,
+        peers,
+    );
+    registry.register(
+        "tls_reloads",
+        "Replacements of this peer's certificate and key (SIGHUP or changed files): taken (ok) \
+         or refused, the previous pair kept",
+        reloads_by_result(tls.reloads),
+    );
+    if let Some(api) = &tls.api {
+        registry.register_with_unit(
+            "api_tls_certificate_expiry_timestamp",
+            "When the API's HTTPS certificate (the one new handshakes present) expires, in Unix \
+             time",
+            Unit::Seconds,
+            ConstGauge::new(api.not_after),
+        );
+        registry.register(
+            "api_tls_reloads",
+            "Replacements of the API's HTTPS certificate and key (SIGHUP or changed files): taken \
+             (ok) or refused, the previous pair kept",
+            reloads_by_result(api.reloads),
+        );
+    }
+    registry.register(
+        "gossip_connections_established",
+        "Gossip connections established (handshake done, identity accepted), by who dialled",
+        counters_by(
+            "side",
+            [
+                ("dialled", counters.connections_dialled),
+                ("accepted", counters.connections_accepted),
+            ],
+        ),
+    );
+}
+
+fn reloads_by_result(reloads: Reloads) -> Family<[(&'static str, &'static str); 1], Counter> {
+    counters_by("result", [("ok", reloads.ok), ("refused", reloads.refused)])
+}
+
+/// A family of counters with one label: a series per value.
+fn counters_by<const N: usize>(
+    label: &'static str,
+    counts: [(&'static str, u64); N],
+) -> Family<[(&'static str, &'static str); 1], Counter> {
+    let family = Family::<[(&'static str, &'static str); 1], Counter>::default();
+    for (value, count) in counts {
+        family.get_or_create(&[(label, value)]).inc_by(count);
+    }
+    family
 }
 
 /// The HAProxy driver's series, prefixed `aqueduct_haproxy_`.

@@ -42,6 +42,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -49,6 +50,7 @@ use tokio::task::JoinSet;
 use tower_service::Service;
 
 use super::ip_slots::{IpSlots, Refused};
+use crate::certs::{CertError, PemPair, ReplaceableKey};
 
 /// Time a client has to send a request head (and to finish a TLS handshake).
 pub const HEADER_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
@@ -111,13 +113,24 @@ impl std::fmt::Debug for ServerOptions {
     }
 }
 
-/// The API's TLS identity (`--api-tls-cert`, `--api-tls-key`).
+/// The API's TLS identity (`--api-tls-cert`, `--api-tls-key`). Clones
+/// share the certificate served: [`ApiTls::replace`] on one reaches the
+/// handshakes of a server holding another.
 #[derive(Clone)]
 pub struct ApiTls {
     acceptor: tokio_rustls::TlsAcceptor,
     /// The DNS names of the certificate: clients reach the API by them,
     /// so they are among the API's own `Host` names.
     host_names: Vec<String>,
+    /// The certificate and key every new handshake presents.
+    served: Arc<ReplaceableKey>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    /// When the certificate served expires (Unix seconds).
+    not_after: i64,
+    /// The [`PemPair::fingerprint`] of the files it came from.
+    fingerprint: u64,
 }
 
 /// Why TLS material is unusable.
@@ -131,6 +144,9 @@ pub enum ApiTlsError {
         /// Why.
         source: std::io::Error,
     },
+    /// The certificate or key file could not be read.
+    #[error(transparent)]
+    Files(#[from] CertError),
     /// A file holds no usable PEM of the kind expected.
     #[error("{path}: {reason}")]
     Pem {
@@ -139,31 +155,73 @@ pub enum ApiTlsError {
         /// What is missing or wrong.
         reason: String,
     },
+    /// A replacement certificate names other hosts than the one served
+    /// since start: the API's own `Host` names were taken from that one.
+    #[error(
+        "{path}: the certificate is for {found:?}, but the API serves {serving:?} (its Host \
+         names); restart the peer to change them"
+    )]
+    OtherNames {
+        /// The certificate file.
+        path: PathBuf,
+        /// The DNS names served.
+        serving: Vec<String>,
+        /// The DNS names of the replacement.
+        found: Vec<String>,
+    },
     /// rustls refused the material (a key that does not match, say).
     #[error("TLS: {0}")]
     Rustls(#[from] rustls::Error),
 }
 
+/// A checked certificate chain and key, ready to serve.
+struct Checked {
+    key: CertifiedKey,
+    host_names: Vec<String>,
+    not_after: i64,
+}
+
 impl ApiTls {
     /// Loads a PEM certificate chain and its private key.
     pub fn load(cert: &Path, key: &Path) -> Result<ApiTls, ApiTlsError> {
-        let chain = read_certificates(cert)?;
-        let host_names = dns_names(&chain[0]);
-        let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| ApiTlsError::Pem {
-            path: key.to_owned(),
-            reason: format!("no private key: {e}"),
-        })?;
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let pair = PemPair::read(cert, key)?;
+        let checked = check(&pair, &provider)?;
+        let served = ReplaceableKey::new(checked.key);
+        let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(served.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(ApiTls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-            host_names,
+            host_names: checked.host_names,
+            served,
+            provider,
+            cert_path: cert.to_owned(),
+            key_path: key.to_owned(),
+            not_after: checked.not_after,
+            fingerprint: pair.fingerprint(),
         })
+    }
+
+    /// Serves the certificate and key of `pair` from the next handshake
+    /// on (open connections keep theirs), if they pass the checks of
+    /// [`ApiTls::load`] and name the same hosts; if not, nothing changes.
+    /// Returns when the new certificate expires (Unix seconds).
+    pub fn replace(&mut self, pair: &PemPair) -> Result<i64, ApiTlsError> {
+        let checked = check(pair, &self.provider)?;
+        if checked.host_names != self.host_names {
+            return Err(ApiTlsError::OtherNames {
+                path: pair.cert().0.to_owned(),
+                serving: self.host_names.clone(),
+                found: checked.host_names,
+            });
+        }
+        self.served.replace(checked.key);
+        self.not_after = checked.not_after;
+        self.fingerprint = pair.fingerprint();
+        Ok(self.not_after)
     }
 
     /// The certificate's DNS names (lower case), which a request's `Host`
@@ -171,6 +229,47 @@ impl ApiTls {
     pub fn host_names(&self) -> &[String] {
         &self.host_names
     }
+
+    /// The certificate file and the key file.
+    pub fn files(&self) -> (&Path, &Path) {
+        (&self.cert_path, &self.key_path)
+    }
+
+    /// When the certificate served expires (Unix seconds).
+    pub fn not_after(&self) -> i64 {
+        self.not_after
+    }
+
+    /// The [`PemPair::fingerprint`] of the files the certificate served
+    /// came from.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+}
+
+/// Checks that the key of `pair` belongs to the first certificate of its
+/// chain.
+fn check(
+    pair: &PemPair,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Checked, ApiTlsError> {
+    let ((cert_path, cert), (key_path, key)) = (pair.cert(), pair.key());
+    let chain = certificates_in(cert_path, cert)?;
+    let pem = |path: &Path, reason: String| ApiTlsError::Pem {
+        path: path.to_owned(),
+        reason,
+    };
+    let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+        .map_err(|e| pem(cert_path, format!("not a certificate: {e}")))?;
+    let host_names = dns_names(&leaf);
+    let not_after = leaf.validity().not_after.timestamp();
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .map_err(|e| pem(key_path, format!("no private key: {e}")))?;
+    Ok(Checked {
+        key: CertifiedKey::from_der(chain, key, provider)?,
+        host_names,
+        not_after,
+    })
 }
 
 /// A client's TLS configuration trusting the certificates in `ca_pem` (for
@@ -210,26 +309,28 @@ fn read(path: &Path) -> Result<Vec<u8>, ApiTlsError> {
 
 /// Every certificate in a PEM file; none is an error.
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ApiTlsError> {
-    let pem = |reason: String| ApiTlsError::Pem {
+    certificates_in(path, &read(path)?)
+}
+
+/// Every certificate in `pem`, read from `path`; none is an error.
+fn certificates_in(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ApiTlsError> {
+    let refuse = |reason: String| ApiTlsError::Pem {
         path: path.to_owned(),
         reason,
     };
-    let certificates = CertificateDer::pem_slice_iter(&read(path)?)
+    let certificates = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem(format!("bad PEM: {e}")))?;
+        .map_err(|e| refuse(format!("bad PEM: {e}")))?;
     if certificates.is_empty() {
-        return Err(pem("no certificate".to_owned()));
+        return Err(refuse("no certificate".to_owned()));
     }
     Ok(certificates)
 }
 
 /// The DNS names among `certificate`'s subject alternative names, lower
-/// case (none if it does not parse: rustls refuses it later anyway).
-fn dns_names(certificate: &CertificateDer<'_>) -> Vec<String> {
-    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(certificate) else {
-        return Vec::new();
-    };
-    let Ok(Some(names)) = parsed.subject_alternative_name() else {
+/// case.
+fn dns_names(certificate: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(names)) = certificate.subject_alternative_name() else {
         return Vec::new();
     };
     names

@@ -4,10 +4,19 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aqueduct::certs::{CertificateInfo, NodeName};
 use aqueduct::crdt::{Command, Replica};
 use aqueduct::gossip::{ApplyReport, NodeStats, PeerId, PeerReport, PeerState, RevocationError};
 use aqueduct::peer::{Counters, Handle, PeerStatus, Request as PeerRequest, Status, WriteError};
+use aqueduct::tls_reload::{ApiCertificate, Reloads, TlsStatus};
 use tokio::sync::mpsc;
+
+/// When the fake peer's own certificate expires (Unix seconds)...
+pub const OWN_CERTIFICATE_NOT_AFTER: i64 = 1_800_000_000;
+/// ...the certificate of its one connected peer, peer-b...
+pub const PEER_B_CERTIFICATE_NOT_AFTER: i64 = 1_900_000_000;
+/// ...and its API's HTTPS certificate.
+pub const API_CERTIFICATE_NOT_AFTER: i64 = 1_850_000_000;
 
 /// Wall-clock ms, as the peer stamps writes.
 pub fn wall_clock_ms() -> u64 {
@@ -96,6 +105,7 @@ fn status_of(replica: &Replica, counters: &Counters) -> Status {
         generation: 1,
         state,
         connected,
+        certificate_not_after: connected.then_some(PEER_B_CERTIFICATE_NOT_AFTER),
         report: None,
         revoked_at: None,
     };
@@ -144,5 +154,20 @@ fn status_of(replica: &Replica, counters: &Counters) -> Status {
         counters: counters.clone(),
         convergence_lag_seconds: Some(0.5),
         uptime_seconds: 12.0,
+        // Reloaded twice and refused once; the API's reloaded once.
+        tls: TlsStatus {
+            certificate: CertificateInfo {
+                name: NodeName::new("peer-a").expect("a valid name"),
+                peer: PeerId(0xabc),
+                serial: "01".to_owned(),
+                not_before: OWN_CERTIFICATE_NOT_AFTER - 365 * 24 * 60 * 60,
+                not_after: OWN_CERTIFICATE_NOT_AFTER,
+            },
+            reloads: Reloads { ok: 2, refused: 1 },
+            api: Some(ApiCertificate {
+                not_after: API_CERTIFICATE_NOT_AFTER,
+                reloads: Reloads { ok: 1, refused: 0 },
+            }),
+        },
     }
 }

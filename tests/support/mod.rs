@@ -411,6 +411,13 @@ impl Peer {
         }
     }
 
+    /// SIGHUP: the peer reloads its certificate and key.
+    pub fn hangup(&self) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.pid()).expect("pid fits"))
+            .expect("non-zero pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("SIGHUP");
+    }
+
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
