@@ -1817,9 +1817,9 @@ fn a_lease_renewed_further_ahead_than_the_skew_is_refused() {
     );
 }
 
-#[test]
-fn a_replica_refuses_a_reused_dot_and_changes_nothing() {
-    let r = populated_replica();
+/// A value other than what `r` holds under its live mode's dot: a forged
+/// entry reusing that dot, and the dot.
+fn forged_over_mode(r: &Replica) -> (ConfigDelta, Dot) {
     let (key, field, live, stamped) = r
         .full_state()
         .entries()
@@ -1832,12 +1832,50 @@ fn a_replica_refuses_a_reused_dot_and_changes_nothing() {
         Mode::Tcp
     };
     let forged = single_entry(key, field, FieldValue::Mode(other), live, stamped.hlc);
-    let mut target = r.clone();
+    (forged, live)
+}
+
+#[test]
+fn a_replica_refuses_a_reused_dot_of_another_replica_and_changes_nothing() {
+    let r = populated_replica();
+    let (forged, live) = forged_over_mode(&r);
+    let mut other = replica(2);
+    other.join(&r.full_state()).expect("joins");
+    let mut target = other.clone();
     assert_eq!(
         target.join(&forged),
         Err(RemoteDeltaError::Join(JoinError::DotReused(live)))
     );
-    assert_eq!(replica_state(&target), replica_state(&r));
+    assert_eq!(replica_state(&target), replica_state(&other));
+}
+
+#[test]
+fn a_replica_leaves_out_a_value_forged_under_its_own_dot_and_writes_its_own_again() {
+    let r = populated_replica();
+    let (forged, live) = forged_over_mode(&r);
+    let mut victim = r.clone();
+    assert_eq!(
+        victim.join(&forged),
+        Ok(true),
+        "its own value under the dot is gone"
+    );
+    assert_eq!(victim.own_dots_claimed(), 1);
+    let repair = victim.rewrite_claimed(5_000);
+    assert!(
+        repair.context.contains(live),
+        "the dot is removed everywhere"
+    );
+    assert_eq!(
+        victim.view(),
+        r.view(),
+        "its own value is back, under a fresh dot"
+    );
+    let mut holder = replica(2);
+    holder.join(&r.full_state()).expect("joins");
+    holder
+        .join(&repair)
+        .expect("the repair joins where the genuine value was");
+    assert_eq!(holder.view(), r.view());
 }
 
 // ---------------------------------------------------------------------------

@@ -1727,3 +1727,104 @@ fn a_revocation_of_a_member_takes_it_out_of_the_active_members_at_once_when_evic
 
     assert!(!mesh.members(ids[0]).contains(&ids[2]));
 }
+
+/// A delta carrying `frontend`'s mode under `dot` (a forged write).
+fn forged_value(frontend: &str, dot: Dot, wall_ms: u64) -> ConfigDelta {
+    let mut delta = ConfigDelta::default();
+    delta.context.insert(dot);
+    delta.insert_entry(
+        ObjectKey::Frontend(frontend_name(frontend)),
+        FieldId::Mode,
+        dot,
+        Stamped {
+            hlc: Hlc {
+                wall_ms,
+                logical: 0,
+            },
+            value: FieldValue::Mode(Mode::Tcp),
+        },
+    );
+    delta
+}
+
+/// Whether any of `ids` holds an object named `frontend` at all.
+fn anyone_holds(mesh: &Mesh, ids: &[PeerId], frontend: &str) -> bool {
+    let key = ObjectKey::Frontend(frontend_name(frontend));
+    ids.iter().any(|&p| {
+        mesh.node(p)
+            .replica()
+            .full_state()
+            .entries()
+            .any(|(k, _, _, _)| *k == key)
+    })
+}
+
+#[test]
+fn a_value_forged_under_a_dot_the_replica_issued_is_removed_and_the_genuine_write_survives() {
+    let (mut mesh, ids) = Mesh::running(3, 45);
+    mesh.run_for(ms(50));
+    let (victim, receiver, forger) = (ids[0], ids[1], ids[2]);
+    mesh.execute(victim, &put_frontend("web", 80));
+    mesh.run_until(mesh.now + ms(100), Mesh::converged)
+        .expect("the mesh converges");
+    let issued = mesh
+        .node(victim)
+        .replica()
+        .context()
+        .max_counter(replica_id(0));
+
+    // The victim writes; its change is slow to reach the receiver, which
+    // first takes a value forged under the victim's very dot, and passes
+    // it on to everyone: the victim learns of it. Peers holding one value
+    // refuse the other as a reused dot, until the victim writes its value
+    // again under a fresh dot and removes the forged one.
+    mesh.drop_rule = Some(Box::new(move |_, to, m| {
+        to == receiver && matches!(m, Message::Broadcast { .. } | Message::SyncDelta { .. })
+    }));
+    mesh.execute(victim, &put_frontend("api", 81));
+    mesh.run_for(ms(20));
+    mesh.drop_rule = None;
+    let next = Dot::new(replica_id(0), issued + 1).expect("valid");
+    let id = Dot::new(replica_id(2), 1_000).expect("valid");
+    let forged = forged_value("evil", next, mesh.wall_ms());
+    mesh.inject(forger, receiver, &forged_broadcast(forger, id, forged));
+    assert!(anyone_holds(&mesh, &[receiver], "evil"));
+
+    mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
+        ids.iter()
+            .all(|&p| mesh.has_frontend(p, "api") && mesh.has_frontend(p, "web"))
+            && !anyone_holds(mesh, &ids, "evil")
+            && mesh.converged()
+    })
+    .expect("the genuine write everywhere, the forged value nowhere, and all converge");
+    assert!(mesh.node(victim).stats().own_dots_claimed > 0);
+}
+
+#[test]
+fn a_value_forged_under_a_replicas_unissued_dot_is_removed_by_that_replica() {
+    let (mut mesh, ids) = Mesh::running(3, 46);
+    mesh.run_for(ms(50));
+    let (victim, receiver, forger) = (ids[0], ids[1], ids[2]);
+    mesh.execute(victim, &put_frontend("web", 80));
+    mesh.run_until(mesh.now + ms(100), Mesh::converged)
+        .expect("the mesh converges");
+    let issued = mesh
+        .node(victim)
+        .replica()
+        .context()
+        .max_counter(replica_id(0));
+    let ahead = Dot::new(replica_id(0), issued + 100).expect("valid");
+    let mut forged = forged_value("evil", ahead, mesh.wall_ms());
+    forged
+        .context
+        .insert_interval(replica_id(0), issued + 1..=issued + 100);
+    let id = Dot::new(replica_id(2), 1_000).expect("valid");
+    mesh.inject(forger, receiver, &forged_broadcast(forger, id, forged));
+    mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
+        mesh.node(victim).stats().own_dots_claimed > 0
+            && !anyone_holds(mesh, &ids, "evil")
+            && ids.iter().all(|&p| mesh.has_frontend(p, "web"))
+            && mesh.converged()
+    })
+    .expect("the victim removes the value forged in its name everywhere");
+}

@@ -260,6 +260,10 @@ pub struct Replica {
     /// written again ([`Replica::rewrite_claimed`]). Bounded by the live
     /// entries of the document.
     claimed_away: Vec<(ObjectKey, FieldValue)>,
+    /// Dots of this replica's own that a remote delta carried a value under
+    /// that this replica did not write, to be removed everywhere
+    /// ([`Replica::rewrite_claimed`]). Bounded like the deltas joined.
+    forged_own: Vec<Dot>,
 }
 
 impl Replica {
@@ -272,6 +276,7 @@ impl Replica {
             clock: Hlc::default(),
             own_dots_claimed: 0,
             claimed_away: Vec::new(),
+            forged_own: Vec::new(),
         }
     }
 
@@ -496,6 +501,9 @@ impl Replica {
                 .context
                 .union_with(&self.store.object_dots(&key).collect());
         }
+        for dot in ops.dot_removals {
+            delta.context.insert(dot);
+        }
         if delta.objects.is_empty() && !delta.context.is_empty() {
             // A pure removal still mints a dot, so every change has an
             // identity of its own (used to deduplicate its broadcast).
@@ -546,15 +554,53 @@ impl Replica {
     /// and they wait to be written again with fresh dots
     /// ([`Replica::rewrite_claimed`]), so that no write of this replica is
     /// lost to a forger.
+    ///
+    /// A value under a dot of this replica that it did not write there is
+    /// forged too. One under a dot it never issued is joined (it came with
+    /// a plausible claim) and waits to be removed everywhere. One under a
+    /// dot it issued for another value is left out of the join (peers that
+    /// took the forged value refuse the genuine one as a reused dot, and
+    /// the reverse): the join removes this replica's value under that dot,
+    /// which waits to be written again under a fresh dot, and the dot to be
+    /// removed everywhere, which ends the standoff.
     pub fn join(&mut self, delta: &ConfigDelta) -> Result<bool, RemoteDeltaError> {
         self.check_entries(delta)?;
-        let claims_own =
-            delta.context.max_counter(self.id) > self.store.context().max_counter(self.id);
-        let own_removed: Vec<(ObjectKey, FieldValue)> = if claims_own {
+        let own_max = self.store.context().max_counter(self.id);
+        let claims_own = delta.context.max_counter(self.id) > own_max;
+        let mut reused_own = Vec::new();
+        let mut never_issued_own = Vec::new();
+        for (key, field, dot, stamped) in delta.entries() {
+            if dot.replica != self.id {
+                continue;
+            }
+            match self.store.entry(dot) {
+                Some((held_key, held_field, held))
+                    if (held_key, held_field, held) != (key, field, stamped) =>
+                {
+                    reused_own.push(dot);
+                }
+                Some(_) => {}
+                None if !self.store.context().contains(dot) => never_issued_own.push(dot),
+                // Issued and since removed: the store ignores the value.
+                None => {}
+            }
+        }
+        let filtered;
+        let delta = if reused_own.is_empty() {
+            delta
+        } else {
+            let mut without = delta.clone();
+            for dot in &reused_own {
+                without.remove_entry(*dot);
+            }
+            filtered = without;
+            &filtered
+        };
+        let own_removed: Vec<(ObjectKey, FieldValue)> = if claims_own || !reused_own.is_empty() {
             self.store
                 .removed_by(delta)
                 .into_iter()
-                .filter(|dot| dot.replica == self.id)
+                .filter(|dot| dot.replica == self.id && (claims_own || reused_own.contains(dot)))
                 .filter_map(|dot| self.store.entry(dot))
                 .map(|(key, _, stamped)| (key.clone(), stamped.value.clone()))
                 .collect()
@@ -563,11 +609,30 @@ impl Replica {
         };
         let changed = self.store.join(delta)?;
         self.observe_clock(delta);
-        if claims_own {
+        if claims_own || !reused_own.is_empty() || !never_issued_own.is_empty() {
             self.own_dots_claimed += 1;
             self.claimed_away.extend(own_removed);
+            self.forged_own.extend(reused_own);
+            self.forged_own.extend(never_issued_own);
         }
         Ok(changed)
+    }
+
+    /// Writes again, at wall-clock `now_ms`, the values of this replica's
+    /// own that a claim on its unissued dots removed (see
+    /// [`Replica::join`]), where their field holds no other value since,
+    /// and removes every value forged under a dot of its own; the delta to
+    /// persist and disseminate like a local change (empty when there is
+    /// nothing to do).
+    pub fn rewrite_claimed(&mut self, now_ms: u64) -> ConfigDelta {
+        let mut ops = Ops::default();
+        for (key, value) in std::mem::take(&mut self.claimed_away) {
+            if self.store.field_dots(&key, &value.field()).next().is_none() {
+                ops.write(&key, value);
+            }
+        }
+        ops.dot_removals = std::mem::take(&mut self.forged_own);
+        self.commit(ops, now_ms)
     }
 
     /// The objects joining `delta` would write to or remove values from
@@ -579,21 +644,6 @@ impl Replica {
             .into_iter()
             .filter_map(|dot| self.store.entry(dot).map(|(key, _, _)| key.clone()));
         delta.objects.keys().cloned().chain(removed).collect()
-    }
-
-    /// Writes again, at wall-clock `now_ms`, the values of this replica's
-    /// own that a claim on its unissued dots removed (see
-    /// [`Replica::join`]), where their field holds no other value since;
-    /// the delta to persist and disseminate like a local change (empty when
-    /// there is nothing to write).
-    pub fn rewrite_claimed(&mut self, now_ms: u64) -> ConfigDelta {
-        let mut ops = Ops::default();
-        for (key, value) in std::mem::take(&mut self.claimed_away) {
-            if self.store.field_dots(&key, &value.field()).next().is_none() {
-                ops.write(&key, value);
-            }
-        }
-        self.commit(ops, now_ms)
     }
 
     /// Refuses a remote delta that claims what no honest peer can have
@@ -818,6 +868,8 @@ struct Ops {
     writes: Vec<(ObjectKey, FieldValue)>,
     field_removals: Vec<(ObjectKey, FieldId)>,
     object_removals: Vec<ObjectKey>,
+    /// Single dots to remove whatever value they hold, anywhere.
+    dot_removals: Vec<Dot>,
 }
 
 impl Ops {

@@ -254,6 +254,32 @@ impl<K, F, V> Delta<K, F, V> {
         put(&mut self.objects, key, field, dot, stamped);
     }
 
+    /// Removes the entry of `dot` (kept in `context`: the delta still
+    /// speaks for it, so joining it removes whatever value a store holds
+    /// under that dot).
+    pub fn remove_entry(&mut self, dot: Dot)
+    where
+        K: Ord + Clone,
+        F: Ord + Clone,
+    {
+        let found = self
+            .entries()
+            .find(|(_, _, d, _)| *d == dot)
+            .map(|(k, f, _, _)| (k.clone(), f.clone()));
+        let Some((key, field)) = found else {
+            return;
+        };
+        let fields = self.objects.get_mut(&key).expect("found above");
+        let register = fields.get_mut(&field).expect("found above");
+        register.remove(&dot);
+        if register.is_empty() {
+            fields.remove(&field);
+        }
+        if fields.is_empty() {
+            self.objects.remove(&key);
+        }
+    }
+
     /// Whether the delta carries nothing at all.
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty() && self.context.is_empty()
