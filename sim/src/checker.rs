@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use aqueduct::crdt::model::{FieldId, FieldValue, ObjectKey};
-use aqueduct::crdt::{Digest, Dot, DotSet, Replica};
+use aqueduct::crdt::{ConfigDelta, Digest, Dot, DotSet, Replica, ReplicaId};
 
 /// What the simulator remembers of one acknowledged write.
 #[derive(Debug, Clone)]
@@ -40,33 +40,45 @@ pub fn divergent_peers(digests: &[Digest]) -> usize {
 /// holds it although no acknowledged write superseded it, and its replica
 /// did not write it again: the same value in the same field under a later
 /// dot of its own (what a replica does with its values that a forged claim
-/// on its dots removed). A value is resurrected if an acknowledged write
+/// on its dots removed) that is live or that an acknowledged write
+/// superseded. `persisted` is every delta any peer persisted, where such
+/// writes-again are found. A value is resurrected if an acknowledged write
 /// superseded it and it is live.
-pub fn lost_and_resurrected(
+pub fn lost_and_resurrected<'a>(
     writes: &[WriteRecord],
     replica: &Replica,
+    persisted: impl IntoIterator<Item = &'a ConfigDelta>,
 ) -> (Vec<(usize, Option<usize>)>, usize) {
     let state = replica.full_state();
     let live: DotSet = state.entries().map(|(_, _, dot, _)| dot).collect();
-    let mut live_values: BTreeMap<(&ObjectKey, FieldId), Vec<(Dot, &FieldValue)>> = BTreeMap::new();
-    for (key, field, dot, stamped) in state.entries() {
-        live_values
-            .entry((key, *field))
-            .or_default()
-            .push((dot, &stamped.value));
+    let mut values_by_replica: BTreeMap<
+        (ObjectKey, FieldId, ReplicaId),
+        BTreeMap<Dot, FieldValue>,
+    > = BTreeMap::new();
+    for delta in persisted {
+        for (key, field, dot, stamped) in delta.entries() {
+            values_by_replica
+                .entry((key.clone(), *field, dot.replica))
+                .or_default()
+                .insert(dot, stamped.value.clone());
+        }
     }
-    let written_again = |dot: Dot, key: &ObjectKey, value: &FieldValue| {
-        live_values.get(&(key, value.field())).is_some_and(|held| {
-            held.iter().any(|(again, held)| {
-                again.replica == dot.replica && again.counter > dot.counter && *held == value
-            })
-        })
-    };
     let superseded: DotSet = writes
         .iter()
         .filter(|w| !w.lost_with_disk)
         .flat_map(|w| w.superseded.iter().copied())
         .collect();
+    let written_again = |dot: Dot, key: &ObjectKey, value: &FieldValue| {
+        values_by_replica
+            .get(&(key.clone(), value.field(), dot.replica))
+            .is_some_and(|values| {
+                values.range(dot..).any(|(again, held)| {
+                    *again != dot
+                        && held == value
+                        && (live.contains(*again) || superseded.contains(*again))
+                })
+            })
+    };
     let lost = writes
         .iter()
         .enumerate()
@@ -159,14 +171,24 @@ mod tests {
     #[test]
     fn a_write_missing_without_a_superseding_write_counts_as_lost() {
         let (replica, mut records) = replica_with_writes(2);
-        assert_eq!(lost_and_resurrected(&records, &replica), (Vec::new(), 0));
+        assert_eq!(
+            lost_and_resurrected(&records, &replica, &[replica.full_state()]),
+            (Vec::new(), 0)
+        );
         let never_applied = Dot::new(ReplicaId::new(9).expect("non-zero"), 1).expect("valid");
         records[1].id = never_applied;
         records[1].written[0].0 = never_applied;
         records[1].written.truncate(1);
-        assert_eq!(lost_and_resurrected(&records, &replica).0, vec![(1, None)]);
+        assert_eq!(
+            lost_and_resurrected(&records, &replica, &[replica.full_state()]).0,
+            vec![(1, None)]
+        );
         records[1].lost_with_disk = true;
-        assert!(lost_and_resurrected(&records, &replica).0.is_empty());
+        assert!(
+            lost_and_resurrected(&records, &replica, &[replica.full_state()])
+                .0
+                .is_empty()
+        );
     }
 
     #[test]
@@ -186,13 +208,53 @@ mod tests {
             records[1].written[0].1.clone(),
             records[1].written[0].2.clone(),
         )];
-        assert!(lost_and_resurrected(&records, &replica).0.is_empty());
+        assert!(
+            lost_and_resurrected(&records, &replica, &[replica.full_state()])
+                .0
+                .is_empty()
+        );
         // Another value in that field is lost.
         let other = aqueduct::crdt::model::FieldValue::Mode(aqueduct::crdt::model::Mode::Tcp);
         records[0].written[0].2 = other;
         assert_eq!(
-            lost_and_resurrected(&records, &replica).0,
+            lost_and_resurrected(&records, &replica, &[replica.full_state()]).0,
             vec![(0, Some(0))]
+        );
+    }
+
+    #[test]
+    fn a_value_written_again_then_superseded_by_an_acknowledged_write_is_not_lost() {
+        let (mut replica, mut records) = replica_with_writes(2);
+        records[0].written.truncate(1);
+        let (gone, key, value) = records[0].written[0].clone();
+        // Written again under a later dot (persisted), then overwritten by
+        // a write that had seen that later dot.
+        let again = replica.full_state();
+        let delete = Command::DeleteFrontend {
+            name: Name::new("fe0").expect("valid"),
+        };
+        replica.execute(&delete, 1_000).expect("fe0 exists");
+        let mut rewrite = again.clone();
+        let later = Dot::new(gone.replica, 1_000).expect("valid");
+        rewrite.insert_entry(
+            key.clone(),
+            value.field(),
+            later,
+            aqueduct::crdt::Stamped {
+                hlc: aqueduct::crdt::Hlc::default(),
+                value: value.clone(),
+            },
+        );
+        assert_eq!(
+            lost_and_resurrected(&records, &replica, &[rewrite.clone()]).0,
+            vec![(0, Some(0))],
+            "written again but neither live nor superseded"
+        );
+        records[1].superseded = vec![later];
+        assert!(
+            lost_and_resurrected(&records, &replica, &[rewrite])
+                .0
+                .is_empty()
         );
     }
 
@@ -200,7 +262,10 @@ mod tests {
     fn a_live_value_that_a_write_superseded_counts_as_resurrected() {
         let (replica, mut records) = replica_with_writes(2);
         records[1].superseded = vec![records[0].written[0].0];
-        assert_eq!(lost_and_resurrected(&records, &replica).1, 1);
+        assert_eq!(
+            lost_and_resurrected(&records, &replica, &[replica.full_state()]).1,
+            1
+        );
     }
 
     #[test]

@@ -989,7 +989,8 @@ impl World {
             ));
         }
         let (lost, resurrected) = self.reference().map_or((Vec::new(), 0), |r| {
-            checker::lost_and_resurrected(&self.writes, r)
+            let persisted = self.peers.iter().flat_map(|peer| peer.disk.iter());
+            checker::lost_and_resurrected(&self.writes, r, persisted)
         });
         if let Some(&(first, value)) = lost.first() {
             let record = &self.writes[first];
