@@ -5,6 +5,7 @@
 # delivered and refused per kind.
 #   bash scripts/bench-sim-hostile.sh                 # seeds 1-1000, 20 peers, 2 hostile
 #   SEEDS=1-100 PEERS=50 HOSTILE=5 bash scripts/bench-sim-hostile.sh
+#   FORGERIES=far_context,report bash scripts/bench-sim-hostile.sh   # only these kinds
 # Every run is bounded: the simulator stops 120 simulated seconds after the
 # last write.
 set -euo pipefail
@@ -14,7 +15,8 @@ out=$(mktemp)
 echo "raw reports: $out (one JSON line per seed, the sweep's summary last)" >&2
 status=0
 ./target/release/aqueduct-sim --seeds "${SEEDS:-1-1000}" --peers "${PEERS:-20}" --hostile "${HOSTILE:-2}" \
-  --profile chaos --writes "${WRITES:-100}" --jobs "${JOBS:-2}" --json > "$out" 2> "$out.failures" || status=$?
+  --profile chaos --writes "${WRITES:-100}" --jobs "${JOBS:-2}" ${FORGERIES:+--forgeries "$FORGERIES"} \
+  --json > "$out" 2> "$out.failures" || status=$?
 python3 - "$out" <<'PY'
 import json, sys
 lines = open(sys.argv[1]).read().splitlines()
