@@ -279,15 +279,6 @@ fn claims_refused(peer: &Peer, kind: &str) -> u64 {
     peer.metric(&format!("{CLAIMS_REFUSED}{{kind=\"{kind}\"}}"))
 }
 
-/// Three peers that see each other.
-fn three_peers(cluster: &Cluster) -> (Peer, Peer, Peer) {
-    let a = cluster.start("peer-a", &[]);
-    let b = cluster.start("peer-b", &[&a]);
-    let c = cluster.start("peer-c", &[&a]);
-    wait_for_mesh(&[&a, &b, &c]);
-    (a, b, c)
-}
-
 /// `peer`'s identity as the mesh knows it: (peer id, replica id).
 fn ids_of(peer: &Peer) -> (PeerId, ReplicaId) {
     let mesh = peer.mesh();
@@ -387,7 +378,7 @@ fn a_certificate_that_is_not_a_member_gets_no_data_accepted() {
 #[test]
 fn a_poisoned_context_is_refused_deletes_nothing_and_the_victims_later_writes_reach_every_peer() {
     let cluster = Cluster::new("hostile-poison");
-    let (a, b, c) = three_peers(&cluster);
+    let (a, b, c) = cluster.three_peers();
     ok(a.put("/backends/web", static_backend(9000)));
     eventually("web everywhere", || {
         [&b, &c]
@@ -431,7 +422,7 @@ fn a_poisoned_context_is_refused_deletes_nothing_and_the_victims_later_writes_re
 #[test]
 fn a_report_about_another_peer_is_ignored() {
     let cluster = Cluster::new("hostile-report");
-    let (a, b, _c) = three_peers(&cluster);
+    let (a, b, _c) = cluster.three_peers();
     let (attacker, connection) = mallory_joined(&cluster, &b);
     let (victim, _) = ids_of(&a);
     let before = claims_refused(&b, "report_about_another_peer");

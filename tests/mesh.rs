@@ -16,14 +16,6 @@ use support::{
 /// How soon peers must learn of a graceful leave.
 const LEAVE_SEEN_WITHIN: Duration = Duration::from_secs(3);
 
-fn three_peers(cluster: &Cluster) -> (Peer, Peer, Peer) {
-    let a = cluster.start("peer-a", &[]);
-    let b = cluster.start("peer-b", &[&a]);
-    let c = cluster.start("peer-c", &[&a]);
-    wait_for_mesh(&[&a, &b, &c]);
-    (a, b, c)
-}
-
 fn backend_port(peer: &Peer, key: &str) -> Option<u64> {
     let (status, body) = peer.get(&format!("/backends/{key}"));
     (status == 200)
@@ -34,7 +26,7 @@ fn backend_port(peer: &Peer, key: &str) -> Option<u64> {
 #[test]
 fn a_write_on_each_peer_is_visible_on_all_three() {
     let cluster = Cluster::new("each");
-    let (a, b, c) = three_peers(&cluster);
+    let (a, b, c) = cluster.three_peers();
     let peers = [&a, &b, &c];
     for (i, writer) in peers.iter().enumerate() {
         let (status, body) = writer.put(&format!("/backends/from-{i}"), static_backend(9000));
@@ -52,7 +44,7 @@ fn a_write_on_each_peer_is_visible_on_all_three() {
 #[test]
 fn concurrent_conflicting_writes_converge_to_the_same_value_everywhere() {
     let cluster = Cluster::new("conflict");
-    let (a, b, c) = three_peers(&cluster);
+    let (a, b, c) = cluster.three_peers();
     // Both writes are issued before either could have travelled.
     let (first, second) = std::thread::scope(|s| {
         let first = s.spawn(|| a.put("/backends/contested", static_backend(9001)));
@@ -95,7 +87,7 @@ fn a_peer_joining_late_catches_up() {
 #[test]
 fn a_restarted_peer_catches_up_on_what_it_missed() {
     let cluster = Cluster::new("restart");
-    let (a, b, mut c) = three_peers(&cluster);
+    let (a, b, mut c) = cluster.three_peers();
     assert_eq!(a.put("/backends/before", static_backend(9000)).0, 200);
     wait_for_convergence(&[&a, &b, &c]);
     c.kill_9();
@@ -179,7 +171,7 @@ fn raw_get(peer: &Peer, path: &str) -> (u16, String) {
 #[test]
 fn sigterm_leaves_the_mesh_and_exits_cleanly() {
     let cluster = Cluster::new("sigterm");
-    let (a, b, mut c) = three_peers(&cluster);
+    let (a, b, mut c) = cluster.three_peers();
     let sent = std::time::Instant::now();
     let status = c.terminate();
     assert!(
@@ -322,7 +314,7 @@ fn registrations(peer: &Peer) -> usize {
 #[test]
 fn heartbeats_that_change_nothing_are_not_gossiped() {
     let cluster = Cluster::new("mesh-heartbeats");
-    let (a, b, c) = three_peers(&cluster);
+    let (a, b, c) = cluster.three_peers();
     for _ in 0..20 {
         let (status, body) = a.post(
             "/registrations/myapp/1.0.0/10.0.0.1/8080",
@@ -343,7 +335,7 @@ fn heartbeats_that_change_nothing_are_not_gossiped() {
 #[test]
 fn a_registration_taken_by_a_killed_peer_expires_on_the_others() {
     let cluster = Cluster::new("mesh-owner-killed");
-    let (mut a, b, c) = three_peers(&cluster);
+    let (mut a, b, c) = cluster.three_peers();
     let (status, body) = a.post(
         "/registrations/myapp/1.0.0/10.0.0.1/8080",
         json!({"secondsToExpire": 2}),
@@ -363,7 +355,7 @@ fn a_registration_taken_by_a_killed_peer_expires_on_the_others() {
 #[test]
 fn every_peer_shows_the_others_reported_digests_and_whether_they_converged() {
     let cluster = Cluster::new("reports");
-    let peers = three_peers(&cluster);
+    let peers = cluster.three_peers();
     let all = [&peers.0, &peers.1, &peers.2];
     ok(peers.0.put("/backends/web", static_backend(9001)));
     wait_for_convergence(&all);

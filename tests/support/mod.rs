@@ -145,6 +145,15 @@ impl Cluster {
         ]);
     }
 
+    /// Three peers, `peer-a`, `peer-b` and `peer-c`, that see each other.
+    pub fn three_peers(&self) -> (Peer, Peer, Peer) {
+        let a = self.start("peer-a", &[]);
+        let b = self.start("peer-b", &[&a]);
+        let c = self.start("peer-c", &[&a]);
+        wait_for_mesh(&[&a, &b, &c]);
+        (a, b, c)
+    }
+
     /// Starts a peer named `name` joining through `join`.
     pub fn start(&self, name: &str, join: &[&Peer]) -> Peer {
         let mut spec = self.peer(name);
