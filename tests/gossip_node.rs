@@ -1828,3 +1828,141 @@ fn a_value_forged_under_a_replicas_unissued_dot_is_removed_by_that_replica() {
     })
     .expect("the victim removes the value forged in its name everywhere");
 }
+
+/// Whether any of `ids` holds a value under `dot`.
+fn anyone_holds_dot(mesh: &Mesh, ids: &[PeerId], dot: Dot) -> bool {
+    ids.iter().any(|&p| {
+        mesh.node(p)
+            .replica()
+            .full_state()
+            .entries()
+            .any(|(_, _, held, _)| held == dot)
+    })
+}
+
+/// An anti-entropy answer carrying `delta`, which nobody relays.
+fn sync_delta(delta: ConfigDelta) -> Vec<u8> {
+    wire::encode(&Message::SyncDelta {
+        delta,
+        reply_to: None,
+        sender_digest: Digest(0),
+    })
+    .expect("encodes")
+}
+
+#[test]
+fn a_value_forged_under_a_replicas_next_dot_sent_to_one_peer_does_not_fork_the_mesh() {
+    let (mut mesh, ids) = Mesh::running(5, 47);
+    mesh.run_for(ms(50));
+    let (victim, receiver, forger) = (ids[0], ids[1], ids[4]);
+    mesh.execute(victim, &put_frontend("web", 80));
+    mesh.run_until(mesh.now + ms(100), Mesh::converged)
+        .expect("the mesh converges");
+    let issued = mesh
+        .node(victim)
+        .replica()
+        .context()
+        .max_counter(replica_id(0));
+
+    // The receiver takes a value under the victim's next dot, stamped
+    // ahead of the victim's coming write (within the skew) so that it wins
+    // wherever the two meet; then the victim writes under that very dot,
+    // and every other peer takes the genuine value. Anti-entropy never
+    // ships an entry for a dot both sides have seen: only the peers that
+    // meet both values can end the fork.
+    let next = Dot::new(replica_id(0), issued + 1).expect("valid");
+    let forged = forged_value("evil", next, mesh.wall_ms() + 50);
+    mesh.inject(forger, receiver, &sync_delta(forged));
+    mesh.drain(receiver);
+    assert!(anyone_holds(&mesh, &[receiver], "evil"));
+    mesh.execute(victim, &put_frontend("api", 81));
+
+    mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
+        ids.iter()
+            .all(|&p| mesh.has_frontend(p, "api") && mesh.has_frontend(p, "web"))
+            && !anyone_holds(mesh, &ids, "evil")
+            && !anyone_holds_dot(mesh, &ids, next)
+            && mesh.converged()
+    })
+    .expect("the victim's write everywhere, nothing under the contested dot, and all converge");
+    assert!(mesh.node(receiver).stats().dot_conflicts_resolved > 0);
+    assert!(mesh.node(victim).stats().own_dots_claimed > 0);
+}
+
+#[test]
+fn a_value_forged_under_a_replicas_next_dot_that_loses_to_its_write_is_dropped_where_taken() {
+    let (mut mesh, ids) = Mesh::running(5, 48);
+    mesh.run_for(ms(50));
+    let (victim, receiver, forger) = (ids[0], ids[1], ids[4]);
+    mesh.execute(victim, &put_frontend("web", 80));
+    mesh.run_until(mesh.now + ms(100), Mesh::converged)
+        .expect("the mesh converges");
+    let issued = mesh
+        .node(victim)
+        .replica()
+        .context()
+        .max_counter(replica_id(0));
+
+    // Stamped before the victim's coming write: the genuine value wins.
+    let next = Dot::new(replica_id(0), issued + 1).expect("valid");
+    let forged = forged_value("evil", next, mesh.wall_ms() - 1_000);
+    mesh.inject(forger, receiver, &sync_delta(forged));
+    mesh.drain(receiver);
+    assert!(anyone_holds(&mesh, &[receiver], "evil"));
+    mesh.execute(victim, &put_frontend("api", 81));
+
+    mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
+        ids.iter()
+            .all(|&p| mesh.has_frontend(p, "api") && mesh.has_frontend(p, "web"))
+            && !anyone_holds(mesh, &ids, "evil")
+            && mesh.converged()
+    })
+    .expect("the victim's write everywhere, the forged value nowhere, and all converge");
+    assert!(mesh.node(receiver).stats().dot_conflicts_resolved > 0);
+}
+
+#[test]
+fn a_peer_meeting_two_values_under_one_dot_tells_the_sender_and_three_members_once() {
+    let (mut mesh, ids) = Mesh::running(6, 49);
+    mesh.run_for(ms(50));
+    let (victim, receiver, forger) = (ids[0], ids[1], ids[5]);
+    let written = mesh.execute(victim, &put_frontend("web", 80));
+    mesh.run_until(mesh.now + ms(100), Mesh::converged)
+        .expect("the mesh converges");
+    let (_, _, dot, _) = written
+        .entries()
+        .find(|(_, field, _, _)| **field == FieldId::Mode)
+        .expect("a frontend has a mode");
+    let held = mesh
+        .node(receiver)
+        .replica()
+        .live_entry(dot)
+        .expect("the receiver holds the genuine mode");
+
+    // Stamped before the genuine value: the receiver keeps its own.
+    let forged = forged_value("evil", dot, WALL_EPOCH_MS);
+    mesh.inject(forger, receiver, &sync_delta(forged.clone()));
+    let told: BTreeSet<PeerId> = sends_in(&mesh.take_outputs(receiver))
+        .into_iter()
+        .filter_map(|(to, message)| match message {
+            Message::SyncDelta {
+                delta,
+                reply_to: None,
+                ..
+            } if delta == held => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 4, "the sender and three others: {told:?}");
+    assert!(told.contains(&forger));
+    assert!(!told.contains(&receiver));
+    assert_eq!(mesh.node(receiver).replica().live_entry(dot), Some(held));
+    assert_eq!(mesh.node(receiver).stats().dot_conflicts_resolved, 1);
+
+    mesh.inject(forger, receiver, &sync_delta(forged));
+    assert!(
+        sends_in(&mesh.take_outputs(receiver)).is_empty(),
+        "a dot's conflict is announced once"
+    );
+    assert_eq!(mesh.node(receiver).stats().dot_conflicts_resolved, 2);
+}
