@@ -905,10 +905,10 @@ fn a_broadcast_with_an_invalid_delta_is_refused_counted_and_not_relayed() {
 
     let key = ObjectKey::Frontend(frontend_name("web"));
     let state = mesh.node(receiver).replica().full_state();
-    let (held_dot, held) = state
+    let held = state
         .entries()
         .find(|(k, f, _, _)| **k == key && **f == FieldId::Bind)
-        .map(|(_, _, dot, stamped)| (dot, stamped.clone()))
+        .map(|(_, _, _, stamped)| stamped.clone())
         .expect("the receiver holds the bind");
     let forger = ReplicaId::new(0xBAD).expect("non-zero");
     let entry = |dot: Dot, value: FieldValue| {
@@ -930,9 +930,6 @@ fn a_broadcast_with_an_invalid_delta_is_refused_counted_and_not_relayed() {
     };
     let other_bind = FieldValue::Bind(Binds::parse("*:9999").expect("valid"));
 
-    // A held dot reused with another value.
-    let mut reused = entry(held_dot, other_bind.clone());
-    reused.context.insert(held_dot);
     // An entry whose dot its own context does not cover.
     let outside = entry(Dot::new(forger, 1).expect("valid"), other_bind.clone());
     // A field a frontend cannot have.
@@ -964,7 +961,6 @@ fn a_broadcast_with_an_invalid_delta_is_refused_counted_and_not_relayed() {
     );
 
     let cases = [
-        ("reused dot", reused),
         ("entry outside context", outside),
         ("field not allowed", wrong_field),
         ("implausible dot", implausible),
