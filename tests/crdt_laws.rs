@@ -1976,6 +1976,23 @@ fn a_replica_leaves_out_a_value_forged_under_its_own_dot_and_writes_its_own_agai
     assert_eq!(holder.view(), r.view());
 }
 
+#[test]
+fn a_replica_that_left_out_a_value_forged_under_its_own_dot_restores_from_its_log() {
+    let mut victim = replica(1);
+    let log = vec![
+        run(&mut victim, &put_frontend(0, 0, 80, false), 1_000),
+        run(&mut victim, &put_backend(0, false, 3, 2), 1_001),
+    ];
+    let (forged, _) = forged_over_mode(&victim);
+    victim.join(&forged).expect("joins");
+    // The node persists the delta as received, forged entry included, then
+    // the repair.
+    let repair = victim.rewrite_claimed(5_000);
+    let log = [log, vec![forged, repair]].concat();
+    let restored = Replica::restore(victim.id(), &log).expect("the log restores");
+    assert_eq!(replica_state(&restored), replica_state(&victim));
+}
+
 // ---------------------------------------------------------------------------
 // Hostile extremes: counters and stamps at the bounds peers may send.
 // ---------------------------------------------------------------------------
