@@ -1419,19 +1419,26 @@ fn a_context_claiming_a_replicas_dots_up_to_the_counter_limit_is_refused_and_del
     .expect("the victim's next write reaches every peer within a second");
 }
 
-#[test]
-fn a_plausible_claim_on_a_replicas_future_dots_loses_none_of_its_writes() {
-    let (mut mesh, ids) = Mesh::running(3, 42);
+/// A running mesh of `n` in which peer 0 wrote frontend "web" and every
+/// peer took it; with the highest counter peer 0's replica issued.
+fn mesh_after_one_write(n: u64, seed: u64) -> (Mesh, Vec<PeerId>, u64) {
+    let (mut mesh, ids) = Mesh::running(n, seed);
     mesh.run_for(ms(50));
-    let (victim, receiver, forger) = (ids[0], ids[1], ids[2]);
-    mesh.execute(victim, &put_frontend("web", 80));
+    mesh.execute(ids[0], &put_frontend("web", 80));
     mesh.run_until(mesh.now + ms(100), Mesh::converged)
         .expect("the mesh converges");
     let issued = mesh
-        .node(victim)
+        .node(ids[0])
         .replica()
         .context()
         .max_counter(replica_id(0));
+    (mesh, ids, issued)
+}
+
+#[test]
+fn a_plausible_claim_on_a_replicas_future_dots_loses_none_of_its_writes() {
+    let (mut mesh, ids, issued) = mesh_after_one_write(3, 42);
+    let (victim, receiver, forger) = (ids[0], ids[1], ids[2]);
 
     // Just beyond what the victim issued: no receiver can tell it from the
     // victim's own writes it has not seen yet, so the receiver takes it
@@ -1743,6 +1750,14 @@ fn forged_value(frontend: &str, dot: Dot, wall_ms: u64) -> ConfigDelta {
     delta
 }
 
+/// Whether every one of `ids` shows frontends "api" and "web", and none
+/// holds anything of "evil".
+fn api_and_web_everywhere_evil_nowhere(mesh: &Mesh, ids: &[PeerId]) -> bool {
+    ids.iter()
+        .all(|&p| mesh.has_frontend(p, "api") && mesh.has_frontend(p, "web"))
+        && !anyone_holds(mesh, ids, "evil")
+}
+
 /// Whether any of `ids` holds an object named `frontend` at all.
 fn anyone_holds(mesh: &Mesh, ids: &[PeerId], frontend: &str) -> bool {
     let key = ObjectKey::Frontend(frontend_name(frontend));
@@ -1757,17 +1772,8 @@ fn anyone_holds(mesh: &Mesh, ids: &[PeerId], frontend: &str) -> bool {
 
 #[test]
 fn a_value_forged_under_a_dot_the_replica_issued_is_removed_and_the_genuine_write_survives() {
-    let (mut mesh, ids) = Mesh::running(3, 45);
-    mesh.run_for(ms(50));
+    let (mut mesh, ids, issued) = mesh_after_one_write(3, 45);
     let (victim, receiver, forger) = (ids[0], ids[1], ids[2]);
-    mesh.execute(victim, &put_frontend("web", 80));
-    mesh.run_until(mesh.now + ms(100), Mesh::converged)
-        .expect("the mesh converges");
-    let issued = mesh
-        .node(victim)
-        .replica()
-        .context()
-        .max_counter(replica_id(0));
 
     // The victim writes; its change is slow to reach the receiver, which
     // first takes a value forged under the victim's very dot, and passes
@@ -1787,10 +1793,7 @@ fn a_value_forged_under_a_dot_the_replica_issued_is_removed_and_the_genuine_writ
     assert!(anyone_holds(&mesh, &[receiver], "evil"));
 
     mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
-        ids.iter()
-            .all(|&p| mesh.has_frontend(p, "api") && mesh.has_frontend(p, "web"))
-            && !anyone_holds(mesh, &ids, "evil")
-            && mesh.converged()
+        api_and_web_everywhere_evil_nowhere(mesh, &ids) && mesh.converged()
     })
     .expect("the genuine write everywhere, the forged value nowhere, and all converge");
     assert!(mesh.node(victim).stats().own_dots_claimed > 0);
@@ -1798,17 +1801,8 @@ fn a_value_forged_under_a_dot_the_replica_issued_is_removed_and_the_genuine_writ
 
 #[test]
 fn a_value_forged_under_a_replicas_unissued_dot_is_removed_by_that_replica() {
-    let (mut mesh, ids) = Mesh::running(3, 46);
-    mesh.run_for(ms(50));
+    let (mut mesh, ids, issued) = mesh_after_one_write(3, 46);
     let (victim, receiver, forger) = (ids[0], ids[1], ids[2]);
-    mesh.execute(victim, &put_frontend("web", 80));
-    mesh.run_until(mesh.now + ms(100), Mesh::converged)
-        .expect("the mesh converges");
-    let issued = mesh
-        .node(victim)
-        .replica()
-        .context()
-        .max_counter(replica_id(0));
     let ahead = Dot::new(replica_id(0), issued + 100).expect("valid");
     let mut forged = forged_value("evil", ahead, mesh.wall_ms());
     forged
@@ -1848,17 +1842,8 @@ fn sync_delta(delta: ConfigDelta) -> Vec<u8> {
 
 #[test]
 fn a_value_forged_under_a_replicas_next_dot_sent_to_one_peer_does_not_fork_the_mesh() {
-    let (mut mesh, ids) = Mesh::running(5, 47);
-    mesh.run_for(ms(50));
+    let (mut mesh, ids, issued) = mesh_after_one_write(5, 47);
     let (victim, receiver, forger) = (ids[0], ids[1], ids[4]);
-    mesh.execute(victim, &put_frontend("web", 80));
-    mesh.run_until(mesh.now + ms(100), Mesh::converged)
-        .expect("the mesh converges");
-    let issued = mesh
-        .node(victim)
-        .replica()
-        .context()
-        .max_counter(replica_id(0));
 
     // The receiver takes a value under the victim's next dot, stamped
     // ahead of the victim's coming write (within the skew) so that it wins
@@ -1874,9 +1859,7 @@ fn a_value_forged_under_a_replicas_next_dot_sent_to_one_peer_does_not_fork_the_m
     mesh.execute(victim, &put_frontend("api", 81));
 
     mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
-        ids.iter()
-            .all(|&p| mesh.has_frontend(p, "api") && mesh.has_frontend(p, "web"))
-            && !anyone_holds(mesh, &ids, "evil")
+        api_and_web_everywhere_evil_nowhere(mesh, &ids)
             && !anyone_holds_dot(mesh, &ids, next)
             && mesh.converged()
     })
@@ -1887,17 +1870,8 @@ fn a_value_forged_under_a_replicas_next_dot_sent_to_one_peer_does_not_fork_the_m
 
 #[test]
 fn a_value_forged_under_a_replicas_next_dot_that_loses_to_its_write_is_dropped_where_taken() {
-    let (mut mesh, ids) = Mesh::running(5, 48);
-    mesh.run_for(ms(50));
+    let (mut mesh, ids, issued) = mesh_after_one_write(5, 48);
     let (victim, receiver, forger) = (ids[0], ids[1], ids[4]);
-    mesh.execute(victim, &put_frontend("web", 80));
-    mesh.run_until(mesh.now + ms(100), Mesh::converged)
-        .expect("the mesh converges");
-    let issued = mesh
-        .node(victim)
-        .replica()
-        .context()
-        .max_counter(replica_id(0));
 
     // Stamped before the victim's coming write: the genuine value wins.
     let next = Dot::new(replica_id(0), issued + 1).expect("valid");
@@ -1908,10 +1882,7 @@ fn a_value_forged_under_a_replicas_next_dot_that_loses_to_its_write_is_dropped_w
     mesh.execute(victim, &put_frontend("api", 81));
 
     mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
-        ids.iter()
-            .all(|&p| mesh.has_frontend(p, "api") && mesh.has_frontend(p, "web"))
-            && !anyone_holds(mesh, &ids, "evil")
-            && mesh.converged()
+        api_and_web_everywhere_evil_nowhere(mesh, &ids) && mesh.converged()
     })
     .expect("the victim's write everywhere, the forged value nowhere, and all converge");
     assert!(mesh.node(receiver).stats().dot_conflicts_resolved > 0);
