@@ -1016,18 +1016,41 @@ enum Forgery {
     Object,
 }
 
+fn forgery() -> impl Strategy<Value = Forgery> {
+    prop_oneof![
+        Just(Forgery::Value),
+        Just(Forgery::Field),
+        Just(Forgery::Object),
+    ]
+}
+
+/// The `(object, field, value)` the `i`-th forgery puts under a dot that
+/// holds `value` at `at` (two forgeries of one kind differ).
+fn forged_entry((obj, field): (u8, u8), value: u32, forgery: Forgery, i: usize) -> (u8, u8, u32) {
+    let step = u8::try_from(i).expect("a few forgeries") + 1;
+    match forgery {
+        Forgery::Value => (obj, field, value + u32::from(step)),
+        Forgery::Field => (obj, (field + step) % FIELDS, value),
+        Forgery::Object => ((obj + step) % OBJECTS, field, value),
+    }
+}
+
+/// A delta carrying one entry under `dot`.
+fn entry_under(dot: Dot, (obj, field, value): (u8, u8, u32), hlc: Hlc) -> StoreDelta {
+    let mut delta = StoreDelta::default();
+    delta.context.insert(dot);
+    delta.insert_entry(obj, field, dot, Stamped { hlc, value });
+    delta
+}
+
 proptest! {
     #![proptest_config(config(256))]
 
     #[test]
-    fn a_delta_reusing_a_live_dot_for_something_else_is_refused_and_changes_nothing(
+    fn two_entries_under_one_dot_resolve_to_the_same_state_in_any_order(
         script in script(),
         pick: Index,
-        forgery in prop_oneof![
-            Just(Forgery::Value),
-            Just(Forgery::Field),
-            Just(Forgery::Object),
-        ],
+        forgeries in proptest::array::uniform2((forgery(), 0..3u32)),
     ) {
         let h = History::play(&script)?;
         let store = h.store(0);
@@ -1036,20 +1059,74 @@ proptest! {
             .flat_map(|(at, reg)| reg.into_iter().map(move |(d, v)| (at, d, v)))
             .collect();
         prop_assume!(!live.is_empty());
-        let ((obj, field), reused, value) = live[pick.index(live.len())];
-        let (obj, field, value) = match forgery {
-            Forgery::Value => (obj, field, value + 1),
-            Forgery::Field => (obj, (field + 1) % FIELDS, value),
-            Forgery::Object => ((obj + 1) % OBJECTS, field, value),
-        };
-        let mut forged = StoreDelta::default();
-        forged.context.insert(reused);
-        forged.objects.entry(obj).or_default().entry(field).or_default().insert(
-            reused,
-            Stamped { hlc: Hlc::default(), value },
-        );
+        let (at, reused, value) = live[pick.index(live.len())];
+        let held = store.objects()[&at.0][&at.1][&reused].hlc;
+        // Two forged entries under the dot, each stamped just before, at or
+        // just after the genuine one: every way the order can go.
+        let forged: Vec<StoreDelta> = forgeries
+            .iter()
+            .enumerate()
+            .map(|(i, &(forgery, shift))| {
+                let hlc = Hlc {
+                    wall_ms: held.wall_ms,
+                    logical: (held.logical + shift).saturating_sub(1),
+                };
+                entry_under(reused, forged_entry(at, value, forgery, i), hlc)
+            })
+            .collect();
+        let genuine = store.full_state();
+        let all = [genuine.clone(), forged[0].clone(), forged[1].clone()];
+        let expected = all
+            .iter()
+            .map(|delta| delta.entries().find(|e| e.2 == reused).expect("carried"))
+            .max_by_key(|&(obj, field, _, stamped)| {
+                let bytes = postcard::to_stdvec(&(obj, field, stamped.value)).expect("encodes");
+                (stamped.hlc, bytes)
+            })
+            .map(|(obj, field, _, stamped)| ((*obj, *field), stamped.value))
+            .expect("three entries");
+
+        let mut states = Vec::new();
+        for order in [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]] {
+            let mut target = Store::default();
+            for i in order {
+                accepted(target.join(&all[i]), "a conflicting entry")?;
+            }
+            for delta in &all {
+                prop_assert_eq!(target.join(delta), Ok(false), "joining again changes nothing");
+            }
+            states.push(state(&target));
+        }
+        prop_assert!(states.windows(2).all(|w| w[0] == w[1]), "every order gives one state");
+        let mut resolved = Store::default();
+        accepted(resolved.join(&states[0].0), "the resolved state")?;
+        let under: Vec<((u8, u8), u32)> = entries(&resolved)
+            .into_iter()
+            .flat_map(|(at, reg)| reg.into_iter().filter(|(d, _)| *d == reused).map(move |(_, v)| (at, v)))
+            .collect();
+        prop_assert_eq!(under, vec![expected], "the entry that outranks the others, alone");
+        prop_assert_eq!(resolved.context(), store.context());
+    }
+
+    #[test]
+    fn a_value_under_a_dot_seen_and_removed_is_ignored(
+        script in script(),
+        forgery in forgery(),
+    ) {
+        let h = History::play(&script)?;
+        let store = h.store(0);
+        let live: BTreeSet<Dot> = entries(store).into_values().flat_map(BTreeMap::into_keys).collect();
+        let removed = store
+            .context()
+            .ranges()
+            .flat_map(|(replica, range)| range.map(move |counter| dot(replica.get(), counter)))
+            .find(|dot| !live.contains(dot));
+        prop_assume!(removed.is_some());
+        let removed = removed.expect("checked");
+        let latest = Hlc { wall_ms: Hlc::WALL_MS_MAX, logical: u32::MAX };
+        let forged = entry_under(removed, forged_entry((0, 0), 0, forgery, 0), latest);
         let mut target = store.clone();
-        prop_assert_eq!(target.join(&forged), Err(JoinError::DotReused(reused)));
+        prop_assert_eq!(target.join(&forged), Ok(false));
         prop_assert_eq!(state(&target), state(store));
     }
 
@@ -1836,17 +1913,38 @@ fn forged_over_mode(r: &Replica) -> (ConfigDelta, Dot) {
 }
 
 #[test]
-fn a_replica_refuses_a_reused_dot_of_another_replica_and_changes_nothing() {
+fn a_replica_keeps_the_same_of_two_values_under_a_dot_of_another_replica_whatever_came_first() {
     let r = populated_replica();
     let (forged, live) = forged_over_mode(&r);
-    let mut other = replica(2);
-    other.join(&r.full_state()).expect("joins");
-    let mut target = other.clone();
+    let mut genuine_first = replica(2);
+    genuine_first.join(&r.full_state()).expect("joins");
+    assert_eq!(genuine_first.dot_conflicts(&forged), vec![live]);
+    genuine_first
+        .join(&forged)
+        .expect("the conflict is resolved, not refused");
+    let mut forged_first = replica(3);
+    forged_first.join(&forged).expect("joins");
+    assert_eq!(forged_first.dot_conflicts(&r.full_state()), vec![live]);
+    forged_first.join(&r.full_state()).expect("joins");
+
+    assert_eq!(forged_first.digest(), genuine_first.digest());
     assert_eq!(
-        target.join(&forged),
-        Err(RemoteDeltaError::Join(JoinError::DotReused(live)))
+        forged_first.canonical_bytes(),
+        genuine_first.canonical_bytes()
     );
-    assert_eq!(replica_state(&target), replica_state(&other));
+    let winner = genuine_first
+        .live_entry(live)
+        .expect("one value stays under the dot");
+    assert!(winner == forged || winner == r.live_entry(live).expect("live"));
+    for replica in [&mut genuine_first, &mut forged_first] {
+        assert_eq!(
+            replica.join(&forged),
+            Ok(false),
+            "the loser is dropped for good"
+        );
+        assert_eq!(replica.join(&r.full_state()), Ok(false));
+        assert!(replica.dot_conflicts(&winner).is_empty());
+    }
 }
 
 #[test]
@@ -1876,6 +1974,23 @@ fn a_replica_leaves_out_a_value_forged_under_its_own_dot_and_writes_its_own_agai
         .join(&repair)
         .expect("the repair joins where the genuine value was");
     assert_eq!(holder.view(), r.view());
+}
+
+#[test]
+fn a_replica_that_left_out_a_value_forged_under_its_own_dot_restores_from_its_log() {
+    let mut victim = replica(1);
+    let log = vec![
+        run(&mut victim, &put_frontend(0, 0, 80, false), 1_000),
+        run(&mut victim, &put_backend(0, false, 3, 2), 1_001),
+    ];
+    let (forged, _) = forged_over_mode(&victim);
+    victim.join(&forged).expect("joins");
+    // The node persists the delta as received, forged entry included, then
+    // the repair.
+    let repair = victim.rewrite_claimed(5_000);
+    let log = [log, vec![forged, repair]].concat();
+    let restored = Replica::restore(victim.id(), &log).expect("the log restores");
+    assert_eq!(replica_state(&restored), replica_state(&victim));
 }
 
 // ---------------------------------------------------------------------------

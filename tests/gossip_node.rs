@@ -905,10 +905,10 @@ fn a_broadcast_with_an_invalid_delta_is_refused_counted_and_not_relayed() {
 
     let key = ObjectKey::Frontend(frontend_name("web"));
     let state = mesh.node(receiver).replica().full_state();
-    let (held_dot, held) = state
+    let held = state
         .entries()
         .find(|(k, f, _, _)| **k == key && **f == FieldId::Bind)
-        .map(|(_, _, dot, stamped)| (dot, stamped.clone()))
+        .map(|(_, _, _, stamped)| stamped.clone())
         .expect("the receiver holds the bind");
     let forger = ReplicaId::new(0xBAD).expect("non-zero");
     let entry = |dot: Dot, value: FieldValue| {
@@ -930,9 +930,6 @@ fn a_broadcast_with_an_invalid_delta_is_refused_counted_and_not_relayed() {
     };
     let other_bind = FieldValue::Bind(Binds::parse("*:9999").expect("valid"));
 
-    // A held dot reused with another value.
-    let mut reused = entry(held_dot, other_bind.clone());
-    reused.context.insert(held_dot);
     // An entry whose dot its own context does not cover.
     let outside = entry(Dot::new(forger, 1).expect("valid"), other_bind.clone());
     // A field a frontend cannot have.
@@ -964,7 +961,6 @@ fn a_broadcast_with_an_invalid_delta_is_refused_counted_and_not_relayed() {
     );
 
     let cases = [
-        ("reused dot", reused),
         ("entry outside context", outside),
         ("field not allowed", wrong_field),
         ("implausible dot", implausible),
@@ -1423,19 +1419,26 @@ fn a_context_claiming_a_replicas_dots_up_to_the_counter_limit_is_refused_and_del
     .expect("the victim's next write reaches every peer within a second");
 }
 
-#[test]
-fn a_plausible_claim_on_a_replicas_future_dots_loses_none_of_its_writes() {
-    let (mut mesh, ids) = Mesh::running(3, 42);
+/// A running mesh of `n` in which peer 0 wrote frontend "web" and every
+/// peer took it; with the highest counter peer 0's replica issued.
+fn mesh_after_one_write(n: u64, seed: u64) -> (Mesh, Vec<PeerId>, u64) {
+    let (mut mesh, ids) = Mesh::running(n, seed);
     mesh.run_for(ms(50));
-    let (victim, receiver, forger) = (ids[0], ids[1], ids[2]);
-    mesh.execute(victim, &put_frontend("web", 80));
+    mesh.execute(ids[0], &put_frontend("web", 80));
     mesh.run_until(mesh.now + ms(100), Mesh::converged)
         .expect("the mesh converges");
     let issued = mesh
-        .node(victim)
+        .node(ids[0])
         .replica()
         .context()
         .max_counter(replica_id(0));
+    (mesh, ids, issued)
+}
+
+#[test]
+fn a_plausible_claim_on_a_replicas_future_dots_loses_none_of_its_writes() {
+    let (mut mesh, ids, issued) = mesh_after_one_write(3, 42);
+    let (victim, receiver, forger) = (ids[0], ids[1], ids[2]);
 
     // Just beyond what the victim issued: no receiver can tell it from the
     // victim's own writes it has not seen yet, so the receiver takes it
@@ -1747,6 +1750,14 @@ fn forged_value(frontend: &str, dot: Dot, wall_ms: u64) -> ConfigDelta {
     delta
 }
 
+/// Whether every one of `ids` shows frontends "api" and "web", and none
+/// holds anything of "evil".
+fn api_and_web_everywhere_evil_nowhere(mesh: &Mesh, ids: &[PeerId]) -> bool {
+    ids.iter()
+        .all(|&p| mesh.has_frontend(p, "api") && mesh.has_frontend(p, "web"))
+        && !anyone_holds(mesh, ids, "evil")
+}
+
 /// Whether any of `ids` holds an object named `frontend` at all.
 fn anyone_holds(mesh: &Mesh, ids: &[PeerId], frontend: &str) -> bool {
     let key = ObjectKey::Frontend(frontend_name(frontend));
@@ -1761,17 +1772,8 @@ fn anyone_holds(mesh: &Mesh, ids: &[PeerId], frontend: &str) -> bool {
 
 #[test]
 fn a_value_forged_under_a_dot_the_replica_issued_is_removed_and_the_genuine_write_survives() {
-    let (mut mesh, ids) = Mesh::running(3, 45);
-    mesh.run_for(ms(50));
+    let (mut mesh, ids, issued) = mesh_after_one_write(3, 45);
     let (victim, receiver, forger) = (ids[0], ids[1], ids[2]);
-    mesh.execute(victim, &put_frontend("web", 80));
-    mesh.run_until(mesh.now + ms(100), Mesh::converged)
-        .expect("the mesh converges");
-    let issued = mesh
-        .node(victim)
-        .replica()
-        .context()
-        .max_counter(replica_id(0));
 
     // The victim writes; its change is slow to reach the receiver, which
     // first takes a value forged under the victim's very dot, and passes
@@ -1791,10 +1793,7 @@ fn a_value_forged_under_a_dot_the_replica_issued_is_removed_and_the_genuine_writ
     assert!(anyone_holds(&mesh, &[receiver], "evil"));
 
     mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
-        ids.iter()
-            .all(|&p| mesh.has_frontend(p, "api") && mesh.has_frontend(p, "web"))
-            && !anyone_holds(mesh, &ids, "evil")
-            && mesh.converged()
+        api_and_web_everywhere_evil_nowhere(mesh, &ids) && mesh.converged()
     })
     .expect("the genuine write everywhere, the forged value nowhere, and all converge");
     assert!(mesh.node(victim).stats().own_dots_claimed > 0);
@@ -1802,17 +1801,8 @@ fn a_value_forged_under_a_dot_the_replica_issued_is_removed_and_the_genuine_writ
 
 #[test]
 fn a_value_forged_under_a_replicas_unissued_dot_is_removed_by_that_replica() {
-    let (mut mesh, ids) = Mesh::running(3, 46);
-    mesh.run_for(ms(50));
+    let (mut mesh, ids, issued) = mesh_after_one_write(3, 46);
     let (victim, receiver, forger) = (ids[0], ids[1], ids[2]);
-    mesh.execute(victim, &put_frontend("web", 80));
-    mesh.run_until(mesh.now + ms(100), Mesh::converged)
-        .expect("the mesh converges");
-    let issued = mesh
-        .node(victim)
-        .replica()
-        .context()
-        .max_counter(replica_id(0));
     let ahead = Dot::new(replica_id(0), issued + 100).expect("valid");
     let mut forged = forged_value("evil", ahead, mesh.wall_ms());
     forged
@@ -1827,4 +1817,119 @@ fn a_value_forged_under_a_replicas_unissued_dot_is_removed_by_that_replica() {
             && mesh.converged()
     })
     .expect("the victim removes the value forged in its name everywhere");
+}
+
+/// Whether any of `ids` holds a value under `dot`.
+fn anyone_holds_dot(mesh: &Mesh, ids: &[PeerId], dot: Dot) -> bool {
+    ids.iter().any(|&p| {
+        mesh.node(p)
+            .replica()
+            .full_state()
+            .entries()
+            .any(|(_, _, held, _)| held == dot)
+    })
+}
+
+/// An anti-entropy answer carrying `delta`, which nobody relays.
+fn sync_delta(delta: ConfigDelta) -> Vec<u8> {
+    wire::encode(&Message::SyncDelta {
+        delta,
+        reply_to: None,
+        sender_digest: Digest(0),
+    })
+    .expect("encodes")
+}
+
+#[test]
+fn a_value_forged_under_a_replicas_next_dot_sent_to_one_peer_does_not_fork_the_mesh() {
+    let (mut mesh, ids, issued) = mesh_after_one_write(5, 47);
+    let (victim, receiver, forger) = (ids[0], ids[1], ids[4]);
+
+    // The receiver takes a value under the victim's next dot, stamped
+    // ahead of the victim's coming write (within the skew) so that it wins
+    // wherever the two meet; then the victim writes under that very dot,
+    // and every other peer takes the genuine value. Anti-entropy never
+    // ships an entry for a dot both sides have seen: only the peers that
+    // meet both values can end the fork.
+    let next = Dot::new(replica_id(0), issued + 1).expect("valid");
+    let forged = forged_value("evil", next, mesh.wall_ms() + 50);
+    mesh.inject(forger, receiver, &sync_delta(forged));
+    mesh.drain(receiver);
+    assert!(anyone_holds(&mesh, &[receiver], "evil"));
+    mesh.execute(victim, &put_frontend("api", 81));
+
+    mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
+        api_and_web_everywhere_evil_nowhere(mesh, &ids)
+            && !anyone_holds_dot(mesh, &ids, next)
+            && mesh.converged()
+    })
+    .expect("the victim's write everywhere, nothing under the contested dot, and all converge");
+    assert!(mesh.node(receiver).stats().dot_conflicts_resolved > 0);
+    assert!(mesh.node(victim).stats().own_dots_claimed > 0);
+}
+
+#[test]
+fn a_value_forged_under_a_replicas_next_dot_that_loses_to_its_write_is_dropped_where_taken() {
+    let (mut mesh, ids, issued) = mesh_after_one_write(5, 48);
+    let (victim, receiver, forger) = (ids[0], ids[1], ids[4]);
+
+    // Stamped before the victim's coming write: the genuine value wins.
+    let next = Dot::new(replica_id(0), issued + 1).expect("valid");
+    let forged = forged_value("evil", next, mesh.wall_ms() - 1_000);
+    mesh.inject(forger, receiver, &sync_delta(forged));
+    mesh.drain(receiver);
+    assert!(anyone_holds(&mesh, &[receiver], "evil"));
+    mesh.execute(victim, &put_frontend("api", 81));
+
+    mesh.run_until(mesh.now + Duration::from_secs(5), |mesh| {
+        api_and_web_everywhere_evil_nowhere(mesh, &ids) && mesh.converged()
+    })
+    .expect("the victim's write everywhere, the forged value nowhere, and all converge");
+    assert!(mesh.node(receiver).stats().dot_conflicts_resolved > 0);
+}
+
+#[test]
+fn a_peer_meeting_two_values_under_one_dot_tells_the_sender_and_three_members_once() {
+    let (mut mesh, ids) = Mesh::running(6, 49);
+    mesh.run_for(ms(50));
+    let (victim, receiver, forger) = (ids[0], ids[1], ids[5]);
+    let written = mesh.execute(victim, &put_frontend("web", 80));
+    mesh.run_until(mesh.now + ms(100), Mesh::converged)
+        .expect("the mesh converges");
+    let (_, _, dot, _) = written
+        .entries()
+        .find(|(_, field, _, _)| **field == FieldId::Mode)
+        .expect("a frontend has a mode");
+    let held = mesh
+        .node(receiver)
+        .replica()
+        .live_entry(dot)
+        .expect("the receiver holds the genuine mode");
+
+    // Stamped before the genuine value: the receiver keeps its own.
+    let forged = forged_value("evil", dot, WALL_EPOCH_MS);
+    mesh.inject(forger, receiver, &sync_delta(forged.clone()));
+    let told: BTreeSet<PeerId> = sends_in(&mesh.take_outputs(receiver))
+        .into_iter()
+        .filter_map(|(to, message)| match message {
+            Message::SyncDelta {
+                delta,
+                reply_to: None,
+                ..
+            } if delta == held => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 4, "the sender and three others: {told:?}");
+    assert!(told.contains(&forger));
+    assert!(!told.contains(&receiver));
+    assert_eq!(mesh.node(receiver).replica().live_entry(dot), Some(held));
+    assert_eq!(mesh.node(receiver).stats().dot_conflicts_resolved, 1);
+
+    mesh.inject(forger, receiver, &sync_delta(forged));
+    assert!(
+        sends_in(&mesh.take_outputs(receiver)).is_empty(),
+        "a dot's conflict is announced once"
+    );
+    assert_eq!(mesh.node(receiver).stats().dot_conflicts_resolved, 2);
 }

@@ -349,8 +349,9 @@ pub struct KindCounts {
     pub delivered: u64,
     /// Deliveries the receiver refused (a refusal counter moved).
     pub refused: u64,
-    /// How much each counter moved (refusals, and `own_dots_claimed`: a
-    /// plausible claim on the receiver's own dots, joined).
+    /// How much each counter moved (refusals, `own_dots_claimed`: a
+    /// plausible claim on the receiver's own dots, joined, and
+    /// `dot_conflicts_resolved`: a value under a dot held with another).
     pub counters: BTreeMap<&'static str, u64>,
 }
 

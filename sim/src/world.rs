@@ -1027,8 +1027,9 @@ fn member_id(peer: PeerId, generation: u32) -> MemberId {
 
 /// The counters of [`NodeStats`] a forgery can move, by name, and whether
 /// each counts a refusal (`own_dots_claimed` counts a plausible claim that
-/// was joined).
-fn refusal_counters(stats: &NodeStats) -> [(&'static str, u64, bool); 10] {
+/// was joined, `dot_conflicts_resolved` a forged value met with another one
+/// under the same dot).
+fn refusal_counters(stats: &NodeStats) -> [(&'static str, u64, bool); 11] {
     [
         ("garbage_dropped", stats.garbage_dropped, true),
         ("data_from_non_members", stats.data_from_non_members, true),
@@ -1040,6 +1041,11 @@ fn refusal_counters(stats: &NodeStats) -> [(&'static str, u64, bool); 10] {
         ),
         ("deltas_ahead_of_clock", stats.deltas_ahead_of_clock, true),
         ("own_dots_claimed", stats.own_dots_claimed, false),
+        (
+            "dot_conflicts_resolved",
+            stats.dot_conflicts_resolved,
+            false,
+        ),
         ("reports_refused", stats.reports_refused, true),
         ("reports_about_others", stats.reports_about_others, true),
         ("swim_refused", stats.swim_refused, true),

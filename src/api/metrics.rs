@@ -195,6 +195,13 @@ fn render(
          copy of this peer's data directory runs elsewhere (its counter moved past them)",
         counter(node.own_dots_claimed),
     );
+    registry.register(
+        "gossip_dot_conflicts_resolved",
+        "Entries of remote deltas under another replica's dot this peer held with another value \
+         (a value forged under that dot): each resolved alike on every peer, and the winner passed on \
+         so that the dot's replica removes the dot",
+        counter(node.dot_conflicts_resolved),
+    );
 
     // Every quota is listed, refused or not, so that a rate over the
     // series starts from zero.

@@ -558,33 +558,28 @@ impl Replica {
     /// A value under a dot of this replica that it did not write there is
     /// forged too. One under a dot it never issued is joined (it came with
     /// a plausible claim) and waits to be removed everywhere. One under a
-    /// dot it issued for another value is left out of the join (peers that
-    /// took the forged value refuse the genuine one as a reused dot, and
-    /// the reverse): the join removes this replica's value under that dot,
+    /// dot it issued for another value is left out of the join (other peers
+    /// keep whichever of the two outranks the other, see
+    /// [`Replica::dot_conflicts`]; this replica never adopts a value under
+    /// its own dot): the join removes this replica's value under that dot,
     /// which waits to be written again under a fresh dot, and the dot to be
-    /// removed everywhere, which ends the standoff.
+    /// removed everywhere, which ends the conflict on every peer.
     pub fn join(&mut self, delta: &ConfigDelta) -> Result<bool, RemoteDeltaError> {
         self.check_entries(delta)?;
         let own_max = self.store.context().max_counter(self.id);
         let claims_own = delta.context.max_counter(self.id) > own_max;
-        let mut reused_own = Vec::new();
-        let mut never_issued_own = Vec::new();
-        for (key, field, dot, stamped) in delta.entries() {
-            if dot.replica != self.id {
-                continue;
-            }
-            match self.store.entry(dot) {
-                Some((held_key, held_field, held))
-                    if (held_key, held_field, held) != (key, field, stamped) =>
-                {
-                    reused_own.push(dot);
-                }
-                Some(_) => {}
-                None if !self.store.context().contains(dot) => never_issued_own.push(dot),
-                // Issued and since removed: the store ignores the value.
-                None => {}
-            }
-        }
+        let reused_own: Vec<Dot> = self
+            .store
+            .contested_by(delta)
+            .filter(|dot| dot.replica == self.id)
+            .collect();
+        // A dot issued and since removed is not listed: the store ignores
+        // its value.
+        let never_issued_own: Vec<Dot> = delta
+            .entries()
+            .map(|(_, _, dot, _)| dot)
+            .filter(|dot| dot.replica == self.id && !self.store.context().contains(*dot))
+            .collect();
         let filtered;
         let delta = if reused_own.is_empty() {
             delta
@@ -616,6 +611,29 @@ impl Replica {
             self.forged_own.extend(never_issued_own);
         }
         Ok(changed)
+    }
+
+    /// The dots of other replicas under which `delta` carries an entry
+    /// this replica holds live with another key, field or value: two values
+    /// under one dot, which only a forger (or a replica that lost its data)
+    /// makes. The join keeps whichever outranks the other (the later stamp,
+    /// then the greater encoding), alike on every peer; the peers holding
+    /// the loser learn of it only if told ([`Replica::live_entry`]), since
+    /// anti-entropy never ships an entry for a dot both sides have seen.
+    pub fn dot_conflicts(&self, delta: &ConfigDelta) -> Vec<Dot> {
+        self.store
+            .contested_by(delta)
+            .filter(|dot| dot.replica != self.id)
+            .collect()
+    }
+
+    /// The live entry under `dot` as a delta of its own, if it is live.
+    pub fn live_entry(&self, dot: Dot) -> Option<ConfigDelta> {
+        let (key, field, stamped) = self.store.entry(dot)?;
+        let mut delta = ConfigDelta::default();
+        delta.context.insert(dot);
+        delta.insert_entry(key.clone(), *field, dot, stamped.clone());
+        Some(delta)
     }
 
     /// Writes again, at wall-clock `now_ms`, the values of this replica's

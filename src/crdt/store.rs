@@ -10,6 +10,13 @@
 //! the delta names (ordered-index range lookups), never the whole document.
 //! A join either applies completely or returns an error having changed
 //! nothing.
+//!
+//! Per dot, the states form a chain: unseen, then every entry that may sit
+//! under it (ordered by `outranks`), then seen-but-removed. The join takes
+//! the greater per dot, so two different entries under one dot (only a
+//! forger, or a replica that lost its data, makes them) resolve alike on
+//! every peer in whatever order they arrive, and a removal still beats
+//! every value.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -295,11 +302,6 @@ pub enum JoinError {
     /// One dot names two different entries inside the delta.
     #[error("dot {0} appears twice in the delta")]
     DuplicateDot(Dot),
-    /// The delta reuses a dot this store already holds with another key,
-    /// field or value: a replica that lost its data and re-minted old
-    /// counters, or a corrupt peer.
-    #[error("dot {0} is already held with a different key, field or value")]
-    DotReused(Dot),
 }
 
 /// The replicated document's state. See the module documentation.
@@ -446,6 +448,11 @@ where
 
     /// Joins `delta` into the store (the lattice join: commutative,
     /// associative, idempotent). Returns whether anything changed.
+    ///
+    /// An entry under a dot this store holds live with another key, field
+    /// or value replaces the held one if it outranks it (the later stamp,
+    /// then the greater encoding), and is dropped
+    /// otherwise: see the module documentation.
     pub fn join(&mut self, delta: &Delta<K, F, V>) -> Result<bool, JoinError> {
         self.check(delta)?;
         let removed = self.removed_by(delta);
@@ -456,6 +463,13 @@ where
 
         for (key, field, dot, stamped) in delta.entries() {
             if !self.context.contains(dot) {
+                self.insert_entry(key, field, dot, stamped);
+                changed = true;
+            } else if self
+                .entry(dot)
+                .is_some_and(|held| outranks((key, field, stamped), held))
+            {
+                self.remove_entry(dot);
                 self.insert_entry(key, field, dot, stamped);
                 changed = true;
             }
@@ -469,9 +483,12 @@ where
     }
 
     /// The live dots joining `delta` removes: every one it has seen but does
-    /// not carry. The range lookup per context interval keeps this
-    /// proportional to the delta (plus the live dots inside its intervals).
+    /// not carry (under any key and field: one it carries elsewhere is a
+    /// conflict, not a removal). The range lookup per context interval
+    /// keeps this proportional to the delta (plus the live dots inside its
+    /// intervals).
     pub fn removed_by(&self, delta: &Delta<K, F, V>) -> Vec<Dot> {
+        let carried: BTreeSet<Dot> = delta.entries().map(|(_, _, dot, _)| dot).collect();
         let mut removed = Vec::new();
         for (replica, range) in delta.context.ranges() {
             let from = Dot {
@@ -482,18 +499,26 @@ where
                 replica,
                 counter: *range.end(),
             };
-            for (dot, (key, field)) in self.index.range(from..=to) {
-                let carried = delta
-                    .objects
-                    .get(key)
-                    .and_then(|fields| fields.get(field))
-                    .is_some_and(|reg| reg.contains_key(dot));
-                if !carried {
-                    removed.push(*dot);
-                }
-            }
+            removed.extend(
+                self.index
+                    .range(from..=to)
+                    .map(|(dot, _)| *dot)
+                    .filter(|dot| !carried.contains(dot)),
+            );
         }
         removed
+    }
+
+    /// The dots `delta` carries an entry under that this store holds live
+    /// with another key, field or value: the conflicts joining it resolves.
+    pub fn contested_by<'a>(&'a self, delta: &'a Delta<K, F, V>) -> impl Iterator<Item = Dot> + 'a {
+        delta
+            .entries()
+            .filter(|&(key, field, dot, stamped)| {
+                self.entry(dot)
+                    .is_some_and(|held| held != (key, field, stamped))
+            })
+            .map(|(_, _, dot, _)| dot)
     }
 
     /// The live entry of `dot`: its object, field and stamped value.
@@ -503,10 +528,10 @@ where
         Some((key, field, stamped))
     }
 
-    /// Read-only validation of a delta against itself and this store.
+    /// Read-only validation of a delta against itself.
     fn check(&self, delta: &Delta<K, F, V>) -> Result<(), JoinError> {
         let mut seen = DotSet::new();
-        for (key, field, dot, stamped) in delta.entries() {
+        for (_, _, dot, _) in delta.entries() {
             if !delta.context.contains(dot) {
                 return Err(JoinError::EntryOutsideContext(dot));
             }
@@ -514,14 +539,6 @@ where
                 return Err(JoinError::DuplicateDot(dot));
             }
             seen.insert(dot);
-            if let Some((held_key, held_field)) = self.index.get(&dot) {
-                let same = held_key == key
-                    && held_field == field
-                    && self.objects[key][field].get(&dot) == Some(stamped);
-                if !same {
-                    return Err(JoinError::DotReused(dot));
-                }
-            }
         }
         Ok(())
     }
@@ -672,6 +689,22 @@ where
             }
         }
     }
+}
+
+/// Whether entry `a` wins over entry `b` under one dot: the later stamp,
+/// then the greater encoding of (key, field, value). A total order every
+/// peer computes alike, so a dot held with two entries resolves to the same
+/// one everywhere. Equal entries outrank neither way.
+fn outranks<K: Serialize, F: Serialize, V: Serialize>(
+    a: (&K, &F, &Stamped<V>),
+    b: (&K, &F, &Stamped<V>),
+) -> bool {
+    let rank = |(key, field, stamped): (&K, &F, &Stamped<V>)| {
+        let bytes =
+            postcard::to_stdvec(&(key, field, &stamped.value)).expect("entries always encode");
+        (stamped.hlc, bytes)
+    };
+    rank(a) > rank(b)
 }
 
 /// Puts one register entry into objects → fields → registers.

@@ -46,6 +46,14 @@ const REMOTE_CHANGES_MAX: usize = 1024;
 /// Objects named per remote change, at most (the rest are only counted).
 const CHANGE_OBJECTS_MAX: usize = 8;
 
+/// Random active members told of a dot conflict's winner, besides the peer
+/// that sent the other value.
+const CONFLICT_FANOUT: usize = 3;
+
+/// Dots whose conflict this node has announced, remembered so that each is
+/// announced once (beyond, the oldest are forgotten).
+const CONFLICTS_ANNOUNCED_MAX: usize = 4096;
+
 /// A remote delta that changed this node's state: who sent it, and whose
 /// change it was, so that a compromised peer's writes and deletions can be
 /// traced.
@@ -107,6 +115,10 @@ pub struct NodeStats {
     /// Remote deltas joined that claimed dots of this node's replica it had
     /// not issued (a forger's claim; the replica's counter moved past it).
     pub own_dots_claimed: u64,
+    /// Entries of joined remote deltas under a dot of another replica that
+    /// this node held with another value (a forger's value under a
+    /// replica's dot): each resolved to the entry that outranks the other.
+    pub dot_conflicts_resolved: u64,
     /// Data messages (broadcasts, acks, anti-entropy) from a peer that is
     /// not an active member, dropped.
     pub data_from_non_members: u64,
@@ -171,6 +183,11 @@ pub struct Node {
     /// this one.
     report_cursor: PeerId,
     remote_changes: VecDeque<RemoteChange>,
+    /// Dots whose conflict this node announced (see
+    /// [`Node::announce_conflicts`]), and the same in the order announced,
+    /// to forget the oldest.
+    conflicts_announced: BTreeSet<Dot>,
+    conflicts_announced_order: VecDeque<Dot>,
     revocations: Revocations,
     stats: NodeStats,
 }
@@ -199,6 +216,8 @@ impl Node {
             reports: Reports::default(),
             report_cursor: me.peer,
             remote_changes: VecDeque::new(),
+            conflicts_announced: BTreeSet::new(),
+            conflicts_announced_order: VecDeque::new(),
             revocations: Revocations::default(),
             stats: NodeStats::default(),
         }
@@ -469,7 +488,8 @@ impl Node {
     /// Joins a remote delta: whether it changed the state, or `None` if it
     /// was refused (counted, state unchanged).
     /// Values of this replica's own that a forged claim removed are written
-    /// again at once (see [`Replica::join`]).
+    /// again at once (see [`Replica::join`]), and the winners of dot
+    /// conflicts are announced ([`Node::announce_conflicts`]).
     fn join_remote(
         &mut self,
         now: Time,
@@ -479,8 +499,10 @@ impl Node {
         bounds: Plausibility,
     ) -> Option<bool> {
         let mut touched = BTreeSet::new();
+        let mut conflicts = Vec::new();
         let joined = Replica::check_plausible(&delta, bounds).and_then(|()| {
             touched = self.replica.objects_touched_by(&delta);
+            conflicts = self.replica.dot_conflicts(&delta);
             self.replica.join(&delta)
         });
         match joined {
@@ -489,9 +511,13 @@ impl Node {
                 self.push_output(Output::Persist(delta));
                 let rewritten = self.replica.rewrite_claimed(bounds.wall_ms);
                 self.publish_local(now, &rewritten);
+                self.announce_conflicts(from, conflicts);
                 Some(true)
             }
-            Ok(false) => Some(false),
+            Ok(false) => {
+                self.announce_conflicts(from, conflicts);
+                Some(false)
+            }
             Err(error) => {
                 self.stats.deltas_refused += 1;
                 match error {
@@ -502,6 +528,58 @@ impl Node {
                     RemoteDeltaError::InvalidEntry { .. } | RemoteDeltaError::Join(_) => {}
                 }
                 None
+            }
+        }
+    }
+
+    /// Tells `from` and [`CONFLICT_FANOUT`] random active members which
+    /// entry won each dot of `conflicts` here, once per dot, as an
+    /// anti-entropy answer (not relayed; a peer of an older release takes
+    /// it like any other).
+    ///
+    /// Anti-entropy never ships an entry for a dot both sides have seen, so
+    /// peers holding two values under one dot would keep them for good:
+    /// only a peer that meets both can tell. Each that does passes the
+    /// winner on once (rumor mongering), so it soon reaches the dot's own
+    /// replica, which never keeps a value it did not write under its dot:
+    /// it writes its own value again under a fresh dot and removes the dot
+    /// everywhere (see [`Replica::join`]), which ends the conflict.
+    fn announce_conflicts(&mut self, from: PeerId, conflicts: Vec<Dot>) {
+        self.stats.dot_conflicts_resolved += conflicts.len() as u64;
+        for dot in conflicts {
+            if !self.conflicts_announced.insert(dot) {
+                continue;
+            }
+            self.conflicts_announced_order.push_back(dot);
+            if self.conflicts_announced_order.len() > CONFLICTS_ANNOUNCED_MAX
+                && let Some(oldest) = self.conflicts_announced_order.pop_front()
+            {
+                self.conflicts_announced.remove(&oldest);
+            }
+            // Removed meanwhile (the dot's replica's own repair): nothing
+            // to tell.
+            let Some(winner) = self.replica.live_entry(dot) else {
+                continue;
+            };
+            let message = Message::SyncDelta {
+                delta: winner,
+                reply_to: None,
+                sender_digest: self.replica.digest(),
+            };
+            let mut others: Vec<PeerId> = self
+                .membership
+                .active()
+                .iter()
+                .copied()
+                .filter(|peer| *peer != from)
+                .collect();
+            let mut targets = vec![from];
+            while targets.len() <= CONFLICT_FANOUT && !others.is_empty() {
+                let pick = self.rng.random_range(0..others.len());
+                targets.push(others.swap_remove(pick));
+            }
+            for to in targets {
+                self.send(to, &message);
             }
         }
     }
