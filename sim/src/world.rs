@@ -1048,5 +1048,10 @@ fn refusal_counters(stats: &NodeStats) -> [(&'static str, u64, bool); 10] {
             stats.swim_downs_taken_as_suspicion,
             true,
         ),
+        (
+            "swim_identities_refused",
+            stats.swim_identities_refused,
+            true,
+        ),
     ]
 }
