@@ -1028,7 +1028,7 @@ fn member_id(peer: PeerId, generation: u32) -> MemberId {
 /// The counters of [`NodeStats`] a forgery can move, by name, and whether
 /// each counts a refusal (`own_dots_claimed` counts a plausible claim that
 /// was joined).
-fn refusal_counters(stats: &NodeStats) -> [(&'static str, u64, bool); 10] {
+fn refusal_counters(stats: &NodeStats) -> [(&'static str, u64, bool); 11] {
     [
         ("garbage_dropped", stats.garbage_dropped, true),
         ("data_from_non_members", stats.data_from_non_members, true),
