@@ -182,12 +182,24 @@ impl Attacker {
     /// `connection`. The attacker answers no probe afterwards, so the
     /// mesh declares it down within seconds; tests act before that.
     pub fn announce(&self, connection: &quinn::Connection, name: &str, target_peer: PeerId) {
+        self.announce_at(connection, name, 0, target_peer);
+    }
+
+    /// [`Attacker::announce`], claiming restart generation `generation`.
+    pub fn announce_at(
+        &self,
+        connection: &quinn::Connection,
+        name: &str,
+        generation: u32,
+        target_peer: PeerId,
+    ) {
+        let me = member(name, generation);
         let target = MemberId {
             peer: target_peer,
             generation: 0,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
-        self.swim(connection, name, target, foca::Message::Announce, &[]);
+        self.swim(connection, me, target, foca::Message::Announce, &[]);
     }
 
     /// Sends, as the member `name` (announced with [`Attacker::announce`]),
@@ -201,22 +213,23 @@ impl Attacker {
         target: MemberId,
         updates: &[foca::Member<MemberId>],
     ) {
-        self.swim(connection, name, target, foca::Message::Gossip, updates);
+        self.swim(
+            connection,
+            member(name, 0),
+            target,
+            foca::Message::Gossip,
+            updates,
+        );
     }
 
     fn swim(
         &self,
         connection: &quinn::Connection,
-        name: &str,
+        me: MemberId,
         target: MemberId,
         message: foca::Message<MemberId>,
         updates: &[foca::Member<MemberId>],
     ) {
-        let me = MemberId {
-            peer: certs::peer_id_of(&NodeName::new(name).expect("a node name")),
-            generation: 0,
-            addr: SocketAddr::from(([127, 0, 0, 1], 9)),
-        };
         let header = foca::Header {
             src: me,
             src_incarnation: 0,
@@ -243,6 +256,15 @@ impl Attacker {
                 .await
                 .expect("the peer closes the connection in time")
         })
+    }
+}
+
+/// The attacker's SWIM identity as the member `name` at `generation`.
+fn member(name: &str, generation: u32) -> MemberId {
+    MemberId {
+        peer: certs::peer_id_of(&NodeName::new(name).expect("a node name")),
+        generation,
+        addr: SocketAddr::from(([127, 0, 0, 1], 9)),
     }
 }
 
