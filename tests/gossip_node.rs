@@ -1578,32 +1578,32 @@ fn swim_gossip(
     wire::encode(&Message::Swim(packet)).expect("encodes")
 }
 
-/// `peer`'s identity at the highest generation and another address: it
-/// would win SWIM's conflict rule against every identity `peer` can take.
-fn usurped(identity: MemberId) -> MemberId {
-    MemberId {
+/// A running mesh of three (seed `seed`) in which the third peer, a
+/// forger, told the first that `usurped` (an index) runs at the highest
+/// generation and another address: an identity that would win SWIM's
+/// conflict rule against every one that peer can take. Returns the mesh
+/// 10 s later, its ids, and the usurped peer's genuine identity.
+fn after_usurping(seed: u64, usurped: usize) -> (Mesh, Vec<PeerId>, MemberId) {
+    let (mut mesh, ids) = Mesh::running(3, seed);
+    mesh.run_for(ms(100));
+    let (target, forger) = (ids[0], ids[2]);
+    let genuine = mesh.node(ids[usurped]).identity();
+    let usurper = MemberId {
         generation: u32::MAX,
         addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
-        ..identity
-    }
+        ..genuine
+    };
+    let forged = swim_gossip(&mesh, forger, target, &foca::Member::alive(usurper));
+    mesh.inject(forger, target, &forged);
+    assert_eq!(mesh.node(target).stats().swim_identities_refused, 1);
+    mesh.run_for(Duration::from_secs(10));
+    (mesh, ids, genuine)
 }
 
 #[test]
 fn a_member_announcing_another_peer_under_a_new_identity_is_ignored() {
-    let (mut mesh, ids) = Mesh::running(3, 45);
-    mesh.run_for(ms(100));
-    let (target, victim, forger) = (ids[0], ids[1], ids[2]);
-    let genuine = mesh.node(victim).identity();
-    let forged = swim_gossip(
-        &mesh,
-        forger,
-        target,
-        &foca::Member::alive(usurped(genuine)),
-    );
-
-    mesh.inject(forger, target, &forged);
-    assert_eq!(mesh.node(target).stats().swim_identities_refused, 1);
-    mesh.run_for(Duration::from_secs(10));
+    let (mesh, ids, genuine) = after_usurping(45, 1);
+    let (target, victim) = (ids[0], ids[1]);
     assert!(mesh.members(target).contains(&victim));
     assert_eq!(
         mesh.node(victim).identity(),
@@ -1615,20 +1615,8 @@ fn a_member_announcing_another_peer_under_a_new_identity_is_ignored() {
 
 #[test]
 fn a_member_announcing_the_receiver_itself_under_a_new_identity_is_ignored() {
-    let (mut mesh, ids) = Mesh::running(3, 46);
-    mesh.run_for(ms(100));
-    let (target, forger) = (ids[0], ids[2]);
-    let genuine = mesh.node(target).identity();
-    let forged = swim_gossip(
-        &mesh,
-        forger,
-        target,
-        &foca::Member::alive(usurped(genuine)),
-    );
-
-    mesh.inject(forger, target, &forged);
-    assert_eq!(mesh.node(target).stats().swim_identities_refused, 1);
-    mesh.run_for(Duration::from_secs(10));
+    let (mesh, ids, genuine) = after_usurping(46, 0);
+    let target = ids[0];
     for other in &ids[1..] {
         assert!(mesh.members(*other).contains(&target));
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::hostile::Attacker;
-use support::{Cluster, Peer, aqueduct, eventually, wait_for_mesh, within};
+use support::{Cluster, Peer, PeerSpec, aqueduct, eventually, wait_for_mesh, within};
 
 /// What the issue promises: every reachable peer refuses a revoked
 /// certificate within this long.
@@ -77,6 +77,17 @@ fn refuses_handshake(attacker: &Attacker, peer: &Peer) -> bool {
             quinn::ConnectionError::ConnectionClosed(_) | quinn::ConnectionError::TransportError(_)
         ),
     }
+}
+
+/// Mallory with a certificate issued now, its own directories, joining
+/// through `seed`.
+fn reissued_mallory(cluster: &Cluster, seed: &Peer) -> PeerSpec {
+    let mut spec = cluster.peer("mallory");
+    spec.tls_dir = reissue(cluster, "mallory", "mallory-reissued");
+    spec.data_dir = cluster.dir.path().join("mallory-reissued").join("data");
+    spec.log = cluster.dir.path().join("mallory-reissued").join("log.txt");
+    spec.join = vec![seed.gossip];
+    spec
 }
 
 /// A TLS directory with a new certificate for `name`, issued now.
@@ -149,11 +160,7 @@ fn a_revoked_member_is_refused_mesh_wide_also_by_a_peer_that_was_down_and_its_re
 
     // The operator issues mallory a new certificate: a member again, and a
     // new peer syncs the revocation too.
-    let mut spec = cluster.peer("mallory");
-    spec.tls_dir = reissue(&cluster, "mallory", "mallory-reissued");
-    spec.data_dir = cluster.dir.path().join("mallory-reissued").join("data");
-    spec.log = cluster.dir.path().join("mallory-reissued").join("log.txt");
-    spec.join = vec![a.gossip];
+    let spec = reissued_mallory(&cluster, &a);
     let reissued = spec.start();
     wait_for_mesh(&[&a, &b, &c, &reissued]);
     for peer in [&a, &b, &c] {
@@ -291,11 +298,7 @@ fn a_member_that_claimed_the_highest_generation_before_its_revocation_does_not_k
     let (ok, _, stderr) = ctl_revoke(&a, &file);
     assert!(ok, "ctl revoke failed: {stderr}");
 
-    let mut spec = cluster.peer("mallory");
-    spec.tls_dir = reissue(&cluster, "mallory", "mallory-reissued");
-    spec.data_dir = cluster.dir.path().join("mallory-reissued").join("data");
-    spec.log = cluster.dir.path().join("mallory-reissued").join("log.txt");
-    spec.join = vec![a.gossip];
+    let spec = reissued_mallory(&cluster, &a);
     let _reissued = spec.start();
     for peer in [&a, &b] {
         eventually("the re-issued certificate's peer to be a member", || {

@@ -370,8 +370,8 @@ struct FilteredPacket {
 }
 
 /// Checks that `packet` comes from `from`, drops each of its updates that
-/// gives a peer other than the sender an identity other than `known` says
-/// (this node's own included), and rewrites each that declares a peer other
+/// gives a peer other than the sender an identity that would replace the
+/// one `known` says (this node's own included), and rewrites each that declares a peer other
 /// than the sender down into a suspicion of that peer (same incarnation).
 ///
 /// Why the identities: a peer's identity (generation, address) is its own
@@ -428,7 +428,13 @@ fn third_party_updates_checked(
     for _ in 0..count {
         let update: Member<MemberId> = codec.decode_member(&mut rest).map_err(|_| ())?;
         let about = update.id().peer;
-        if about != from && known(about).is_some_and(|known| known != *update.id()) {
+        // Only an identity that would replace the known one is dropped: one
+        // that loses the conflict changes nothing (foca discards it, or
+        // declares a stale identity of this node's down, as it should).
+        let usurps = |known: MemberId| {
+            known != *update.id() && !foca::Identity::win_addr_conflict(&known, update.id())
+        };
+        if about != from && known(about).is_some_and(usurps) {
             identities_refused += 1;
         } else if update.state() == foca::State::Down && about != from {
             downs += 1;
