@@ -491,17 +491,8 @@ where
         let carried: BTreeSet<Dot> = delta.entries().map(|(_, _, dot, _)| dot).collect();
         let mut removed = Vec::new();
         for (replica, range) in delta.context.ranges() {
-            let from = Dot {
-                replica,
-                counter: *range.start(),
-            };
-            let to = Dot {
-                replica,
-                counter: *range.end(),
-            };
             removed.extend(
-                self.index
-                    .range(from..=to)
+                self.covered(replica, range)
                     .map(|(dot, _)| *dot)
                     .filter(|dot| !carried.contains(dot)),
             );
@@ -519,6 +510,24 @@ where
                     .is_some_and(|held| held != (key, field, stamped))
             })
             .map(|(_, _, dot, _)| dot)
+    }
+
+    /// The live dots of `replica` whose counters `range` covers, with their
+    /// object and field: one range lookup in the index.
+    fn covered(
+        &self,
+        replica: ReplicaId,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> std::collections::btree_map::Range<'_, Dot, (K, F)> {
+        let from = Dot {
+            replica,
+            counter: *range.start(),
+        };
+        let to = Dot {
+            replica,
+            counter: *range.end(),
+        };
+        self.index.range(from..=to)
     }
 
     /// The live entry of `dot`: its object, field and stamped value.
@@ -571,15 +580,7 @@ where
         let unseen = self.context.difference(peer);
         let mut delta = Delta::default();
         for (replica, range) in unseen.ranges() {
-            let from = Dot {
-                replica,
-                counter: *range.start(),
-            };
-            let to = Dot {
-                replica,
-                counter: *range.end(),
-            };
-            for (dot, (key, field)) in self.index.range(from..=to) {
+            for (dot, (key, field)) in self.covered(replica, range) {
                 let stamped = self.objects[key][field][dot].clone();
                 delta.insert_entry(key.clone(), field.clone(), *dot, stamped);
             }
