@@ -1557,6 +1557,76 @@ fn a_member_declaring_another_peer_down_only_makes_the_receiver_probe_it() {
     assert!(mesh.fully_meshed());
 }
 
+/// A SWIM gossip packet from `forger` to `target` (as they run) carrying
+/// `update`, in a wire message.
+fn swim_gossip(
+    mesh: &Mesh,
+    forger: PeerId,
+    target: PeerId,
+    update: &foca::Member<MemberId>,
+) -> Vec<u8> {
+    use foca::{Codec, Header, PostcardCodec};
+
+    let header = Header {
+        src: mesh.node(forger).identity(),
+        src_incarnation: 0,
+        dst: mesh.node(target).identity(),
+        message: foca::Message::Gossip,
+    };
+    let mut packet = Vec::new();
+    let mut codec = PostcardCodec;
+    codec.encode_header(&header, &mut packet).expect("encodes");
+    packet.extend_from_slice(&1u16.to_be_bytes());
+    codec.encode_member(update, &mut packet).expect("encodes");
+    wire::encode(&Message::Swim(packet)).expect("encodes")
+}
+
+/// A running mesh of three (seed `seed`) in which the third peer, a
+/// forger, told the first that `usurped` (an index) runs at the highest
+/// generation and another address: an identity that would win SWIM's
+/// conflict rule against every one that peer can take. Returns the mesh
+/// 10 s later, its ids, and the usurped peer's genuine identity.
+fn after_usurping(seed: u64, usurped: usize) -> (Mesh, Vec<PeerId>, MemberId) {
+    let (mut mesh, ids) = Mesh::running(3, seed);
+    mesh.run_for(ms(100));
+    let (target, forger) = (ids[0], ids[2]);
+    let genuine = mesh.node(ids[usurped]).identity();
+    let usurper = MemberId {
+        generation: u32::MAX,
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+        ..genuine
+    };
+    let forged = swim_gossip(&mesh, forger, target, &foca::Member::alive(usurper));
+    mesh.inject(forger, target, &forged);
+    assert_eq!(mesh.node(target).stats().swim_identities_refused, 1);
+    mesh.run_for(Duration::from_secs(10));
+    (mesh, ids, genuine)
+}
+
+#[test]
+fn a_member_announcing_another_peer_under_a_new_identity_is_ignored() {
+    let (mesh, ids, genuine) = after_usurping(45, 1);
+    let (target, victim) = (ids[0], ids[1]);
+    assert!(mesh.members(target).contains(&victim));
+    assert_eq!(
+        mesh.node(victim).identity(),
+        genuine,
+        "the victim never had to renew"
+    );
+    assert!(mesh.fully_meshed());
+}
+
+#[test]
+fn a_member_announcing_the_receiver_itself_under_a_new_identity_is_ignored() {
+    let (mesh, ids, genuine) = after_usurping(46, 0);
+    let target = ids[0];
+    for other in &ids[1..] {
+        assert!(mesh.members(*other).contains(&target));
+    }
+    assert_eq!(mesh.node(target).identity(), genuine);
+    assert!(mesh.fully_meshed());
+}
+
 // ---------------------------------------------------------------------------
 // Revocations.
 

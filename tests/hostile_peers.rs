@@ -12,12 +12,13 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use aqueduct::crdt::model::{Balance, FieldId, FieldValue, Name, ObjectKey};
 use aqueduct::crdt::{ConfigDelta, Digest, Dot, Hlc, ReplicaId, Stamped};
 use aqueduct::gossip::wire::{MESSAGE_BYTES_MAX, Message, RingRange};
-use aqueduct::gossip::{ApplyReport, PeerId, PeerReport};
+use aqueduct::gossip::{ApplyReport, MemberId, PeerId, PeerReport};
 use support::hostile::{Attacker, Credentials, Validity, frame, garbage, rss_kib};
 use support::{Cluster, Peer, eventually, ok, static_backend, wait_for_mesh};
 
@@ -520,4 +521,73 @@ fn the_event_stream_shows_a_remote_change_with_the_peer_and_replica_it_came_from
             "backend traced",
         ],
     );
+}
+
+/// `peer`'s SWIM identity as it runs (what a packet to it must name).
+fn member_id_of(peer: &Peer) -> MemberId {
+    let mesh = peer.mesh();
+    MemberId {
+        peer: ids_of(peer).0,
+        generation: u32::try_from(mesh["generation"].as_u64().expect("a generation"))
+            .expect("a u32"),
+        addr: mesh["gossipAddr"]
+            .as_str()
+            .expect("an address")
+            .parse()
+            .expect("a socket address"),
+    }
+}
+
+/// How `observer` lists the peer `name`: (generation, state).
+fn seen_as(observer: &Peer, name: &str) -> Option<(u64, String)> {
+    let (_, peers) = observer.get("/mesh/peers");
+    peers
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .map(|p| {
+            (
+                p["generation"].as_u64().unwrap_or_default(),
+                p["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+#[test]
+fn a_member_giving_another_peer_a_new_identity_is_ignored_and_the_peer_stays_a_member() {
+    let cluster = Cluster::new("hostile-identity");
+    let (a, b, c) = cluster.three_peers();
+    let (attacker, connection) = mallory_joined(&cluster, &c);
+    let genuine = member_id_of(&a);
+    // The highest generation, at an address where nobody answers: taken,
+    // it would replace a's identity on c and on everyone c gossips to,
+    // a's own packets would be ignored as from a stale identity, and the
+    // forged one, never answering, would be declared down, taking a out
+    // of the members for a day (its data refused as from a non-member).
+    let usurper = MemberId {
+        generation: u32::MAX,
+        addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+        ..genuine
+    };
+    let before = claims_refused(&c, "identity_from_another_peer");
+    attacker.gossip(
+        &connection,
+        "mallory",
+        member_id_of(&c),
+        &[foca::Member::alive(usurper)],
+    );
+    counted(
+        &c,
+        &format!("{CLAIMS_REFUSED}{{kind=\"identity_from_another_peer\"}}"),
+        before + 1,
+    );
+    for observer in [&b, &c] {
+        assert_eq!(
+            seen_as(observer, "peer-a"),
+            Some((u64::from(genuine.generation), "alive".to_owned())),
+            "as {} sees peer-a",
+            observer.spec.name
+        );
+    }
+    a_write_travels(&a, &c, "after-usurping");
 }

@@ -1029,7 +1029,7 @@ fn member_id(peer: PeerId, generation: u32) -> MemberId {
 /// each counts a refusal (`own_dots_claimed` counts a plausible claim that
 /// was joined, `dot_conflicts_resolved` a forged value met with another one
 /// under the same dot).
-fn refusal_counters(stats: &NodeStats) -> [(&'static str, u64, bool); 11] {
+fn refusal_counters(stats: &NodeStats) -> [(&'static str, u64, bool); 12] {
     [
         ("garbage_dropped", stats.garbage_dropped, true),
         ("data_from_non_members", stats.data_from_non_members, true),
@@ -1052,6 +1052,11 @@ fn refusal_counters(stats: &NodeStats) -> [(&'static str, u64, bool); 11] {
         (
             "swim_downs_taken_as_suspicion",
             stats.swim_downs_taken_as_suspicion,
+            true,
+        ),
+        (
+            "swim_identities_refused",
+            stats.swim_identities_refused,
             true,
         ),
     ]

@@ -178,6 +178,7 @@ fn render(
             "down_declared_by_another_peer",
             node.swim_downs_taken_as_suspicion,
         ),
+        ("identity_from_another_peer", node.swim_identities_refused),
     ] {
         claims.get_or_create(&[("kind", kind)]).inc_by(count);
     }
@@ -186,7 +187,7 @@ fn render(
         "Peer messages or parts refused for what they claim: a dot no replica can have issued, a stamp \
          or lease renewal beyond the allowed clock skew (the delta is dropped), data from a peer that is \
          not a member, a report about another peer (ignored), another peer declared down (taken as a \
-         suspicion)",
+         suspicion), a known peer given another identity by someone else (ignored)",
         claims,
     );
     registry.register(

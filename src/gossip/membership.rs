@@ -86,6 +86,9 @@ pub(super) struct Membership {
     pub(super) refused_packets: u64,
     /// Updates declaring another peer down, taken as suspicion only.
     pub(super) downs_taken_as_suspicion: u64,
+    /// Updates giving a known peer (or this node) an identity other than
+    /// the one known, from another peer: dropped.
+    pub(super) identities_refused: u64,
     /// Peers that came up (or back, renewed) since the node last took them
     /// ([`Membership::take_came_up`]); bounded by the packets handled in
     /// between, since the node takes them after each.
@@ -105,6 +108,7 @@ impl Membership {
             identities: BTreeMap::new(),
             refused_packets: 0,
             downs_taken_as_suspicion: 0,
+            identities_refused: 0,
             came_up: Vec::new(),
             local_errors: 0,
         }
@@ -186,7 +190,7 @@ impl Membership {
     ///
     /// foca tells a few peers and relies on them to pass it on; but a peer
     /// passing on that another is down is taken as a suspicion only (see
-    /// [`third_party_downs_as_suspicion`]), so the goodbye goes from this
+    /// [`third_party_updates_checked`]), so the goodbye goes from this
     /// node to every member it knows, in a gossip packet of foca's format.
     pub(super) fn leave(&mut self, now: Time) -> Vec<(PeerId, Vec<u8>)> {
         let me = self.identity();
@@ -222,18 +226,28 @@ impl Membership {
 
     /// Feeds a membership packet from `from` (authenticated by the
     /// transport). A packet whose sender identity is not `from` is refused:
-    /// a peer speaks only for itself, whatever its payload claims. Its
-    /// updates that declare *another* peer down are taken as suspicion only
-    /// (see [`third_party_downs_as_suspicion`]).
+    /// a peer speaks only for itself, whatever its payload claims. Of its
+    /// updates about *another* peer, those giving it an identity other than
+    /// the one known are dropped, and those declaring it down are taken as
+    /// suspicion only (see [`third_party_updates_checked`]).
     pub(super) fn handle_packet(
         &mut self,
         now: Time,
         from: PeerId,
         packet: &[u8],
     ) -> Vec<(PeerId, Vec<u8>)> {
-        let accepted = match third_party_downs_as_suspicion(from, packet) {
+        let me = self.identity();
+        let known = |peer: PeerId| {
+            if peer == me.peer {
+                Some(me)
+            } else {
+                self.identities.get(&peer).copied()
+            }
+        };
+        let accepted = match third_party_updates_checked(from, packet, known) {
             Ok(filtered) => {
                 self.downs_taken_as_suspicion += filtered.downs_taken_as_suspicion;
+                self.identities_refused += filtered.identities_refused;
                 let packet = filtered.packet.as_deref().unwrap_or(packet);
                 self.foca.handle_data(packet, &mut self.runtime).is_ok()
             }
@@ -351,11 +365,27 @@ struct FilteredPacket {
     packet: Option<Vec<u8>>,
     /// How many updates declared another peer down.
     downs_taken_as_suspicion: u64,
+    /// How many updates gave a known peer another identity (dropped).
+    identities_refused: u64,
 }
 
-/// Checks that `packet` comes from `from`, and rewrites each of its updates
-/// that declares a peer other than the sender down into a suspicion of
-/// that peer (same incarnation).
+/// Checks that `packet` comes from `from`, drops each of its updates that
+/// gives a peer other than the sender an identity that would replace the
+/// one `known` says (this node's own included), and rewrites each that declares a peer other
+/// than the sender down into a suspicion of that peer (same incarnation).
+///
+/// Why the identities: a peer's identity (generation, address) is its own
+/// to change, and foca lets the greater one replace the other everywhere
+/// ([`MemberId`]'s `win_addr_conflict`). Taken from a third party, an
+/// identity of the highest generation at an address where nobody answers
+/// would replace the victim's for good: its own packets ignored as from a
+/// stale identity, probes of the forged one failing until it is declared
+/// down, so its data refused as from a non-member for as long as foca
+/// remembers down peers (a day). Sent to the victim itself, foca would
+/// declare "its previous identity" down and spread that as the victim's own
+/// word. A genuine new identity (a restart) still reaches each peer from
+/// the peer itself (its announce, probes and gossip); a peer not known yet
+/// is still learned from others.
 ///
 /// Why: in SWIM a peer that failed to reach another, directly and through
 /// others (indirect probes), suspects it, and declares it down when the
@@ -367,7 +397,11 @@ struct FilteredPacket {
 /// peer's own probes (foca probes suspects too), only later than on trust.
 /// A peer declaring itself down (a graceful leave) is taken as it is.
 /// `Err` for a packet not from `from` or that does not parse.
-fn third_party_downs_as_suspicion(from: PeerId, packet: &[u8]) -> Result<FilteredPacket, ()> {
+fn third_party_updates_checked(
+    from: PeerId,
+    packet: &[u8],
+    known: impl Fn(PeerId) -> Option<MemberId>,
+) -> Result<FilteredPacket, ()> {
     let mut codec = PostcardCodec;
     let mut rest = packet;
     let header = Codec::<MemberId>::decode_header(&mut codec, &mut rest).map_err(|_| ())?;
@@ -377,6 +411,7 @@ fn third_party_downs_as_suspicion(from: PeerId, packet: &[u8]) -> Result<Filtere
     let unchanged = FilteredPacket {
         packet: None,
         downs_taken_as_suspicion: 0,
+        identities_refused: 0,
     };
     // foca's layout after the header: for every message but custom
     // broadcasts (which this mesh does not use), a big-endian count of
@@ -389,9 +424,19 @@ fn third_party_downs_as_suspicion(from: PeerId, packet: &[u8]) -> Result<Filtere
     rest = &rest[2..];
     let mut updates = Vec::with_capacity(usize::from(count).min(64));
     let mut downs = 0;
+    let mut identities_refused = 0;
     for _ in 0..count {
         let update: Member<MemberId> = codec.decode_member(&mut rest).map_err(|_| ())?;
-        if update.state() == foca::State::Down && update.id().peer != from {
+        let about = update.id().peer;
+        // Only an identity that would replace the known one is dropped: one
+        // that loses the conflict changes nothing (foca discards it, or
+        // declares a stale identity of this node's down, as it should).
+        let usurps = |known: MemberId| {
+            known != *update.id() && !foca::Identity::win_addr_conflict(&known, update.id())
+        };
+        if about != from && known(about).is_some_and(usurps) {
+            identities_refused += 1;
+        } else if update.state() == foca::State::Down && about != from {
             downs += 1;
             updates.push(Member::new(
                 *update.id(),
@@ -402,12 +447,13 @@ fn third_party_downs_as_suspicion(from: PeerId, packet: &[u8]) -> Result<Filtere
             updates.push(update);
         }
     }
-    if downs == 0 {
+    if downs == 0 && identities_refused == 0 {
         return Ok(unchanged);
     }
+    let kept = u16::try_from(updates.len()).expect("at most the count read");
     let mut rewritten = Vec::with_capacity(packet.len());
     rewritten.extend_from_slice(&packet[..header_len]);
-    rewritten.extend_from_slice(&count.to_be_bytes());
+    rewritten.extend_from_slice(&kept.to_be_bytes());
     for update in &updates {
         codec
             .encode_member(update, &mut rewritten)
@@ -417,6 +463,7 @@ fn third_party_downs_as_suspicion(from: PeerId, packet: &[u8]) -> Result<Filtere
     Ok(FilteredPacket {
         packet: Some(rewritten),
         downs_taken_as_suspicion: downs,
+        identities_refused,
     })
 }
 

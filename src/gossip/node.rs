@@ -133,6 +133,10 @@ pub struct NodeStats {
     pub swim_refused: u64,
     /// Membership updates declaring another peer down, taken as suspicion.
     pub swim_downs_taken_as_suspicion: u64,
+    /// Membership updates from another peer giving a known peer (or this
+    /// node) an identity other than the one known, dropped: a peer's
+    /// generation and address are its own word.
+    pub swim_identities_refused: u64,
     /// Remote changes dropped before the shell took them.
     pub remote_changes_dropped: u64,
     /// Local membership calls foca declined (harmless, see `Membership`).
@@ -270,6 +274,7 @@ impl Node {
         let mut stats = self.stats.clone();
         stats.swim_refused = self.membership.refused_packets;
         stats.swim_downs_taken_as_suspicion = self.membership.downs_taken_as_suspicion;
+        stats.swim_identities_refused = self.membership.identities_refused;
         stats.own_dots_claimed = self.replica.own_dots_claimed();
         stats.swim_local_errors = self.membership.local_errors;
         stats.broadcasts_untracked = self.tree.untracked;

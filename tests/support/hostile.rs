@@ -182,24 +182,70 @@ impl Attacker {
     /// `connection`. The attacker answers no probe afterwards, so the
     /// mesh declares it down within seconds; tests act before that.
     pub fn announce(&self, connection: &quinn::Connection, name: &str, target_peer: PeerId) {
-        let me = MemberId {
-            peer: certs::peer_id_of(&NodeName::new(name).expect("a node name")),
+        self.announce_at(connection, name, 0, target_peer);
+    }
+
+    /// [`Attacker::announce`], claiming restart generation `generation`.
+    pub fn announce_at(
+        &self,
+        connection: &quinn::Connection,
+        name: &str,
+        generation: u32,
+        target_peer: PeerId,
+    ) {
+        let me = member(name, generation);
+        let target = MemberId {
+            peer: target_peer,
             generation: 0,
-            addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
+        self.swim(connection, me, target, foca::Message::Announce, &[]);
+    }
+
+    /// Sends, as the member `name` (announced with [`Attacker::announce`]),
+    /// a SWIM gossip packet to `target` (its identity exactly as it runs:
+    /// SWIM ignores a payload addressed to another) carrying `updates`
+    /// about anyone.
+    pub fn gossip(
+        &self,
+        connection: &quinn::Connection,
+        name: &str,
+        target: MemberId,
+        updates: &[foca::Member<MemberId>],
+    ) {
+        self.swim(
+            connection,
+            member(name, 0),
+            target,
+            foca::Message::Gossip,
+            updates,
+        );
+    }
+
+    fn swim(
+        &self,
+        connection: &quinn::Connection,
+        me: MemberId,
+        target: MemberId,
+        message: foca::Message<MemberId>,
+        updates: &[foca::Member<MemberId>],
+    ) {
         let header = foca::Header {
             src: me,
             src_incarnation: 0,
-            dst: MemberId {
-                peer: target_peer,
-                generation: 0,
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            },
-            message: foca::Message::Announce,
+            dst: target,
+            message,
         };
+        let mut codec = foca::PostcardCodec;
         let mut packet = Vec::new();
-        foca::Codec::encode_header(&mut foca::PostcardCodec, &header, &mut packet)
-            .expect("encodes");
+        foca::Codec::encode_header(&mut codec, &header, &mut packet).expect("encodes");
+        if !updates.is_empty() {
+            let count = u16::try_from(updates.len()).expect("a few updates");
+            packet.extend_from_slice(&count.to_be_bytes());
+            for update in updates {
+                foca::Codec::encode_member(&mut codec, update, &mut packet).expect("encodes");
+            }
+        }
         self.send(connection, &Message::Swim(packet));
     }
 
@@ -210,6 +256,15 @@ impl Attacker {
                 .await
                 .expect("the peer closes the connection in time")
         })
+    }
+}
+
+/// The attacker's SWIM identity as the member `name` at `generation`.
+fn member(name: &str, generation: u32) -> MemberId {
+    MemberId {
+        peer: certs::peer_id_of(&NodeName::new(name).expect("a node name")),
+        generation,
+        addr: SocketAddr::from(([127, 0, 0, 1], 9)),
     }
 }
 
