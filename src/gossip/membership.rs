@@ -470,9 +470,22 @@ fn third_party_updates_checked(
 /// SWIM settings derived from foca's LAN or WAN presets, with down members
 /// remembered long and re-announced to often, so that the two sides of a
 /// healed partition find each other within about `rejoin_interval`.
+///
+/// Every peer also announces itself to one member every four
+/// `rejoin_interval`s. Why: a peer's new identity (a restart, a certificate
+/// re-issued after a revocation) is taken only from the peer itself (see
+/// [`third_party_updates_checked`]); foca would otherwise tell it only to
+/// the seed it joined through and the members it happens to probe, and a
+/// member holding the old identity as down never probes it. The announce's
+/// reply (a feed of members) also gives the renewed peer the members the
+/// seed did not list.
 pub(super) fn swim_config(base: foca::Config, rejoin_interval: Duration) -> foca::Config {
     let mut config = base;
     config.remove_down_after = Some(Duration::from_secs(24 * 3600));
+    config.periodic_announce = Some(foca::PeriodicParams {
+        frequency: rejoin_interval.saturating_mul(4),
+        num_members: std::num::NonZeroUsize::MIN,
+    });
     config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
         frequency: rejoin_interval,
         num_members: std::num::NonZeroUsize::MIN.saturating_add(1),

@@ -966,10 +966,20 @@ pub fn ctl(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
 /// A blocking HTTP client builder. reqwest is built with rustls but no
 /// crypto provider of its own, so every client is handed the crate's TLS
 /// configuration (one that trusts nothing: these clients speak plain HTTP).
+///
+/// A pooled connection is reused only within [`POOL_IDLE`]: the peer closes
+/// a keep-alive connection idle for its header-read timeout (10 s), and a
+/// request sent on it just as it closes fails (seen after a test's 10 s
+/// stall).
 pub fn http_builder() -> reqwest::blocking::ClientBuilder {
     reqwest::blocking::Client::builder()
         .tls_backend_preconfigured(aqueduct::client::tls_trusting_nothing())
+        .pool_idle_timeout(POOL_IDLE)
 }
+
+/// How long a test client keeps an idle connection: well under the peer's
+/// 10 s header-read timeout.
+const POOL_IDLE: Duration = Duration::from_secs(4);
 
 /// `GET url` with a client of [`http_builder`].
 pub fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::blocking::Response> {
