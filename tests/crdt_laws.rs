@@ -431,7 +431,10 @@ impl Peer for Node {
         self.store.context()
     }
     fn accept(&mut self, delta: &StoreDelta) -> Result<bool, String> {
-        self.store.join(delta).map_err(|e| e.to_string())
+        self.store
+            .join(delta)
+            .map(|joined| joined.changed)
+            .map_err(|e| e.to_string())
     }
     fn missing_for(&self, peer: &DotSet) -> StoreDelta {
         self.store.missing_for(peer)
@@ -555,8 +558,8 @@ proptest! {
         let h = History::play(&script)?;
         for node in &h.mesh.peers {
             let mut again = node.store.clone();
-            let changed = accepted(again.join(&node.store.full_state()), "a store's own state")?;
-            prop_assert!(!changed, "joining a store with itself reported a change");
+            let joined = accepted(again.join(&node.store.full_state()), "a store's own state")?;
+            prop_assert!(!joined.changed, "joining a store with itself reported a change");
             prop_assert_eq!(state(&again), state(&node.store));
         }
     }
@@ -595,6 +598,27 @@ proptest! {
     }
 
     #[test]
+    fn a_join_reports_exactly_the_live_entries_it_removed(script in script(), pick: Index) {
+        let h = History::play(&script)?;
+        prop_assume!(!h.mesh.log.is_empty());
+        let delta = &h.mesh.log[pick.index(h.mesh.log.len())].1;
+        for node in &h.mesh.peers {
+            let mut store = node.store.clone();
+            let before = store.full_state();
+            let joined = accepted(store.join(delta), "a delta")?;
+            let mut removed = joined.removed;
+            removed.sort_by_key(|(_, _, dot, _)| *dot);
+            let mut gone: Vec<_> = before
+                .entries()
+                .filter(|(_, _, dot, _)| store.entry(*dot).is_none())
+                .map(|(key, field, dot, stamped)| (*key, *field, dot, stamped.clone()))
+                .collect();
+            gone.sort_by_key(|(_, _, dot, _)| *dot);
+            prop_assert_eq!(removed, gone);
+        }
+    }
+
+    #[test]
     fn delta_join_is_idempotent(script in script(), pick: Index) {
         let h = History::play(&script)?;
         prop_assume!(!h.mesh.log.is_empty());
@@ -603,8 +627,8 @@ proptest! {
             let mut once = node.store.clone();
             accepted(once.join(delta), "a delta")?;
             let mut twice = once.clone();
-            let changed = accepted(twice.join(delta), "the same delta again")?;
-            prop_assert!(!changed, "a redelivered delta reported a change");
+            let joined = accepted(twice.join(delta), "the same delta again")?;
+            prop_assert!(!joined.changed, "a redelivered delta reported a change");
             prop_assert_eq!(state(&once), state(&twice));
         }
     }
@@ -1093,7 +1117,7 @@ proptest! {
                 accepted(target.join(&all[i]), "a conflicting entry")?;
             }
             for delta in &all {
-                prop_assert_eq!(target.join(delta), Ok(false), "joining again changes nothing");
+                prop_assert_eq!(target.join(delta).map(|joined| joined.changed), Ok(false), "joining again changes nothing");
             }
             states.push(state(&target));
         }
@@ -1126,7 +1150,7 @@ proptest! {
         let latest = Hlc { wall_ms: Hlc::WALL_MS_MAX, logical: u32::MAX };
         let forged = entry_under(removed, forged_entry((0, 0), 0, forgery, 0), latest);
         let mut target = store.clone();
-        prop_assert_eq!(target.join(&forged), Ok(false));
+        prop_assert_eq!(target.join(&forged).map(|joined| joined.changed), Ok(false));
         prop_assert_eq!(state(&target), state(store));
     }
 
@@ -1210,7 +1234,7 @@ fn joins_cleanly_or_changes_nothing(
         Ok(_) => {
             prop_assert_eq!(as_store(&target.full_state())?.digest(), target.digest());
             let mut again = target.clone();
-            prop_assert_eq!(again.join(delta), Ok(false));
+            prop_assert_eq!(again.join(delta).map(|joined| joined.changed), Ok(false));
         }
     }
     Ok(())

@@ -25,8 +25,8 @@ use aqueduct::crdt::{Command, ConfigDelta, Digest, Dot, Hlc, Replica, ReplicaId,
 use aqueduct::gossip::revocations::RevocationExchange;
 use aqueduct::gossip::wire::{self, Message, RingRange};
 use aqueduct::gossip::{
-    ApplyReport, Config, MemberId, Node, Output, PeerId, PeerReport, REPORT_TEXT_MAX, Revocation,
-    RevocationError, RevocationVerifier, Time,
+    ApplyReport, Config, MemberId, Node, Output, PeerId, PeerReport, REPORT_TEXT_MAX,
+    REVOCATION_SENDER_COOLDOWN, Revocation, RevocationError, RevocationVerifier, Time,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -1757,6 +1757,37 @@ fn a_forged_revocation_from_a_member_is_refused_counted_and_ends_its_message() {
     assert_eq!(
         mesh.node_mut(ids[0]).revoke(forged),
         Err(RevocationError::NotGenuine)
+    );
+}
+
+#[test]
+fn a_member_that_sent_a_forged_revocation_is_not_heard_on_revocations_until_its_cooldown_ends() {
+    let (mut mesh, ids) = mesh_checking_revocations(3, 7);
+    let mut forged = revocation_of("peer-b", 1_000);
+    forged.signature = b"signed by mallory".to_vec();
+    let genuine = revocation_of("mallory", 1_000);
+    mesh.inject(ids[1], ids[0], &revocations_message(vec![forged]));
+
+    mesh.inject(ids[1], ids[0], &revocations_message(vec![genuine.clone()]));
+    assert_eq!(mesh.node(ids[0]).revocations().count(), 0);
+    assert_eq!(mesh.node(ids[0]).stats().revocations_ignored, 1);
+    mesh.inject(
+        ids[2],
+        ids[0],
+        &revocations_message(vec![revocation_of("eve", 1_000)]),
+    );
+    assert_eq!(
+        mesh.node(ids[0]).revocations().count(),
+        1,
+        "another member is heard"
+    );
+
+    mesh.now = mesh.now + REVOCATION_SENDER_COOLDOWN;
+    mesh.inject(ids[1], ids[0], &revocations_message(vec![genuine.clone()]));
+    let held: Vec<&Revocation> = mesh.node(ids[0]).revocations().collect();
+    assert!(
+        held.contains(&&genuine),
+        "heard again after the cooldown: {held:?}"
     );
 }
 

@@ -130,6 +130,11 @@ fn render(
         counter(node.revocations_refused),
     );
     registry.register(
+        "gossip_revocations_ignored",
+        "Revocation messages not read because their sender sent a refused revocation within the last 30 s",
+        counter(node.revocations_ignored),
+    );
+    registry.register(
         "gossip_messages_sent",
         "Gossip messages sent",
         counter(node.messages_sent),

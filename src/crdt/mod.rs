@@ -35,9 +35,11 @@ pub use hlc::Hlc;
 pub use leases::{ABANDONED_AFTER_MS, LeaseKeeper};
 pub use replica::{
     Command, CommandError, ConfigDelta, Counted, DOTS_PER_MS, Digest, Plausibility,
-    RENEWALS_PER_COMMAND_MAX, RemoteDeltaError, Replica, Usage, ViewPart,
+    RENEWALS_PER_COMMAND_MAX, RemoteDeltaError, RemoteJoin, Replica, Usage, ViewPart,
 };
-pub use store::{Delta, DotStore, JoinError, LiveSummary, Objects, Register, Stamped, SyncSummary};
+pub use store::{
+    Delta, DotStore, JoinError, Joined, LiveSummary, Objects, Register, Stamped, SyncSummary,
+};
 
 /// Why bytes from a peer did not decode into a valid dot or dot set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

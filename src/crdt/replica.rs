@@ -245,6 +245,15 @@ impl Plausibility {
     }
 }
 
+/// What [`Replica::join_attributed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJoin {
+    /// Whether the state changed.
+    pub changed: bool,
+    /// The objects the join wrote to or removed values from.
+    pub touched: BTreeSet<ObjectKey>,
+}
+
 /// One peer's replica of the document. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct Replica {
@@ -565,6 +574,12 @@ impl Replica {
     /// which waits to be written again under a fresh dot, and the dot to be
     /// removed everywhere, which ends the conflict on every peer.
     pub fn join(&mut self, delta: &ConfigDelta) -> Result<bool, RemoteDeltaError> {
+        self.join_attributed(delta).map(|joined| joined.changed)
+    }
+
+    /// [`Replica::join`], also telling which objects the join wrote to or
+    /// removed values from (for attribution; no lookup beyond the join's).
+    pub fn join_attributed(&mut self, delta: &ConfigDelta) -> Result<RemoteJoin, RemoteDeltaError> {
         self.check_entries(delta)?;
         let own_max = self.store.context().max_counter(self.id);
         let claims_own = delta.context.max_counter(self.id) > own_max;
@@ -591,26 +606,26 @@ impl Replica {
             filtered = without;
             &filtered
         };
-        let own_removed: Vec<(ObjectKey, FieldValue)> = if claims_own || !reused_own.is_empty() {
-            self.store
-                .removed_by(delta)
-                .into_iter()
-                .filter(|dot| dot.replica == self.id && (claims_own || reused_own.contains(dot)))
-                .filter_map(|dot| self.store.entry(dot))
-                .map(|(key, _, stamped)| (key.clone(), stamped.value.clone()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let changed = self.store.join(delta)?;
+        let joined = self.store.join(delta)?;
         self.observe_clock(delta);
+        let mut touched: BTreeSet<ObjectKey> = delta.objects.keys().cloned().collect();
+        let mut own_removed = Vec::new();
+        for (key, _, dot, stamped) in joined.removed {
+            if dot.replica == self.id && (claims_own || reused_own.contains(&dot)) {
+                own_removed.push((key.clone(), stamped.value));
+            }
+            touched.insert(key);
+        }
         if claims_own || !reused_own.is_empty() || !never_issued_own.is_empty() {
             self.own_dots_claimed += 1;
             self.claimed_away.extend(own_removed);
             self.forged_own.extend(reused_own);
             self.forged_own.extend(never_issued_own);
         }
-        Ok(changed)
+        Ok(RemoteJoin {
+            changed: joined.changed,
+            touched,
+        })
     }
 
     /// The dots of other replicas under which `delta` carries an entry
@@ -651,17 +666,6 @@ impl Replica {
         }
         ops.dot_removals = std::mem::take(&mut self.forged_own);
         self.commit(ops, now_ms)
-    }
-
-    /// The objects joining `delta` would write to or remove values from
-    /// (for attribution; costs what the join's own removal lookup costs).
-    pub fn objects_touched_by(&self, delta: &ConfigDelta) -> BTreeSet<ObjectKey> {
-        let removed = self
-            .store
-            .removed_by(delta)
-            .into_iter()
-            .filter_map(|dot| self.store.entry(dot).map(|(key, _, _)| key.clone()));
-        delta.objects.keys().cloned().chain(removed).collect()
     }
 
     /// Refuses a remote delta that claims what no honest peer can have

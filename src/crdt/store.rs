@@ -293,6 +293,16 @@ impl<K, F, V> Delta<K, F, V> {
     }
 }
 
+/// What joining a delta did to a [`DotStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined<K, F, V> {
+    /// Whether the store changed (an entry or its context).
+    pub changed: bool,
+    /// The live entries the delta removed (it had seen them and did not
+    /// carry them), as they were.
+    pub removed: Vec<(K, F, Dot, Stamped<V>)>,
+}
+
 /// Why a delta was refused. In every case the store is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JoinError {
@@ -453,13 +463,17 @@ where
     /// or value replaces the held one if it outranks it (the later stamp,
     /// then the greater encoding), and is dropped
     /// otherwise: see the module documentation.
-    pub fn join(&mut self, delta: &Delta<K, F, V>) -> Result<bool, JoinError> {
+    pub fn join(&mut self, delta: &Delta<K, F, V>) -> Result<Joined<K, F, V>, JoinError> {
         self.check(delta)?;
-        let removed = self.removed_by(delta);
+        let removed: Vec<_> = self
+            .removed_by(delta)
+            .into_iter()
+            .filter_map(|dot| {
+                let (key, field, stamped) = self.remove_entry(dot)?;
+                Some((key, field, dot, stamped))
+            })
+            .collect();
         let mut changed = !removed.is_empty();
-        for dot in removed {
-            self.remove_entry(dot);
-        }
 
         for (key, field, dot, stamped) in delta.entries() {
             if !self.context.contains(dot) {
@@ -479,7 +493,7 @@ where
             self.context.union_with(&delta.context);
             changed = true;
         }
-        Ok(changed)
+        Ok(Joined { changed, removed })
     }
 
     /// The live dots joining `delta` removes: every one it has seen but does
@@ -667,10 +681,9 @@ where
         );
     }
 
-    fn remove_entry(&mut self, dot: Dot) {
-        let Some((key, field)) = self.index.remove(&dot) else {
-            return;
-        };
+    /// Removes the live entry under `dot`, returning it.
+    fn remove_entry(&mut self, dot: Dot) -> Option<(K, F, Stamped<V>)> {
+        let (key, field) = self.index.remove(&dot)?;
         let fields = self
             .objects
             .get_mut(&key)
@@ -689,6 +702,7 @@ where
                 self.objects.remove(&key);
             }
         }
+        Some((key, field, stamped))
     }
 }
 

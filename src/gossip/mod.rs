@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use broadcast::TreeConfig;
 pub use membership::MemberId;
-pub use node::{Node, NodeStats, Output, RemoteChange};
+pub use node::{Node, NodeStats, Output, REVOCATION_SENDER_COOLDOWN, RemoteChange};
 pub use reports::{ApplyReport, HeardReport, PeerReport, REPORT_TEXT_MAX, REPORTS_MAX};
 pub use revocations::{Revocation, RevocationError, RevocationVerifier};
 

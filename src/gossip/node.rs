@@ -5,9 +5,10 @@
 //! before any message carrying it. Must not do I/O: the driver executes the
 //! [`Output`]s.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -157,6 +158,9 @@ pub struct NodeStats {
     /// beyond [`REVOCATIONS_MAX`] names (a message stops being read at its
     /// first refused revocation).
     pub revocations_refused: u64,
+    /// Revocation messages not read because their sender's last one held a
+    /// refused revocation less than [`REVOCATION_SENDER_COOLDOWN`] ago.
+    pub revocations_ignored: u64,
     /// When a digest exchange last found this node's state equal to a
     /// peer's (the shell reports the time since as convergence lag).
     pub last_in_sync: Option<Time>,
@@ -193,8 +197,23 @@ pub struct Node {
     conflicts_announced: BTreeSet<Dot>,
     conflicts_announced_order: VecDeque<Dot>,
     revocations: Revocations,
+    /// Peers whose revocation messages go unread until the given time, for
+    /// having sent a refused one; bounded by [`REVOCATION_SENDERS_MAX`].
+    revocation_senders_ignored: BTreeMap<PeerId, Time>,
     stats: NodeStats,
 }
+
+/// How long a peer that sent a refused revocation has its revocation
+/// messages ignored. Why: checking a signature costs the receiver far more
+/// than forging one costs the sender (an ECDSA verification against a
+/// hundred-byte message), and an honest peer passes on only revocations it
+/// checked, so it never sends a refused one. One check per sender per
+/// cooldown bounds what a member can make every peer spend; an honest
+/// peer's revocations still arrive through anti-entropy with the others.
+pub const REVOCATION_SENDER_COOLDOWN: Duration = Duration::from_secs(30);
+/// The most senders ignored at once; beyond it the one ignored longest is
+/// let go (only members send data at all, so a mesh has few of them).
+const REVOCATION_SENDERS_MAX: usize = 1024;
 
 impl Node {
     /// A node for `me` holding `replica` (new, or restored from disk). All
@@ -223,6 +242,7 @@ impl Node {
             conflicts_announced: BTreeSet::new(),
             conflicts_announced_order: VecDeque::new(),
             revocations: Revocations::default(),
+            revocation_senders_ignored: BTreeMap::new(),
             stats: NodeStats::default(),
         }
     }
@@ -433,7 +453,7 @@ impl Node {
                 self.transmit(sends);
             }
             Message::BroadcastAck { id } => self.tree.acknowledge(now, from, id),
-            Message::Revocations(exchange) => self.handle_revocations(from, exchange),
+            Message::Revocations(exchange) => self.handle_revocations(now, from, exchange),
             Message::Reports { reports } => {
                 let generation = self.membership.generation_of(from);
                 match self.reports.merge(now, from, generation, reports) {
@@ -503,15 +523,13 @@ impl Node {
         delta: ConfigDelta,
         bounds: Plausibility,
     ) -> Option<bool> {
-        let mut touched = BTreeSet::new();
         let mut conflicts = Vec::new();
         let joined = Replica::check_plausible(&delta, bounds).and_then(|()| {
-            touched = self.replica.objects_touched_by(&delta);
             conflicts = self.replica.dot_conflicts(&delta);
-            self.replica.join(&delta)
+            self.replica.join_attributed(&delta)
         });
-        match joined {
-            Ok(true) => {
+        match joined.map(|joined| (joined.changed, joined.touched)) {
+            Ok((true, touched)) => {
                 self.note_change(from, origin, touched);
                 self.push_output(Output::Persist(delta));
                 let rewritten = self.replica.rewrite_claimed(bounds.wall_ms);
@@ -519,7 +537,7 @@ impl Node {
                 self.announce_conflicts(from, conflicts);
                 Some(true)
             }
-            Ok(false) => {
+            Ok((false, _)) => {
                 self.announce_conflicts(from, conflicts);
                 Some(false)
             }
@@ -728,8 +746,17 @@ impl Node {
     /// A step of the revocation exchange (see [`RevocationExchange`]).
     /// Revocations a peer sends are taken as from the API but not pushed on:
     /// the peer that took one first pushed it to every member, and
-    /// anti-entropy reaches the rest.
-    fn handle_revocations(&mut self, from: PeerId, exchange: RevocationExchange) {
+    /// anti-entropy reaches the rest. A sender of a refused revocation is
+    /// not heard on revocations for [`REVOCATION_SENDER_COOLDOWN`].
+    fn handle_revocations(&mut self, now: Time, from: PeerId, exchange: RevocationExchange) {
+        if self
+            .revocation_senders_ignored
+            .get(&from)
+            .is_some_and(|until| now < *until)
+        {
+            self.stats.revocations_ignored += 1;
+            return;
+        }
         match exchange {
             RevocationExchange::Digest(digest) => {
                 if digest != self.revocations.digest() {
@@ -739,6 +766,7 @@ impl Node {
             RevocationExchange::Set { list, answer } => {
                 if list.len() > REVOCATIONS_MAX {
                     self.stats.revocations_refused += 1;
+                    self.ignore_revocations_from(now, from);
                     return;
                 }
                 let theirs = super::revocations::digest_of(&list);
@@ -750,6 +778,7 @@ impl Node {
                         // a forged one: one refusal ends the message.
                         Err(_) => {
                             self.stats.revocations_refused += 1;
+                            self.ignore_revocations_from(now, from);
                             return;
                         }
                     }
@@ -759,6 +788,23 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Ignores `from`'s revocation messages for the cooldown, forgetting
+    /// the senders whose cooldown ended (and, at the bound, the one whose
+    /// ends first).
+    fn ignore_revocations_from(&mut self, now: Time, from: PeerId) {
+        let ignored = &mut self.revocation_senders_ignored;
+        ignored.retain(|_, until| now < *until);
+        if ignored.len() >= REVOCATION_SENDERS_MAX
+            && let Some(first) = ignored
+                .iter()
+                .min_by_key(|(_, until)| **until)
+                .map(|(p, _)| *p)
+        {
+            ignored.remove(&first);
+        }
+        ignored.insert(from, now + REVOCATION_SENDER_COOLDOWN);
     }
 
     /// Sends this node's whole revocation set to `to`.
