@@ -1738,6 +1738,33 @@ fn a_node_that_missed_the_push_learns_the_revocation_by_anti_entropy() {
 }
 
 #[test]
+fn a_node_that_comes_up_without_the_revocations_asks_the_first_member_it_sees_at_once() {
+    let (mut mesh, ids) = mesh_checking_revocations(2, 8);
+    mesh.run_for(Duration::from_secs(1));
+    let revocation = revocation_of("mallory", 1_000);
+    mesh.node_mut(ids[0])
+        .revoke(revocation.clone())
+        .expect("genuine");
+    mesh.drain(ids[0]);
+    mesh.run_for(ms(50));
+    // What the members offer of their own accord (a push to a peer that
+    // came up, an anti-entropy round) is lost: only an answer gets through.
+    let back = peer(2);
+    mesh.drop_rule = Some(Box::new(move |_, to, m| {
+        to == back && matches!(m, Message::Revocations(RevocationExchange::Digest(_)))
+    }));
+
+    let id = mesh.add(2, 3);
+    mesh.node_mut(id).set_revocation_verifier(Box::new(FakeCa));
+    let now = mesh.now;
+    mesh.node_mut(id).join(now, ids[0]);
+    mesh.drain(id);
+    let learned = mesh.run_until(now + ms(100), |mesh| holds(mesh, id, &revocation));
+
+    assert!(learned.is_some(), "it waited for a round of its own");
+}
+
+#[test]
 fn a_forged_revocation_from_a_member_is_refused_counted_and_ends_its_message() {
     let (mut mesh, ids) = mesh_checking_revocations(3, 3);
     let mut forged = revocation_of("peer-b", 1_000);

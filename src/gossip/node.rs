@@ -415,17 +415,17 @@ impl Node {
                 let sends = self.membership.handle_packet(now, from, &packet);
                 self.send_swim(sends);
                 // A peer that comes up (a new one, or one back from a
-                // restart or a partition) hears of the revocations at once,
-                // not at the next anti-entropy round with it.
-                let came_up = self.membership.take_came_up();
-                if !self.revocations.is_empty() {
-                    let digest = self.revocations.digest();
-                    for peer in came_up {
-                        self.send(
-                            peer,
-                            &Message::Revocations(RevocationExchange::Digest(digest)),
-                        );
-                    }
+                // restart or a partition) and this node compare revocations
+                // at once, not at the next anti-entropy round between them:
+                // both sides send their digest, so a peer that was down
+                // when a certificate was revoked (its own set empty or
+                // behind) asks as soon as it sees the first member up.
+                let digest = self.revocations.digest();
+                for peer in self.membership.take_came_up() {
+                    self.send(
+                        peer,
+                        &Message::Revocations(RevocationExchange::Digest(digest)),
+                    );
                 }
             }
             Message::Broadcast { id, range, delta } => {
