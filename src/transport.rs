@@ -384,6 +384,9 @@ struct Inner {
     connections_dialled: AtomicU64,
     connections_accepted: AtomicU64,
     connections_revoked: AtomicU64,
+    /// Woken whenever a connection is registered, for writers waiting on a
+    /// dial (see [`write_link`]).
+    registered: Notify,
 }
 
 /// Everything about one remote peer.
@@ -436,6 +439,7 @@ impl Transport {
             closing: std::sync::atomic::AtomicBool::new(false),
             inbox: inbox.clone(),
             send_drops: AtomicU64::new(0),
+            registered: Notify::new(),
             connections_refused: AtomicU64::new(0),
             frames_refused: AtomicU64::new(0),
             connections_dialled: AtomicU64::new(0),
@@ -603,6 +607,18 @@ impl Inner {
         registered.is_open().then(|| registered.connection.clone())
     }
 
+    /// Returns once a connection to `peer` is open (one this side dialled
+    /// or one the peer dialled in).
+    async fn until_connected(&self, peer: PeerId) {
+        loop {
+            let registered = self.registered.notified();
+            if self.current(peer).is_some() {
+                return;
+            }
+            registered.await;
+        }
+    }
+
     /// Dials `addr`; the certificate must name `expected` if given.
     async fn dial(
         self: &Arc<Self>,
@@ -689,6 +705,7 @@ impl Inner {
             };
             (loser, link.received.clone())
         };
+        self.registered.notify_waiters();
         if let Some(loser) = loser {
             tokio::spawn(async move {
                 tokio::time::sleep(LOSER_GRACE).await;
@@ -829,11 +846,17 @@ async fn write_link(
             }
             None => {
                 let addr = inner.lock_links().get(&peer).map(|link| link.addr);
-                let dialled = match addr {
-                    Some(addr) => inner.dial(addr, Some(peer)).await.ok(),
-                    None => None,
-                };
-                match dialled.and_then(|_| inner.current(peer)) {
+                // The peer may dial in meanwhile: a peer back from a
+                // restart does, while a dial started when it was down waits
+                // for QUIC to retransmit its first packet (up to the dial
+                // timeout). Its connection serves at once.
+                if let Some(addr) = addr {
+                    tokio::select! {
+                        _ = inner.dial(addr, Some(peer)) => {}
+                        () = inner.until_connected(peer) => {}
+                    }
+                }
+                match inner.current(peer) {
                     Some(connection) => {
                         backoff = BACKOFF_MIN;
                         retry_at = None;
