@@ -849,10 +849,17 @@ async fn write_link(
                 // The peer may dial in meanwhile: a peer back from a
                 // restart does, while a dial started when it was down waits
                 // for QUIC to retransmit its first packet (up to the dial
-                // timeout). Its connection serves at once.
+                // timeout). Its connection serves at once; the dial runs
+                // on in a task of its own (dropped mid-way, it would close a
+                // handshake the peer may have taken, or skip the rest of
+                // registering its connection).
                 if let Some(addr) = addr {
+                    let dial = tokio::spawn({
+                        let inner = inner.clone();
+                        async move { inner.dial(addr, Some(peer)).await }
+                    });
                     tokio::select! {
-                        _ = inner.dial(addr, Some(peer)) => {}
+                        _ = dial => {}
                         () = inner.until_connected(peer) => {}
                     }
                 }

@@ -22,7 +22,7 @@ use aqueduct::crdt::model::{
     Binds, FieldId, FieldValue, Frontend, Keepalive, Mode, Name, Natives, ObjectKey, Rules, Weight,
 };
 use aqueduct::crdt::{Command, ConfigDelta, Digest, Dot, Hlc, Replica, ReplicaId, Stamped};
-use aqueduct::gossip::revocations::RevocationExchange;
+use aqueduct::gossip::revocations::{REVOCATIONS_MAX, RevocationExchange};
 use aqueduct::gossip::wire::{self, Message, RingRange};
 use aqueduct::gossip::{
     ApplyReport, Config, MemberId, Node, Output, PeerId, PeerReport, REPORT_TEXT_MAX,
@@ -1815,6 +1815,32 @@ fn a_member_that_sent_a_forged_revocation_is_not_heard_on_revocations_until_its_
     assert!(
         held.contains(&&genuine),
         "heard again after the cooldown: {held:?}"
+    );
+}
+
+#[test]
+fn a_genuine_revocation_refused_because_the_set_is_full_does_not_silence_its_sender() {
+    let (mut mesh, ids) = mesh_checking_revocations(2, 9);
+    let full: Vec<Revocation> = (0..REVOCATIONS_MAX)
+        .map(|i| revocation_of(&format!("node-{i}"), 1_000))
+        .collect();
+    mesh.inject(ids[1], ids[0], &revocations_message(full));
+    assert_eq!(mesh.node(ids[0]).revocations().count(), REVOCATIONS_MAX);
+
+    let one_more = revocation_of("one-more", 1_000);
+    let covering_more = revocation_of("node-0", 2_000);
+    mesh.inject(
+        ids[1],
+        ids[0],
+        &revocations_message(vec![one_more, covering_more.clone()]),
+    );
+
+    let node = mesh.node(ids[0]);
+    assert_eq!(node.stats().revocations_refused, 1);
+    assert_eq!(node.stats().revocations_ignored, 0);
+    assert!(
+        node.revocations().any(|r| *r == covering_more),
+        "the rest of the message is read"
     );
 }
 

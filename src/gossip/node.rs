@@ -203,11 +203,12 @@ pub struct Node {
     stats: NodeStats,
 }
 
-/// How long a peer that sent a refused revocation has its revocation
-/// messages ignored. Why: checking a signature costs the receiver far more
-/// than forging one costs the sender (an ECDSA verification against a
-/// hundred-byte message), and an honest peer passes on only revocations it
-/// checked, so it never sends a refused one. One check per sender per
+/// How long a peer that sent a malformed or forged revocation has its
+/// revocation messages ignored. Why: checking a signature costs the
+/// receiver far more than forging one costs the sender (an ECDSA
+/// verification against a hundred-byte message), and an honest peer passes
+/// on only revocations it checked, so it never sends such a one (a genuine
+/// one refused because this node's set is full does not count). One check per sender per
 /// cooldown bounds what a member can make every peer spend; an honest
 /// peer's revocations still arrive through anti-entropy with the others.
 pub const REVOCATION_SENDER_COOLDOWN: Duration = Duration::from_secs(30);
@@ -420,12 +421,18 @@ impl Node {
                 // both sides send their digest, so a peer that was down
                 // when a certificate was revoked (its own set empty or
                 // behind) asks as soon as it sees the first member up.
+                // Others that came up (learned from `from`'s word) are
+                // told only when there is something to tell: a member's
+                // gossip of made-up peers must not make this node dial
+                // every address it names.
                 let digest = self.revocations.digest();
                 for peer in self.membership.take_came_up() {
-                    self.send(
-                        peer,
-                        &Message::Revocations(RevocationExchange::Digest(digest)),
-                    );
+                    if peer == from || !self.revocations.is_empty() {
+                        self.send(
+                            peer,
+                            &Message::Revocations(RevocationExchange::Digest(digest)),
+                        );
+                    }
                 }
             }
             Message::Broadcast { id, range, delta } => {
@@ -774,9 +781,12 @@ impl Node {
                     match self.revocations.insert(revocation.clone()) {
                         Ok(true) => self.push_output(Output::Revoked(revocation)),
                         Ok(false) => {}
+                        // A genuine revocation beyond this node's bound: an
+                        // honest peer may hold it (its set is not full).
+                        Err(RevocationError::Full) => self.stats.revocations_refused += 1,
                         // Checking a signature costs far more than sending
                         // a forged one: one refusal ends the message.
-                        Err(_) => {
+                        Err(RevocationError::Malformed | RevocationError::NotGenuine) => {
                             self.stats.revocations_refused += 1;
                             self.ignore_revocations_from(now, from);
                             return;

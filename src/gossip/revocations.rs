@@ -128,7 +128,9 @@ pub enum RevocationError {
 /// `answer`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RevocationExchange {
-    /// "My set's digest is this" (only sent by a peer with a non-empty set).
+    /// "My set's digest is this": sent by a peer with a non-empty set in
+    /// its anti-entropy rounds and to peers that come up, and by every peer
+    /// to one whose own packet showed it come up.
     Digest(u64),
     /// Revocations: a whole set (after a digest) or new ones (a push).
     Set {
@@ -146,7 +148,10 @@ pub enum RevocationExchange {
 pub struct Revocations {
     by_name: BTreeMap<String, Revocation>,
     verifier: Option<Box<dyn RevocationVerifier>>,
-    digest: u64,
+    /// The digest of `by_name`, computed when asked for after a change (a
+    /// set of thousands taken one revocation at a time would otherwise be
+    /// hashed whole once per revocation).
+    digest: std::cell::Cell<Option<u64>>,
 }
 
 impl Revocations {
@@ -190,7 +195,7 @@ impl Revocations {
         }
         self.check(&revocation)?;
         self.by_name.insert(revocation.name.clone(), revocation);
-        self.digest = digest_of(self.by_name.values());
+        self.digest.set(None);
         Ok(true)
     }
 
@@ -216,7 +221,15 @@ impl Revocations {
 
     /// A hash of the whole set (equal on peers that hold the same set).
     pub fn digest(&self) -> u64 {
-        self.digest
+        if self.by_name.is_empty() {
+            return 0;
+        }
+        if let Some(digest) = self.digest.get() {
+            return digest;
+        }
+        let digest = digest_of(self.by_name.values());
+        self.digest.set(Some(digest));
+        digest
     }
 }
 
