@@ -599,11 +599,7 @@ impl From<&Revocation> for RevocationFile {
             name: revocation.name.clone(),
             revoked_at: revocation.revoked_at,
             not_before_up_to: revocation.not_before_up_to,
-            signature: revocation
-                .signature
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect(),
+            signature: lowercase_hex(&revocation.signature),
         }
     }
 }
@@ -698,14 +694,26 @@ impl RevokedCertificates {
 
     /// The revocation covering `certificate`, if any.
     pub fn covering(&self, certificate: &CertificateInfo) -> Option<Revocation> {
+        self.with_covering(certificate, Revocation::clone)
+    }
+
+    /// Whether a revocation covers `certificate` (no copy: asked of every
+    /// message received).
+    pub fn covers(&self, certificate: &CertificateInfo) -> bool {
+        self.with_covering(certificate, |_| ()).is_some()
+    }
+
+    fn with_covering<R>(
+        &self,
+        certificate: &CertificateInfo,
+        then: impl FnOnce(&Revocation) -> R,
+    ) -> Option<R> {
         self.by_name
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(certificate.name.as_str())
-            .filter(|revocation| {
-                revocation.covers(certificate.name.as_str(), certificate.not_before)
-            })
-            .cloned()
+            .filter(|revocation| revocation.covers(certificate.not_before))
+            .map(then)
     }
 
     /// Changes whenever a revocation is added.
@@ -890,11 +898,7 @@ impl CertificateInfo {
         Ok(CertificateInfo {
             peer: peer_id_of(&name),
             name,
-            serial: cert
-                .raw_serial()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            serial: lowercase_hex(cert.raw_serial()),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })
@@ -1430,4 +1434,9 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertError> {
     file.write_all(contents)
         .and_then(|()| file.sync_all())
         .map_err(|error| io_error(path, error))
+}
+
+/// `bytes` in lowercase hexadecimal, two digits each.
+fn lowercase_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

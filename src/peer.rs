@@ -977,7 +977,7 @@ impl PeerTask {
             let covered = self
                 .not_before
                 .get(&peer)
-                .is_none_or(|nb| revocation.covers(&revocation.name, *nb));
+                .is_none_or(|nb| revocation.covers(*nb));
             covered.then_some(revocation.revoked_at)
         };
         Status {

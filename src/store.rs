@@ -394,6 +394,10 @@ impl Store {
         let mut txn = self.db.begin_write().at(&self.path)?;
         txn.set_durability(redb::Durability::Immediate)
             .at(&self.path)?;
+        // Most batches hold no revocation: the table is opened only for one.
+        if batch
+            .iter()
+            .any(|record| matches!(record.kind, RecordKind::Revocation(_)))
         {
             let mut revocations = txn.open_table(REVOCATIONS).at(&self.path)?;
             for record in batch {
@@ -681,7 +685,6 @@ fn read_state(
     Ok((deltas, on_disk))
 }
 
-/// Decodes one stored value, all of it, within its size limit.
 /// Every stored revocation (refused beyond [`REVOCATIONS_MAX`]: no release
 /// stores more).
 fn read_revocations(txn: &WriteTransaction, path: &Path) -> Result<Vec<Revocation>, StoreError> {
@@ -702,6 +705,7 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_stdvec(value).map_err(StoreError::Encode)
 }
 
+/// Decodes one stored value, all of it, within its size limit.
 fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     limit: usize,

@@ -222,7 +222,7 @@ impl Events {
                 let mut turns = self.inbox.lock();
                 while let Some(event) = turns.next() {
                     if let Event::Message { certificate, .. } = &event
-                        && self.inbox.revoked.covering(certificate).is_some()
+                        && self.inbox.revoked.covers(certificate)
                     {
                         self.inbox.revoked_dropped.fetch_add(1, Ordering::Relaxed);
                         continue;

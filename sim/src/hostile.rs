@@ -15,7 +15,7 @@ use std::time::Duration;
 use aqueduct::crdt::model::{Lease, Meta, ObjectKey, OwnerId};
 use aqueduct::crdt::{ConfigDelta, Digest, Dot, DotSet, Hlc, ReplicaId, Stamped};
 use aqueduct::gossip::wire::{self, Message, RingRange};
-use aqueduct::gossip::{ApplyReport, MemberId, PeerReport};
+use aqueduct::gossip::{ApplyReport, MemberId, PeerReport, append_updates};
 use foca::{Codec, Header, Member, PostcardCodec, State};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -331,10 +331,7 @@ fn swim(scene: &Scene, update: Member<MemberId>) -> Message {
     codec
         .encode_header(&header, &mut packet)
         .expect("a header encodes");
-    packet.extend_from_slice(&1u16.to_be_bytes());
-    codec
-        .encode_member(&update, &mut packet)
-        .expect("a member encodes");
+    append_updates(&mut packet, &[update]).expect("a member encodes");
     Message::Swim(packet)
 }
 

@@ -959,7 +959,6 @@ impl World {
         }
         self.refused.garbage -= self.excused.garbage;
         self.refused.deltas -= self.excused.deltas;
-        self.refused.too_large -= self.excused.too_large;
         if self.options.hostile > 0 {
             self.check_against_forgeries();
         }

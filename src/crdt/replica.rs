@@ -252,6 +252,8 @@ pub struct RemoteJoin {
     pub changed: bool,
     /// The objects the join wrote to or removed values from.
     pub touched: BTreeSet<ObjectKey>,
+    /// What [`Replica::dot_conflicts`] said of the delta before the join.
+    pub conflicts: Vec<Dot>,
 }
 
 /// One peer's replica of the document. See the module documentation.
@@ -578,16 +580,16 @@ impl Replica {
     }
 
     /// [`Replica::join`], also telling which objects the join wrote to or
-    /// removed values from (for attribution; no lookup beyond the join's).
+    /// removed values from (for attribution) and its dot conflicts, with
+    /// no lookup beyond the join's.
     pub fn join_attributed(&mut self, delta: &ConfigDelta) -> Result<RemoteJoin, RemoteDeltaError> {
         self.check_entries(delta)?;
         let own_max = self.store.context().max_counter(self.id);
         let claims_own = delta.context.max_counter(self.id) > own_max;
-        let reused_own: Vec<Dot> = self
+        let (reused_own, conflicts): (Vec<Dot>, Vec<Dot>) = self
             .store
             .contested_by(delta)
-            .filter(|dot| dot.replica == self.id)
-            .collect();
+            .partition(|dot| dot.replica == self.id);
         // A dot issued and since removed is not listed: the store ignores
         // its value.
         let never_issued_own: Vec<Dot> = delta
@@ -625,6 +627,7 @@ impl Replica {
         Ok(RemoteJoin {
             changed: joined.changed,
             touched,
+            conflicts,
         })
     }
 

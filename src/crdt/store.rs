@@ -479,10 +479,9 @@ where
             if !self.context.contains(dot) {
                 self.insert_entry(key, field, dot, stamped);
                 changed = true;
-            } else if self
-                .entry(dot)
-                .is_some_and(|held| outranks((key, field, stamped), held))
-            {
+            } else if self.entry(dot).is_some_and(|held| {
+                held != (key, field, stamped) && outranks((key, field, stamped), held)
+            }) {
                 self.remove_entry(dot);
                 self.insert_entry(key, field, dot, stamped);
                 changed = true;
@@ -501,15 +500,18 @@ where
     /// conflict, not a removal). The range lookup per context interval
     /// keeps this proportional to the delta (plus the live dots inside its
     /// intervals).
-    pub fn removed_by(&self, delta: &Delta<K, F, V>) -> Vec<Dot> {
-        let carried: BTreeSet<Dot> = delta.entries().map(|(_, _, dot, _)| dot).collect();
+    fn removed_by(&self, delta: &Delta<K, F, V>) -> Vec<Dot> {
+        // Built only once a live dot is covered: most deltas remove nothing.
+        let mut carried: Option<BTreeSet<Dot>> = None;
         let mut removed = Vec::new();
         for (replica, range) in delta.context.ranges() {
-            removed.extend(
-                self.covered(replica, range)
-                    .map(|(dot, _)| *dot)
-                    .filter(|dot| !carried.contains(dot)),
-            );
+            for (dot, _) in self.covered(replica, range) {
+                let carried = carried
+                    .get_or_insert_with(|| delta.entries().map(|(_, _, dot, _)| dot).collect());
+                if !carried.contains(dot) {
+                    removed.push(*dot);
+                }
+            }
         }
         removed
     }
@@ -714,12 +716,15 @@ fn outranks<K: Serialize, F: Serialize, V: Serialize>(
     a: (&K, &F, &Stamped<V>),
     b: (&K, &F, &Stamped<V>),
 ) -> bool {
-    let rank = |(key, field, stamped): (&K, &F, &Stamped<V>)| {
-        let bytes =
-            postcard::to_stdvec(&(key, field, &stamped.value)).expect("entries always encode");
-        (stamped.hlc, bytes)
+    // The encodings only on a tie of stamps (a forger's copy): joining
+    // entries already held, the common case, costs no encoding.
+    let encoded = |(key, field, stamped): (&K, &F, &Stamped<V>)| {
+        postcard::to_stdvec(&(key, field, &stamped.value)).expect("entries always encode")
     };
-    rank(a) > rank(b)
+    a.2.hlc
+        .cmp(&b.2.hlc)
+        .then_with(|| encoded(a).cmp(&encoded(b)))
+        .is_gt()
 }
 
 /// Puts one register entry into objects → fields → registers.

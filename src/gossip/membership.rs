@@ -212,10 +212,9 @@ impl Membership {
                 message: foca::Message::Gossip,
             };
             let mut packet = Vec::new();
-            let encoded = codec.encode_header(&header, &mut packet).and_then(|()| {
-                packet.extend_from_slice(&1u16.to_be_bytes());
-                codec.encode_member(&Member::down(me), &mut packet)
-            });
+            let encoded = codec
+                .encode_header(&header, &mut packet)
+                .and_then(|()| append_updates(&mut packet, &[Member::down(me)]));
             match encoded {
                 Ok(()) => sends.push((member.peer, packet)),
                 Err(_) => self.local_errors += 1,
@@ -450,21 +449,31 @@ fn third_party_updates_checked(
     if downs == 0 && identities_refused == 0 {
         return Ok(unchanged);
     }
-    let kept = u16::try_from(updates.len()).expect("at most the count read");
     let mut rewritten = Vec::with_capacity(packet.len());
     rewritten.extend_from_slice(&packet[..header_len]);
-    rewritten.extend_from_slice(&kept.to_be_bytes());
-    for update in &updates {
-        codec
-            .encode_member(update, &mut rewritten)
-            .map_err(|_| ())?;
-    }
+    append_updates(&mut rewritten, &updates).map_err(|_| ())?;
     rewritten.extend_from_slice(rest);
     Ok(FilteredPacket {
         packet: Some(rewritten),
         downs_taken_as_suspicion: downs,
         identities_refused,
     })
+}
+
+/// Appends foca's update section to `packet`, after its header: the number
+/// of updates (u16, big-endian), then each update. The one place this
+/// crate (and the simulator's forger) writes foca's layout by hand.
+pub fn append_updates(
+    packet: &mut Vec<u8>,
+    updates: &[Member<MemberId>],
+) -> Result<(), postcard::Error> {
+    let count = u16::try_from(updates.len()).map_err(|_| postcard::Error::SerializeBufferFull)?;
+    packet.extend_from_slice(&count.to_be_bytes());
+    let mut codec = PostcardCodec;
+    for update in updates {
+        codec.encode_member(update, &mut *packet)?;
+    }
+    Ok(())
 }
 
 /// SWIM settings derived from foca's LAN or WAN presets, with down members

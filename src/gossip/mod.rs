@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use broadcast::TreeConfig;
-pub use membership::MemberId;
+pub use membership::{MemberId, append_updates};
 pub use node::{Node, NodeStats, Output, REVOCATION_SENDER_COOLDOWN, RemoteChange};
 pub use reports::{ApplyReport, HeardReport, PeerReport, REPORT_TEXT_MAX, REPORTS_MAX};
 pub use revocations::{Revocation, RevocationError, RevocationVerifier};

@@ -15,7 +15,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::crdt::model::ObjectKey;
 use crate::crdt::{
-    Command, CommandError, ConfigDelta, Dot, Plausibility, RemoteDeltaError, Replica, ReplicaId,
+    Command, CommandError, ConfigDelta, Dot, Plausibility, RemoteDeltaError, RemoteJoin, Replica,
+    ReplicaId,
 };
 
 use super::broadcast::{BroadcastTree, Transmission};
@@ -530,13 +531,14 @@ impl Node {
         delta: ConfigDelta,
         bounds: Plausibility,
     ) -> Option<bool> {
-        let mut conflicts = Vec::new();
-        let joined = Replica::check_plausible(&delta, bounds).and_then(|()| {
-            conflicts = self.replica.dot_conflicts(&delta);
-            self.replica.join_attributed(&delta)
-        });
-        match joined.map(|joined| (joined.changed, joined.touched)) {
-            Ok((true, touched)) => {
+        let joined = Replica::check_plausible(&delta, bounds)
+            .and_then(|()| self.replica.join_attributed(&delta));
+        match joined {
+            Ok(RemoteJoin {
+                changed: true,
+                touched,
+                conflicts,
+            }) => {
                 self.note_change(from, origin, touched);
                 self.push_output(Output::Persist(delta));
                 let rewritten = self.replica.rewrite_claimed(bounds.wall_ms);
@@ -544,7 +546,7 @@ impl Node {
                 self.announce_conflicts(from, conflicts);
                 Some(true)
             }
-            Ok((false, _)) => {
+            Ok(RemoteJoin { conflicts, .. }) => {
                 self.announce_conflicts(from, conflicts);
                 Some(false)
             }
@@ -710,11 +712,16 @@ impl Node {
         self.revocations.set_verifier(verifier);
     }
 
-    /// Takes revocations restored from disk at start, without outputs (they
-    /// are durable and enforced already). Returns how many were refused.
+    /// Takes revocations restored from disk at start, whose signatures the
+    /// shell checked as it enforced them, without outputs (they are durable
+    /// and enforced already). Returns how many were refused.
     pub fn restore_revocations(&mut self, list: Vec<Revocation>) -> usize {
         list.into_iter()
-            .filter(|revocation| self.revocations.insert(revocation.clone()).is_err())
+            .filter(|revocation| {
+                self.revocations
+                    .insert_verified(revocation.clone())
+                    .is_err()
+            })
             .count()
     }
 
@@ -723,7 +730,7 @@ impl Node {
     /// every active member at once. `Ok(false)`: it was known already.
     pub fn revoke(&mut self, revocation: Revocation) -> Result<bool, RevocationError> {
         self.revocations.check(&revocation)?;
-        let taken = self.revocations.insert(revocation.clone())?;
+        let taken = self.revocations.insert_verified(revocation.clone())?;
         if taken {
             self.push_output(Output::Revoked(revocation.clone()));
             let push = Message::Revocations(RevocationExchange::Set {
@@ -776,7 +783,7 @@ impl Node {
                     self.ignore_revocations_from(now, from);
                     return;
                 }
-                let theirs = super::revocations::digest_of(&list);
+                let theirs = answer.then(|| super::revocations::digest_of(&list));
                 for revocation in list {
                     match self.revocations.insert(revocation.clone()) {
                         Ok(true) => self.push_output(Output::Revoked(revocation)),
@@ -793,7 +800,7 @@ impl Node {
                         }
                     }
                 }
-                if answer && theirs != self.revocations.digest() {
+                if theirs.is_some_and(|theirs| theirs != self.revocations.digest()) {
                     self.send_revocations(from, false);
                 }
             }

@@ -66,11 +66,10 @@ impl Revocation {
         PeerId::of_name(&self.name)
     }
 
-    /// Whether a certificate of `name` with notBefore `not_before` (Unix
-    /// seconds) is revoked by this.
-    pub fn covers(&self, name: &str, not_before: i64) -> bool {
-        self.name == name
-            && u64::try_from(not_before).map_or(true, |nb| nb <= self.not_before_up_to)
+    /// Whether a certificate of this revocation's name with notBefore
+    /// `not_before` (Unix seconds) is revoked by it.
+    pub fn covers(&self, not_before: i64) -> bool {
+        u64::try_from(not_before).map_or(true, |nb| nb <= self.not_before_up_to)
     }
 
     /// Within the sizes any genuine revocation has (checked before the
@@ -178,6 +177,23 @@ impl Revocations {
     /// if it already covered it (a replay: the signature is not even
     /// checked).
     pub fn insert(&mut self, revocation: Revocation) -> Result<bool, RevocationError> {
+        self.insert_with(revocation, true)
+    }
+
+    /// [`Revocations::insert`] of a revocation whose signature the caller
+    /// has just checked, so that it is not checked twice.
+    pub(super) fn insert_verified(
+        &mut self,
+        revocation: Revocation,
+    ) -> Result<bool, RevocationError> {
+        self.insert_with(revocation, false)
+    }
+
+    fn insert_with(
+        &mut self,
+        revocation: Revocation,
+        verify: bool,
+    ) -> Result<bool, RevocationError> {
         if !revocation.well_formed() {
             return Err(RevocationError::Malformed);
         }
@@ -193,15 +209,12 @@ impl Revocations {
         if held.is_none() && self.by_name.len() >= REVOCATIONS_MAX {
             return Err(RevocationError::Full);
         }
-        self.check(&revocation)?;
+        if verify {
+            self.check(&revocation)?;
+        }
         self.by_name.insert(revocation.name.clone(), revocation);
         self.digest.set(None);
         Ok(true)
-    }
-
-    /// The revocation held for `name`, if any.
-    pub fn get(&self, name: &str) -> Option<&Revocation> {
-        self.by_name.get(name)
     }
 
     /// Every revocation, by name.
