@@ -5,7 +5,8 @@
 //! second, a peer that was down learns the revocation when it comes back,
 //! and a certificate issued for the same name afterwards is a member again.
 //! Revocations not signed by the cluster CA (another CA's, tampered ones,
-//! malformed files) are refused with a 4xx and change nothing.
+//! malformed files) are refused with a 4xx and change nothing; a member
+//! sending forged ones has one checked per cooldown.
 //!
 //! The times from `ctl revoke` to each peer refusing the certificate are
 //! printed (`revocation-to-refusal`), for BENCHMARKS.md.
@@ -174,6 +175,58 @@ fn a_revoked_member_is_refused_mesh_wide_also_by_a_peer_that_was_down_and_its_re
     });
     // The stolen certificate is still refused.
     assert!(refuses_handshake(&stolen, &a));
+}
+
+/// Forged revocations a member sends in one burst, one per message.
+const FORGED_BURST: u64 = 200;
+
+#[test]
+fn a_member_sending_forged_revocations_gets_one_checked_per_cooldown_and_a_genuine_one_still_spreads()
+ {
+    let cluster = Cluster::new("revocation-forged");
+    let a = cluster.start("peer-a", &[]);
+    let b = cluster.start("peer-b", &[&a]);
+    wait_for_mesh(&[&a, &b]);
+    let eve = Attacker::member(&cluster.peer("eve").tls_dir);
+    let connection = eve.connect(a.gossip).expect("a member connects");
+    let a_id = u64::from_str_radix(a.mesh()["peerId"].as_str().expect("an id"), 16).expect("hex");
+    eve.announce(&connection, "eve", aqueduct::gossip::PeerId(a_id));
+    eventually("eve to be a member", || {
+        (entry_of(&a, "eve")?["state"] == "alive").then_some(())
+    });
+
+    let forged = aqueduct::gossip::Revocation {
+        name: "peer-b".to_owned(),
+        not_before_up_to: u64::MAX,
+        revoked_at: 0,
+        signature: vec![0x5a; 64],
+    };
+    let message = aqueduct::gossip::wire::Message::Revocations(
+        aqueduct::gossip::revocations::RevocationExchange::Set {
+            list: vec![forged],
+            answer: true,
+        },
+    );
+    for _ in 0..FORGED_BURST {
+        eve.send(&connection, &message);
+    }
+    eventually("every forged message to be handled", || {
+        let handled = a.metric("aqueduct_gossip_revocations_refused_total")
+            + a.metric("aqueduct_gossip_revocations_ignored_total");
+        (handled == FORGED_BURST).then_some(())
+    });
+    assert_eq!(a.metric("aqueduct_gossip_revocations_refused_total"), 1);
+    assert!(!holds_revocation_of(&a, "peer-b"));
+
+    let file = cluster.dir.path().join("eve.revocation");
+    revoke_file(&cluster.ca_dir(), "eve", &file);
+    let (ok, _, stderr) = ctl_revoke(&a, &file);
+    assert!(ok, "ctl revoke failed: {stderr}");
+    for peer in [&a, &b] {
+        eventually("the genuine revocation to reach every peer", || {
+            holds_revocation_of(peer, "eve").then_some(())
+        });
+    }
 }
 
 /// One peer, a member revoked on it, for the refusal tests.
