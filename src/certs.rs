@@ -984,7 +984,6 @@ impl PemPair {
 /// A node's loaded and checked TLS identity: its certificate and key, and
 /// the cluster CA it trusts.
 pub struct TlsIdentity {
-    name: NodeName,
     ca_path: PathBuf,
     ca_cert: CertificateDer<'static>,
     provider: Arc<CryptoProvider>,
@@ -1037,7 +1036,6 @@ impl TlsIdentity {
             &ca_path,
         )?;
         Ok(Self {
-            name: certificate.name.clone(),
             ca_path,
             ca_cert,
             provider,
@@ -1084,10 +1082,12 @@ impl TlsIdentity {
             self.server_verifier.as_ref(),
             &self.ca_path,
         )?;
-        if certificate.name != self.name {
+        // A replacement names the same node, so the name read at load
+        // stays the name.
+        if certificate.name != self.certificate.name {
             return Err(CertError::OtherNode {
                 path: pair.cert_path.clone(),
-                running: self.name.clone(),
+                running: self.certificate.name.clone(),
                 found: certificate.name,
             });
         }
@@ -1106,12 +1106,12 @@ impl TlsIdentity {
 
     /// This node's name, from its certificate.
     pub fn name(&self) -> &NodeName {
-        &self.name
+        &self.certificate.name
     }
 
     /// This node's mesh identity.
     pub fn peer_id(&self) -> PeerId {
-        peer_id_of(&self.name)
+        self.certificate.peer
     }
 
     /// The certificate in use.

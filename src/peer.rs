@@ -428,8 +428,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         writer,
         start: Instant::now(),
         seeds: BTreeMap::new(),
-        names: BTreeMap::new(),
-        not_before: BTreeMap::new(),
+        certificates: BTreeMap::new(),
         revoked,
         submitted: 0,
         local_gate: 0,
@@ -533,6 +532,13 @@ async fn dial_any(transport: &Transport, join: &JoinAddr) -> Result<(PeerId, Soc
     Err(last_error)
 }
 
+/// What the peer task keeps of the certificate a peer connected with.
+struct ConnectedCertificate {
+    name: NodeName,
+    /// Its notBefore (Unix seconds): whether a revocation covers it.
+    not_before: i64,
+}
+
 struct PeerTask {
     node: Node,
     name: NodeName,
@@ -541,10 +547,8 @@ struct PeerTask {
     start: Instant,
     /// Join addresses by the peer that answered there.
     seeds: BTreeMap<PeerId, SocketAddr>,
-    /// Names from certificates of peers that connected.
-    names: BTreeMap<PeerId, NodeName>,
-    /// The notBefore of the certificate each peer last connected with.
-    not_before: BTreeMap<PeerId, i64>,
+    /// The certificate each peer that connected last connected with.
+    certificates: BTreeMap<PeerId, ConnectedCertificate>,
     /// What the transport enforces.
     revoked: RevokedCertificates,
     /// Sequence number of the last entry handed to the store.
@@ -587,6 +591,14 @@ struct PeerTask {
 }
 
 impl PeerTask {
+    /// `peer`'s certificate name, or its id if it never connected.
+    fn name_of(&self, peer: PeerId) -> String {
+        self.certificates.get(&peer).map_or_else(
+            || peer.to_string(),
+            |certificate| certificate.name.to_string(),
+        )
+    }
+
     fn now(&self) -> Time {
         Time::from_micros(u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
@@ -779,10 +791,7 @@ impl PeerTask {
         for (peer, state) in &states {
             let before = self.peer_states.get(peer).copied();
             if before != Some(*state) {
-                let name = self
-                    .names
-                    .get(peer)
-                    .map_or_else(|| peer.to_string(), NodeName::to_string);
+                let name = self.name_of(*peer);
                 self.activity.record(ActivityKind::Peer {
                     peer: name,
                     from: before.map(PeerState::as_str),
@@ -800,10 +809,7 @@ impl PeerTask {
     /// like the API's writes) and shows it in the activity stream.
     fn record_remote_changes(&mut self) {
         for change in self.node.take_remote_changes() {
-            let from = self
-                .names
-                .get(&change.from)
-                .map_or_else(|| change.from.to_string(), NodeName::to_string);
+            let from = self.name_of(change.from);
             let origin_replica = change.origin.map(|replica| replica.to_string());
             let objects: Vec<String> = change.objects.iter().map(ToString::to_string).collect();
             tracing::info!(
@@ -836,8 +842,8 @@ impl PeerTask {
                 not_before,
             } => {
                 tracing::debug!(%name, %peer, "connected");
-                self.names.insert(peer, name);
-                self.not_before.insert(peer, not_before);
+                self.certificates
+                    .insert(peer, ConnectedCertificate { name, not_before });
             }
             Event::Revoked { peer } => {
                 let now = self.now();
@@ -975,9 +981,9 @@ impl PeerTask {
         let revoked_at = |peer: PeerId| {
             let revocation = revocations.get(&peer)?;
             let covered = self
-                .not_before
+                .certificates
                 .get(&peer)
-                .is_none_or(|nb| revocation.covers(*nb));
+                .is_none_or(|certificate| revocation.covers(certificate.not_before));
             covered.then_some(revocation.revoked_at)
         };
         Status {
@@ -995,7 +1001,10 @@ impl PeerTask {
                     let heard = reports.get(&id.peer);
                     PeerStatus {
                         peer_id: id.peer,
-                        name: self.names.get(&id.peer).map(NodeName::to_string),
+                        name: self
+                            .certificates
+                            .get(&id.peer)
+                            .map(|certificate| certificate.name.to_string()),
                         addr: id.addr,
                         generation: id.generation,
                         state,

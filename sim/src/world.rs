@@ -521,10 +521,21 @@ impl World {
     }
 
     /// Live honest peers, by index.
+    /// The honest peers, up or down, with their index.
+    fn honest(&self) -> impl Iterator<Item = (usize, &Peer)> + '_ {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|(_, peer)| !peer.hostile)
+    }
+
+    /// The honest peers that are up, with their index.
+    fn live_honest_peers(&self) -> impl Iterator<Item = (usize, &Peer)> + '_ {
+        self.honest().filter(|(_, peer)| peer.node.is_some())
+    }
+
     fn live_honest(&self) -> Vec<usize> {
-        (0..self.peers.len())
-            .filter(|p| !self.peers[*p].hostile && self.peers[*p].node.is_some())
-            .collect()
+        self.live_honest_peers().map(|(p, _)| p).collect()
     }
 
     fn write(&mut self) {
@@ -603,9 +614,7 @@ impl World {
             t += Duration::from_millis(250);
         }
         let mut t = Duration::ZERO;
-        let honest: Vec<usize> = (0..self.peers.len())
-            .filter(|p| !self.peers[*p].hostile)
-            .collect();
+        let honest: Vec<usize> = self.honest().map(|(p, _)| p).collect();
         let max_down = (honest.len() / 10).max(1);
         let mut down_until: Vec<Duration> = Vec::new();
         let mut crashes = 0;
@@ -736,10 +745,7 @@ impl World {
 
     /// The live honest nodes.
     fn honest_nodes(&self) -> impl Iterator<Item = &Node> + '_ {
-        self.peers
-            .iter()
-            .filter(|p| !p.hostile)
-            .filter_map(|p| p.node.as_ref())
+        self.honest().filter_map(|(_, peer)| peer.node.as_ref())
     }
 
     fn digests(&self) -> Vec<Digest> {
@@ -754,10 +760,8 @@ impl World {
             .filter(|(_, w)| !w.lost_with_disk)
             .filter_map(|(i, w)| {
                 let last = self
-                    .peers
-                    .iter()
-                    .filter(|p| !p.hostile && p.node.is_some())
-                    .map(|p| p.seen_at[i])
+                    .live_honest_peers()
+                    .map(|(_, peer)| peer.seen_at[i])
                     .max()?;
                 (last != u64::MAX).then(|| last.saturating_sub(w.acked_at_us) as f64 / 1000.0)
             })
