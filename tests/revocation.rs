@@ -177,6 +177,35 @@ fn a_revoked_member_is_refused_mesh_wide_also_by_a_peer_that_was_down_and_its_re
     assert!(refuses_handshake(&stolen, &a));
 }
 
+/// A member `name` of `cluster` that joined through `target` by hand
+/// (an attacker's client speaking the wire format), at restart
+/// `generation`, once `target` lists it alive at that generation.
+fn member_by_hand(
+    cluster: &Cluster,
+    target: &Peer,
+    name: &str,
+    generation: u32,
+) -> (Attacker, quinn::Connection) {
+    let attacker = Attacker::member(&cluster.peer(name).tls_dir);
+    let connection = attacker.connect(target.gossip).expect("a member connects");
+    let target_id =
+        u64::from_str_radix(target.mesh()["peerId"].as_str().expect("an id"), 16).expect("hex");
+    attacker.announce_at(
+        &connection,
+        name,
+        generation,
+        aqueduct::gossip::PeerId(target_id),
+    );
+    eventually(
+        &format!("{name} to be a member at generation {generation}"),
+        || {
+            let seen = entry_of(target, name)?;
+            (seen["state"] == "alive" && seen["generation"] == generation).then_some(())
+        },
+    );
+    (attacker, connection)
+}
+
 /// Forged revocations a member sends in one burst, one per message.
 const FORGED_BURST: u64 = 200;
 
@@ -187,13 +216,7 @@ fn a_member_sending_forged_revocations_gets_one_checked_per_cooldown_and_a_genui
     let a = cluster.start("peer-a", &[]);
     let b = cluster.start("peer-b", &[&a]);
     wait_for_mesh(&[&a, &b]);
-    let eve = Attacker::member(&cluster.peer("eve").tls_dir);
-    let connection = eve.connect(a.gossip).expect("a member connects");
-    let a_id = u64::from_str_radix(a.mesh()["peerId"].as_str().expect("an id"), 16).expect("hex");
-    eve.announce(&connection, "eve", aqueduct::gossip::PeerId(a_id));
-    eventually("eve to be a member", || {
-        (entry_of(&a, "eve")?["state"] == "alive").then_some(())
-    });
+    let (eve, connection) = member_by_hand(&cluster, &a, "eve", 0);
 
     let forged = aqueduct::gossip::Revocation {
         name: "peer-b".to_owned(),
@@ -332,19 +355,7 @@ fn a_member_that_claimed_the_highest_generation_before_its_revocation_does_not_k
     let a = cluster.start("peer-a", &[]);
     let b = cluster.start("peer-b", &[&a]);
     wait_for_mesh(&[&a, &b]);
-    let stolen = Attacker::member(&cluster.peer("mallory").tls_dir);
-    let connection = stolen.connect(a.gossip).expect("a member connects");
-    let a_id = u64::from_str_radix(a.mesh()["peerId"].as_str().expect("an id"), 16).expect("hex");
-    stolen.announce_at(
-        &connection,
-        "mallory",
-        u32::MAX,
-        aqueduct::gossip::PeerId(a_id),
-    );
-    eventually("mallory to be a member at the highest generation", || {
-        let seen = entry_of(&a, "mallory")?;
-        (seen["generation"] == u32::MAX).then_some(())
-    });
+    let _stolen = member_by_hand(&cluster, &a, "mallory", u32::MAX);
 
     let file = cluster.dir.path().join("mallory.revocation");
     revoke_file(&cluster.ca_dir(), "mallory", &file);
