@@ -327,7 +327,7 @@ fn size_table(f: &Fixture) -> Vec<(String, usize, String)> {
         ),
     ));
     let summary = peer.summary();
-    let churned_peer_answer = churned.missing_for_peer(&summary);
+    let churned_peer_answer = churned.missing_for_peer(&summary, usize::MAX).delta;
     rows.push((
         "missing_for_peer (with live summary), same case".to_owned(),
         encoded_len(&churned_peer_answer),
@@ -497,7 +497,7 @@ fn large_ops(c: &mut Criterion, f: &Fixture) {
     });
     let summary = peer.summary();
     group.bench_function("peer_in_sync_after_10k_overwrites", |b| {
-        b.iter_with_large_drop(|| churned.missing_for_peer(black_box(&summary)));
+        b.iter_with_large_drop(|| churned.missing_for_peer(black_box(&summary), usize::MAX));
     });
     // The receiving side of that answer: it changes nothing, so the same
     // peer can join it repeatedly without a clone.

@@ -228,8 +228,8 @@ pub struct QuotaArgs {
     /// most 32768).
     #[arg(long, env = "AQUEDUCT_QUOTA_NATIVES_BYTES")]
     pub quota_natives_bytes: Option<u64>,
-    /// Largest document, bytes as encoded (default 16777216, at most the
-    /// same: a joining peer receives it in one message).
+    /// Largest document, bytes as encoded (default 16777216, at most
+    /// 536870912: the store keeps its snapshot as one value).
     #[arg(long, env = "AQUEDUCT_QUOTA_DOCUMENT_BYTES")]
     pub quota_document_bytes: Option<u64>,
 }

@@ -25,7 +25,7 @@ use crate::crdt::{
 };
 use crate::gossip::{
     ApplyReport, HeardReport, Node, NodeStats, Output, PeerId, PeerReport, PeerState, Revocation,
-    RevocationError, Time,
+    RevocationError, Time, wire,
 };
 use crate::store::{Durability, Entry, StoreError, Writer};
 use crate::tls_reload::TlsStatus;
@@ -148,6 +148,9 @@ pub struct Status {
     pub convergence_lag_seconds: Option<f64>,
     /// Seconds since the peer started.
     pub uptime_seconds: f64,
+    /// The document's size: the encoded size of its live entries (what
+    /// the document quota bounds).
+    pub document_bytes: u64,
     /// This peer's certificate and its reloads.
     pub tls: TlsStatus,
 }
@@ -450,6 +453,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         },
         counters: Counters::default(),
         dropped_here: 0,
+        too_large_logged: 0,
         seed_finders,
     };
     loop {
@@ -586,6 +590,8 @@ struct PeerTask {
     /// Messages this task dropped itself, counted with the transport's
     /// drops: no address known, or [`HELD_MAX`] already waiting.
     dropped_here: u64,
+    /// The node's count of messages too large to send, as last logged.
+    too_large_logged: u64,
     /// The tasks dialling `--join` addresses (stopped at shutdown).
     seed_finders: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -895,6 +901,15 @@ impl PeerTask {
                 }
             }
         }
+        let too_large = self.node.stats().too_large;
+        if too_large > self.too_large_logged {
+            tracing::warn!(
+                messages = too_large - self.too_large_logged,
+                limit_bytes = wire::MESSAGE_BYTES_MAX,
+                "gossip messages over the size limit were not sent"
+            );
+            self.too_large_logged = too_large;
+        }
         Ok(())
     }
 
@@ -1029,6 +1044,7 @@ impl PeerTask {
                 ..self.counters.clone()
             },
             uptime_seconds: self.start.elapsed().as_secs_f64(),
+            document_bytes: replica.document_bytes(),
             tls: self.tls.borrow().clone(),
         }
     }

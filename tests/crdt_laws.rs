@@ -718,7 +718,7 @@ proptest! {
                 let (source, target) = (h.store(from), h.store(to));
                 let mut repaired = target.clone();
                 let summary = over_the_wire(&target.summary())?;
-                let answer = over_the_wire(&source.missing_for_peer(&summary))?;
+                let answer = over_the_wire(&source.missing_for_peer(&summary, usize::MAX).delta)?;
                 accepted(repaired.join(&answer), "a missing_for_peer answer")?;
                 prop_assert_eq!(state(&repaired), state(&join(target, source)?));
             }
@@ -2123,7 +2123,7 @@ fn an_answer_to_a_peer_in_sync_carries_no_removals_however_many_values_were_over
         every_removal.context.interval_count() > 0,
         "the plain answer lists the removed dots"
     );
-    let answer = a.missing_for_peer(&b.summary());
+    let answer = a.missing_for_peer(&b.summary(), usize::MAX).delta;
     assert!(
         answer.is_empty(),
         "{} intervals sent to a peer in sync",
@@ -2146,7 +2146,7 @@ fn a_removal_missed_in_an_old_bucket_is_still_repaired_by_missing_for_peer() {
         receive(&mut b, &delta);
     }
     let _missed = run(&mut a, &put_frontend(1, 1, 81, true), 30_000);
-    let answer = a.missing_for_peer(&b.summary());
+    let answer = a.missing_for_peer(&b.summary(), usize::MAX).delta;
     receive(&mut b, &answer);
     assert_eq!(replica_state(&a), replica_state(&b));
 }
@@ -2166,7 +2166,7 @@ fn a_vast_claimed_history_does_not_make_anti_entropy_walk_it() {
     };
     receive(&mut a, &claim);
     receive(&mut b, &claim);
-    let answer = a.missing_for_peer(&b.summary());
+    let answer = a.missing_for_peer(&b.summary(), usize::MAX).delta;
     assert!(answer.is_empty());
     let plain = a.missing_for(b.context());
     assert!(plain.context.interval_count() < 100);
@@ -2215,4 +2215,41 @@ fn a_register_decoded_from_an_unsorted_map_with_a_repeated_dot_is_sorted_and_kee
     let register: Register<u32> = postcard::from_bytes(&bytes).expect("decodes");
     let decoded: Vec<(Dot, u32)> = register.iter().map(|(d, s)| (*d, s.value)).collect();
     assert_eq!(decoded, vec![(dot(1, 1), 2), (dot(2, 1), 3)]);
+}
+
+proptest! {
+    // Each case walks every pair of replicas chunk by chunk.
+    #![proptest_config(config(48))]
+
+    #[test]
+    fn an_answer_in_chunks_repairs_exactly_like_a_full_state_join(
+        script in script(),
+        budget in 1usize..1_500,
+    ) {
+        let h = History::play(&script)?;
+        let n = h.mesh.peers.len();
+        for from in 0..n {
+            for to in 0..n {
+                let (source, target) = (h.store(from), h.store(to));
+                let mut repaired = target.clone();
+                let mut chunks = 0;
+                loop {
+                    let summary = over_the_wire(&repaired.summary())?;
+                    let chunk = source.missing_for_peer(&summary, budget);
+                    let entry_bytes = postcard::to_stdvec(&chunk.delta.objects).expect("encodes").len();
+                    prop_assert!(
+                        entry_bytes <= budget || chunk.delta.entries().count() == 1,
+                        "{} bytes of entries for a budget of {}", entry_bytes, budget
+                    );
+                    accepted(repaired.join(&over_the_wire(&chunk.delta)?), "a chunk")?;
+                    chunks += 1;
+                    prop_assert!(chunks <= 10_000, "chunks never end");
+                    if chunk.complete {
+                        break;
+                    }
+                }
+                prop_assert_eq!(state(&repaired), state(&join(target, source)?));
+            }
+        }
+    }
 }

@@ -89,6 +89,9 @@ struct Mesh {
     effects: Vec<Effect>,
     /// What each node asked to make durable, in order.
     persisted: BTreeMap<PeerId, Vec<ConfigDelta>>,
+    /// [`Config::sync_chunk_bytes`] for nodes started from now on, if not
+    /// the default.
+    sync_chunk_bytes: Option<usize>,
 }
 
 impl Mesh {
@@ -107,6 +110,7 @@ impl Mesh {
             dropped_by_isolation: 0,
             effects: Vec::new(),
             persisted: BTreeMap::new(),
+            sync_chunk_bytes: None,
         }
     }
 
@@ -134,7 +138,10 @@ impl Mesh {
     /// Starts node `i` in restart `generation` holding `replica`.
     fn start(&mut self, i: u64, cluster_size: u64, generation: u32, replica: Replica) -> PeerId {
         let id = peer(i);
-        let config = Config::lan(u32::try_from(cluster_size).expect("small"));
+        let mut config = Config::lan(u32::try_from(cluster_size).expect("small"));
+        if let Some(bytes) = self.sync_chunk_bytes {
+            config.sync_chunk_bytes = bytes;
+        }
         let seed = self
             .seed
             .wrapping_mul(1_000_003)
@@ -601,6 +608,66 @@ fn a_new_peer_joins_through_one_seed_and_receives_the_existing_state() {
         .find(|e| e.node == newcomer && matches!(e.output, Output::Send { .. }))
         .expect("the newcomer sent something");
     assert!(matches!(first_send.output, Output::Send { to, .. } if to == seed));
+}
+
+#[test]
+fn a_new_peer_takes_a_state_larger_than_a_chunk_in_parts_asking_for_each_at_once() {
+    const CHUNK: usize = 2_048;
+    let mut mesh = Mesh::new(11);
+    mesh.sync_chunk_bytes = Some(CHUNK);
+    let ids: Vec<PeerId> = (0..2).map(|i| mesh.add(i, 3)).collect();
+    let members: Vec<MemberId> = ids.iter().map(|&id| member_id(id, 0)).collect();
+    for id in &ids {
+        let now = mesh.now;
+        mesh.node_mut(*id).assume_members(now, &members, 2);
+        mesh.drain(*id);
+    }
+    for i in 0..400 {
+        mesh.execute(ids[0], &put_frontend(&format!("f{i}"), 1000 + i));
+    }
+    mesh.run_until(mesh.now + ms(500), Mesh::converged)
+        .expect("the mesh converges");
+    let state_bytes = mesh.node(ids[0]).replica().document_bytes();
+    assert!(state_bytes > 20 * CHUNK as u64, "{state_bytes} bytes");
+
+    let newcomer = mesh.add(2, 3);
+    let now = mesh.now;
+    mesh.node_mut(newcomer).join(now, ids[1]);
+    mesh.drain(newcomer);
+    let synced = mesh
+        .run_until(mesh.now + Duration::from_secs(5), |m| {
+            m.fully_meshed() && m.converged()
+        })
+        .expect("the newcomer catches up");
+
+    let parts: Vec<(Time, usize)> = mesh
+        .sent_messages()
+        .filter(|(_, _, to, _)| *to == newcomer)
+        .filter_map(|(at, _, _, message)| match message {
+            Message::SyncDelta { delta, .. } => Some((
+                at,
+                postcard::to_stdvec(&delta.objects).expect("encodes").len(),
+            )),
+            _ => None,
+        })
+        .collect();
+    let largest = parts.iter().map(|(_, bytes)| *bytes).max().unwrap_or(0);
+    assert!(largest <= CHUNK, "a part of {largest} bytes of entries");
+    assert!(
+        parts.len() as u64 >= state_bytes / CHUNK as u64,
+        "{} parts for {state_bytes} bytes",
+        parts.len()
+    );
+    // Each part is asked for as soon as the one before is taken, not at
+    // the next anti-entropy round (500 ms apart).
+    let first = parts.first().expect("parts were sent").0;
+    assert!(
+        synced < first + Duration::from_millis(200),
+        "{} parts took {} µs",
+        parts.len(),
+        synced.as_micros() - first.as_micros()
+    );
+    assert!(mesh.node(newcomer).stats().sync_chunks_asked >= parts.len() as u64 - 1);
 }
 
 #[test]

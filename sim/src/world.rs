@@ -89,6 +89,9 @@ struct Peer {
     forged_counter: u64,
 }
 
+/// [`Config::sync_chunk_bytes`] under chaos: a few dozen entries.
+const CHAOS_SYNC_CHUNK_BYTES: usize = 4 << 10;
+
 struct Profiles {
     link: LinkModel,
     config: Config,
@@ -123,7 +126,13 @@ impl Profiles {
             },
             Profile::Chaos => Profiles {
                 link: LinkModel::lan(),
-                config: Config::lan(size),
+                // Small parts, so that a peer back from a crash or a
+                // partition catches up in many of them, cut by further
+                // faults.
+                config: Config {
+                    sync_chunk_bytes: CHAOS_SYNC_CHUNK_BYTES,
+                    ..Config::lan(size)
+                },
                 write_interval: Duration::from_millis(20),
                 settle: Duration::from_secs(2),
                 idle_window: Duration::from_secs(10),

@@ -741,6 +741,7 @@ pub(crate) struct MeshOut {
     version_vector: BTreeMap<String, u64>,
     convergence_lag_seconds: Option<f64>,
     uptime_seconds: f64,
+    document_bytes: u64,
 }
 
 impl MeshOut {
@@ -759,6 +760,7 @@ impl MeshOut {
                 .collect(),
             convergence_lag_seconds: status.convergence_lag_seconds,
             uptime_seconds: status.uptime_seconds,
+            document_bytes: status.document_bytes,
         }
     }
 }

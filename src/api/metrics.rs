@@ -162,6 +162,21 @@ fn render(
         counter(node.garbage_dropped),
     );
     registry.register(
+        "gossip_messages_too_large",
+        "Gossip messages not sent because they would exceed the message size limit",
+        counter(node.too_large),
+    );
+    registry.register(
+        "gossip_sync_chunks_cut",
+        "Anti-entropy answers cut short at the chunk size (the peer asks for the rest)",
+        counter(node.sync_chunks_cut),
+    );
+    registry.register(
+        "gossip_sync_chunks_asked",
+        "Requests this peer sent for the next part of an anti-entropy answer",
+        counter(node.sync_chunks_asked),
+    );
+    registry.register(
         "gossip_deltas_refused",
         "Received deltas that failed validation (dropped)",
         counter(node.deltas_refused),
@@ -255,6 +270,12 @@ fn render(
             ConstGauge::new(lag),
         );
     }
+    registry.register_with_unit(
+        "document",
+        "The document's size: the encoded size of its live entries (what the document quota bounds)",
+        Unit::Bytes,
+        ConstGauge::new(i64::try_from(status.document_bytes).unwrap_or(i64::MAX)),
+    );
     registry.register_with_unit(
         "uptime",
         "Time since the peer started",

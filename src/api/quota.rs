@@ -51,6 +51,10 @@ pub struct Quotas {
     pub document_bytes: u64,
 }
 
+/// The most [`Quotas::document_bytes`] may be set to (see
+/// [`Quotas::max_of`]).
+pub const DOCUMENT_BYTES_MOST: usize = 512 << 20;
+
 impl Default for Quotas {
     fn default() -> Self {
         Quotas {
@@ -84,10 +88,12 @@ impl Quotas {
             Quota::LeaseMax => return u64::from(Lease::TTL_MAX_MS / 1000),
             Quota::NativesLines => NATIVES_MAX,
             Quota::NativesBytes => NATIVES_MAX * NativeLine::BYTES_MAX,
-            // A peer that joins gets the whole document in one message;
-            // half of that message's bound leaves room for the causal
-            // context and for writes other peers let through concurrently.
-            Quota::DocumentBytes => crate::gossip::wire::MESSAGE_BYTES_MAX / 2,
+            // Anti-entropy carries a document of any size in parts; what
+            // binds is the store, which keeps its snapshot as one value:
+            // half of redb's limit on a value (about 1 GiB) leaves room for
+            // the causal context and for writes other peers let through
+            // concurrently.
+            Quota::DocumentBytes => DOCUMENT_BYTES_MOST,
         };
         max as u64
     }

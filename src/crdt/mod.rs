@@ -34,11 +34,12 @@ pub use dot::{Dot, DotSet, ReplicaId};
 pub use hlc::Hlc;
 pub use leases::{ABANDONED_AFTER_MS, LeaseKeeper};
 pub use replica::{
-    Command, CommandError, ConfigDelta, Counted, DOTS_PER_MS, Digest, Plausibility,
+    Command, CommandError, ConfigChunk, ConfigDelta, Counted, DOTS_PER_MS, Digest, Plausibility,
     RENEWALS_PER_COMMAND_MAX, RemoteDeltaError, RemoteJoin, Replica, Usage, ViewPart,
 };
 pub use store::{
-    Delta, DotStore, JoinError, Joined, LiveSummary, Objects, Register, Stamped, SyncSummary,
+    Delta, DotStore, JoinError, Joined, LiveSummary, Objects, Register, Stamped, SyncChunk,
+    SyncSummary,
 };
 
 /// Why bytes from a peer did not decode into a valid dot or dot set.

@@ -14,10 +14,13 @@ use super::model::{
     Backend, ConfigView, FieldId, FieldValue, Frontend, Lease, Member, MemberKey, Name, ObjectKey,
     Registration, RegistrationKey, ResolvedFields, ServiceName, Version,
 };
-use super::store::{Delta, DotStore, JoinError, Register, Stamped, SyncSummary};
+use super::store::{Delta, DotStore, JoinError, Register, Stamped, SyncChunk, SyncSummary};
 
 /// A delta of the configuration document (also used for full states).
 pub type ConfigDelta = Delta<ObjectKey, FieldId, FieldValue>;
+
+/// Part of what a peer lacks, see [`Replica::missing_for_peer`].
+pub type ConfigChunk = SyncChunk<ObjectKey, FieldId, FieldValue>;
 
 /// The registers of one object's fields.
 type Fields = BTreeMap<FieldId, Register<FieldValue>>;
@@ -741,9 +744,10 @@ impl Replica {
 
     /// What a peer that sent `summary` is missing, removals included, but
     /// only for the parts where its live dots differ from this replica's
-    /// (see [`super::SyncSummary`]).
-    pub fn missing_for_peer(&self, summary: &SyncSummary) -> ConfigDelta {
-        self.store.missing_for_peer(summary)
+    /// (see [`super::SyncSummary`]), and at most about `budget` bytes of it
+    /// (see [`super::SyncChunk`]).
+    pub fn missing_for_peer(&self, summary: &SyncSummary, budget: usize) -> ConfigChunk {
+        self.store.missing_for_peer(summary, budget)
     }
 
     /// This replica's causal context and live-dot summary, for a peer to

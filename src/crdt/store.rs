@@ -402,6 +402,23 @@ pub struct SyncSummary {
     pub live: LiveSummary,
 }
 
+/// Part of what a peer lacks ([`DotStore::missing_for_peer`]): a valid
+/// delta of about the budget asked for at most, beyond it only by the
+/// removals it carries (never cut) or by one entry larger than the budget
+/// (which goes alone, so that every chunk makes progress).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncChunk<K, F, V> {
+    /// The delta to send.
+    pub delta: Delta<K, F, V>,
+    /// Whether it is all the peer lacks; if not, the peer's next summary
+    /// (with this delta joined) gets the next part.
+    pub complete: bool,
+}
+
+/// What one interval of a causal context adds to an encoded delta, at
+/// most (replica id, two counters): what a chunk's budget counts for one.
+const INTERVAL_BYTES: usize = 30;
+
 impl<K, F, V> DotStore<K, F, V>
 where
     K: Ord + Clone + Debug + Serialize,
@@ -580,48 +597,51 @@ where
     /// What a peer whose causal context is `peer` lacks: the entries it has
     /// not seen, and — so that removals it missed are repaired too — the
     /// context of everything it has not seen plus every dot both have seen
-    /// that is no longer live here.
+    /// that is no longer live here. All of it in one delta, whatever its
+    /// size (for tests and tools; peers use [`DotStore::missing_for_peer`]).
     pub fn missing_for(&self, peer: &DotSet) -> Delta<K, F, V> {
-        self.missing(peer, None)
+        self.missing(peer, None, usize::MAX).delta
     }
 
     /// Like [`DotStore::missing_for`], but leaves out the removals of every
-    /// bucket where the peer's live summary equals this store's: there the
-    /// peer holds exactly the live dots this store holds.
-    pub fn missing_for_peer(&self, peer: &SyncSummary) -> Delta<K, F, V> {
-        self.missing(&peer.context, Some(&peer.live))
+    /// bucket where the peer's live summary equals this store's (there the
+    /// peer holds exactly the live dots this store holds), and stops at
+    /// about `budget` bytes (see [`SyncChunk`]).
+    pub fn missing_for_peer(&self, peer: &SyncSummary, budget: usize) -> SyncChunk<K, F, V> {
+        self.missing(&peer.context, Some(&peer.live), budget)
     }
 
-    fn missing(&self, peer: &DotSet, peer_live: Option<&LiveSummary>) -> Delta<K, F, V> {
-        let unseen = self.context.difference(peer);
+    /// Removals first: of every dot both have seen, those no longer live
+    /// here, in the buckets where the peer's live dots may differ — never
+    /// cut, since a peer whose removals were cut would be sent the same
+    /// first ones again and again (they are computed from this side's live
+    /// dots, and the peer's summary cannot say which it still holds); at
+    /// most one interval per dot live here, plus one per bucket. Then the
+    /// unseen dots, by replica and counter, cut where the next entry would
+    /// pass `budget`: the delta then speaks for the dots up to the cut only
+    /// (the context ends just before the first entry left out), so that it
+    /// is a valid delta on its own and what is left is exactly what a later
+    /// call finds missing.
+    fn missing(
+        &self,
+        peer: &DotSet,
+        peer_live: Option<&LiveSummary>,
+        budget: usize,
+    ) -> SyncChunk<K, F, V> {
         let mut delta = Delta::default();
-        for (replica, range) in unseen.ranges() {
-            for (dot, (key, field)) in self.covered(replica, range) {
-                let stamped = self.objects[key][field][dot].clone();
-                delta.insert_entry(key.clone(), field.clone(), *dot, stamped);
-            }
-        }
-        delta.context = unseen;
         for (replica, range) in self.context.intersection(peer).ranges() {
             let Some(peer_live) = peer_live else {
                 self.insert_holes(replica, range, &mut delta.context);
                 continue;
             };
-            // Only buckets where either side holds live dots can disagree (a
-            // bucket live on neither side needs no removal), so walking just
-            // those keeps the cost to the live state, not to the history.
+            // Only buckets where the peer holds live dots can need a
+            // removal, and only those where its live dots differ from this
+            // side's; walking just those keeps the cost to the live state,
+            // not to the history.
             let lo = (replica, range.start() / BUCKET_COUNTERS);
             let hi = (replica, range.end() / BUCKET_COUNTERS);
-            let buckets: BTreeSet<u64> = self
-                .live
-                .0
-                .range(lo..=hi)
-                .chain(peer_live.0.range(lo..=hi))
-                .map(|((_, bucket), _)| *bucket)
-                .collect();
-            for bucket in buckets {
-                let key = (replica, bucket);
-                if peer_live.0.get(&key) == self.live.0.get(&key) {
+            for (&(_, bucket), summary) in peer_live.0.range(lo..=hi) {
+                if self.live.0.get(&(replica, bucket)) == Some(summary) {
                     continue;
                 }
                 let start = (*range.start()).max(bucket * BUCKET_COUNTERS);
@@ -629,7 +649,43 @@ where
                 self.insert_holes(replica, start..=end, &mut delta.context);
             }
         }
-        delta
+        let mut left = budget.saturating_sub(
+            postcard::experimental::serialized_size(&delta.context)
+                .expect("a dot set always encodes"),
+        );
+        let mut taken = false;
+        for (replica, range) in self.context.difference(peer).ranges() {
+            let start = *range.start();
+            for (dot, (key, field)) in self.covered(replica, range.clone()) {
+                let stamped = &self.objects[key][field][dot];
+                let size = postcard::experimental::serialized_size(&(key, field, dot, stamped))
+                    .expect("entries always encode");
+                // An entry larger than the budget goes alone (the
+                // removals do not count), so that every chunk makes
+                // progress.
+                if size.saturating_add(INTERVAL_BYTES) > left && taken {
+                    if dot.counter > start {
+                        delta
+                            .context
+                            .insert_interval(replica, start..=dot.counter - 1);
+                    }
+                    return SyncChunk {
+                        delta,
+                        complete: false,
+                    };
+                }
+                left = left.saturating_sub(size);
+                taken = true;
+                delta.insert_entry(key.clone(), field.clone(), *dot, stamped.clone());
+            }
+            left = left.saturating_sub(INTERVAL_BYTES);
+            taken = true;
+            delta.context.insert_interval(replica, range);
+        }
+        SyncChunk {
+            delta,
+            complete: true,
+        }
     }
 
     /// Adds to `context` the counters of `range` that are not live here.

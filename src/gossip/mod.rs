@@ -120,7 +120,18 @@ pub struct Config {
     /// or lease renewal further ahead is refused (see
     /// [`crate::crdt::Plausibility`]).
     pub clock_skew_max: Duration,
+    /// How much of a state one anti-entropy answer carries, about (bytes of
+    /// encoded entries and removals): a peer that lacks more gets it in
+    /// parts, asking for the next as soon as it has taken one.
+    pub sync_chunk_bytes: usize,
 }
+
+/// The default [`Config::sync_chunk_bytes`]: big enough that a round trip
+/// per chunk costs little on a LAN, small enough that a chunk is joined
+/// and made durable in tens of milliseconds and stays far below
+/// [`wire::MESSAGE_BYTES_MAX`] (an entry larger than a chunk goes alone,
+/// and the model bounds every entry far below that).
+pub const SYNC_CHUNK_BYTES_DEFAULT: usize = 4 << 20;
 
 /// The default [`Config::clock_skew_max`]: peers kept in time by NTP are
 /// milliseconds apart; ten seconds leaves room for a peer whose clock
@@ -146,6 +157,7 @@ impl Config {
             rejoin_interval,
             swim: membership::swim_config(foca::Config::new_lan(size), rejoin_interval),
             clock_skew_max: CLOCK_SKEW_MAX_DEFAULT,
+            sync_chunk_bytes: SYNC_CHUNK_BYTES_DEFAULT,
         }
     }
 

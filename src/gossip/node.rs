@@ -145,6 +145,11 @@ pub struct NodeStats {
     pub swim_local_errors: u64,
     /// Messages not sent because they would exceed the size limit.
     pub too_large: u64,
+    /// Anti-entropy answers cut short at [`Config::sync_chunk_bytes`] (the
+    /// peer asks for the rest).
+    pub sync_chunks_cut: u64,
+    /// Requests for the next part of a cut answer.
+    pub sync_chunks_asked: u64,
     /// Broadcast sends not tracked for retransmit (pending table full).
     pub broadcasts_untracked: u64,
     /// Broadcast children given up on and replaced.
@@ -480,9 +485,14 @@ impl Node {
                 }
             }
             Message::SyncRequest { summary } => {
-                let delta = self.replica.missing_for_peer(&summary);
+                let chunk = self
+                    .replica
+                    .missing_for_peer(&summary, self.config.sync_chunk_bytes);
+                if !chunk.complete {
+                    self.stats.sync_chunks_cut += 1;
+                }
                 let reply = Message::SyncDelta {
-                    delta,
+                    delta: chunk.delta,
                     reply_to: Some(self.replica.summary()),
                     sender_digest: self.replica.digest(),
                 };
@@ -507,12 +517,33 @@ impl Node {
                 if self.replica.digest() == sender_digest {
                     self.stats.last_in_sync = Some(now);
                 } else if let Some(summary) = reply_to {
-                    let reply = Message::SyncDelta {
-                        delta: self.replica.missing_for_peer(&summary),
-                        reply_to: None,
-                        sender_digest: self.replica.digest(),
-                    };
-                    self.send(from, &reply);
+                    let chunk = self
+                        .replica
+                        .missing_for_peer(&summary, self.config.sync_chunk_bytes);
+                    if !chunk.complete {
+                        self.stats.sync_chunks_cut += 1;
+                    }
+                    if !chunk.delta.is_empty() {
+                        // A part comes with this node's summary, which
+                        // makes the peer ask for the next part (below).
+                        let reply = Message::SyncDelta {
+                            delta: chunk.delta,
+                            reply_to: (!chunk.complete).then(|| self.replica.summary()),
+                            sender_digest: self.replica.digest(),
+                        };
+                        self.send(from, &reply);
+                    }
+                    // The answer was a part (a large state, a far-behind
+                    // peer): ask for the next at once, from what this node
+                    // holds now, rather than waiting for a round. A sender
+                    // keeps nothing between parts, so a sync cut by a
+                    // reconnect or a restart of either side goes on from
+                    // wherever the joined parts took this node.
+                    if changed && !summary.context.is_subset_of(self.replica.context()) {
+                        self.stats.sync_chunks_asked += 1;
+                        let summary = self.replica.summary();
+                        self.send(from, &Message::SyncRequest { summary });
+                    }
                 }
             }
         }

@@ -81,10 +81,16 @@ pub enum Message {
         /// The requester's causal context and live-dot summary.
         summary: SyncSummary,
     },
-    /// Anti-entropy, step 3: what the requester missed (removals included).
+    /// Anti-entropy, step 3: what the requester missed (removals included),
+    /// or a part of it (at most `Config::sync_chunk_bytes` of it, about).
     /// With `reply_to` set, the receiver answers with what the sender
     /// misses in turn, unless its digest after joining equals
-    /// `sender_digest` (then both sides are equal).
+    /// `sender_digest` (then both sides are equal); and if the sender's
+    /// context is still not covered by its own (the delta was a part), it
+    /// asks for the rest with a new `SyncRequest` (peers of releases that
+    /// never cut an answer do not ask: they get the rest in later rounds). An answer to
+    /// an answer carries `reply_to` only when it is a part, for the same
+    /// reason.
     SyncDelta {
         /// What the receiver misses.
         delta: ConfigDelta,

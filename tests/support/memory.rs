@@ -154,6 +154,7 @@ fn status_of(replica: &Replica, counters: &Counters) -> Status {
         counters: counters.clone(),
         convergence_lag_seconds: Some(0.5),
         uptime_seconds: 12.0,
+        document_bytes: replica.document_bytes(),
         // Reloaded twice and refused once; the API's reloaded once.
         tls: TlsStatus {
             certificate: CertificateInfo {
