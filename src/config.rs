@@ -105,6 +105,12 @@ pub struct RunArgs {
     /// peer's clock catches up (default 10, 1 to 3600).
     #[arg(long, env = "AQUEDUCT_CLOCK_SKEW_MAX")]
     pub clock_skew_max: Option<u64>,
+    /// Seconds a peer that starts with an empty store and `--join` waits
+    /// for a first complete sync before it applies what it holds to HAProxy
+    /// anyway (logged); 0 or unset: for as long as it takes (at most
+    /// 86400).
+    #[arg(long, env = "AQUEDUCT_FIRST_SYNC_TIMEOUT")]
+    pub first_sync_timeout: Option<u64>,
     /// Seconds an API client has to send a request head (and finish a TLS
     /// handshake), also between requests on a kept-alive connection; then
     /// its connection is closed (default 10, at most 10).
@@ -259,6 +265,7 @@ struct FileOptions {
     api_body_limit: Option<usize>,
     api_body_timeout: Option<u64>,
     clock_skew_max: Option<u64>,
+    first_sync_timeout: Option<u64>,
     api_header_timeout: Option<u64>,
     api_idle_timeout: Option<u64>,
     api_max_connections: Option<usize>,
@@ -445,6 +452,9 @@ pub struct RunOptions {
     pub api_body_timeout: Duration,
     /// How far ahead of this peer's clock another's may be.
     pub clock_skew_max: Duration,
+    /// How long a peer that starts empty waits for a first sync before it
+    /// applies anything to HAProxy anyway (`None`: for as long as it takes).
+    pub first_sync_timeout: Option<Duration>,
     /// How the API's connections are bounded.
     pub api_connections: ApiConnections,
     /// The API's HTTPS certificate chain and key files, if it serves HTTPS.
@@ -758,6 +768,16 @@ impl RunArgs {
             usize::try_from(crate::gossip::CLOCK_SKEW_MAX_DEFAULT.as_secs()).unwrap_or(10),
             1..=3600,
         )? as u64);
+        let first_sync_timeout = in_range_usize(
+            "first-sync-timeout",
+            self.first_sync_timeout
+                .or(file.first_sync_timeout)
+                .map(|s| usize::try_from(s).unwrap_or(usize::MAX)),
+            0,
+            0..=86_400,
+        )?;
+        let first_sync_timeout =
+            (first_sync_timeout > 0).then(|| Duration::from_secs(first_sync_timeout as u64));
         let api_connections = api_connections(
             self.api_header_timeout.or(file.api_header_timeout),
             self.api_idle_timeout.or(file.api_idle_timeout),
@@ -807,6 +827,7 @@ impl RunArgs {
             api_body_limit,
             api_body_timeout,
             clock_skew_max,
+            first_sync_timeout,
             api_connections,
             api_tls,
             haproxy,

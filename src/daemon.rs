@@ -22,7 +22,7 @@ use crate::haproxy::{
     driver::{DriverConfig, DriverError},
     process::Binary,
 };
-use crate::peer::{self, Handle, PeerError, REQUESTS_MAX};
+use crate::peer::{self, FirstSync, Handle, PeerError, REQUESTS_MAX};
 use crate::store::{self, Store, StoreError};
 use crate::tls_reload;
 use crate::transport::{Transport, TransportError};
@@ -216,6 +216,8 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         });
     }
     let (replica, generation) = recovered.into_replica()?;
+    // Nothing ever written or learnt: a new or wiped data directory.
+    let started_empty = replica.context().is_empty();
     let (writer, durability) = store::spawn_writer(store, STORE_QUEUE_MAX)?;
 
     let (transport, events) = Transport::bind(options.gossip, &identity)?;
@@ -251,6 +253,12 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let (requests_in, requests) = mpsc::channel(REQUESTS_MAX);
     let handle = Handle::new(requests_in);
     let (changes, changes_seen) = watch::channel(0);
+    let (first_sync, first_sync_seen) =
+        watch::channel(if started_empty && !options.join.is_empty() {
+            FirstSync::Waiting
+        } else {
+            FirstSync::NotNeeded
+        });
     let (stop_driver, driver_stopped) = oneshot::channel();
     let activity = ActivityLog::default();
     let (driver, driver_task) = haproxy::driver::spawn(
@@ -261,6 +269,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         },
         handle.clone(),
         changes_seen,
+        first_sync_seen,
         activity.clone(),
         driver_stopped,
     )?;
@@ -328,6 +337,8 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         activity,
         tls: tls_status,
         revoked,
+        first_sync,
+        first_sync_timeout: options.first_sync_timeout,
         shutdown: peer_stopped,
     }));
     let connections = &options.api_connections;

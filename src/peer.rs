@@ -151,6 +151,8 @@ pub struct Status {
     /// The document's size: the encoded size of its live entries (what
     /// the document quota bounds).
     pub document_bytes: u64,
+    /// Whether the configuration may be applied yet.
+    pub first_sync: FirstSync,
     /// This peer's certificate and its reloads.
     pub tls: TlsStatus,
 }
@@ -347,6 +349,47 @@ const HELD_BYTES_MAX: usize = 64 << 20;
 /// and leave.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Whether this peer may apply its configuration to its HAProxy yet. A
+/// peer that starts with an empty store and joins a mesh would otherwise
+/// render an empty configuration and take a serving load balancer down;
+/// it waits for one complete sync with a live member first, and its
+/// HAProxy (one it took over, say) keeps serving meanwhile. A store that
+/// held a document is applied at once: it is what this peer last applied,
+/// and a peer restarted alone (a whole mesh after a power cut) must serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstSync {
+    /// Started empty with `--join`: nothing is applied until a sync.
+    Waiting,
+    /// Completed one sync with a live member.
+    Done,
+    /// Not needed: the store held a document, or no `--join` was given
+    /// (the first peer of a mesh).
+    NotNeeded,
+    /// `--first-sync-timeout` passed before any sync (logged): applied
+    /// anyway.
+    TimedOut,
+}
+
+impl FirstSync {
+    /// Whether the configuration may be applied.
+    pub fn allows_apply(self) -> bool {
+        self != FirstSync::Waiting
+    }
+
+    /// Its name in `/mesh` and `/ready`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FirstSync::Waiting => "waiting",
+            FirstSync::Done => "done",
+            FirstSync::NotNeeded => "notNeeded",
+            FirstSync::TimedOut => "timedOut",
+        }
+    }
+}
+
+/// How often a peer waiting for its first sync says so in the log.
+const FIRST_SYNC_LOG_EVERY: Duration = Duration::from_secs(5);
+
 /// Everything the peer task runs on, assembled by the daemon.
 pub struct Parts {
     /// The protocol state machine, restored from the store.
@@ -374,6 +417,12 @@ pub struct Parts {
     pub tls: watch::Receiver<TlsStatus>,
     /// The revocations the transport enforces (the node's, as they come).
     pub revoked: RevokedCertificates,
+    /// Whether the configuration may be applied yet (the HAProxy driver
+    /// waits while it says [`FirstSync::Waiting`]).
+    pub first_sync: watch::Sender<FirstSync>,
+    /// How long to wait for a first sync before applying anyway (`None`:
+    /// for as long as it takes).
+    pub first_sync_timeout: Option<Duration>,
     /// Resolves when the peer must shut down (a value or a dropped
     /// sender alike).
     pub shutdown: oneshot::Receiver<()>,
@@ -408,6 +457,8 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         activity,
         tls,
         revoked,
+        first_sync,
+        first_sync_timeout,
         mut shutdown,
     } = parts;
     let (joined, mut joins) = mpsc::channel(join.len().max(1));
@@ -455,9 +506,14 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         dropped_here: 0,
         too_large_logged: 0,
         seed_finders,
+        first_sync_deadline: first_sync_timeout.map(|timeout| Instant::now() + timeout),
+        first_sync,
     };
+    let mut first_sync_log = tokio::time::interval(FIRST_SYNC_LOG_EVERY);
+    first_sync_log.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = peer.instant_of(peer.node.next_deadline());
+        let waiting = *peer.first_sync.borrow() == FirstSync::Waiting;
         tokio::select! {
             Some(request) = requests.recv() => peer.on_request(request).await?,
             Some(event) = events.recv() => peer.on_event(event),
@@ -485,9 +541,16 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
                 peer.observe_owners();
                 peer.note_peer_states();
             }
+            _ = first_sync_log.tick(), if waiting => peer.log_first_sync_wait(),
+            () = sleep_until(peer.first_sync_deadline), if waiting => {
+                peer.end_first_sync(FirstSync::TimedOut);
+            }
             _ = &mut shutdown => break,
         }
         peer.flush_outputs(false).await?;
+        if waiting && peer.node.stats().first_synced.is_some() {
+            peer.end_first_sync(FirstSync::Done);
+        }
     }
     peer.shut_down(durability).await
 }
@@ -594,6 +657,10 @@ struct PeerTask {
     too_large_logged: u64,
     /// The tasks dialling `--join` addresses (stopped at shutdown).
     seed_finders: Vec<tokio::task::JoinHandle<()>>,
+    /// Whether the configuration may be applied yet.
+    first_sync: watch::Sender<FirstSync>,
+    /// When to stop waiting for a first sync (`None`: never).
+    first_sync_deadline: Option<Instant>,
 }
 
 impl PeerTask {
@@ -913,6 +980,36 @@ impl PeerTask {
         Ok(())
     }
 
+    /// Says, while this peer waits for its first sync, how far it got.
+    fn log_first_sync_wait(&self) {
+        let stats = self.node.stats();
+        tracing::info!(
+            document_bytes = self.node.replica().document_bytes(),
+            parts_asked = stats.sync_chunks_asked,
+            members = self.node.members().count(),
+            "started empty: waiting for a first sync with a live member before applying              anything to HAProxy"
+        );
+    }
+
+    /// Ends the wait for a first sync, the configuration may be applied.
+    fn end_first_sync(&mut self, how: FirstSync) {
+        let bytes = self.node.replica().document_bytes();
+        let waited_s = self.start.elapsed().as_secs_f64();
+        match how {
+            FirstSync::TimedOut => tracing::warn!(
+                document_bytes = bytes,
+                waited_s,
+                "no sync with a live member within --first-sync-timeout: applying what this                  peer holds"
+            ),
+            _ => tracing::info!(
+                document_bytes = bytes,
+                waited_s,
+                "first sync done: applying the configuration"
+            ),
+        }
+        self.first_sync.send_replace(how);
+    }
+
     fn transmit(&mut self, to: PeerId, bytes: Vec<u8>) {
         // SWIM's address is the peer's own word on where it listens; a
         // join address is the fallback before SWIM has spoken.
@@ -1045,6 +1142,7 @@ impl PeerTask {
             },
             uptime_seconds: self.start.elapsed().as_secs_f64(),
             document_bytes: replica.document_bytes(),
+            first_sync: *self.first_sync.borrow(),
             tls: self.tls.borrow().clone(),
         }
     }
@@ -1084,6 +1182,14 @@ const STARTUP_VOUCHES_FOR: Duration = Duration::from_secs(10);
 const OWNERS_EVERY: Duration = Duration::from_millis(100);
 
 /// Sleeps until wall-clock `at_ms`, or forever for `None`.
+/// Sleeps until `at`, or for ever.
+pub(crate) async fn sleep_until(at: Option<impl Into<tokio::time::Instant>>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_wall_ms(at_ms: Option<u64>) {
     match at_ms {
         Some(at) => {

@@ -667,7 +667,37 @@ fn a_new_peer_takes_a_state_larger_than_a_chunk_in_parts_asking_for_each_at_once
         parts.len(),
         synced.as_micros() - first.as_micros()
     );
-    assert!(mesh.node(newcomer).stats().sync_chunks_asked >= parts.len() as u64 - 1);
+    let stats = mesh.node(newcomer).stats();
+    assert!(stats.sync_chunks_asked >= parts.len() as u64 - 1);
+    assert!(stats.first_synced.is_some_and(|at| at <= synced));
+}
+
+#[test]
+fn a_new_peer_counts_as_synced_only_once_it_holds_what_a_member_held() {
+    const CHUNK: usize = 1_024;
+    let mut mesh = Mesh::new(12);
+    mesh.sync_chunk_bytes = Some(CHUNK);
+    let old = mesh.add(0, 2);
+    for i in 0..100 {
+        mesh.execute(old, &put_frontend(&format!("f{i}"), 1000 + i));
+    }
+    let newcomer = mesh.add(1, 2);
+    let now = mesh.now;
+    mesh.node_mut(newcomer).join(now, old);
+    mesh.drain(newcomer);
+    let mut partial_seen = false;
+    mesh.run_until(mesh.now + Duration::from_secs(5), |m| {
+        let entries = m.node(newcomer).replica().entry_count();
+        let total = m.node(old).replica().entry_count();
+        if entries > 0 && entries < total {
+            partial_seen = true;
+            assert_eq!(m.node(newcomer).stats().first_synced, None);
+        }
+        m.converged()
+    })
+    .expect("the newcomer catches up");
+    assert!(partial_seen, "the sync came in one part");
+    assert!(mesh.node(newcomer).stats().first_synced.is_some());
 }
 
 #[test]

@@ -375,6 +375,64 @@ fn sigterm_leaves_haproxy_serving_and_the_next_start_takes_it_over_without_a_fai
 }
 
 #[test]
+fn a_wiped_peer_keeps_its_haproxy_serving_until_its_first_sync_then_applies_everything() {
+    let cluster = Cluster::new("haproxy-wiped");
+    let mut a = cluster.start_with_haproxy("peer-a", &[]);
+    let mut b = cluster.start_with_haproxy("peer-b", &[&a]);
+    let server = TestServer::start("only");
+    serve(&a, &[&server]);
+    wait_until_served_by(&b, "/", "example.com", &server);
+    b.wait_until_applied();
+    let old = b.haproxy_status()["pid"].as_i64().expect("a pid");
+    let clients = Clients::start(b.through_haproxy(PORT), "example.com", 2);
+    let enough = |clients: &Clients, more: u64| {
+        let from = clients.sent();
+        eventually("more requests through b's HAProxy", || {
+            (clients.sent() >= from + more).then_some(())
+        });
+    };
+    enough(&clients, 50);
+
+    // b's data directory moved away while its HAProxy serves on, and the
+    // one member that could sync it is down: b starts empty.
+    assert!(b.terminate().success(), "log:\n{}", b.log());
+    a.terminate();
+    std::fs::remove_dir_all(&b.spec.data_dir).expect("data directory removed");
+    b.restart();
+    assert_eq!(b.mesh()["firstSync"], "waiting");
+    assert_eq!(b.get("/ready").0, 503);
+    enough(&clients, 100);
+    assert!(!gone(old), "b's HAProxy stopped while b waited");
+    assert!(b.log().contains("waiting for a first sync"));
+
+    a.restart_on_same_addresses();
+    eventually("b's first sync", || {
+        (b.mesh()["firstSync"] == "done").then_some(())
+    });
+    eventually("b ready", || (b.get("/ready").0 == 200).then_some(()));
+    eventually("b's new run to take its HAProxy over", || {
+        (b.haproxy_status()["pid"]
+            .as_i64()
+            .is_some_and(|pid| pid != old))
+        .then_some(())
+    });
+    wait_until_served_by(&b, "/", "example.com", &server);
+    enough(&clients, 100);
+
+    let (ok, failures) = clients.finish();
+    println!(
+        "wiped peer: {ok} requests answered, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+}
+
+#[test]
 fn with_haproxy_on_exit_stop_sigterm_stops_haproxy_too() {
     let cluster = Cluster::new("haproxy-on-exit-stop");
     let mut spec = cluster.peer_with_haproxy("peer-a", &[]);

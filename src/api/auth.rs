@@ -135,10 +135,17 @@ impl ApiAccess {
     }
 }
 
-/// Routes that answer without a token: liveness, and the dashboard's page,
+/// Routes that answer without a token: liveness and readiness, and the dashboard's page,
 /// script and style sheet (static files holding nothing of the peer's; the
 /// page asks for a token and sends it with every request it makes).
-pub const PUBLIC_PATHS: &[&str] = &["/health", "/", "/ui", "/ui/style.css", "/ui/app.js"];
+pub const PUBLIC_PATHS: &[&str] = &[
+    "/health",
+    "/ready",
+    "/",
+    "/ui",
+    "/ui/style.css",
+    "/ui/app.js",
+];
 
 /// The scope a request needs: reads need [`Scope::Read`], anything else
 /// [`Scope::Write`].

@@ -742,6 +742,7 @@ pub(crate) struct MeshOut {
     convergence_lag_seconds: Option<f64>,
     uptime_seconds: f64,
     document_bytes: u64,
+    first_sync: &'static str,
 }
 
 impl MeshOut {
@@ -761,6 +762,7 @@ impl MeshOut {
             convergence_lag_seconds: status.convergence_lag_seconds,
             uptime_seconds: status.uptime_seconds,
             document_bytes: status.document_bytes,
+            first_sync: status.first_sync.as_str(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -56,6 +57,33 @@ pub(crate) async fn revoke(
         .find(|revocation| revocation.name == name)
         .ok_or(ApiError::NotFound(format!("revocation of {name}")))?;
     Ok(Json(RevocationFile::from(held)))
+}
+
+/// `GET /ready`: 200 once this peer serves its configuration — its first
+/// sync done (or not needed) and, if it runs an HAProxy, that HAProxy
+/// running a configuration; 503 with the reason before (for a load
+/// balancer's or an orchestrator's readiness probe; `/health` says only
+/// that the peer task answers).
+pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let not_ready = |reason: &str| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": reason })),
+        )
+    };
+    let Ok(status) = state.handle.status().await else {
+        return not_ready("the peer task does not answer");
+    };
+    if !status.first_sync.allows_apply() {
+        return not_ready("started empty: waiting for a first sync with a live member");
+    }
+    if let Some(driver) = &state.haproxy {
+        let haproxy = driver.status();
+        if haproxy.managed && !(haproxy.running && haproxy.applied_hash.is_some()) {
+            return not_ready("HAProxy does not run a configuration yet");
+        }
+    }
+    (StatusCode::OK, Json(json!({ "ready": true })))
 }
 
 /// `GET /health`: ok while the peer task answers.

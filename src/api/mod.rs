@@ -325,6 +325,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
             get(mesh::revocations).post(mesh::revoke),
         ),
         ("/health", get(mesh::health)),
+        ("/ready", get(mesh::ready)),
         ("/metrics", get(metrics::scrape)),
         ("/", get(ui::root)),
         ("/ui", get(ui::page)),

@@ -170,6 +170,11 @@ pub struct NodeStats {
     /// When a digest exchange last found this node's state equal to a
     /// peer's (the shell reports the time since as convergence lag).
     pub last_in_sync: Option<Time>,
+    /// When this node first held everything a live member held: a digest
+    /// exchange found both equal, or an anti-entropy answer left nothing
+    /// of the member's context unseen here. A peer that started empty
+    /// applies nothing to its HAProxy before (the shell's rule).
+    pub first_synced: Option<Time>,
 }
 
 /// One peer's protocol state machine. See the module documentation.
@@ -478,7 +483,7 @@ impl Node {
             }
             Message::Digest { digest } => {
                 if digest == self.replica.digest() {
-                    self.stats.last_in_sync = Some(now);
+                    self.in_sync(now);
                 } else {
                     let summary = self.replica.summary();
                     self.send(from, &Message::SyncRequest { summary });
@@ -515,7 +520,7 @@ impl Node {
                     self.next_anti_entropy = self.next_anti_entropy.min(soon);
                 }
                 if self.replica.digest() == sender_digest {
-                    self.stats.last_in_sync = Some(now);
+                    self.in_sync(now);
                 } else if let Some(summary) = reply_to {
                     let chunk = self
                         .replica
@@ -539,14 +544,28 @@ impl Node {
                     // keeps nothing between parts, so a sync cut by a
                     // reconnect or a restart of either side goes on from
                     // wherever the joined parts took this node.
-                    if changed && !summary.context.is_subset_of(self.replica.context()) {
-                        self.stats.sync_chunks_asked += 1;
-                        let summary = self.replica.summary();
-                        self.send(from, &Message::SyncRequest { summary });
+                    if !summary.context.is_subset_of(self.replica.context()) {
+                        if changed {
+                            self.stats.sync_chunks_asked += 1;
+                            let summary = self.replica.summary();
+                            self.send(from, &Message::SyncRequest { summary });
+                        }
+                    } else if self.stats.first_synced.is_none() {
+                        // Every dot the member had seen is seen here, and
+                        // its removals were never cut: nothing it held is
+                        // missing (the digests may still differ by what
+                        // this node holds that the member lacks).
+                        self.stats.first_synced = Some(now);
                     }
                 }
             }
         }
+    }
+
+    /// A digest exchange found this node's state equal to a member's.
+    fn in_sync(&mut self, now: Time) {
+        self.stats.last_in_sync = Some(now);
+        self.stats.first_synced.get_or_insert(now);
     }
 
     /// Joins a remote delta: whether it changed the state, or `None` if it

@@ -32,7 +32,7 @@ use crate::crdt::model::{
 };
 use crate::files;
 use crate::gossip::ApplyReport;
-use crate::peer::{Handle, wall_clock_ms};
+use crate::peer::{FirstSync, Handle, sleep_until, wall_clock_ms};
 
 /// Bound on one runtime-API or stats exchange.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -292,6 +292,7 @@ pub fn spawn(
     config: DriverConfig,
     peer: Handle,
     changes: watch::Receiver<u64>,
+    first_sync: watch::Receiver<FirstSync>,
     activity: ActivityLog,
     shutdown: oneshot::Receiver<()>,
 ) -> Result<(Driver, tokio::task::JoinHandle<()>), DriverError> {
@@ -385,7 +386,10 @@ pub fn spawn(
         live_registrations: None,
         logged_left_out: BTreeSet::new(),
     };
-    Ok((driver, tokio::spawn(task.run(changes, shutdown))))
+    Ok((
+        driver,
+        tokio::spawn(task.run(changes, first_sync, shutdown)),
+    ))
 }
 
 /// Hands every change of the apply status to the peer task, for its
@@ -501,7 +505,16 @@ struct DriverTask {
 }
 
 impl DriverTask {
-    async fn run(mut self, mut changes: watch::Receiver<u64>, mut shutdown: oneshot::Receiver<()>) {
+    /// Applies every change of the document (once `first_sync` allows:
+    /// until then HAProxy is neither started nor taken over, so one that
+    /// serves keeps serving what it has) and supervises HAProxy, until
+    /// `shutdown`.
+    async fn run(
+        mut self,
+        mut changes: watch::Receiver<u64>,
+        mut first_sync: watch::Receiver<FirstSync>,
+        mut shutdown: oneshot::Receiver<()>,
+    ) {
         if let Some(binary) = &self.binary {
             let version = binary.version().await.ok();
             self.status.send_modify(|s| s.version = version);
@@ -510,7 +523,7 @@ impl DriverTask {
         stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = true;
         loop {
-            if dirty {
+            if dirty && first_sync.borrow_and_update().allows_apply() {
                 dirty = false;
                 changes.borrow_and_update();
                 self.apply().await;
@@ -523,6 +536,7 @@ impl DriverTask {
                     Ok(()) => dirty = true,
                     Err(_) => break,
                 },
+                Ok(()) = first_sync.changed() => {}
                 () = sleep_until(expiry) => dirty = true,
                 () = sleep_until(self.quarantine.as_ref().and_then(|q| q.retry_at)) => {
                     self.quarantine = None;
@@ -1114,13 +1128,6 @@ async fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     tokio::task::spawn_blocking(move || files::write_atomically(&path, text.as_bytes()))
         .await
         .map_err(std::io::Error::other)?
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn exited(master: &mut Option<Master>) -> Result<std::process::ExitStatus, ProcessError> {

@@ -7,7 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aqueduct::certs::{CertificateInfo, NodeName};
 use aqueduct::crdt::{Command, Replica};
 use aqueduct::gossip::{ApplyReport, NodeStats, PeerId, PeerReport, PeerState, RevocationError};
-use aqueduct::peer::{Counters, Handle, PeerStatus, Request as PeerRequest, Status, WriteError};
+use aqueduct::peer::{
+    Counters, FirstSync, Handle, PeerStatus, Request as PeerRequest, Status, WriteError,
+};
 use aqueduct::tls_reload::{ApiCertificate, Reloads, TlsStatus};
 use tokio::sync::mpsc;
 
@@ -155,6 +157,7 @@ fn status_of(replica: &Replica, counters: &Counters) -> Status {
         convergence_lag_seconds: Some(0.5),
         uptime_seconds: 12.0,
         document_bytes: replica.document_bytes(),
+        first_sync: FirstSync::Done,
         // Reloaded twice and refused once; the API's reloaded once.
         tls: TlsStatus {
             certificate: CertificateInfo {
