@@ -177,6 +177,20 @@ pub enum Workload {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
         kills: u32,
     },
+    /// Two peers: the second stopped, a large state written on the first
+    /// (static backends of many members), the second's data directory
+    /// removed and the second started again: time until both digests are
+    /// equal, rate, peak memory of both sides, gossip sent, and the time a
+    /// restart of the first takes to serve that state again.
+    Sync {
+        /// Backends to load.
+        #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        backends: u32,
+        /// Static members per backend (1,000,000 members in all by
+        /// default).
+        #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        members: u32,
+    },
 }
 
 /// Why a benchmark failed.
@@ -237,6 +251,7 @@ impl Workload {
             Workload::Heartbeats { .. } => 3,
             Workload::Flood { .. } => 3,
             Workload::SlowClients { .. } => 1,
+            Workload::Sync { .. } => 2,
         }
     }
 
@@ -310,6 +325,7 @@ async fn measure(mesh: &mut LocalMesh, workload: Workload) -> Result<Value, Benc
             };
             flood(&http, &urls, pids, load).await
         }
+        Workload::Sync { backends, members } => sync(mesh, &http, backends, members).await,
         Workload::SlowClients { partial, streams } => {
             let load = slow_clients::SlowClientsLoad { partial, streams };
             slow_clients::slow_clients(mesh.peers[0].api, load).await
@@ -849,6 +865,136 @@ async fn footprint(
         "restarted_rss_mib": restarted_rss,
     }))
 }
+
+/// How long the `sync` benchmark waits for the new peer to catch up.
+const SYNC_LIMIT: Duration = Duration::from_secs(1800);
+
+async fn sync(
+    mesh: &mut LocalMesh,
+    http: &reqwest::Client,
+    backends: u32,
+    members: u32,
+) -> Result<Value, BenchError> {
+    mesh.set_peer_args(
+        [
+            "--quota-document-bytes",
+            "536870912",
+            "--quota-members-per-backend",
+            "4096",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    mesh.stop_peer(1).await;
+    mesh.restart(0).await?;
+    let source = format!("http://{}", mesh.peers[0].api);
+    let (load_time, _) = write_concurrently(http, &source, 8, backends, move |i| {
+        let members: Vec<Value> = (0..members)
+            .map(|m| json!({"host": format!("10.{}.{}.{}", i % 256, m / 256 % 256, m % 256), "port": 8000 + i % 1000}))
+            .collect();
+        (
+            format!("/backends/sync-{i:06}"),
+            json!({"type": "static", "members": members}),
+        )
+    })
+    .await?;
+    // The source renders what was written (a configuration of a million
+    // servers takes seconds): measured only once it is done.
+    quiet(mesh.pid(0)).await?;
+    let loaded = get_json(http, &format!("{source}/mesh")).await?;
+    let document_bytes = loaded["documentBytes"].as_u64().unwrap_or(0);
+    let source_rss = rss_mib(mesh.pid(0))?;
+    let sent_before = gossip_sent(http, std::slice::from_ref(&source)).await?;
+
+    let data = mesh.peers[1].data_dir();
+    let _ = std::fs::remove_dir_all(&data);
+    let started = Instant::now();
+    mesh.restart(1).await?;
+    let target = format!("http://{}", mesh.peers[1].api);
+    let pids = [mesh.pid(0), mesh.pid(1)];
+    let mut peak = [source_rss, 0.0f64];
+    let digest = loaded["digest"].clone();
+    loop {
+        for (i, pid) in pids.iter().enumerate() {
+            peak[i] = peak[i].max(rss_mib(*pid)?);
+        }
+        let mesh = get_json(http, &format!("{target}/mesh")).await?;
+        if mesh["digest"] == digest {
+            break;
+        }
+        if started.elapsed() > SYNC_LIMIT {
+            return Err(BenchError::Run(format!(
+                "the new peer holds {} of {document_bytes} bytes after {SYNC_LIMIT:?}",
+                mesh["documentBytes"]
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let to_synced = started.elapsed();
+    let sent_after = gossip_sent(http, std::slice::from_ref(&source)).await?;
+    let synced_rss = [rss_mib(pids[0])?, rss_mib(pids[1])?];
+
+    let to_listening = mesh.restart(0).await?;
+    let restarted = Instant::now();
+    let source = format!("http://{}", mesh.peers[0].api);
+    let last = format!("{source}/backends/sync-{:06}", backends.saturating_sub(1));
+    let serving = readable(http, last).await?;
+    let restart_to_serving = to_listening + serving.saturating_duration_since(restarted);
+    Ok(json!({
+        "benchmark": "sync",
+        "backends": backends,
+        "members": u64::from(backends) * u64::from(members),
+        "document_bytes": document_bytes,
+        "load_seconds": load_time.as_secs_f64(),
+        "seconds_to_synced": to_synced.as_secs_f64(),
+        "mib_per_second": document_bytes as f64 / (1 << 20) as f64 / to_synced.as_secs_f64(),
+        "source_rss_mib": {"loaded": source_rss, "peak": peak[0], "after": synced_rss[0]},
+        "new_peer_rss_mib": {"peak": peak[1], "after": synced_rss[1]},
+        "source_sent": {"messages": sent_after.0 - sent_before.0, "bytes": sent_after.1 - sent_before.1},
+        "restart_to_serving_seconds": restart_to_serving.as_secs_f64(),
+        "restarted_rss_mib": rss_mib(mesh.pid(0))?,
+    }))
+}
+
+/// Waits until process `pid` uses less than a tenth of a core over half a
+/// second.
+async fn quiet(pid: Option<u32>) -> Result<(), BenchError> {
+    const SPAN: Duration = Duration::from_millis(500);
+    let deadline = Instant::now() + SYNC_LIMIT;
+    let mut before = cpu_seconds(pid)?;
+    loop {
+        tokio::time::sleep(SPAN).await;
+        let now = cpu_seconds(pid)?;
+        if now - before < SPAN.as_secs_f64() / 10.0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Run("the peer never went quiet".into()));
+        }
+        before = now;
+    }
+}
+
+/// CPU time process `pid` used so far (user and system), in seconds.
+fn cpu_seconds(pid: Option<u32>) -> Result<f64, BenchError> {
+    let pid = pid.ok_or_else(|| BenchError::Run("the peer is not running".into()))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| BenchError::Run(format!("/proc/{pid}/stat: {e}")))?;
+    // The fields after the command name (which may hold spaces), from the
+    // third: utime and stime are the 14th and 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Ok((user + system) as f64 / CLOCK_TICKS_PER_SECOND),
+        _ => Err(BenchError::Run(format!("no CPU times for {pid}"))),
+    }
+}
+
+/// `/proc`'s clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 /// `writes` writes from `clients` concurrent clients: the elapsed time and
 /// each write's time to acknowledgement.

@@ -108,6 +108,16 @@ pub struct LocalPeer {
     child: Child,
 }
 
+impl LocalPeer {
+    /// Its data directory (`--data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.home.join(DATA_DIR)
+    }
+}
+
+/// A peer's data directory, under its home.
+const DATA_DIR: &str = "data";
+
 /// The peers of a local mesh. Dropping it kills any child still running.
 pub struct LocalMesh {
     dir: PathBuf,
@@ -116,6 +126,8 @@ pub struct LocalMesh {
     executable: PathBuf,
     /// The peers, in start order; each joins through the first.
     pub peers: Vec<LocalPeer>,
+    /// Options every peer started from now on gets besides the usual.
+    peer_args: Vec<String>,
 }
 
 impl LocalMesh {
@@ -142,6 +154,7 @@ impl LocalMesh {
             haproxy,
             executable,
             peers: Vec::new(),
+            peer_args: Vec::new(),
         };
         for index in 0..count {
             let name = NodeName::new(&format!("peer-{}", index + 1))?;
@@ -170,6 +183,18 @@ impl LocalMesh {
         let took = started.elapsed();
         self.peers[index] = peer;
         Ok(took)
+    }
+
+    /// Options every peer started (or restarted) from now on gets besides
+    /// the usual ones.
+    pub fn set_peer_args(&mut self, args: Vec<String>) {
+        self.peer_args = args;
+    }
+
+    /// Stops peer `index` with SIGTERM (SIGKILL after a grace period);
+    /// [`LocalMesh::restart`] starts it again.
+    pub async fn stop_peer(&mut self, index: usize) {
+        stop(&mut self.peers[index]).await;
     }
 
     /// The process id of peer `index`, while it runs.
@@ -234,7 +259,7 @@ impl LocalMesh {
             .arg("run")
             .args(["--name", name.as_str()])
             .arg("--data-dir")
-            .arg(home.join("data"))
+            .arg(home.join(DATA_DIR))
             .arg("--tls-dir")
             .arg(home.join("tls"))
             .args(["--api", &format!("127.0.0.1:{api}")])
@@ -243,6 +268,7 @@ impl LocalMesh {
             .arg(haproxy)
             // The mesh owns its processes: none outlives it.
             .args(["--haproxy-on-exit", "stop"])
+            .args(&self.peer_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)

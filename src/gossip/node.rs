@@ -38,6 +38,21 @@ const ANTI_ENTROPY_SPEEDUP: u32 = 10;
 /// instead of waiting for the slow periodic rounds.
 const FAST_ROUNDS_AFTER_NEWS: u32 = 4;
 
+/// How many anti-entropy intervals an asked-for answer is waited for
+/// before other exchanges with that peer start again.
+const SYNC_ANSWER_WAIT_ROUNDS: u32 = 10;
+
+/// The answers this node awaits from one peer.
+#[derive(Clone, Copy, Debug)]
+struct AwaitedAnswers {
+    /// When it last asked.
+    asked: Time,
+    /// Requests sent and not answered yet (an answer is a `SyncDelta`
+    /// carrying its sender's summary; the channel between two peers keeps
+    /// order, so answers come in the order asked).
+    count: u32,
+}
+
 /// Seeds remembered for re-announcing (the first ones given win).
 const SEEDS_MAX: usize = 16;
 
@@ -194,6 +209,14 @@ pub struct Node {
     next_anti_entropy: Time,
     /// Anti-entropy rounds still to run at the fast pace.
     fast_rounds_left: u32,
+    /// Peers this node asked for what it lacks (`SyncRequest`s) and has
+    /// not had every answer from yet: while one is awaited, no other
+    /// exchange starts (its answers would carry the same parts again, from
+    /// that peer or from another), and a part asks for the next only once
+    /// no other answer is on its way. Forgotten after [`SYNC_ANSWER_WAIT_ROUNDS`]
+    /// rounds (a lost answer, a restarted peer). At most one per active
+    /// member.
+    awaiting_answer: BTreeMap<PeerId, AwaitedAnswers>,
     /// Peers given to [`Node::join`], asked again while no peer is known.
     seeds: Vec<PeerId>,
     next_rejoin: Time,
@@ -240,6 +263,7 @@ impl Node {
         Node {
             next_anti_entropy: now + jitter,
             fast_rounds_left: 0,
+            awaiting_answer: BTreeMap::new(),
             seeds: Vec::new(),
             next_rejoin: now,
             config,
@@ -485,8 +509,7 @@ impl Node {
                 if digest == self.replica.digest() {
                     self.in_sync(now);
                 } else {
-                    let summary = self.replica.summary();
-                    self.send(from, &Message::SyncRequest { summary });
+                    self.request_sync(now, from);
                 }
             }
             Message::SyncRequest { summary } => {
@@ -508,6 +531,17 @@ impl Node {
                 reply_to,
                 sender_digest,
             } => {
+                if reply_to.is_some() {
+                    // The answer to a request of this node's (or a part
+                    // the peer cut on its own, counted alike: at worst one
+                    // more request).
+                    if let Some(awaited) = self.awaiting_answer.get_mut(&from) {
+                        awaited.count = awaited.count.saturating_sub(1);
+                        if awaited.count == 0 {
+                            self.awaiting_answer.remove(&from);
+                        }
+                    }
+                }
                 let Some(changed) = self.join_remote(now, from, None, delta, bounds) else {
                     return;
                 };
@@ -545,10 +579,8 @@ impl Node {
                     // reconnect or a restart of either side goes on from
                     // wherever the joined parts took this node.
                     if !summary.context.is_subset_of(self.replica.context()) {
-                        if changed {
+                        if changed && self.request_sync(now, from) {
                             self.stats.sync_chunks_asked += 1;
-                            let summary = self.replica.summary();
-                            self.send(from, &Message::SyncRequest { summary });
                         }
                     } else if self.stats.first_synced.is_none() {
                         // Every dot the member had seen is seen here, and
@@ -560,6 +592,36 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Asks `peer` for what this node lacks, unless an answer is still
+    /// awaited; whether it asked.
+    fn request_sync(&mut self, now: Time, peer: PeerId) -> bool {
+        if self.answer_awaited(now) {
+            return false;
+        }
+        let active = self.membership.active();
+        self.awaiting_answer.retain(|peer, _| active.contains(peer));
+        // Answers waited for too long are lost: only this one counts.
+        self.awaiting_answer.insert(
+            peer,
+            AwaitedAnswers {
+                asked: now,
+                count: 1,
+            },
+        );
+        let summary = self.replica.summary();
+        self.send(peer, &Message::SyncRequest { summary });
+        true
+    }
+
+    /// Whether this node asked a peer for what it lacks and still awaits
+    /// an answer.
+    fn answer_awaited(&self, now: Time) -> bool {
+        let wait = self.config.anti_entropy_interval * SYNC_ANSWER_WAIT_ROUNDS;
+        self.awaiting_answer
+            .values()
+            .any(|awaited| awaited.count > 0 && now < awaited.asked + wait)
     }
 
     /// A digest exchange found this node's state equal to a member's.
@@ -724,8 +786,13 @@ impl Node {
                     .copied()
                     .take(REPORT_FANOUT.min(members.len()))
                     .collect();
+                // While an answer is awaited, this node is being synced
+                // (a large state, in parts): one exchange at a time.
+                if !self.answer_awaited(now) {
+                    let digest = self.replica.digest();
+                    self.send(peer, &Message::Digest { digest });
+                }
                 let digest = self.replica.digest();
-                self.send(peer, &Message::Digest { digest });
                 let identity = self.membership.identity();
                 let report = self
                     .reports
