@@ -721,6 +721,50 @@ fn a_new_peer_counts_as_synced_only_once_it_holds_what_a_member_held() {
 }
 
 #[test]
+fn small_parts_a_member_makes_up_are_not_followed_up() {
+    let (mut mesh, ids) = Mesh::running(3, 13);
+    mesh.run_for(ms(50));
+    let (honest, member) = (ids[0], ids[2]);
+    // A part that changes something (a value under the member's own dot)
+    // and claims the member holds far more.
+    let mut part = ConfigDelta::default();
+    let dot = Dot::new(replica_id(2), 1).expect("valid");
+    part.context.insert(dot);
+    let wall = mesh.wall_ms();
+    part.insert_entry(
+        ObjectKey::Frontend(frontend_name("made-up")),
+        FieldId::Mode,
+        dot,
+        Stamped {
+            hlc: Hlc { wall_ms: wall, logical: 0 },
+            value: FieldValue::Mode(Mode::Http),
+        },
+    );
+    let mut summary = mesh.node(member).replica().summary();
+    summary.context.insert_interval(replica_id(2), 1..=1_000);
+    let bytes = wire::encode(&Message::SyncDelta {
+        delta: part,
+        reply_to: Some(summary),
+        sender_digest: Digest(7),
+    })
+    .expect("encodes");
+    let entries = mesh.node(honest).replica().entry_count();
+    mesh.inject(member, honest, &bytes);
+    let asked: Vec<Message> = sends_in(&mesh.take_outputs(honest))
+        .into_iter()
+        .filter(|(to, message)| *to == member && matches!(message, Message::SyncRequest { .. }))
+        .map(|(_, message)| message)
+        .collect();
+    assert!(asked.is_empty(), "followed up: {asked:?}");
+    assert_eq!(
+        mesh.node(honest).replica().entry_count(),
+        entries + 1,
+        "the part was joined"
+    );
+    assert_eq!(mesh.node(honest).stats().sync_chunks_asked, 0);
+}
+
+#[test]
 fn a_peer_that_leaves_is_dropped_by_the_others_quickly() {
     let (mut mesh, ids) = Mesh::running(5, 6);
     mesh.run_for(Duration::from_secs(2));

@@ -42,6 +42,12 @@ const FAST_ROUNDS_AFTER_NEWS: u32 = 4;
 /// before other exchanges with that peer start again.
 const SYNC_ANSWER_WAIT_ROUNDS: u32 = 10;
 
+/// A received part at least this fraction (1/n) of
+/// [`Config::sync_chunk_bytes`] is followed up at once: an honest cut part
+/// is close to the budget (the budget counts each entry with its key, the
+/// part shares a key among an object's fields).
+const PART_FULL_DIVISOR: usize = 4;
+
 /// The answers this node awaits from one peer.
 #[derive(Clone, Copy, Debug)]
 struct AwaitedAnswers {
@@ -577,9 +583,15 @@ impl Node {
                     // holds now, rather than waiting for a round. A sender
                     // keeps nothing between parts, so a sync cut by a
                     // reconnect or a restart of either side goes on from
-                    // wherever the joined parts took this node.
+                    // wherever the joined parts took this node. Only a
+                    // part of a size an honest cut gives is followed up: a
+                    // member feeding small made-up parts for ever would
+                    // otherwise keep this node from every other exchange
+                    // (while an answer is awaited none starts).
                     if !summary.context.is_subset_of(self.replica.context()) {
-                        if changed && self.request_sync(now, from) {
+                        let full_part =
+                            bytes.len() >= self.config.sync_chunk_bytes / PART_FULL_DIVISOR;
+                        if changed && full_part && self.request_sync(now, from) {
                             self.stats.sync_chunks_asked += 1;
                         }
                     } else if self.stats.first_synced.is_none() {
