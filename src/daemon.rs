@@ -150,6 +150,12 @@ impl std::fmt::Display for Listening {
     }
 }
 
+/// A file in the data directory while the peer waits for its first sync
+/// ([`FirstSync::Waiting`]), removed when the wait ends: a peer restarted
+/// in the middle of its first sync finds a store that is no longer empty,
+/// and must go on waiting.
+const FIRST_SYNC_PENDING_FILE: &str = "first-sync-pending";
+
 /// Runs one peer until SIGTERM or SIGINT.
 pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let mut signals = ShutdownSignals::new().map_err(DaemonError::Signals)?;
@@ -253,12 +259,25 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let (requests_in, requests) = mpsc::channel(REQUESTS_MAX);
     let handle = Handle::new(requests_in);
     let (changes, changes_seen) = watch::channel(0);
-    let (first_sync, first_sync_seen) =
-        watch::channel(if started_empty && !options.join.is_empty() {
-            FirstSync::Waiting
-        } else {
-            FirstSync::NotNeeded
-        });
+    let first_sync_pending = options.data_dir.join(FIRST_SYNC_PENDING_FILE);
+    let data_dir_error = |source| DaemonError::DataDir {
+        dir: options.data_dir.clone(),
+        source,
+    };
+    let was_pending = first_sync_pending.try_exists().map_err(data_dir_error)?;
+    let waiting = !options.join.is_empty() && (started_empty || was_pending);
+    if waiting && !was_pending {
+        // Durable before anything is received: a restart in the middle of
+        // the first sync finds a store that is no longer empty.
+        files::write_atomically(&first_sync_pending, b"").map_err(data_dir_error)?;
+    } else if !waiting && was_pending {
+        std::fs::remove_file(&first_sync_pending).map_err(data_dir_error)?;
+    }
+    let (first_sync, first_sync_seen) = watch::channel(if waiting {
+        FirstSync::Waiting
+    } else {
+        FirstSync::NotNeeded
+    });
     let (stop_driver, driver_stopped) = oneshot::channel();
     let activity = ActivityLog::default();
     let (driver, driver_task) = haproxy::driver::spawn(
@@ -339,6 +358,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         revoked,
         first_sync,
         first_sync_timeout: options.first_sync_timeout,
+        first_sync_pending,
         shutdown: peer_stopped,
     }));
     let connections = &options.api_connections;

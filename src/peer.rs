@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -423,6 +424,9 @@ pub struct Parts {
     /// How long to wait for a first sync before applying anyway (`None`:
     /// for as long as it takes).
     pub first_sync_timeout: Option<Duration>,
+    /// The file that says, across restarts, that the first sync is still
+    /// to come (removed when the wait ends).
+    pub first_sync_pending: PathBuf,
     /// Resolves when the peer must shut down (a value or a dropped
     /// sender alike).
     pub shutdown: oneshot::Receiver<()>,
@@ -459,6 +463,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         revoked,
         first_sync,
         first_sync_timeout,
+        first_sync_pending,
         mut shutdown,
     } = parts;
     let (joined, mut joins) = mpsc::channel(join.len().max(1));
@@ -508,6 +513,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
         seed_finders,
         first_sync_deadline: first_sync_timeout.map(|timeout| Instant::now() + timeout),
         first_sync,
+        first_sync_pending,
     };
     let mut first_sync_log = tokio::time::interval(FIRST_SYNC_LOG_EVERY);
     first_sync_log.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -548,7 +554,9 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
             _ = &mut shutdown => break,
         }
         peer.flush_outputs(false).await?;
-        if waiting && peer.node.stats().first_synced.is_some() {
+        if *peer.first_sync.borrow() == FirstSync::Waiting
+            && peer.node.stats().first_synced.is_some()
+        {
             peer.end_first_sync(FirstSync::Done);
         }
     }
@@ -661,6 +669,8 @@ struct PeerTask {
     first_sync: watch::Sender<FirstSync>,
     /// When to stop waiting for a first sync (`None`: never).
     first_sync_deadline: Option<Instant>,
+    /// See [`Parts::first_sync_pending`].
+    first_sync_pending: PathBuf,
 }
 
 impl PeerTask {
@@ -987,7 +997,8 @@ impl PeerTask {
             document_bytes = self.node.replica().document_bytes(),
             parts_asked = stats.sync_chunks_asked,
             members = self.node.members().count(),
-            "started empty: waiting for a first sync with a live member before applying              anything to HAProxy"
+            "started empty: waiting for a first sync with a live member before applying anything \
+             to HAProxy"
         );
     }
 
@@ -999,13 +1010,24 @@ impl PeerTask {
             FirstSync::TimedOut => tracing::warn!(
                 document_bytes = bytes,
                 waited_s,
-                "no sync with a live member within --first-sync-timeout: applying what this                  peer holds"
+                "no sync with a live member within --first-sync-timeout: applying what this peer \
+                 holds"
             ),
             _ => tracing::info!(
                 document_bytes = bytes,
                 waited_s,
                 "first sync done: applying the configuration"
             ),
+        }
+        if let Err(error) = std::fs::remove_file(&self.first_sync_pending)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            // The next start would wait for a sync again: safe, and said.
+            tracing::warn!(
+                path = %self.first_sync_pending.display(),
+                %error,
+                "cannot remove the first-sync marker"
+            );
         }
         self.first_sync.send_replace(how);
     }
@@ -1181,7 +1203,6 @@ const STARTUP_VOUCHES_FOR: Duration = Duration::from_secs(10);
 /// How often membership is read for registration owners.
 const OWNERS_EVERY: Duration = Duration::from_millis(100);
 
-/// Sleeps until wall-clock `at_ms`, or forever for `None`.
 /// Sleeps until `at`, or for ever.
 pub(crate) async fn sleep_until(at: Option<impl Into<tokio::time::Instant>>) {
     match at {
@@ -1190,6 +1211,7 @@ pub(crate) async fn sleep_until(at: Option<impl Into<tokio::time::Instant>>) {
     }
 }
 
+/// Sleeps until wall-clock `at_ms`, or forever for `None`.
 async fn sleep_until_wall_ms(at_ms: Option<u64>) {
     match at_ms {
         Some(at) => {

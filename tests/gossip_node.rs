@@ -721,6 +721,22 @@ fn a_new_peer_counts_as_synced_only_once_it_holds_what_a_member_held() {
 }
 
 #[test]
+fn two_empty_peers_do_not_count_as_synced_with_each_other() {
+    let (mut mesh, ids) = Mesh::running(2, 14);
+    mesh.run_for(Duration::from_secs(3));
+    for id in &ids {
+        assert!(
+            mesh.node(*id).stats().last_in_sync.is_some(),
+            "never compared"
+        );
+        assert_eq!(mesh.node(*id).stats().first_synced, None);
+    }
+    mesh.execute(ids[0], &put_frontend("web", 80));
+    mesh.run_for(Duration::from_secs(3));
+    assert!(mesh.node(ids[1]).stats().first_synced.is_some());
+}
+
+#[test]
 fn small_parts_a_member_makes_up_are_not_followed_up() {
     let (mut mesh, ids) = Mesh::running(3, 13);
     mesh.run_for(ms(50));
@@ -736,18 +752,28 @@ fn small_parts_a_member_makes_up_are_not_followed_up() {
         FieldId::Mode,
         dot,
         Stamped {
-            hlc: Hlc { wall_ms: wall, logical: 0 },
+            hlc: Hlc {
+                wall_ms: wall,
+                logical: 0,
+            },
             value: FieldValue::Mode(Mode::Http),
         },
     );
+    // The summary padded past a quarter of the chunk budget: what counts
+    // is the part's entries.
     let mut summary = mesh.node(member).replica().summary();
-    summary.context.insert_interval(replica_id(2), 1..=1_000);
+    for i in 0..120_000u64 {
+        summary
+            .context
+            .insert_interval(replica_id(2), (1 << 40) + 2 * i..=(1 << 40) + 2 * i);
+    }
     let bytes = wire::encode(&Message::SyncDelta {
         delta: part,
         reply_to: Some(summary),
         sender_digest: Digest(7),
     })
     .expect("encodes");
+    assert!(bytes.len() > aqueduct::gossip::SYNC_CHUNK_BYTES_DEFAULT / 4);
     let entries = mesh.node(honest).replica().entry_count();
     mesh.inject(member, honest, &bytes);
     let asked: Vec<Message> = sends_in(&mesh.take_outputs(honest))

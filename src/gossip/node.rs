@@ -38,25 +38,25 @@ const ANTI_ENTROPY_SPEEDUP: u32 = 10;
 /// instead of waiting for the slow periodic rounds.
 const FAST_ROUNDS_AFTER_NEWS: u32 = 4;
 
-/// How many anti-entropy intervals an asked-for answer is waited for
-/// before other exchanges with that peer start again.
+/// How many anti-entropy intervals an asked-for answer is waited for:
+/// then it counts as lost (a lost message, a restarted peer).
 const SYNC_ANSWER_WAIT_ROUNDS: u32 = 10;
 
-/// A received part at least this fraction (1/n) of
+/// A received part carrying entries of at least this fraction (1/n) of
 /// [`Config::sync_chunk_bytes`] is followed up at once: an honest cut part
 /// is close to the budget (the budget counts each entry with its key, the
 /// part shares a key among an object's fields).
 const PART_FULL_DIVISOR: usize = 4;
 
-/// The answers this node awaits from one peer.
+/// A `SyncRequest` this node sent and has no answer to yet.
 #[derive(Clone, Copy, Debug)]
-struct AwaitedAnswers {
-    /// When it last asked.
+struct AwaitedAnswer {
+    /// When it asked.
     asked: Time,
-    /// Requests sent and not answered yet (an answer is a `SyncDelta`
-    /// carrying its sender's summary; the channel between two peers keeps
-    /// order, so answers come in the order asked).
-    count: u32,
+    /// Whether it asked for the next part of a cut answer: while such an
+    /// answer is awaited, this node is being synced in parts and starts no
+    /// other exchange.
+    next_part: bool,
 }
 
 /// Seeds remembered for re-announcing (the first ones given win).
@@ -215,14 +215,12 @@ pub struct Node {
     next_anti_entropy: Time,
     /// Anti-entropy rounds still to run at the fast pace.
     fast_rounds_left: u32,
-    /// Peers this node asked for what it lacks (`SyncRequest`s) and has
-    /// not had every answer from yet: while one is awaited, no other
-    /// exchange starts (its answers would carry the same parts again, from
-    /// that peer or from another), and a part asks for the next only once
-    /// no other answer is on its way. Forgotten after [`SYNC_ANSWER_WAIT_ROUNDS`]
-    /// rounds (a lost answer, a restarted peer). At most one per active
-    /// member.
-    awaiting_answer: BTreeMap<PeerId, AwaitedAnswers>,
+    /// The `SyncRequest`s this node has no answer to yet, by peer (one at
+    /// a time per peer, so that an answer is the answer to the one
+    /// request): while one asks for a next part, no other exchange starts,
+    /// since its answers would carry the same parts again. Forgotten after
+    /// [`SYNC_ANSWER_WAIT_ROUNDS`] rounds. At most one per active member.
+    awaiting_answer: BTreeMap<PeerId, AwaitedAnswer>,
     /// Peers given to [`Node::join`], asked again while no peer is known.
     seeds: Vec<PeerId>,
     next_rejoin: Time,
@@ -515,7 +513,7 @@ impl Node {
                 if digest == self.replica.digest() {
                     self.in_sync(now);
                 } else {
-                    self.request_sync(now, from);
+                    self.request_sync(now, from, false);
                 }
             }
             Message::SyncRequest { summary } => {
@@ -538,16 +536,15 @@ impl Node {
                 sender_digest,
             } => {
                 if reply_to.is_some() {
-                    // The answer to a request of this node's (or a part
-                    // the peer cut on its own, counted alike: at worst one
-                    // more request).
-                    if let Some(awaited) = self.awaiting_answer.get_mut(&from) {
-                        awaited.count = awaited.count.saturating_sub(1);
-                        if awaited.count == 0 {
-                            self.awaiting_answer.remove(&from);
-                        }
-                    }
+                    // The answer to this node's request (or a part the
+                    // peer cut on its own, taken alike: at worst one more
+                    // request).
+                    self.awaiting_answer.remove(&from);
                 }
+                // Measured before the join takes the delta: the entries
+                // alone, which a sender cannot pad.
+                let part_bytes =
+                    postcard::experimental::serialized_size(&delta.objects).unwrap_or(usize::MAX);
                 let Some(changed) = self.join_remote(now, from, None, delta, bounds) else {
                     return;
                 };
@@ -562,6 +559,21 @@ impl Node {
                 if self.replica.digest() == sender_digest {
                     self.in_sync(now);
                 } else if let Some(summary) = reply_to {
+                    // The answer was a part (a large state, a far-behind
+                    // peer) if the sender has seen what this node has not:
+                    // the next part is asked for at once, from what this
+                    // node holds now, rather than at a round. A sender
+                    // keeps nothing between parts, so a sync cut by a
+                    // reconnect or a restart of either side goes on from
+                    // wherever the joined parts took this node. Only a
+                    // part of a size an honest cut gives is followed up: a
+                    // member feeding small made-up parts for ever would
+                    // otherwise keep this node from every other exchange.
+                    let behind = !summary.context.is_subset_of(self.replica.context());
+                    let next_part = behind
+                        && changed
+                        && part_bytes >= self.config.sync_chunk_bytes / PART_FULL_DIVISOR
+                        && self.may_request(now, from, true);
                     let chunk = self
                         .replica
                         .missing_for_peer(&summary, self.config.sync_chunk_bytes);
@@ -570,56 +582,77 @@ impl Node {
                     }
                     if !chunk.delta.is_empty() {
                         // A part comes with this node's summary, which
-                        // makes the peer ask for the next part (below).
+                        // makes the peer ask for the next part — unless
+                        // this node asks for its own next part now, which
+                        // the peer answers with its part as well (both
+                        // would bring this node the same part).
                         let reply = Message::SyncDelta {
                             delta: chunk.delta,
-                            reply_to: (!chunk.complete).then(|| self.replica.summary()),
+                            reply_to: (!chunk.complete && !next_part)
+                                .then(|| self.replica.summary()),
                             sender_digest: self.replica.digest(),
                         };
                         self.send(from, &reply);
                     }
-                    // The answer was a part (a large state, a far-behind
-                    // peer): ask for the next at once, from what this node
-                    // holds now, rather than waiting for a round. A sender
-                    // keeps nothing between parts, so a sync cut by a
-                    // reconnect or a restart of either side goes on from
-                    // wherever the joined parts took this node. Only a
-                    // part of a size an honest cut gives is followed up: a
-                    // member feeding small made-up parts for ever would
-                    // otherwise keep this node from every other exchange
-                    // (while an answer is awaited none starts).
-                    if !summary.context.is_subset_of(self.replica.context()) {
-                        let full_part =
-                            bytes.len() >= self.config.sync_chunk_bytes / PART_FULL_DIVISOR;
-                        if changed && full_part && self.request_sync(now, from) {
-                            self.stats.sync_chunks_asked += 1;
-                        }
-                    } else if self.stats.first_synced.is_none() {
-                        // Every dot the member had seen is seen here, and
-                        // its removals were never cut: nothing it held is
-                        // missing (the digests may still differ by what
-                        // this node holds that the member lacks).
-                        self.stats.first_synced = Some(now);
+                    if next_part {
+                        self.request_sync(now, from, true);
+                        self.stats.sync_chunks_asked += 1;
+                    } else if !behind && !summary.context.is_empty() {
+                        // Every dot a member that holds something had seen
+                        // is seen here, and its removals were never cut:
+                        // nothing it held is missing (the digests may
+                        // still differ by what this node holds that the
+                        // member lacks).
+                        self.stats.first_synced.get_or_insert(now);
                     }
                 }
             }
         }
     }
 
-    /// Asks `peer` for what this node lacks, unless an answer is still
-    /// awaited; whether it asked.
-    fn request_sync(&mut self, now: Time, peer: PeerId) -> bool {
-        if self.answer_awaited(now) {
+    /// Whether this node may ask `peer` for what it lacks now: not while a
+    /// request to it is unanswered, nor while it is being synced in parts
+    /// (by anyone: another chain would bring the same parts again); for a
+    /// next part (`next_part`), not while another chain runs.
+    fn may_request(&self, now: Time, peer: PeerId, next_part: bool) -> bool {
+        let wait = self.config.anti_entropy_interval * SYNC_ANSWER_WAIT_ROUNDS;
+        let awaited = |answer: &AwaitedAnswer| now < answer.asked + wait;
+        let active = self.membership.active();
+        !self.awaiting_answer.get(&peer).is_some_and(awaited)
+            && !self.awaiting_answer.iter().any(|(other, answer)| {
+                answer.next_part
+                    && awaited(answer)
+                    && active.contains(other)
+                    && (!next_part || *other != peer)
+            })
+    }
+
+    /// Whether this node is being synced in parts (a next part is awaited
+    /// from an active member).
+    fn syncing_in_parts(&self, now: Time) -> bool {
+        let wait = self.config.anti_entropy_interval * SYNC_ANSWER_WAIT_ROUNDS;
+        let active = self.membership.active();
+        self.awaiting_answer.iter().any(|(peer, answer)| {
+            answer.next_part && now < answer.asked + wait && active.contains(peer)
+        })
+    }
+
+    /// Asks `peer` for what this node lacks (`next_part`: the next part of
+    /// a cut answer), unless [`Node::may_request`] says no; whether it
+    /// asked.
+    fn request_sync(&mut self, now: Time, peer: PeerId, next_part: bool) -> bool {
+        if !self.may_request(now, peer, next_part) {
             return false;
         }
+        let wait = self.config.anti_entropy_interval * SYNC_ANSWER_WAIT_ROUNDS;
         let active = self.membership.active();
-        self.awaiting_answer.retain(|peer, _| active.contains(peer));
-        // Answers waited for too long are lost: only this one counts.
+        self.awaiting_answer
+            .retain(|peer, answer| active.contains(peer) && now < answer.asked + wait);
         self.awaiting_answer.insert(
             peer,
-            AwaitedAnswers {
+            AwaitedAnswer {
                 asked: now,
-                count: 1,
+                next_part,
             },
         );
         let summary = self.replica.summary();
@@ -627,19 +660,14 @@ impl Node {
         true
     }
 
-    /// Whether this node asked a peer for what it lacks and still awaits
-    /// an answer.
-    fn answer_awaited(&self, now: Time) -> bool {
-        let wait = self.config.anti_entropy_interval * SYNC_ANSWER_WAIT_ROUNDS;
-        self.awaiting_answer
-            .values()
-            .any(|awaited| awaited.count > 0 && now < awaited.asked + wait)
-    }
-
     /// A digest exchange found this node's state equal to a member's.
+    /// Equal empty states are no sync: two wiped peers would each take the
+    /// other's nothing for the mesh's configuration.
     fn in_sync(&mut self, now: Time) {
         self.stats.last_in_sync = Some(now);
-        self.stats.first_synced.get_or_insert(now);
+        if !self.replica.context().is_empty() {
+            self.stats.first_synced.get_or_insert(now);
+        }
     }
 
     /// Joins a remote delta: whether it changed the state, or `None` if it
@@ -798,13 +826,12 @@ impl Node {
                     .copied()
                     .take(REPORT_FANOUT.min(members.len()))
                     .collect();
-                // While an answer is awaited, this node is being synced
-                // (a large state, in parts): one exchange at a time.
-                if !self.answer_awaited(now) {
-                    let digest = self.replica.digest();
+                // While this node is being synced in parts, it starts no
+                // other exchange: one would bring the same parts again.
+                let digest = self.replica.digest();
+                if !self.syncing_in_parts(now) {
                     self.send(peer, &Message::Digest { digest });
                 }
-                let digest = self.replica.digest();
                 let identity = self.membership.identity();
                 let report = self
                     .reports
