@@ -652,6 +652,20 @@ fn a_new_peer_takes_a_state_larger_than_a_chunk_in_parts_asking_for_each_at_once
             _ => None,
         })
         .collect();
+    // No part comes twice (from the same peer or from another).
+    let received: usize = mesh
+        .sent_messages()
+        .filter(|(_, _, to, _)| *to == newcomer)
+        .map(|(_, _, _, message)| match message {
+            Message::SyncDelta { delta, .. } => delta.entries().count(),
+            _ => 0,
+        })
+        .sum();
+    let entries = mesh.node(newcomer).replica().entry_count();
+    assert!(
+        received <= entries + entries / 20,
+        "{received} entries received for {entries}"
+    );
     let largest = parts.iter().map(|(_, bytes)| *bytes).max().unwrap_or(0);
     assert!(largest <= CHUNK, "a part of {largest} bytes of entries");
     assert!(

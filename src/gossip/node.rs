@@ -15,8 +15,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::crdt::model::ObjectKey;
 use crate::crdt::{
-    Command, CommandError, ConfigDelta, Dot, Plausibility, RemoteDeltaError, RemoteJoin, Replica,
-    ReplicaId,
+    Command, CommandError, ConfigDelta, Dot, DotSet, Plausibility, RemoteDeltaError, RemoteJoin,
+    Replica, ReplicaId,
 };
 
 use super::broadcast::{BroadcastTree, Transmission};
@@ -47,6 +47,20 @@ const SYNC_ANSWER_WAIT_ROUNDS: u32 = 10;
 /// is close to the budget (the budget counts each entry with its key, the
 /// part shares a key among an object's fields).
 const PART_FULL_DIVISOR: usize = 4;
+
+/// A node this many dots behind a peer's summary asks that peer for what
+/// it lacks at once (a bucket's worth: more than writes in flight ever
+/// make, so that two peers under load do not ask each other back and forth).
+const SYNC_GAP_DOTS_MIN: u64 = 1024;
+
+/// How many dots of `theirs` are not in `ours` (saturating).
+fn unseen_dots(theirs: &DotSet, ours: &DotSet) -> u64 {
+    theirs
+        .difference(ours)
+        .ranges()
+        .map(|(_, range)| (range.end() - range.start()).saturating_add(1))
+        .fold(0, u64::saturating_add)
+}
 
 /// A `SyncRequest` this node sent and has no answer to yet.
 #[derive(Clone, Copy, Debug)]
@@ -529,6 +543,12 @@ impl Node {
                     sender_digest: self.replica.digest(),
                 };
                 self.send(from, &reply);
+                // Far behind the requester (a new or wiped node that the
+                // requester's round found): ask it at once, rather than
+                // wait for a cut answer back (none is sent, see below).
+                if unseen_dots(&summary.context, self.replica.context()) >= SYNC_GAP_DOTS_MIN {
+                    self.request_sync(now, from, false);
+                }
             }
             Message::SyncDelta {
                 delta,
@@ -574,22 +594,18 @@ impl Node {
                         && changed
                         && part_bytes >= self.config.sync_chunk_bytes / PART_FULL_DIVISOR
                         && self.may_request(now, from, true);
+                    // What the peer lacks goes back only if it fits one
+                    // part: a peer far behind asks by itself (it saw this
+                    // node's summary in its request, see above), so that
+                    // every answer with a summary answers one request and
+                    // no part comes twice.
                     let chunk = self
                         .replica
                         .missing_for_peer(&summary, self.config.sync_chunk_bytes);
-                    if !chunk.complete {
-                        self.stats.sync_chunks_cut += 1;
-                    }
-                    if !chunk.delta.is_empty() {
-                        // A part comes with this node's summary, which
-                        // makes the peer ask for the next part — unless
-                        // this node asks for its own next part now, which
-                        // the peer answers with its part as well (both
-                        // would bring this node the same part).
+                    if chunk.complete && !chunk.delta.is_empty() {
                         let reply = Message::SyncDelta {
                             delta: chunk.delta,
-                            reply_to: (!chunk.complete && !next_part)
-                                .then(|| self.replica.summary()),
+                            reply_to: None,
                             sender_digest: self.replica.digest(),
                         };
                         self.send(from, &reply);
