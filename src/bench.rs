@@ -977,9 +977,7 @@ async fn quiet(pid: Option<u32>) -> Result<(), BenchError> {
 
 /// CPU time process `pid` used so far (user and system), in seconds.
 fn cpu_seconds(pid: Option<u32>) -> Result<f64, BenchError> {
-    let pid = pid.ok_or_else(|| BenchError::Run("the peer is not running".into()))?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_err(|e| BenchError::Run(format!("/proc/{pid}/stat: {e}")))?;
+    let (pid, stat) = proc_file(pid, "stat")?;
     // The fields after the command name (which may hold spaces), from the
     // third: utime and stime are the 14th and 15th.
     let fields: Vec<&str> = stat
@@ -1113,11 +1111,17 @@ fn percentiles(samples: &mut [Duration]) -> Value {
     json!({ "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0) })
 }
 
+/// `/proc/{pid}/{name}` of a running peer, with its pid.
+fn proc_file(pid: Option<u32>, name: &str) -> Result<(u32, String), BenchError> {
+    let pid = pid.ok_or_else(|| BenchError::Run("the peer is not running".into()))?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{name}"))
+        .map_err(|e| BenchError::Run(format!("/proc/{pid}/{name}: {e}")))?;
+    Ok((pid, text))
+}
+
 /// Resident set size of process `pid`, in MiB (from /proc).
 fn rss_mib(pid: Option<u32>) -> Result<f64, BenchError> {
-    let pid = pid.ok_or_else(|| BenchError::Run("the peer is not running".into()))?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| BenchError::Run(format!("/proc/{pid}/status: {e}")))?;
+    let (pid, status) = proc_file(pid, "status")?;
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))

@@ -308,16 +308,11 @@ fn a_restarted_peer_takes_over_the_haproxy_its_killed_run_left_serving() {
     assert_eq!((status, body.as_str()), (200, "only"));
     peer.restart();
 
-    let new = eventually("the new run to start its own HAProxy", || {
-        peer.haproxy_status()["pid"]
-            .as_i64()
-            .filter(|&pid| pid != old)
-    });
+    new_haproxy(&peer, old);
     wait_until_served_by(&peer, "/", "example.com", &server);
     assert!(peer.log().contains(&format!(
         "taking over from the HAProxy a previous run left old={old}"
     )));
-    let _ = new;
     eventually("the old HAProxy to stop", || gone(old).then_some(()));
     peer.assert_haproxy_workers_unprivileged();
 }
@@ -327,6 +322,37 @@ fn a_restarted_peer_takes_over_the_haproxy_its_killed_run_left_serving() {
 fn gone(pid: i64) -> bool {
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     state.is_empty() || state.split(' ').nth(2) == Some("Z")
+}
+
+/// Waits until `clients` have sent `more` requests more.
+fn more_requests(clients: &Clients, more: u64) {
+    let from = clients.sent();
+    eventually("more requests through HAProxy", || {
+        (clients.sent() >= from + more).then_some(())
+    });
+}
+
+/// Stops `clients`; none of their requests may have failed.
+fn no_request_failed(clients: Clients, what: &str) {
+    let (ok, failures) = clients.finish();
+    println!("{what}: {ok} requests answered, {} failed", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+}
+
+/// Waits until `peer`'s HAProxy is another than `old`: the peer's new run
+/// started its own.
+fn new_haproxy(peer: &Peer, old: i64) {
+    eventually("the new run to start its own HAProxy", || {
+        (peer.haproxy_status()["pid"]
+            .as_i64()
+            .is_some_and(|pid| pid != old))
+        .then_some(())
+    });
 }
 
 #[test]
@@ -339,38 +365,16 @@ fn sigterm_leaves_haproxy_serving_and_the_next_start_takes_it_over_without_a_fai
     peer.wait_until_applied();
     let old = peer.haproxy_status()["pid"].as_i64().expect("a pid");
     let clients = Clients::start(peer.through_haproxy(PORT), "example.com", 2);
-    let enough = |clients: &Clients, more: u64| {
-        let from = clients.sent();
-        eventually("more requests through HAProxy", || {
-            (clients.sent() >= from + more).then_some(())
-        });
-    };
-    enough(&clients, 50);
+    more_requests(&clients, 50);
 
     assert!(peer.terminate().success(), "log:\n{}", peer.log());
     assert!(!gone(old), "SIGTERM stopped HAProxy");
-    enough(&clients, 50);
+    more_requests(&clients, 50);
     peer.restart();
-    eventually("the new run to start its own HAProxy", || {
-        (peer.haproxy_status()["pid"]
-            .as_i64()
-            .is_some_and(|pid| pid != old))
-        .then_some(())
-    });
+    new_haproxy(&peer, old);
     eventually("the old HAProxy to stop", || gone(old).then_some(()));
-    enough(&clients, 100);
-
-    let (ok, failures) = clients.finish();
-    println!(
-        "takeover after SIGTERM: {ok} requests answered, {} failed",
-        failures.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(10)]
-    );
+    more_requests(&clients, 100);
+    no_request_failed(clients, "takeover after SIGTERM");
     peer.assert_haproxy_workers_unprivileged();
 }
 
@@ -385,13 +389,7 @@ fn a_wiped_peer_keeps_its_haproxy_serving_until_its_first_sync_then_applies_ever
     b.wait_until_applied();
     let old = b.haproxy_status()["pid"].as_i64().expect("a pid");
     let clients = Clients::start(b.through_haproxy(PORT), "example.com", 2);
-    let enough = |clients: &Clients, more: u64| {
-        let from = clients.sent();
-        eventually("more requests through b's HAProxy", || {
-            (clients.sent() >= from + more).then_some(())
-        });
-    };
-    enough(&clients, 50);
+    more_requests(&clients, 50);
 
     // b's data directory moved away while its HAProxy serves on, and the
     // one member that could sync it is down: b starts empty.
@@ -401,7 +399,7 @@ fn a_wiped_peer_keeps_its_haproxy_serving_until_its_first_sync_then_applies_ever
     b.restart();
     assert_eq!(b.mesh()["firstSync"], "waiting");
     assert_eq!(b.get("/ready").0, 503);
-    enough(&clients, 100);
+    more_requests(&clients, 100);
     assert!(!gone(old), "b's HAProxy stopped while b waited");
     assert!(b.log().contains("waiting for a first sync"));
 
@@ -410,26 +408,10 @@ fn a_wiped_peer_keeps_its_haproxy_serving_until_its_first_sync_then_applies_ever
         (b.mesh()["firstSync"] == "done").then_some(())
     });
     eventually("b ready", || (b.get("/ready").0 == 200).then_some(()));
-    eventually("b's new run to take its HAProxy over", || {
-        (b.haproxy_status()["pid"]
-            .as_i64()
-            .is_some_and(|pid| pid != old))
-        .then_some(())
-    });
+    new_haproxy(&b, old);
     wait_until_served_by(&b, "/", "example.com", &server);
-    enough(&clients, 100);
-
-    let (ok, failures) = clients.finish();
-    println!(
-        "wiped peer: {ok} requests answered, {} failed",
-        failures.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(10)]
-    );
+    more_requests(&clients, 100);
+    no_request_failed(clients, "wiped peer");
 }
 
 #[test]
