@@ -214,15 +214,22 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         ),
     };
     let haproxy = args.workload.haproxy(args.haproxy, args.first_bind_host);
-    let result =
-        match LocalMesh::start(&dir, args.workload.peers(), Ports::Ephemeral, haproxy).await {
-            Ok(mut mesh) => {
-                let result = measure(&mut mesh, args.workload).await;
-                mesh.stop().await;
-                result
-            }
-            Err(error) => Err(error.into()),
-        };
+    let result = match LocalMesh::start(
+        &dir,
+        args.workload.peers(),
+        Ports::Ephemeral,
+        haproxy,
+        args.workload.peer_args(),
+    )
+    .await
+    {
+        Ok(mut mesh) => {
+            let result = measure(&mut mesh, args.workload).await;
+            mesh.stop().await;
+            result
+        }
+        Err(error) => Err(error.into()),
+    };
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -252,6 +259,36 @@ impl Workload {
             Workload::Flood { .. } => 3,
             Workload::SlowClients { .. } => 1,
             Workload::Sync { .. } => 2,
+        }
+    }
+
+    /// Options its peers get besides the usual: quotas raised to what it
+    /// writes (the defaults would refuse the larger runs).
+    fn peer_args(&self) -> Vec<String> {
+        let backends =
+            |count: u32| vec!["--quota-backends".to_owned(), count.max(10_000).to_string()];
+        match self {
+            Workload::Throughput { writes, .. } => backends(*writes),
+            Workload::Footprint {
+                backends: count, ..
+            } => backends(*count),
+            Workload::Flood { keys, .. } => backends(*keys),
+            Workload::Sync {
+                backends: count, ..
+            } => {
+                let mut args = backends(*count);
+                args.extend(
+                    [
+                        "--quota-document-bytes",
+                        "536870912",
+                        "--quota-members-per-backend",
+                        "4096",
+                    ]
+                    .map(String::from),
+                );
+                args
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -875,18 +912,7 @@ async fn sync(
     backends: u32,
     members: u32,
 ) -> Result<Value, BenchError> {
-    mesh.set_peer_args(
-        [
-            "--quota-document-bytes",
-            "536870912",
-            "--quota-members-per-backend",
-            "4096",
-        ]
-        .map(String::from)
-        .to_vec(),
-    );
     mesh.stop_peer(1).await;
-    mesh.restart(0).await?;
     let source = format!("http://{}", mesh.peers[0].api);
     let (load_time, _) = write_concurrently(http, &source, 8, backends, move |i| {
         let members: Vec<Value> = (0..members)

@@ -91,7 +91,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     // A signal while the peers start drops the half-made mesh, which kills
     // the children started so far.
     let mut mesh = tokio::select! {
-        mesh = LocalMesh::start(&args.dir, args.peers, Ports::From(args.base_port), haproxy) => mesh?,
+        mesh = LocalMesh::start(&args.dir, args.peers, Ports::From(args.base_port), haproxy, Vec::new()) => mesh?,
         () = signals.recv() => {
             println!("demo stopped");
             return Ok(());

@@ -126,18 +126,20 @@ pub struct LocalMesh {
     executable: PathBuf,
     /// The peers, in start order; each joins through the first.
     pub peers: Vec<LocalPeer>,
-    /// Options every peer started from now on gets besides the usual.
+    /// Options every peer gets besides the usual.
     peer_args: Vec<String>,
 }
 
 impl LocalMesh {
     /// Starts `count` peers under `dir` (a CA and certificates are made
-    /// on first use), each joining through the first, with `haproxy`.
+    /// on first use), each joining through the first, with `haproxy` and
+    /// `peer_args` besides the usual options.
     pub async fn start(
         dir: &Path,
         count: u16,
         ports: Ports,
         haproxy: MeshHaproxy,
+        peer_args: Vec<String>,
     ) -> Result<LocalMesh, LocalMeshError> {
         let executable = std::env::current_exe().map_err(|e| LocalMeshError::Peer {
             peer: "aqueduct".into(),
@@ -154,7 +156,7 @@ impl LocalMesh {
             haproxy,
             executable,
             peers: Vec::new(),
-            peer_args: Vec::new(),
+            peer_args,
         };
         for index in 0..count {
             let name = NodeName::new(&format!("peer-{}", index + 1))?;
@@ -183,12 +185,6 @@ impl LocalMesh {
         let took = started.elapsed();
         self.peers[index] = peer;
         Ok(took)
-    }
-
-    /// Options every peer started (or restarted) from now on gets besides
-    /// the usual ones.
-    pub fn set_peer_args(&mut self, args: Vec<String>) {
-        self.peer_args = args;
     }
 
     /// Stops peer `index` with SIGTERM (SIGKILL after a grace period);
