@@ -873,23 +873,9 @@ async fn footprint(
     // Idle: let start-up allocations settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rss = rss_mib(mesh.pid(0))?;
-    let (load_time, _) = write_concurrently(http, &url, 32, backends, move |i| {
-        let members: Vec<Value> = (0..members)
-            .map(|m| json!({"host": format!("10.{}.{}.{}", i / 65_536 % 256, i / 256 % 256, i % 256), "port": 8000 + m}))
-            .collect();
-        (
-            format!("/backends/big-{i:06}"),
-            json!({"type": "static", "members": members}),
-        )
-    })
-    .await?;
+    let load_time = load_static_backends(http, &url, 32, backends, members).await?;
     let loaded_rss = rss_mib(mesh.pid(0))?;
-    let to_listening = mesh.restart(0).await?;
-    let restarted = Instant::now();
-    let url = format!("http://{}", mesh.peers[0].api);
-    let last = format!("{url}/backends/big-{:06}", backends.saturating_sub(1));
-    let serving = readable(http, last).await?;
-    let restart_to_serving = to_listening + serving.saturating_duration_since(restarted);
+    let restart_to_serving = restart_to_serving(mesh, http, backends).await?;
     let restarted_rss = rss_mib(mesh.pid(0))?;
     Ok(json!({
         "benchmark": "footprint",
@@ -903,6 +889,44 @@ async fn footprint(
     }))
 }
 
+/// Writes `backends` static backends of `members` members each to `url`
+/// from `clients` concurrent clients (backend `i`'s members on host
+/// 10.x.y.z for `i`, ports from 8000); how long it took.
+async fn load_static_backends(
+    http: &reqwest::Client,
+    url: &str,
+    clients: u32,
+    backends: u32,
+    members: u32,
+) -> Result<Duration, BenchError> {
+    let (load_time, _) = write_concurrently(http, url, clients, backends, move |i| {
+        let members: Vec<Value> = (0..members)
+            .map(|m| json!({"host": format!("10.{}.{}.{}", i / 65_536 % 256, i / 256 % 256, i % 256), "port": 8000 + m}))
+            .collect();
+        (
+            format!("/backends/big-{i:06}"),
+            json!({"type": "static", "members": members}),
+        )
+    })
+    .await?;
+    Ok(load_time)
+}
+
+/// Restarts peer 1 and times it from the new process's start until the
+/// last of `backends` written by [`load_static_backends`] is readable.
+async fn restart_to_serving(
+    mesh: &mut LocalMesh,
+    http: &reqwest::Client,
+    backends: u32,
+) -> Result<Duration, BenchError> {
+    let to_listening = mesh.restart(0).await?;
+    let restarted = Instant::now();
+    let url = format!("http://{}", mesh.peers[0].api);
+    let last = format!("{url}/backends/big-{:06}", backends.saturating_sub(1));
+    let serving = readable(http, last).await?;
+    Ok(to_listening + serving.saturating_duration_since(restarted))
+}
+
 /// How long the `sync` benchmark waits for the new peer to catch up.
 const SYNC_LIMIT: Duration = Duration::from_secs(1800);
 
@@ -914,16 +938,8 @@ async fn sync(
 ) -> Result<Value, BenchError> {
     mesh.stop_peer(1).await;
     let source = format!("http://{}", mesh.peers[0].api);
-    let (load_time, _) = write_concurrently(http, &source, 8, backends, move |i| {
-        let members: Vec<Value> = (0..members)
-            .map(|m| json!({"host": format!("10.{}.{}.{}", i % 256, m / 256 % 256, m % 256), "port": 8000 + i % 1000}))
-            .collect();
-        (
-            format!("/backends/sync-{i:06}"),
-            json!({"type": "static", "members": members}),
-        )
-    })
-    .await?;
+    // Few clients: each body holds thousands of members.
+    let load_time = load_static_backends(http, &source, 8, backends, members).await?;
     // The source renders what was written (a configuration of a million
     // servers takes seconds): measured only once it is done.
     quiet(mesh.pid(0)).await?;
@@ -960,12 +976,7 @@ async fn sync(
     let sent_after = gossip_sent(http, std::slice::from_ref(&source)).await?;
     let synced_rss = [rss_mib(pids[0])?, rss_mib(pids[1])?];
 
-    let to_listening = mesh.restart(0).await?;
-    let restarted = Instant::now();
-    let source = format!("http://{}", mesh.peers[0].api);
-    let last = format!("{source}/backends/sync-{:06}", backends.saturating_sub(1));
-    let serving = readable(http, last).await?;
-    let restart_to_serving = to_listening + serving.saturating_duration_since(restarted);
+    let restart_to_serving = restart_to_serving(mesh, http, backends).await?;
     Ok(json!({
         "benchmark": "sync",
         "backends": backends,

@@ -554,9 +554,7 @@ pub async fn run(parts: Parts) -> Result<(), PeerError> {
             _ = &mut shutdown => break,
         }
         peer.flush_outputs(false).await?;
-        if *peer.first_sync.borrow() == FirstSync::Waiting
-            && peer.node.stats().first_synced.is_some()
-        {
+        if *peer.first_sync.borrow() == FirstSync::Waiting && peer.node.first_synced().is_some() {
             peer.end_first_sync(FirstSync::Done);
         }
     }
@@ -978,7 +976,7 @@ impl PeerTask {
                 }
             }
         }
-        let too_large = self.node.stats().too_large;
+        let too_large = self.node.messages_too_large();
         if too_large > self.too_large_logged {
             tracing::warn!(
                 messages = too_large - self.too_large_logged,

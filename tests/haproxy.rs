@@ -332,6 +332,16 @@ fn more_requests(clients: &Clients, more: u64) {
     });
 }
 
+/// Once `peer`'s HAProxy runs what `peer` applied: its pid, and clients
+/// sending requests through it (50 of them answered already).
+fn under_traffic(peer: &Peer) -> (i64, Clients) {
+    peer.wait_until_applied();
+    let pid = peer.haproxy_status()["pid"].as_i64().expect("a pid");
+    let clients = Clients::start(peer.through_haproxy(PORT), "example.com", 2);
+    more_requests(&clients, 50);
+    (pid, clients)
+}
+
 /// Stops `clients`; none of their requests may have failed.
 fn no_request_failed(clients: Clients, what: &str) {
     let (ok, failures) = clients.finish();
@@ -362,10 +372,7 @@ fn sigterm_leaves_haproxy_serving_and_the_next_start_takes_it_over_without_a_fai
     let server = TestServer::start("only");
     serve(&peer, &[&server]);
     wait_until_served_by(&peer, "/", "example.com", &server);
-    peer.wait_until_applied();
-    let old = peer.haproxy_status()["pid"].as_i64().expect("a pid");
-    let clients = Clients::start(peer.through_haproxy(PORT), "example.com", 2);
-    more_requests(&clients, 50);
+    let (old, clients) = under_traffic(&peer);
 
     assert!(peer.terminate().success(), "log:\n{}", peer.log());
     assert!(!gone(old), "SIGTERM stopped HAProxy");
@@ -386,10 +393,7 @@ fn a_wiped_peer_keeps_its_haproxy_serving_until_its_first_sync_then_applies_ever
     let server = TestServer::start("only");
     serve(&a, &[&server]);
     wait_until_served_by(&b, "/", "example.com", &server);
-    b.wait_until_applied();
-    let old = b.haproxy_status()["pid"].as_i64().expect("a pid");
-    let clients = Clients::start(b.through_haproxy(PORT), "example.com", 2);
-    more_requests(&clients, 50);
+    let (old, clients) = under_traffic(&b);
 
     // b's data directory moved away while its HAProxy serves on, and the
     // one member that could sync it is down: b starts empty.

@@ -356,6 +356,17 @@ impl Node {
         stats
     }
 
+    /// [`NodeStats::too_large`] alone, for a caller that checks it after
+    /// every step (without copying every counter).
+    pub fn messages_too_large(&self) -> u64 {
+        self.stats.too_large
+    }
+
+    /// [`NodeStats::first_synced`] alone, likewise.
+    pub fn first_synced(&self) -> Option<Time> {
+        self.stats.first_synced
+    }
+
     /// Asks `seed` to let this node join the mesh.
     ///
     /// The seed is remembered: while this node knows no live peer (the
@@ -631,26 +642,27 @@ impl Node {
     /// (by anyone: another chain would bring the same parts again); for a
     /// next part (`next_part`), not while another chain runs.
     fn may_request(&self, now: Time, peer: PeerId, next_part: bool) -> bool {
-        let wait = self.config.anti_entropy_interval * SYNC_ANSWER_WAIT_ROUNDS;
-        let awaited = |answer: &AwaitedAnswer| now < answer.asked + wait;
-        let active = self.membership.active();
-        !self.awaiting_answer.get(&peer).is_some_and(awaited)
-            && !self.awaiting_answer.iter().any(|(other, answer)| {
-                answer.next_part
-                    && awaited(answer)
-                    && active.contains(other)
-                    && (!next_part || *other != peer)
-            })
+        !self
+            .awaiting_answer
+            .get(&peer)
+            .is_some_and(|answer| self.still_awaited(now, peer, answer))
+            && !self.syncing_in_parts(now, next_part.then_some(peer))
     }
 
-    /// Whether this node is being synced in parts (a next part is awaited
-    /// from an active member).
-    fn syncing_in_parts(&self, now: Time) -> bool {
-        let wait = self.config.anti_entropy_interval * SYNC_ANSWER_WAIT_ROUNDS;
-        let active = self.membership.active();
+    /// Whether this node is being synced in parts: a next part is awaited
+    /// from an active member (other than `except`).
+    fn syncing_in_parts(&self, now: Time, except: Option<PeerId>) -> bool {
         self.awaiting_answer.iter().any(|(peer, answer)| {
-            answer.next_part && now < answer.asked + wait && active.contains(peer)
+            answer.next_part && Some(*peer) != except && self.still_awaited(now, *peer, answer)
         })
+    }
+
+    /// Whether `answer`, from `peer`, is still to come: `peer` is an active
+    /// member and it was asked for less than [`SYNC_ANSWER_WAIT_ROUNDS`]
+    /// rounds ago.
+    fn still_awaited(&self, now: Time, peer: PeerId, answer: &AwaitedAnswer) -> bool {
+        now < answer.asked + self.config.anti_entropy_interval * SYNC_ANSWER_WAIT_ROUNDS
+            && self.membership.active().contains(&peer)
     }
 
     /// Asks `peer` for what this node lacks (`next_part`: the next part of
@@ -660,10 +672,15 @@ impl Node {
         if !self.may_request(now, peer, next_part) {
             return false;
         }
-        let wait = self.config.anti_entropy_interval * SYNC_ANSWER_WAIT_ROUNDS;
-        let active = self.membership.active();
-        self.awaiting_answer
-            .retain(|peer, answer| active.contains(peer) && now < answer.asked + wait);
+        let stale: Vec<PeerId> = self
+            .awaiting_answer
+            .iter()
+            .filter(|(peer, answer)| !self.still_awaited(now, **peer, answer))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in stale {
+            self.awaiting_answer.remove(&peer);
+        }
         self.awaiting_answer.insert(
             peer,
             AwaitedAnswer {
@@ -845,7 +862,7 @@ impl Node {
                 // While this node is being synced in parts, it starts no
                 // other exchange: one would bring the same parts again.
                 let digest = self.replica.digest();
-                if !self.syncing_in_parts(now) {
+                if !self.syncing_in_parts(now, None) {
                     self.send(peer, &Message::Digest { digest });
                 }
                 let identity = self.membership.identity();
